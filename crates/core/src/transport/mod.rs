@@ -1,0 +1,1 @@
+//! Broker-neutral transport traits (placeholder until the transport lands).
