@@ -87,6 +87,57 @@ pub enum Error {
         after: Duration,
     },
     // ----- transport (in-memory) -----
+    /// The in-memory queue was closed, so it took no message.
+    #[error(
+        "the in-memory queue is closed and accepts no more messages; publish before calling `close()`, \
+         or publish to a new queue"
+    )]
+    QueueClosed,
+    /// The in-memory queue is full and the caller asked not to wait (`try_publish`).
+    #[error(
+        "the in-memory queue is full ({capacity} messages queued or in flight), so the message was not \
+         published; wait with `publish`, have consumers ack faster, or raise the capacity"
+    )]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The in-memory queue stayed full for the whole publish timeout.
+    #[error(
+        "the in-memory queue stayed full ({capacity} messages queued or in flight) for {after:?}, so the \
+         message was not published; consumers must ack deliveries faster, or raise the capacity or the \
+         publisher's timeout"
+    )]
+    PublishTimedOut {
+        /// The queue's capacity.
+        capacity: usize,
+        /// The publisher's timeout, which passed.
+        after: Duration,
+    },
+    /// A transport could not record an acknowledgement.
+    #[error(
+        "could not acknowledge delivery {delivery}: {cause}; the broker may deliver the message again, \
+         so the handler must be idempotent"
+    )]
+    AckFailed {
+        /// The delivery: the broker's id for the message, and the attempt.
+        delivery: String,
+        /// What the transport reported.
+        #[source]
+        cause: BoxError,
+    },
+    /// A transport could not record a negative acknowledgement.
+    #[error(
+        "could not negatively acknowledge delivery {delivery}: {cause}; the broker will deliver the \
+         message again when its lease on it expires, possibly before the requested delay"
+    )]
+    NackFailed {
+        /// The delivery: the broker's id for the message, and the attempt.
+        delivery: String,
+        /// What the transport reported.
+        #[source]
+        cause: BoxError,
+    },
 }
 
 /// Shorthand for results whose error is [`Error`].
