@@ -1,0 +1,54 @@
+//! The crate's error type.
+
+/// Everything that can go wrong in wharf-job-partition.
+///
+/// Each variant says what happened and carries what is needed to act on it. Redis URLs
+/// (which may hold a password) never appear in these messages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A call to Redis failed or timed out.
+    #[error(
+        "redis {op} failed: {source}; check that Redis is reachable and healthy (the call is safe to retry)"
+    )]
+    Redis {
+        /// The operation that failed (for example `enqueue`, `claim`).
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A call to Redis did not answer within the configured timeout.
+    #[error(
+        "redis {op} timed out after {timeout_ms} ms; check Redis latency or raise Config::response_timeout"
+    )]
+    Timeout {
+        /// The operation that timed out.
+        op: &'static str,
+        /// The timeout, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// The configuration or a name is not valid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A job's arguments could not be encoded as JSON.
+    #[error("could not encode the arguments of job `{name}` as JSON: {source}; check its Serialize impl")]
+    Encode {
+        /// The job's registered name.
+        name: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Redis answered something this crate did not expect (another writer on our keys?).
+    #[error("unexpected answer from redis to {op}: {detail}; are other programs writing wharf's keys?")]
+    Protocol {
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

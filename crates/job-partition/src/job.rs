@@ -1,0 +1,198 @@
+//! The `Job` trait, the context a job runs with, and the registry of job types by name.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use wharf_core::Backoff;
+
+/// A job's failure: a message kept with the job (and in the dead set when it is the last).
+pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A kind of job: its arguments (the struct itself, stored as JSON) and what it does.
+///
+/// A job type is registered under [`Job::NAME`] in a [`Registry`]; a worker decodes the
+/// stored arguments back into the struct and calls [`Job::perform`]. The contract:
+///
+/// - `perform` may run more than once for one enqueue: after a failure (when
+///   [`retryable`](Job::retryable)) and after a worker crash (its lease expires and another
+///   worker runs it). Make it idempotent, or key its side effects by [`JobContext::id`].
+/// - `perform` runs in its own task. It may be aborted at any `.await`: when the job is
+///   cancelled, when [`max_execution_time`](Job::max_execution_time) passes, or when the
+///   worker loses the job's lease. [`JobContext::cancelled`] lets it stop cleanly first.
+/// - An `Err` or a panic is a failure: retried with [`backoff`](Job::backoff) while attempts
+///   remain, then the job goes to the dead set with the error's message.
+/// - [`queue_key`](Job::queue_key) and [`execution_key`](Job::execution_key) are computed
+///   once, at enqueue, and stored with the job.
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name the job is stored and registered under. Keep it stable across releases.
+    const NAME: &'static str;
+
+    /// Does the work.
+    fn perform(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+
+    /// Only one job with this key may be queued, running or waiting to retry at a time in
+    /// the partition; a second enqueue answers [`Enqueued::Duplicate`](crate::Enqueued).
+    fn queue_key(&self) -> Option<String> {
+        None
+    }
+
+    /// Jobs with the same key never run at the same time in the partition, on any machine;
+    /// they start in the order they were enqueued.
+    fn execution_key(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether a failure is retried (up to [`max_attempts`](Job::max_attempts)).
+    fn retryable(&self) -> bool {
+        true
+    }
+
+    /// How many attempts in all (first run included) before the job goes to the dead set.
+    fn max_attempts(&self) -> u32 {
+        5
+    }
+
+    /// Abort the job's task after this long, and count it as a failure.
+    fn max_execution_time(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The delay before attempt `attempt + 1`, after `attempt` (1-based) failed.
+    /// Default: exponential from 1 s doubling up to 5 min, with jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        Backoff::exponential(Duration::from_secs(1), Duration::from_secs(300))
+            .delay(attempt.saturating_sub(1))
+    }
+}
+
+/// What a running job knows about itself.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub(crate) id: String,
+    pub(crate) partition: String,
+    pub(crate) queue: String,
+    pub(crate) attempt: u32,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl JobContext {
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The partition it runs in.
+    pub fn partition(&self) -> &str {
+        &self.partition
+    }
+    /// Its queue.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+    /// Which attempt this is, from 1 (a re-run after a worker crash counts as one).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// Resolves when the job is being stopped (cancelled, timed out, lease lost, shutdown);
+    /// the task is aborted soon after regardless.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+    /// Whether the job is being stopped.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// The policy of one decoded job, read before it runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub(crate) retryable: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// A job decoded from its stored arguments, ready to run.
+pub(crate) struct Decoded {
+    pub(crate) policy: Policy,
+    /// The delay before the next attempt if this one fails.
+    pub(crate) retry_delay: Duration,
+    pub(crate) run: Box<dyn FnOnce(JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send>,
+}
+
+impl fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoded")
+            .field("policy", &self.policy)
+            .field("retry_delay", &self.retry_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+type DecodeFn = dyn Fn(&str, u32) -> Result<Decoded, serde_json::Error> + Send + Sync;
+
+/// The job types a worker can run, by name.
+///
+/// A job whose name is not registered, or whose arguments do not decode, goes to the dead
+/// set with the reason; it never crashes the worker.
+#[derive(Clone, Default)]
+pub struct Registry {
+    types: HashMap<&'static str, Arc<DecodeFn>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.types.keys().collect();
+        names.sort();
+        f.debug_struct("Registry").field("jobs", &names).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers job type `J` under [`Job::NAME`] (a later registration of a name wins).
+    pub fn register<J: Job>(mut self) -> Self {
+        let decode = |args: &str, attempt: u32| -> Result<Decoded, serde_json::Error> {
+            let job: J = serde_json::from_str(args)?;
+            let policy = Policy {
+                retryable: job.retryable(),
+                max_attempts: job.max_attempts().max(1),
+                timeout: job.max_execution_time(),
+            };
+            let retry_delay = job.backoff(attempt);
+            Ok(Decoded {
+                policy,
+                retry_delay,
+                run: Box::new(move |ctx| Box::pin(job.perform(ctx))),
+            })
+        };
+        self.types.insert(J::NAME, Arc::new(decode));
+        self
+    }
+
+    /// The registered names.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.types.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub(crate) fn decode(&self, name: &str, args: &str, attempt: u32) -> Result<Decoded, String> {
+        let Some(decode) = self.types.get(name) else {
+            return Err(format!(
+                "no job type named `{name}` is registered in this worker; register it with Registry::register"
+            ));
+        };
+        decode(args, attempt).map_err(|e| format!("the arguments of job `{name}` do not decode: {e}"))
+    }
+}

@@ -1,0 +1,102 @@
+//! # wharf-job-partition
+//!
+//! Background jobs on Redis whose guarantees hold across processes and machines. This
+//! crate provides:
+//!
+//! - [`Job`]: a job type (serde arguments, `perform`), with optional **queue key** (only one
+//!   such job queued, running or waiting to retry), **execution key** (never two running at
+//!   once anywhere; waiters start in enqueue order), retries with backoff and jitter, and a
+//!   maximum execution time.
+//! - [`Jobs`]: enqueue (now, at a time, after a delay, in bulk), cancel (queued or running,
+//!   on any worker), inspect, count, pause, resume, purge, set global worker limits and
+//!   retention, list and re-enqueue dead jobs.
+//! - [`Worker`]: runs jobs of a [`Registry`] from any partitions and queues. Jobs are held
+//!   under **leases** renewed by heartbeats; a worker that dies (even `kill -9`) has its jobs
+//!   run again once their leases expire, and a **fencing token** keeps a worker that lost a
+//!   lease from completing or failing the job another worker took.
+//! - [`Hooks`]: before, after, on error, on cancel, on dead.
+//!
+//! Use it when jobs must survive crashes and limits must hold globally (a queue limited to
+//! 5 runs 5 jobs at once across all your machines). Every multi-key change is one Lua
+//! script; all keys of a partition share the hash tag `{wharf:<partition>}`, so Redis
+//! Cluster can spread partitions over shards. Delivery is at-least-once: a job may run
+//! again after a crash, so make `perform` idempotent.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use tokio_util::sync::CancellationToken;
+//! use wharf_job_partition::{Config, Job, JobContext, JobError, Jobs, Registry, Worker};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct SendInvoice { customer: u64 }
+//!
+//! impl Job for SendInvoice {
+//!     const NAME: &'static str = "send_invoice";
+//!     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+//!         println!("invoice for {} (attempt {})", self.customer, ctx.attempt());
+//!         Ok(())
+//!     }
+//!     // One invoice run per customer at a time, across all workers.
+//!     fn execution_key(&self) -> Option<String> { Some(format!("customer:{}", self.customer)) }
+//! }
+//!
+//! # async fn demo() -> Result<(), wharf_job_partition::Error> {
+//! let jobs = Jobs::connect(Config::from_env()).await?;
+//! jobs.set_limit("tenant-a", "billing", Some(5)).await?; // 5 at once, globally
+//! jobs.enqueue("tenant-a", "billing", &SendInvoice { customer: 42 }).await?;
+//!
+//! let worker = Worker::builder(jobs.clone(), Registry::new().register::<SendInvoice>())
+//!     .queue("tenant-a", "billing", 10)
+//!     .build()?;
+//! let stop = CancellationToken::new();
+//! worker.run(stop).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Redis keys
+//!
+//! With `P` = `{wharf:<partition>}:` and `Q` = `P q:<queue>:`:
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `wharf:partitions` | set | partition names (for listing) |
+//! | `P queues` | set | the partition's queue names |
+//! | `P config` | hash | retention: `keep_done`, `keep_done_ms`, `keep_dead` |
+//! | `P seq` | string | enqueue sequence (FIFO order) |
+//! | `P job:<id>` | hash | name, args, queue, state, attempts, token, keys, error |
+//! | `Q wait` | zset | ready jobs by sequence |
+//! | `Q delayed` | zset | scheduled and retrying jobs by due time (ms) |
+//! | `Q active` | zset | running jobs by lease deadline (ms); its size is the global running count |
+//! | `Q parked` | zset | jobs waiting for their execution key |
+//! | `Q done` / `Q dead` | zset | finished / dead jobs by time, trimmed by retention |
+//! | `Q meta` | hash | `paused`, `limit`, and lifetime counters |
+//! | `P qkey:<key>` | string | id of the job holding a queue key |
+//! | `P xlock:<key>` | string | id of the job holding an execution key |
+//! | `P xwait:<key>` | zset | jobs waiting for an execution key, by sequence |
+//!
+//! ## Metrics
+//!
+//! `wharf_jobs_total{partition,queue,state}` with state `enqueued`, `duplicate`,
+//! `completed`, `retried`, `dead`, `cancelled`, `timed_out`, `lost_lease`; and the
+//! histogram `wharf_job_duration_seconds{partition,queue}`.
+
+mod client;
+mod error;
+mod hooks;
+mod job;
+mod keys;
+mod scripts;
+mod worker;
+
+#[doc(inline)]
+pub use client::{
+    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, QueueCounts, Retention,
+};
+#[doc(inline)]
+pub use error::{Error, Result};
+#[doc(inline)]
+pub use hooks::{Hooks, JobEvent, NoHooks};
+#[doc(inline)]
+pub use job::{Job, JobContext, JobError, Registry};
+#[doc(inline)]
+pub use worker::{Worker, WorkerBuilder, WorkerHandle};
