@@ -4,6 +4,7 @@
 
 mod backoff;
 mod error;
+pub mod service;
 pub mod supervisor;
 pub mod transport;
 
