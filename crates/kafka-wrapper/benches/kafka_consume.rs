@@ -1,0 +1,2 @@
+//! Benchmark placeholder (written next).
+fn main() {}

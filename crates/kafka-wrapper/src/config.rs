@@ -1,0 +1,221 @@
+//! One client configuration for every producer and consumer of a wrapper.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// The environment variable read by [`KafkaConfig::from_env`] for the bootstrap servers.
+pub const BROKERS_ENV: &str = "WHARF_KAFKA_BROKERS";
+
+/// Substrings of librdkafka property names whose values are secrets: never printed.
+const SECRET_MARKERS: &[&str] = &[
+    "password",
+    "secret",
+    "token",
+    "oauthbearer.config",
+    "ssl.key.pem",
+    "credential",
+];
+
+/// Is this librdkafka property a secret that must not appear in `Debug` output or logs?
+pub(crate) fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_MARKERS.iter().any(|m| key.contains(m))
+}
+
+/// librdkafka settings (passed straight through) plus the wrapper's supervision settings.
+///
+/// Every producer and consumer of a [`KafkaWrapper`](crate::KafkaWrapper) is built from
+/// this configuration merged with its own spec's overrides. Any librdkafka property
+/// (`security.protocol`, `sasl.mechanisms`, `ssl.ca.location`, `linger.ms`, ...) is set with
+/// [`set`](Self::set). Values of secret properties (passwords, tokens, keys) never appear in
+/// `Debug` output.
+///
+/// ```
+/// use std::time::Duration;
+/// use wharf_kafka_wrapper::KafkaConfig;
+///
+/// let config = KafkaConfig::new("127.0.0.1:9092")
+///     .set("security.protocol", "SASL_SSL")
+///     .set("sasl.mechanisms", "SCRAM-SHA-512")
+///     .set("sasl.username", "app")
+///     .set("sasl.password", "hunter2")
+///     .unreachable_after(Duration::from_secs(30));
+/// assert!(!format!("{config:?}").contains("hunter2"));
+/// ```
+#[derive(Clone)]
+pub struct KafkaConfig {
+    pub(crate) settings: BTreeMap<String, String>,
+    pub(crate) unreachable_after: Duration,
+    pub(crate) stall_after: Duration,
+    pub(crate) health_interval: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) max_rebuilds: Option<u32>,
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl KafkaConfig {
+    /// A configuration for the given bootstrap servers (`host:port[,host:port...]`).
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        let mut settings = BTreeMap::new();
+        settings.insert("bootstrap.servers".to_owned(), bootstrap_servers.into());
+        Self {
+            settings,
+            unreachable_after: Duration::from_secs(30),
+            stall_after: Duration::from_secs(60),
+            health_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            max_rebuilds: None,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Bootstrap servers from `WHARF_KAFKA_BROKERS`, else `127.0.0.1:9092`.
+    pub fn from_env() -> Self {
+        let brokers = std::env::var(BROKERS_ENV).unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+        Self::new(brokers)
+    }
+
+    /// Sets any librdkafka property; it is passed straight through to every client.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// The value of a librdkafka property, if set here.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).map(String::as_str)
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap_servers(&self) -> &str {
+        self.get("bootstrap.servers").unwrap_or_default()
+    }
+
+    /// Rebuild everything when no broker answered for this long (default 30 s).
+    pub fn unreachable_after(mut self, after: Duration) -> Self {
+        self.unreachable_after = after;
+        self
+    }
+
+    /// Rebuild everything when a consumer has lag above zero and made no progress for this
+    /// long (default 60 s). Progress is a message fetched or a handler call finished.
+    pub fn stall_after(mut self, after: Duration) -> Self {
+        self.stall_after = after;
+        self
+    }
+
+    /// How often the wrapper checks the brokers and the consumers (default 1 s).
+    pub fn health_interval(mut self, every: Duration) -> Self {
+        self.health_interval = every;
+        self
+    }
+
+    /// Timeout of metadata, watermark and admin requests (default 5 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Backoff between rebuilds: exponential from `min` to `max`, with jitter
+    /// (default 500 ms to 30 s).
+    pub fn rebuild_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+
+    /// Give up after this many consecutive rebuilds (default: never give up).
+    pub fn max_rebuilds(mut self, attempts: Option<u32>) -> Self {
+        self.max_rebuilds = attempts;
+        self
+    }
+
+    /// How long producers flush and consumers drain in-flight work at a rebuild, a removal or
+    /// shutdown (default 10 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// The librdkafka configuration: these settings, then `defaults` where unset, then
+    /// `overrides` on top.
+    pub(crate) fn client_config(
+        &self,
+        defaults: &[(&str, &str)],
+        overrides: &BTreeMap<String, String>,
+    ) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        for (k, v) in defaults {
+            cc.set(*k, *v);
+        }
+        for (k, v) in self.settings.iter().chain(overrides) {
+            cc.set(k, v);
+        }
+        cc
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self::from_env()
+    }
+}
+
+/// Prints settings with secret values replaced by `***`.
+pub(crate) struct Redacted<'a>(pub(crate) &'a BTreeMap<String, String>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (k, v) in self.0 {
+            if is_secret(k) {
+                map.entry(k, &"***");
+            } else {
+                map.entry(k, v);
+            }
+        }
+        map.finish()
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("settings", &Redacted(&self.settings))
+            .field("unreachable_after", &self.unreachable_after)
+            .field("stall_after", &self.stall_after)
+            .field("health_interval", &self.health_interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("backoff", &(self.backoff_min, self.backoff_max))
+            .field("max_rebuilds", &self.max_rebuilds)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let c = KafkaConfig::new("h:1")
+            .set("sasl.password", "p4ss")
+            .set("ssl.key.password", "k3y")
+            .set("sasl.oauthbearer.config", "principal=x t0ken")
+            .set("sasl.username", "alice");
+        let s = format!("{c:?}");
+        assert!(
+            !s.contains("p4ss") && !s.contains("k3y") && !s.contains("t0ken"),
+            "{s}"
+        );
+        assert!(s.contains("alice"));
+    }
+}

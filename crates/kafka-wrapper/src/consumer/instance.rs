@@ -1,0 +1,637 @@
+//! One incarnation of a consumer: a librdkafka consumer polled by a dedicated thread that
+//! hands messages to one worker task per partition.
+//!
+//! The thread never waits for handlers, so `max.poll.interval.ms` is never exceeded however
+//! slow they are (no rebalance storm); a partition whose worker queue is full is paused and
+//! resumed when it drains (bounded memory). Only the thread touches the consumer: it stores
+//! committable offsets, and on revoke and at shutdown it stops the workers, waits for the
+//! message each is handling (up to the grace period), and commits synchronously.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, config::RDKafkaLogLevel};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::tracker::OffsetTracker;
+use super::worker::{DeadLetter, PartitionState, Worker};
+use super::{ConsumerShared, Control, PartitionLag, StartAt, Subscription};
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::health::HealthContext;
+use crate::message::ConsumedMessage;
+use crate::producer::{ProducerInstance, ProducerSpec};
+
+/// librdkafka settings of group consumers unless the config or the spec says otherwise.
+const GROUP_DEFAULTS: &[(&str, &str)] = &[
+    // Offsets are stored by the wrapper only once handled; librdkafka commits what is stored.
+    ("enable.auto.commit", "true"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+];
+
+const PLAIN_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+];
+
+/// How often the polling thread stores committable offsets.
+const STORE_EVERY: Duration = Duration::from_millis(100);
+
+struct Slot {
+    tx: mpsc::Sender<ConsumedMessage>,
+    stash: VecDeque<ConsumedMessage>,
+    backpressure_paused: bool,
+    state: Arc<PartitionState>,
+    stop: CancellationToken,
+    done: std::sync::mpsc::Receiver<()>,
+    task: tokio::task::JoinHandle<()>,
+    stored: Option<i64>,
+}
+
+/// State of one incarnation, reachable from librdkafka's rebalance callbacks.
+pub(crate) struct LoopState {
+    shared: Arc<ConsumerShared>,
+    runtime: tokio::runtime::Handle,
+    dead_letter: Option<Arc<DeadLetter>>,
+    slots: Mutex<HashMap<Arc<str>, HashMap<i32, Slot>>>,
+    grace: Duration,
+    group: bool,
+}
+
+pub(crate) struct GroupCtx {
+    base: HealthContext,
+    state: Arc<LoopState>,
+}
+
+impl ClientContext for GroupCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.base.log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.error(error, reason);
+    }
+}
+
+impl ConsumerContext for GroupCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                tracing::info!(consumer = %self.state.shared.spec.name, partitions = ?parts, "partitions revoked; draining and committing");
+                self.state.stop_and_commit(consumer, Some(&parts));
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(consumer = %self.state.shared.spec.name, error = %e, "rebalance error");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<(String, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            tracing::info!(consumer = %self.state.shared.spec.name, partitions = ?parts, "partitions assigned");
+            for (t, p) in &parts {
+                self.state.start_worker(t, *p);
+            }
+            self.state.reapply_pauses(consumer);
+            self.state.publish_assignment();
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            tracing::debug!(consumer = %self.state.shared.spec.name, error = %e, "offset commit failed; it is retried at the next commit");
+        }
+    }
+}
+
+impl LoopState {
+    fn start_worker(self: &Arc<Self>, topic: &str, partition: i32) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        let per_topic = slots.entry(Arc::from(topic)).or_default();
+        if per_topic.contains_key(&partition) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(self.shared.spec.queue_per_partition);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let state = Arc::new(PartitionState {
+            topic: Arc::from(topic),
+            partition,
+            tracker: Mutex::new(OffsetTracker::default()),
+        });
+        let stop = CancellationToken::new();
+        let worker = Worker {
+            rx,
+            state: state.clone(),
+            handler: self.shared.spec.handler.kind.clone(),
+            stop: stop.clone(),
+            dead_letter: self.dead_letter.clone(),
+            shared: self.shared.clone(),
+            _done: done_tx,
+        };
+        let task = self.runtime.spawn(worker.run());
+        per_topic.insert(
+            partition,
+            Slot {
+                tx,
+                stash: VecDeque::new(),
+                backpressure_paused: false,
+                state,
+                stop,
+                done,
+                task,
+                stored: None,
+            },
+        );
+    }
+
+    fn publish_assignment(&self) {
+        let mut parts = Vec::new();
+        if let Ok(slots) = self.slots.lock() {
+            for (t, ps) in slots.iter() {
+                for p in ps.keys() {
+                    parts.push((t.to_string(), *p));
+                }
+            }
+        }
+        parts.sort();
+        if let Ok(mut a) = self.shared.assignment.lock() {
+            *a = parts;
+        }
+    }
+
+    fn reapply_pauses(&self, consumer: &BaseConsumer<GroupCtx>) {
+        let all = self.shared.all_paused.load(Ordering::Acquire);
+        let paused: Vec<(String, i32)> = self
+            .shared
+            .user_paused
+            .lock()
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        if let Ok(slots) = self.slots.lock() {
+            for (t, ps) in slots.iter() {
+                for p in ps.keys() {
+                    if all || paused.iter().any(|(pt, pp)| **t == **pt && pp == p) {
+                        tpl.add_partition(t, *p);
+                    }
+                }
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.pause(&tpl)
+        {
+            tracing::warn!(error = %e, "could not re-apply pauses");
+        }
+    }
+
+    /// Stops the workers of `only` (or all), waits for each to finish the message it is on,
+    /// then stores and commits what was handled.
+    fn stop_and_commit(&self, consumer: &BaseConsumer<GroupCtx>, only: Option<&[(String, i32)]>) {
+        let mut taken = Vec::new();
+        if let Ok(mut slots) = self.slots.lock() {
+            for (t, ps) in slots.iter_mut() {
+                let keys: Vec<i32> = ps
+                    .keys()
+                    .copied()
+                    .filter(|p| {
+                        only.is_none_or(|o| o.iter().any(|(ot, op)| **t == **ot && op == p))
+                    })
+                    .collect();
+                for p in keys {
+                    if let Some(s) = ps.remove(&p) {
+                        taken.push(s);
+                    }
+                }
+            }
+            slots.retain(|_, ps| !ps.is_empty());
+        }
+        for s in &taken {
+            s.stop.cancel();
+        }
+        let deadline = Instant::now() + self.grace;
+        for s in &taken {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                s.done.recv_timeout(left)
+            {
+                // Still running at the deadline: abort; its message stays uncommitted.
+                if !s.task.is_finished() {
+                    tracing::warn!(consumer = %self.shared.spec.name, topic = %s.state.topic, partition = s.state.partition, "handler still busy after the grace period; aborted, its message will be delivered again");
+                    s.task.abort();
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for s in &taken {
+            if let Ok(mut t) = s.state.tracker.lock() {
+                t.abandon_in_flight();
+                if let Some(c) = t.committable() {
+                    let _ = tpl.add_partition_offset(
+                        &s.state.topic,
+                        s.state.partition,
+                        Offset::Offset(c),
+                    );
+                    if !self.group
+                        && let Ok(mut r) = self.shared.resume_at.lock()
+                    {
+                        r.insert((s.state.topic.to_string(), s.state.partition), c);
+                    }
+                }
+            }
+        }
+        if self.group && tpl.count() > 0 {
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::debug!(error = %e, "store before commit failed");
+            }
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => {
+                    tracing::debug!(consumer = %self.shared.spec.name, offsets = ?tpl, "committed")
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = %self.shared.spec.name, error = %e, "commit failed; uncommitted messages will be delivered again")
+                }
+            }
+        }
+        self.publish_assignment();
+    }
+
+    /// Hands a fetched message to its partition's worker, or stashes it and pauses the
+    /// partition when the worker's queue is full.
+    fn dispatch(
+        &self,
+        consumer: &BaseConsumer<GroupCtx>,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+    ) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        let Some(ps) = slots.get_mut(m.topic()) else {
+            return;
+        };
+        let Some(slot) = ps.get_mut(&m.partition()) else {
+            return;
+        };
+        let msg = ConsumedMessage::from_borrowed(m, slot.state.topic.clone());
+        if let Ok(mut t) = slot.state.tracker.lock() {
+            t.dispatched(msg.offset);
+        }
+        if !slot.stash.is_empty() {
+            slot.stash.push_back(msg);
+            return;
+        }
+        match slot.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                slot.stash.push_back(msg);
+                if !slot.backpressure_paused {
+                    slot.backpressure_paused = true;
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(m.topic(), m.partition());
+                    let _ = consumer.pause(&tpl);
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Moves stashed messages into worker queues; resumes partitions that drained.
+    fn flush_stashes(&self, consumer: &BaseConsumer<GroupCtx>) {
+        let all = self.shared.all_paused.load(Ordering::Acquire);
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        for (t, ps) in slots.iter_mut() {
+            for (p, slot) in ps.iter_mut() {
+                while let Some(m) = slot.stash.pop_front() {
+                    match slot.tx.try_send(m) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(m)) => {
+                            slot.stash.push_front(m);
+                            break;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+                if slot.stash.is_empty() && slot.backpressure_paused {
+                    slot.backpressure_paused = false;
+                    let user = self
+                        .shared
+                        .user_paused
+                        .lock()
+                        .map(|u| u.contains(&(t.to_string(), *p)))
+                        .unwrap_or(false);
+                    if !all && !user {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(t, *p);
+                        let _ = consumer.resume(&tpl);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores (group) or records (plain) the committable offsets that moved.
+    fn store_progress(&self, consumer: &BaseConsumer<GroupCtx>) {
+        let mut tpl = TopicPartitionList::new();
+        if let Ok(mut slots) = self.slots.lock() {
+            for ps in slots.values_mut() {
+                for slot in ps.values_mut() {
+                    let c = slot.state.committable();
+                    if c.is_some() && c != slot.stored {
+                        slot.stored = c;
+                        if let Some(c) = c {
+                            let _ = tpl.add_partition_offset(
+                                &slot.state.topic,
+                                slot.state.partition,
+                                Offset::Offset(c),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if self.group {
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::debug!(error = %e, "storing offsets failed (partition just revoked?)");
+            }
+        } else if let Ok(mut r) = self.shared.resume_at.lock() {
+            for e in tpl.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    r.insert((e.topic().to_owned(), e.partition()), o);
+                }
+            }
+        }
+    }
+
+    fn apply(&self, consumer: &BaseConsumer<GroupCtx>, c: Control) {
+        let (pause, which) = match c {
+            Control::Pause(w) => (true, w),
+            Control::Resume(w) => (false, w),
+        };
+        let mut tpl = TopicPartitionList::new();
+        if let Ok(slots) = self.slots.lock() {
+            for (t, ps) in slots.iter() {
+                for (p, slot) in ps.iter() {
+                    let selected = which.as_ref().is_none_or(|(wt, wp)| **t == **wt && wp == p);
+                    // A partition paused for backpressure resumes when its queue drains.
+                    if selected && (pause || !slot.backpressure_paused) {
+                        tpl.add_partition(t, *p);
+                    }
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let r = if pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "pause/resume failed");
+        }
+    }
+
+    /// (topic, partition, committable position) of every assigned partition.
+    pub(crate) fn positions(&self) -> Vec<(Arc<str>, i32, Option<i64>)> {
+        let mut out = Vec::new();
+        if let Ok(slots) = self.slots.lock() {
+            for ps in slots.values() {
+                for s in ps.values() {
+                    out.push((
+                        s.state.topic.clone(),
+                        s.state.partition,
+                        s.state.committable(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A running incarnation of a consumer.
+pub(crate) struct ConsumerInstance {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub(crate) state: Arc<LoopState>,
+}
+
+impl ConsumerInstance {
+    /// Builds the librdkafka consumer and starts its polling thread. Fails only on invalid
+    /// configuration: an unreachable broker is not an error here.
+    pub(crate) fn start(
+        config: &KafkaConfig,
+        shared: Arc<ConsumerShared>,
+        base: HealthContext,
+    ) -> Result<Self> {
+        let spec = &shared.spec;
+        let (defaults, group) = match &spec.subscription {
+            Subscription::Group { .. } => (GROUP_DEFAULTS, true),
+            Subscription::Partitions(_) => (PLAIN_DEFAULTS, false),
+        };
+        let mut cc = config.client_config(defaults, &spec.overrides);
+        if let Subscription::Group { group_id, .. } = &spec.subscription {
+            cc.set("group.id", group_id);
+        } else if cc.get("group.id").is_none() {
+            // librdkafka wants a group id even for assign(); nothing is committed to it.
+            cc.set("group.id", format!("wharf-plain-{}", spec.name));
+        }
+        let dead_letter = match &spec.dead_letter_topic {
+            Some(topic) => {
+                let p = ProducerInstance::build(
+                    config,
+                    &ProducerSpec::new(format!("{}-dlq", spec.name)),
+                    base.clone(),
+                )?;
+                Some(Arc::new(DeadLetter {
+                    topic: topic.clone(),
+                    producer: Arc::new(p),
+                }))
+            }
+            None => None,
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Stopped(format!(
+                "consumer `{}` (no tokio runtime: start the wrapper inside one)",
+                spec.name
+            ))
+        })?;
+        let state = Arc::new(LoopState {
+            shared: shared.clone(),
+            runtime,
+            dead_letter,
+            slots: Mutex::new(HashMap::new()),
+            grace: config.shutdown_grace,
+            group,
+        });
+        let ctx = GroupCtx {
+            base,
+            state: state.clone(),
+        };
+        let consumer: BaseConsumer<GroupCtx> =
+            cc.create_with_context(ctx).map_err(Error::Config)?;
+        match &spec.subscription {
+            Subscription::Group { topics, .. } => {
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&topics).map_err(Error::Config)?;
+            }
+            Subscription::Partitions(parts) => {
+                let resume = shared
+                    .resume_at
+                    .lock()
+                    .map(|r| r.clone())
+                    .unwrap_or_default();
+                let mut tpl = TopicPartitionList::new();
+                for (t, p, start) in parts {
+                    let offset = match resume.get(&(t.clone(), *p)) {
+                        Some(o) => Offset::Offset(*o),
+                        None => match start {
+                            StartAt::Beginning => Offset::Beginning,
+                            StartAt::End => Offset::End,
+                            StartAt::Offset(o) => Offset::Offset(*o),
+                        },
+                    };
+                    tpl.add_partition_offset(t, *p, offset)
+                        .map_err(Error::Config)?;
+                    state.start_worker(t, *p);
+                }
+                consumer.assign(&tpl).map_err(Error::Config)?;
+                state.publish_assignment();
+            }
+        }
+        let consumer = Arc::new(consumer);
+        let (control_tx, control_rx) = mpsc::channel(64);
+        shared.control.send_replace(Some(control_tx));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            let state = state.clone();
+            std::thread::Builder::new()
+                .name(format!("wharf-kafka-{}", spec.name))
+                .spawn(move || poll_loop(consumer, state, control_rx, stop))
+                .map_err(|e| {
+                    Error::Stopped(format!(
+                        "consumer `{}` (could not start its thread: {e})",
+                        shared.spec.name
+                    ))
+                })?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            state,
+        })
+    }
+
+    /// Stops polling, drains in-flight handlers (up to the grace period), commits, closes.
+    pub(crate) async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// Lag per partition given high watermarks (`None` where unknown).
+    pub(crate) fn lag_with(&self, highs: &HashMap<(String, i32), i64>) -> Vec<PartitionLag> {
+        let mut out = Vec::new();
+        for (t, p, pos) in self.state.positions() {
+            let (Some(pos), Some(h)) = (pos, highs.get(&(t.to_string(), p))) else {
+                continue;
+            };
+            out.push(PartitionLag {
+                topic: t.to_string(),
+                partition: p,
+                high_watermark: *h,
+                position: pos,
+                lag: (h - pos).max(0),
+            });
+        }
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        out
+    }
+}
+
+impl Drop for ConsumerInstance {
+    fn drop(&mut self) {
+        // If not shut down explicitly, at least stop the thread; it cleans up by itself.
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn poll_loop(
+    consumer: Arc<BaseConsumer<GroupCtx>>,
+    state: Arc<LoopState>,
+    mut control: mpsc::Receiver<Control>,
+    stop: Arc<AtomicBool>,
+) {
+    let span = tracing::info_span!("kafka_consumer", consumer = %state.shared.spec.name);
+    let _g = span.enter();
+    let mut last_store = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        while let Ok(c) = control.try_recv() {
+            state.apply(&consumer, c);
+        }
+        state.flush_stashes(&consumer);
+        match consumer.poll(Duration::from_millis(50)) {
+            None => {}
+            Some(Ok(m)) => {
+                state.shared.progress.fetch_add(1, Ordering::Relaxed);
+                state.dispatch(&consumer, &m);
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "consumer poll error"),
+        }
+        if last_store.elapsed() >= STORE_EVERY {
+            state.store_progress(&consumer);
+            last_store = Instant::now();
+        }
+    }
+    state.store_progress(&consumer);
+    state.stop_and_commit(&consumer, None);
+    if state.group {
+        // Leave the group now rather than at the session timeout, so partitions move fast.
+        let _ = consumer.unsubscribe_and_close();
+    }
+    tracing::info!("consumer stopped");
+    drop(consumer);
+}
+
+trait CloseExt {
+    fn unsubscribe_and_close(&self) -> Result<()>;
+}
+
+impl CloseExt for BaseConsumer<GroupCtx> {
+    fn unsubscribe_and_close(&self) -> Result<()> {
+        self.unsubscribe();
+        Ok(())
+    }
+}

@@ -1,0 +1,341 @@
+//! Consumers: group consumers with a handler, and plain consumers of given partitions.
+
+mod instance;
+mod tracker;
+mod worker;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Redacted;
+use crate::message::ConsumedMessage;
+
+pub(crate) use instance::ConsumerInstance;
+
+/// What a handler answers for a message (or a batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Handled: the offset may be committed once every earlier message is handled too.
+    Ack,
+    /// Not handled: call the handler again with the same message after this delay. Later
+    /// messages of the partition wait (per-partition order), the offset is not committed.
+    Retry(Duration),
+    /// Cannot be handled: send it to the spec's dead-letter topic (with the reason and its
+    /// origin in headers), then treat it as handled. Without a dead-letter topic it is
+    /// retried after a second, and an error is logged.
+    DeadLetter(String),
+}
+
+type MessageFn = dyn Fn(ConsumedMessage) -> BoxFuture<'static, Outcome> + Send + Sync;
+type BatchFn = dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync;
+
+#[derive(Clone)]
+pub(crate) enum HandlerKind {
+    Message(Arc<MessageFn>),
+    Batch { max: usize, f: Arc<BatchFn> },
+}
+
+/// The user's code that handles consumed messages.
+///
+/// Messages of one partition are handled one at a time, in order; partitions are handled
+/// concurrently. A panic in the handler counts as `Retry` after one second.
+#[derive(Clone)]
+pub struct Handler {
+    pub(crate) kind: HandlerKind,
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            HandlerKind::Message(_) => f.write_str("Handler::PerMessage"),
+            HandlerKind::Batch { max, .. } => write!(f, "Handler::PerBatch({max})"),
+        }
+    }
+}
+
+impl Handler {
+    /// Calls `f` for every message.
+    pub fn per_message<F, Fut>(f: F) -> Self
+    where
+        F: Fn(ConsumedMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        Self {
+            kind: HandlerKind::Message(Arc::new(move |m| Box::pin(f(m)))),
+        }
+    }
+
+    /// Calls `f` with up to `max_batch` messages of one partition at a time (whatever is
+    /// already waiting; it never waits to fill a batch). The outcome applies to the whole
+    /// batch.
+    pub fn per_batch<F, Fut>(max_batch: usize, f: F) -> Self
+    where
+        F: Fn(Vec<ConsumedMessage>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        Self {
+            kind: HandlerKind::Batch {
+                max: max_batch.max(1),
+                f: Arc::new(move |b| Box::pin(f(b))),
+            },
+        }
+    }
+}
+
+/// Where a plain consumer starts reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartAt {
+    /// The oldest message still stored.
+    Beginning,
+    /// Only messages produced from now on.
+    End,
+    /// This offset.
+    Offset(i64),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Subscription {
+    Group {
+        group_id: String,
+        topics: Vec<String>,
+    },
+    Partitions(Vec<(String, i32, StartAt)>),
+}
+
+/// What a registered consumer is built from at every (re)build.
+#[derive(Clone)]
+pub struct ConsumerSpec {
+    pub(crate) name: String,
+    pub(crate) subscription: Subscription,
+    pub(crate) handler: Handler,
+    pub(crate) overrides: BTreeMap<String, String>,
+    pub(crate) dead_letter_topic: Option<String>,
+    pub(crate) queue_per_partition: usize,
+}
+
+impl ConsumerSpec {
+    /// A member of consumer group `group_id` reading `topics`: partitions are shared among
+    /// the group's members and offsets are committed at least once.
+    pub fn group(
+        name: impl Into<String>,
+        group_id: impl Into<String>,
+        topics: impl IntoIterator<Item = impl Into<String>>,
+        handler: Handler,
+    ) -> Self {
+        let subscription = Subscription::Group {
+            group_id: group_id.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+        };
+        Self::with(name.into(), subscription, handler)
+    }
+
+    /// A plain consumer of the given partitions, no group and no commits. Across rebuilds
+    /// it resumes after the last message its handler finished.
+    pub fn partitions(
+        name: impl Into<String>,
+        partitions: impl IntoIterator<Item = (String, i32, StartAt)>,
+        handler: Handler,
+    ) -> Self {
+        Self::with(
+            name.into(),
+            Subscription::Partitions(partitions.into_iter().collect()),
+            handler,
+        )
+    }
+
+    fn with(name: String, subscription: Subscription, handler: Handler) -> Self {
+        Self {
+            name,
+            subscription,
+            handler,
+            overrides: BTreeMap::new(),
+            dead_letter_topic: None,
+            queue_per_partition: 1024,
+        }
+    }
+
+    /// Overrides a librdkafka property for this consumer only (`session.timeout.ms`,
+    /// `max.poll.interval.ms`, `auto.offset.reset`, ...).
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.overrides.insert(key.into(), value.into());
+        self
+    }
+
+    /// Where [`Outcome::DeadLetter`] sends messages.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// Messages fetched ahead per partition before that partition is paused (default 1024).
+    pub fn queue_per_partition(mut self, n: usize) -> Self {
+        self.queue_per_partition = n.max(1);
+        self
+    }
+
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for ConsumerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerSpec")
+            .field("name", &self.name)
+            .field("subscription", &self.subscription)
+            .field("handler", &self.handler)
+            .field("overrides", &Redacted(&self.overrides))
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .finish()
+    }
+}
+
+/// Consumer lag of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The high watermark (offset of the next message to be produced).
+    pub high_watermark: i64,
+    /// The committable position (every message before it was handled).
+    pub position: i64,
+    /// `high_watermark - position`.
+    pub lag: i64,
+}
+
+pub(crate) enum Control {
+    Pause(Option<(String, i32)>),
+    Resume(Option<(String, i32)>),
+}
+
+/// State of a registered consumer that outlives its incarnations.
+pub(crate) struct ConsumerShared {
+    pub(crate) spec: ConsumerSpec,
+    pub(crate) control: watch::Sender<Option<mpsc::Sender<Control>>>,
+    pub(crate) user_paused: Mutex<HashSet<(String, i32)>>,
+    pub(crate) all_paused: AtomicBool,
+    pub(crate) progress: AtomicU64,
+    pub(crate) handled: AtomicU64,
+    pub(crate) lag: Mutex<Vec<PartitionLag>>,
+    pub(crate) resume_at: Mutex<BTreeMap<(String, i32), i64>>,
+    pub(crate) assignment: Mutex<Vec<(String, i32)>>,
+}
+
+/// A handle to a supervised consumer; it outlives rebuilds (pauses are re-applied to the
+/// next incarnation).
+#[derive(Clone)]
+pub struct ConsumerHandle {
+    pub(crate) shared: Arc<ConsumerShared>,
+}
+
+impl fmt::Debug for ConsumerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerHandle")
+            .field("name", &self.shared.spec.name)
+            .finish()
+    }
+}
+
+impl ConsumerHandle {
+    pub(crate) fn new(spec: ConsumerSpec) -> Self {
+        let (control, _) = watch::channel(None);
+        Self {
+            shared: Arc::new(ConsumerShared {
+                spec,
+                control,
+                user_paused: Mutex::new(HashSet::new()),
+                all_paused: AtomicBool::new(false),
+                progress: AtomicU64::new(0),
+                handled: AtomicU64::new(0),
+                lag: Mutex::new(Vec::new()),
+                resume_at: Mutex::new(BTreeMap::new()),
+                assignment: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.shared.spec.name
+    }
+
+    fn send(&self, c: Control) {
+        let tx = self.shared.control.borrow().clone();
+        if let Some(tx) = tx {
+            // The current incarnation applies it; a later one re-applies the stored state.
+            let _ = tx.try_send(c);
+        }
+    }
+
+    /// Stops fetching from one partition (handlers finish what they have). The consumer
+    /// keeps polling, so the group does not rebalance.
+    pub fn pause(&self, topic: &str, partition: i32) {
+        if let Ok(mut p) = self.shared.user_paused.lock() {
+            p.insert((topic.to_owned(), partition));
+        }
+        self.send(Control::Pause(Some((topic.to_owned(), partition))));
+    }
+
+    /// Resumes one partition paused with [`pause`](Self::pause).
+    pub fn resume(&self, topic: &str, partition: i32) {
+        if let Ok(mut p) = self.shared.user_paused.lock() {
+            p.remove(&(topic.to_owned(), partition));
+        }
+        self.send(Control::Resume(Some((topic.to_owned(), partition))));
+    }
+
+    /// Pauses every assigned partition.
+    pub fn pause_all(&self) {
+        self.shared.all_paused.store(true, Ordering::Release);
+        self.send(Control::Pause(None));
+    }
+
+    /// Resumes every partition.
+    pub fn resume_all(&self) {
+        self.shared.all_paused.store(false, Ordering::Release);
+        if let Ok(mut p) = self.shared.user_paused.lock() {
+            p.clear();
+        }
+        self.send(Control::Resume(None));
+    }
+
+    /// Lag per assigned partition, as of the wrapper's last health check.
+    pub fn lag(&self) -> Vec<PartitionLag> {
+        self.shared
+            .lag
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Total lag over the assigned partitions.
+    pub fn total_lag(&self) -> i64 {
+        self.lag().iter().map(|l| l.lag.max(0)).sum()
+    }
+
+    /// Partitions currently assigned to this consumer.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.shared
+            .assignment
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// Messages handled (acked or dead-lettered) since the consumer was registered.
+    pub fn handled(&self) -> u64 {
+        self.shared.handled.load(Ordering::Relaxed)
+    }
+}

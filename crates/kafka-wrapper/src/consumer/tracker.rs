@@ -1,0 +1,88 @@
+//! Per-partition record of which offsets were handed out and which are done.
+
+use std::collections::BTreeSet;
+
+/// Tracks dispatched and completed offsets of one partition so that only a contiguous
+/// prefix of handled messages is ever committed: the committable position is the lowest
+/// offset still in flight, or one past the highest dispatched when nothing is.
+#[derive(Debug, Default)]
+pub(crate) struct OffsetTracker {
+    in_flight: BTreeSet<i64>,
+    next: Option<i64>,
+}
+
+impl OffsetTracker {
+    /// `offset` was handed to a handler (or queued for one).
+    pub(crate) fn dispatched(&mut self, offset: i64) {
+        self.in_flight.insert(offset);
+        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// `offset` was handled (acked or dead-lettered).
+    pub(crate) fn completed(&mut self, offset: i64) {
+        self.in_flight.remove(&offset);
+    }
+
+    /// The offset to commit: every message before it was handled. `None` before the first
+    /// dispatch.
+    pub(crate) fn committable(&self) -> Option<i64> {
+        let next = self.next?;
+        Some(self.in_flight.first().copied().unwrap_or(next))
+    }
+
+    /// Forgets offsets that were queued but will never be handled (partition revoked,
+    /// consumer stopped); they stay uncommitted, so they are delivered again.
+    pub(crate) fn abandon_in_flight(&mut self) {
+        if let Some(first) = self.in_flight.first().copied() {
+            self.next = Some(first);
+            self.in_flight.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_only_up_to_the_first_unhandled_offset() {
+        let mut t = OffsetTracker::default();
+        assert_eq!(t.committable(), None);
+        for o in 10..15 {
+            t.dispatched(o);
+        }
+        t.completed(10);
+        t.completed(12);
+        t.completed(13);
+        assert_eq!(
+            t.committable(),
+            Some(11),
+            "11 is still in flight, so 12 and 13 must wait"
+        );
+        t.completed(11);
+        assert_eq!(t.committable(), Some(14));
+        t.completed(14);
+        assert_eq!(t.committable(), Some(15));
+    }
+
+    #[test]
+    fn gaps_in_offsets_do_not_block_commits() {
+        let mut t = OffsetTracker::default();
+        t.dispatched(3);
+        t.dispatched(7); // 4..6 are compacted away or transaction markers
+        t.completed(3);
+        t.completed(7);
+        assert_eq!(t.committable(), Some(8));
+    }
+
+    #[test]
+    fn abandoned_messages_are_not_committed() {
+        let mut t = OffsetTracker::default();
+        t.dispatched(0);
+        t.dispatched(1);
+        t.dispatched(2);
+        t.completed(0);
+        t.abandon_in_flight();
+        assert_eq!(t.committable(), Some(1));
+    }
+}

@@ -1,0 +1,213 @@
+//! One task per assigned partition: handles its messages in order.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::tracker::OffsetTracker;
+use super::{ConsumerShared, HandlerKind, Outcome};
+use crate::message::{ConsumedMessage, Record};
+use crate::producer::ProducerInstance;
+
+/// How many waiting messages a per-message worker takes from its queue at once.
+const DRAIN_CHUNK: usize = 64;
+
+/// Offsets of one assigned partition, shared by its worker and the polling thread.
+#[derive(Debug)]
+pub(crate) struct PartitionState {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) tracker: Mutex<OffsetTracker>,
+}
+
+impl PartitionState {
+    pub(crate) fn committable(&self) -> Option<i64> {
+        self.tracker.lock().ok().and_then(|t| t.committable())
+    }
+    fn completed(&self, offset: i64) {
+        if let Ok(mut t) = self.tracker.lock() {
+            t.completed(offset);
+        }
+    }
+}
+
+/// Where dead letters go.
+pub(crate) struct DeadLetter {
+    pub(crate) topic: String,
+    pub(crate) producer: Arc<ProducerInstance>,
+}
+
+pub(crate) struct Worker {
+    pub(crate) rx: mpsc::Receiver<ConsumedMessage>,
+    pub(crate) state: Arc<PartitionState>,
+    pub(crate) handler: HandlerKind,
+    pub(crate) stop: CancellationToken,
+    pub(crate) dead_letter: Option<Arc<DeadLetter>>,
+    pub(crate) shared: Arc<ConsumerShared>,
+    /// Dropped when the task ends (normally, by abort or by panic): the polling thread
+    /// waits on its receiver when it drains.
+    pub(crate) _done: std::sync::mpsc::Sender<()>,
+}
+
+impl Worker {
+    pub(crate) async fn run(mut self) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return,
+                m = self.rx.recv() => match m { Some(m) => m, None => return },
+            };
+            let max = match &self.handler {
+                HandlerKind::Message(_) => DRAIN_CHUNK,
+                HandlerKind::Batch { max, .. } => *max,
+            };
+            let mut batch = Vec::with_capacity(max.min(DRAIN_CHUNK));
+            batch.push(first);
+            while batch.len() < max {
+                match self.rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let ok = match self.handler.clone() {
+                HandlerKind::Message(f) => self.handle_each(batch, &*f).await,
+                HandlerKind::Batch { f, .. } => self.handle_batch(batch, &*f).await,
+            };
+            if !ok {
+                return;
+            }
+        }
+    }
+
+    async fn handle_each(
+        &self,
+        batch: Vec<ConsumedMessage>,
+        f: &(dyn Fn(ConsumedMessage) -> BoxFuture<'static, Outcome> + Send + Sync),
+    ) -> bool {
+        for m in batch {
+            if self.stop.is_cancelled() {
+                return false;
+            }
+            let offset = m.offset;
+            if !self
+                .until_handled(vec![m], &|mut v: Vec<ConsumedMessage>| f(v.remove(0)))
+                .await
+            {
+                return false;
+            }
+            self.state.completed(offset);
+            self.shared.handled.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    async fn handle_batch(
+        &self,
+        batch: Vec<ConsumedMessage>,
+        f: &(dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync),
+    ) -> bool {
+        let offsets: Vec<i64> = batch.iter().map(|m| m.offset).collect();
+        if !self.until_handled(batch, f).await {
+            return false;
+        }
+        for o in &offsets {
+            self.state.completed(*o);
+        }
+        self.shared
+            .handled
+            .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Calls the handler until it acks or the messages are dead-lettered (`true`), or the
+    /// worker is stopped while it waits to retry (`false`: nothing is committed).
+    async fn until_handled(
+        &self,
+        mut msgs: Vec<ConsumedMessage>,
+        call: &(dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync),
+    ) -> bool {
+        loop {
+            let outcome = match AssertUnwindSafe(call(msgs.clone())).catch_unwind().await {
+                Ok(o) => o,
+                Err(panic) => {
+                    let what = panic_message(&*panic);
+                    tracing::error!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, panic = %what, "handler panicked; retrying in 1 s");
+                    Outcome::Retry(Duration::from_secs(1))
+                }
+            };
+            self.shared.progress.fetch_add(1, Ordering::Relaxed);
+            let delay = match outcome {
+                Outcome::Ack => return true,
+                Outcome::Retry(d) => d,
+                Outcome::DeadLetter(reason) => match &self.dead_letter {
+                    Some(dl) => return self.dead_letter(dl, &msgs, &reason).await,
+                    None => {
+                        tracing::error!(consumer = %self.shared.spec.name, %reason, "handler asked for a dead letter but the consumer has no dead_letter_topic; retrying in 1 s");
+                        Duration::from_secs(1)
+                    }
+                },
+            };
+            metrics::counter!("wharf_kafka_handler_retries_total", "consumer" => self.shared.spec.name.clone()).increment(1);
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            for m in &mut msgs {
+                m.attempt += 1;
+            }
+        }
+    }
+
+    /// Produces each message to the dead-letter topic, retrying each until it is stored or
+    /// the worker is stopped.
+    async fn dead_letter(&self, dl: &DeadLetter, msgs: &[ConsumedMessage], reason: &str) -> bool {
+        for m in msgs {
+            let mut r = Record::new(dl.topic.clone(), m.payload.clone())
+                .header("wharf.dlq.reason", reason.to_owned())
+                .header("wharf.dlq.topic", m.topic.to_string())
+                .header("wharf.dlq.partition", m.partition.to_string())
+                .header("wharf.dlq.offset", m.offset.to_string());
+            for (k, v) in m.headers.iter() {
+                r = r.header(k.clone(), v.clone());
+            }
+            if let Some(k) = &m.key {
+                r = r.key(k.clone());
+            }
+            loop {
+                match dl.producer.send_one(&r).await {
+                    Ok(d) => {
+                        tracing::info!(consumer = %self.shared.spec.name, from = %format!("{}/{}@{}", m.topic, m.partition, m.offset), to = %d, %reason, "dead-lettered");
+                        metrics::counter!("wharf_kafka_dead_lettered_total", "consumer" => self.shared.spec.name.clone()).increment(1);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(consumer = %self.shared.spec.name, error = %e, "dead-letter produce failed; retrying in 1 s");
+                        tokio::select! {
+                            biased;
+                            _ = self.stop.cancelled() => return false,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,385 @@
+//! Producers: await the broker's receipt, fire and forget with a callback, or send a batch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::Message as _;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::{KafkaConfig, Redacted};
+use crate::error::{Error, Result};
+use crate::health::HealthContext;
+use crate::message::{Delivered, Record};
+
+/// librdkafka settings the wrapper's producers use unless the config or the spec says otherwise.
+pub(crate) const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    // Idempotence implies acks=all and bounded in-flight requests: no duplicates from retries,
+    // no reordering within a partition.
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    // The Java client's partitioner for keyed messages (random for unkeyed ones).
+    ("partitioner", "murmur2_random"),
+];
+
+/// What a registered producer is built from at every (re)build.
+#[derive(Clone)]
+pub struct ProducerSpec {
+    pub(crate) name: String,
+    pub(crate) overrides: BTreeMap<String, String>,
+    pub(crate) queue_timeout: Duration,
+}
+
+impl ProducerSpec {
+    /// A producer named `name` with the wrapper's configuration.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            overrides: BTreeMap::new(),
+            queue_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Overrides a librdkafka property for this producer only (`compression.type`,
+    /// `linger.ms`, `enable.idempotence`, ...).
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.overrides.insert(key.into(), value.into());
+        self
+    }
+
+    /// How long a send waits for room in librdkafka's queue (or for the client to be
+    /// rebuilt) before it fails (default 10 s).
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// The producer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for ProducerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerSpec")
+            .field("name", &self.name)
+            .field("overrides", &Redacted(&self.overrides))
+            .field("queue_timeout", &self.queue_timeout)
+            .finish()
+    }
+}
+
+type Callback = Box<dyn FnOnce(Result<Delivered>) + Send>;
+
+/// What to do when librdkafka reports the delivery of one message.
+pub(crate) enum Completion {
+    Await(oneshot::Sender<Result<Delivered>>),
+    // The mutex only makes the boxed closure `Sync`, as librdkafka's opaque needs.
+    Callback(Mutex<Option<Callback>>),
+}
+
+impl Completion {
+    fn complete(self, result: Result<Delivered>) {
+        match self {
+            Completion::Await(tx) => {
+                let _ = tx.send(result);
+            }
+            Completion::Callback(cb) => {
+                let cb = cb.lock().ok().and_then(|mut c| c.take());
+                if let Some(cb) = cb {
+                    cb(result);
+                }
+            }
+        }
+    }
+}
+
+/// librdkafka context of a wrapper producer: health reporting plus delivery reports.
+pub(crate) struct ProducerCtx {
+    pub(crate) base: HealthContext,
+    delivered: metrics::Counter,
+    failed: metrics::Counter,
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.base.log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.error(error, reason);
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = Box<Completion>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, completion: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(m) => {
+                self.delivered.increment(1);
+                Ok(Delivered {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                })
+            }
+            Err((e, m)) => {
+                self.failed.increment(1);
+                tracing::debug!(producer = %self.base.name, topic = m.topic(), error = %e, "delivery failed");
+                Err(Error::Delivery {
+                    topic: m.topic().to_owned(),
+                    source: e.clone(),
+                })
+            }
+        };
+        completion.complete(outcome);
+    }
+}
+
+/// One incarnation of a producer: a librdkafka client with its polling thread.
+pub(crate) struct ProducerInstance {
+    pub(crate) producer: ThreadedProducer<ProducerCtx>,
+}
+
+impl ProducerInstance {
+    pub(crate) fn build(
+        config: &KafkaConfig,
+        spec: &ProducerSpec,
+        base: HealthContext,
+    ) -> Result<Self> {
+        let cc = config.client_config(PRODUCER_DEFAULTS, &spec.overrides);
+        let name = spec.name.clone();
+        let ctx = ProducerCtx {
+            base,
+            delivered: metrics::counter!("wharf_kafka_produced_total", "producer" => name.clone()),
+            failed: metrics::counter!("wharf_kafka_produce_failed_total", "producer" => name),
+        };
+        let producer = cc.create_with_context(ctx).map_err(Error::Config)?;
+        Ok(Self { producer })
+    }
+
+    /// Queues one record; `Err` gives the completion back with the reason.
+    fn try_enqueue(
+        &self,
+        record: &Record,
+        completion: Box<Completion>,
+    ) -> std::result::Result<(), (KafkaError, Box<Completion>)> {
+        let mut br: BaseRecord<'_, [u8], [u8], Box<Completion>> =
+            BaseRecord::with_opaque_to(&record.topic, completion).payload(record.payload.as_ref());
+        if let Some(k) = &record.key {
+            br = br.key(k.as_ref());
+        }
+        if let Some(p) = record.partition {
+            br = br.partition(p);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            br = br.timestamp(ts);
+        }
+        if let Some(h) = record.owned_headers() {
+            br = br.headers(h);
+        }
+        self.producer
+            .send(br)
+            .map_err(|(e, br)| (e, br.delivery_opaque))
+    }
+
+    /// Sends one record and waits for its receipt (no queue-full waiting: internal use).
+    pub(crate) async fn send_one(&self, record: &Record) -> Result<Delivered> {
+        let (tx, rx) = oneshot::channel();
+        self.try_enqueue(record, Box::new(Completion::Await(tx)))
+            .map_err(|(source, _)| Error::Enqueue {
+                topic: record.topic.clone(),
+                source,
+            })?;
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Delivery {
+                topic: record.topic.clone(),
+                source: KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
+            })
+        })
+    }
+
+    /// Waits for queued messages to be delivered, up to `grace`; then the instance can go.
+    pub(crate) fn flush(&self, grace: Duration) {
+        if let Err(e) = self.producer.flush(grace) {
+            tracing::warn!(error = %e, in_flight = self.producer.in_flight_count(), "producer flush incomplete; undelivered messages fail with an error");
+        }
+    }
+}
+
+pub(crate) struct ProducerShared {
+    pub(crate) spec: ProducerSpec,
+    pub(crate) slot: watch::Sender<Option<Arc<ProducerInstance>>>,
+    pub(crate) stopped: AtomicBool,
+}
+
+/// A handle to a supervised producer. Cloneable; it outlives rebuilds of the client: a send
+/// issued while the wrapper rebuilds waits (up to the spec's queue timeout) for the next
+/// incarnation instead of failing.
+///
+/// | method | returns when | use it for |
+/// |---|---|---|
+/// | [`send`](Self::send) | the broker acknowledged (acks=all) | one message whose fate you must know |
+/// | [`send_with`](Self::send_with) | the message is queued; the callback gets the receipt | high throughput with per-message outcome |
+/// | [`send_batch`](Self::send_batch) | every message of the batch has an outcome | many messages, one result each |
+#[derive(Clone)]
+pub struct Producer {
+    pub(crate) shared: Arc<ProducerShared>,
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("name", &self.shared.spec.name)
+            .finish()
+    }
+}
+
+impl Producer {
+    pub(crate) fn new(spec: ProducerSpec) -> Self {
+        let (slot, _) = watch::channel(None);
+        Self {
+            shared: Arc::new(ProducerShared {
+                spec,
+                slot,
+                stopped: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The producer's name.
+    pub fn name(&self) -> &str {
+        &self.shared.spec.name
+    }
+
+    async fn instance(&self, deadline: Instant) -> Result<Arc<ProducerInstance>> {
+        if let Some(i) = self.shared.slot.borrow().as_ref() {
+            return Ok(i.clone());
+        }
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(Error::Stopped(self.shared.spec.name.clone()));
+        }
+        let mut rx = self.shared.slot.subscribe();
+        let wait = rx.wait_for(|i| i.is_some());
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(Ok(i)) => i
+                .clone()
+                .ok_or_else(|| Error::Stopped(self.shared.spec.name.clone())),
+            Ok(Err(_)) => Err(Error::Stopped(self.shared.spec.name.clone())),
+            Err(_) => Err(Error::Unavailable {
+                what: format!("producer `{}`", self.shared.spec.name),
+                after: self.shared.spec.queue_timeout,
+            }),
+        }
+    }
+
+    /// Queues `record`, waiting for room in the queue or for a rebuild to finish.
+    async fn enqueue(&self, record: &Record, mut completion: Box<Completion>) -> Result<()> {
+        let deadline = Instant::now() + self.shared.spec.queue_timeout;
+        loop {
+            if self.shared.stopped.load(Ordering::Acquire) {
+                return Err(Error::Stopped(self.shared.spec.name.clone()));
+            }
+            let instance = self.instance(deadline).await?;
+            match instance.try_enqueue(record, completion) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), c))
+                    if Instant::now() < deadline =>
+                {
+                    completion = c;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((source, _)) => {
+                    return Err(Error::Enqueue {
+                        topic: record.topic.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends one record and resolves when the broker acknowledged it, with its partition and
+    /// offset.
+    ///
+    /// Errors: [`Error::Enqueue`] if it could not be queued (see the spec's queue timeout),
+    /// [`Error::Delivery`] if the broker did not take it within librdkafka's
+    /// `message.timeout.ms` or the client was rebuilt before it did, [`Error::Stopped`] if the
+    /// producer was removed. Dropping the future does not cancel the send.
+    pub async fn send(&self, record: Record) -> Result<Delivered> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(&record, Box::new(Completion::Await(tx)))
+            .await?;
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Delivery {
+                topic: record.topic,
+                source: KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
+            }),
+        }
+    }
+
+    /// Queues one record and returns; `on_delivery` is called once with its outcome, from
+    /// librdkafka's polling thread (keep it short: send it to a channel if it must do work).
+    pub async fn send_with<F>(&self, record: Record, on_delivery: F) -> Result<()>
+    where
+        F: FnOnce(Result<Delivered>) + Send + 'static,
+    {
+        let cb: Callback = Box::new(on_delivery);
+        self.enqueue(
+            &record,
+            Box::new(Completion::Callback(Mutex::new(Some(cb)))),
+        )
+        .await
+    }
+
+    /// Sends every record and returns one result per record, in order. A record that could
+    /// not be queued gets its error; the others are still sent.
+    pub async fn send_batch(&self, records: Vec<Record>) -> Vec<Result<Delivered>> {
+        let mut pending = Vec::with_capacity(records.len());
+        for record in &records {
+            let (tx, rx) = oneshot::channel();
+            match self.enqueue(record, Box::new(Completion::Await(tx))).await {
+                Ok(()) => pending.push(Ok(rx)),
+                Err(e) => pending.push(Err(e)),
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (p, record) in pending.into_iter().zip(records) {
+            out.push(match p {
+                Err(e) => Err(e),
+                Ok(rx) => rx.await.unwrap_or_else(|_| {
+                    Err(Error::Delivery {
+                        topic: record.topic,
+                        source: KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
+                    })
+                }),
+            });
+        }
+        out
+    }
+
+    /// Waits until every queued message has an outcome, up to `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> Result<()> {
+        let instance = self.instance(Instant::now() + timeout).await?;
+        tokio::task::spawn_blocking(move || instance.producer.flush(timeout))
+            .await
+            .map_err(|e| Error::Timeout {
+                what: format!("flush ({e})"),
+                after: timeout,
+            })?
+            .map_err(|_| Error::Timeout {
+                what: "flush".to_owned(),
+                after: timeout,
+            })
+    }
+}

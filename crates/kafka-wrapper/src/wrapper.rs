@@ -1,0 +1,545 @@
+//! `KafkaWrapper`: one client configuration, a registry of producer and consumer specs, and
+//! a supervision loop that rebuilds all of them when the client fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::AdminClient;
+use rdkafka::producer::Producer as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::admin::{Admin, AdminSlot};
+use crate::config::KafkaConfig;
+use crate::consumer::{ConsumerHandle, ConsumerInstance, ConsumerSpec};
+use crate::error::{Error, Result};
+use crate::health::{Health, HealthContext};
+use crate::producer::{Producer, ProducerInstance, ProducerSpec};
+
+/// Where the wrapper is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WrapperState {
+    /// Generation `n` of the clients is running (0 is the first).
+    Running(u64),
+    /// The clients failed for this reason and are being rebuilt after a backoff.
+    Rebuilding(String),
+    /// Shut down, or gave up after `max_rebuilds`.
+    Stopped,
+}
+
+struct Generation {
+    number: u64,
+    health: Arc<Health>,
+    producers: HashMap<String, Arc<ProducerInstance>>,
+    consumers: HashMap<String, ConsumerInstance>,
+}
+
+#[derive(Default)]
+struct Registry {
+    producers: BTreeMap<String, Producer>,
+    consumers: BTreeMap<String, ConsumerHandle>,
+    generation: Option<Generation>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    registry: Mutex<Registry>,
+    admin: Arc<AdminSlot>,
+    state: watch::Sender<WrapperState>,
+    shutdown: CancellationToken,
+    rebuilds: AtomicU64,
+    task: Mutex<Option<JoinHandle<Result<()>>>>,
+}
+
+/// Supervised Kafka producers and consumers that rebuild themselves.
+///
+/// Start it once with the client configuration, then register producers and consumers at
+/// any time. When the client fails (a fatal librdkafka error, no broker reachable for
+/// [`unreachable_after`](KafkaConfig::unreachable_after), a consumer with lag and no
+/// progress for [`stall_after`](KafkaConfig::stall_after)) the wrapper tears everything
+/// down (flushing producers, draining and committing consumers) and rebuilds every
+/// registered producer and consumer from its spec, with exponential backoff, without limit
+/// unless [`max_rebuilds`](KafkaConfig::max_rebuilds) is set. It starts even when Kafka is
+/// down. Handles ([`Producer`], [`ConsumerHandle`], [`Admin`]) stay valid across rebuilds.
+#[derive(Clone)]
+pub struct KafkaWrapper {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for KafkaWrapper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaWrapper")
+            .field("config", &self.inner.config)
+            .field("state", &*self.inner.state.borrow())
+            .finish()
+    }
+}
+
+impl KafkaWrapper {
+    /// Starts the wrapper: checks the configuration (an invalid librdkafka property is an
+    /// error) and starts the first generation of clients. Kafka being down is not an error.
+    /// Must be called inside a tokio runtime.
+    pub async fn start(config: KafkaConfig) -> Result<Self> {
+        // Validate now, so a typo fails here rather than in every rebuild.
+        let probe = HealthContext {
+            health: Arc::new(Health::default()),
+            name: Arc::from("config-check"),
+        };
+        let _: AdminClient<HealthContext> = config
+            .client_config(&[], &BTreeMap::new())
+            .create_with_context(probe)
+            .map_err(Error::Config)?;
+        let (admin, _) = watch::channel(None);
+        let (state, _) = watch::channel(WrapperState::Running(0));
+        let inner = Arc::new(Inner {
+            config,
+            registry: Mutex::new(Registry::default()),
+            admin: Arc::new(admin),
+            state,
+            shutdown: CancellationToken::new(),
+            rebuilds: AtomicU64::new(0),
+            task: Mutex::new(None),
+        });
+        inner.build_generation(0);
+        let task = tokio::spawn(
+            Inner::run(inner.clone()).instrument(tracing::info_span!("kafka_wrapper")),
+        );
+        if let Ok(mut t) = inner.task.lock() {
+            *t = Some(task);
+        }
+        Ok(Self { inner })
+    }
+
+    /// The configuration the wrapper was started with.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// Registers a producer and starts it in the current generation.
+    pub fn add_producer(&self, spec: ProducerSpec) -> Result<Producer> {
+        let mut reg = self.inner.lock();
+        if reg.producers.contains_key(&spec.name) || reg.consumers.contains_key(&spec.name) {
+            return Err(Error::Duplicate(spec.name));
+        }
+        let producer = Producer::new(spec);
+        if let Some(g) = reg.generation.as_mut() {
+            let instance = Arc::new(ProducerInstance::build(
+                &self.inner.config,
+                &producer.shared.spec,
+                self.inner.context(&g.health, &producer.shared.spec.name),
+            )?);
+            g.producers
+                .insert(producer.name().to_owned(), instance.clone());
+            producer.shared.slot.send_replace(Some(instance));
+        }
+        reg.producers
+            .insert(producer.name().to_owned(), producer.clone());
+        Ok(producer)
+    }
+
+    /// Unregisters a producer: queued messages get up to the shutdown grace to be delivered,
+    /// then fail; later sends fail with [`Error::Stopped`].
+    pub async fn remove_producer(&self, name: &str) -> Result<()> {
+        let (producer, instance) = {
+            let mut reg = self.inner.lock();
+            let p = reg
+                .producers
+                .remove(name)
+                .ok_or_else(|| Error::Stopped(name.to_owned()))?;
+            let i = reg
+                .generation
+                .as_mut()
+                .and_then(|g| g.producers.remove(name));
+            (p, i)
+        };
+        producer.shared.stopped.store(true, Ordering::Release);
+        producer.shared.slot.send_replace(None);
+        if let Some(i) = instance {
+            let grace = self.inner.config.shutdown_grace;
+            let _ = tokio::task::spawn_blocking(move || i.flush(grace)).await;
+        }
+        Ok(())
+    }
+
+    /// Registers a consumer and starts it in the current generation.
+    pub fn add_consumer(&self, spec: ConsumerSpec) -> Result<ConsumerHandle> {
+        let mut reg = self.inner.lock();
+        if reg.producers.contains_key(&spec.name) || reg.consumers.contains_key(&spec.name) {
+            return Err(Error::Duplicate(spec.name));
+        }
+        let handle = ConsumerHandle::new(spec);
+        if let Some(g) = reg.generation.as_mut() {
+            let instance = ConsumerInstance::start(
+                &self.inner.config,
+                handle.shared.clone(),
+                self.inner.context(&g.health, handle.name()),
+            )?;
+            g.consumers.insert(handle.name().to_owned(), instance);
+        }
+        reg.consumers
+            .insert(handle.name().to_owned(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Unregisters a consumer: it stops fetching, finishes in-flight messages (up to the
+    /// shutdown grace), commits, and leaves its group.
+    pub async fn remove_consumer(&self, name: &str) -> Result<()> {
+        let instance = {
+            let mut reg = self.inner.lock();
+            let h = reg
+                .consumers
+                .remove(name)
+                .ok_or_else(|| Error::Stopped(name.to_owned()))?;
+            h.shared.control.send_replace(None);
+            reg.generation
+                .as_mut()
+                .and_then(|g| g.consumers.remove(name))
+        };
+        if let Some(i) = instance {
+            i.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// The handle of a registered producer.
+    pub fn producer(&self, name: &str) -> Option<Producer> {
+        self.inner.lock().producers.get(name).cloned()
+    }
+
+    /// The handle of a registered consumer.
+    pub fn consumer(&self, name: &str) -> Option<ConsumerHandle> {
+        self.inner.lock().consumers.get(name).cloned()
+    }
+
+    /// Topic administration through the wrapper's client.
+    pub fn admin(&self) -> Admin {
+        Admin {
+            slot: self.inner.admin.clone(),
+            config: self.inner.config.clone(),
+        }
+    }
+
+    /// How many times the clients were rebuilt.
+    pub fn rebuilds(&self) -> u64 {
+        self.inner.rebuilds.load(Ordering::Relaxed)
+    }
+
+    /// The current state; [`watch_state`](Self::watch_state) to follow changes.
+    pub fn state(&self) -> WrapperState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// A receiver of state changes.
+    pub fn watch_state(&self) -> watch::Receiver<WrapperState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Rebuilds every client now, as if it had failed (for operators and tests).
+    pub fn force_rebuild(&self, reason: &str) {
+        if let Some(g) = self.inner.lock().generation.as_ref() {
+            g.health.fail(format!("forced: {reason}"));
+        }
+    }
+
+    /// Stops everything: producers flush, consumers drain and commit (each up to the
+    /// shutdown grace). Returns the supervision loop's result ([`Error::RebuildsExhausted`]
+    /// if it had given up).
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.shutdown.cancel();
+        self.join().await
+    }
+
+    /// Waits until the wrapper stops (shut down, or gave up rebuilding).
+    pub async fn join(&self) -> Result<()> {
+        let task = self.inner.task.lock().ok().and_then(|mut t| t.take());
+        match task {
+            Some(t) => t
+                .await
+                .unwrap_or_else(|e| Err(Error::Stopped(format!("kafka wrapper ({e})")))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding this lock leaves plain data behind: keep going.
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn context(&self, health: &Arc<Health>, name: &str) -> HealthContext {
+        HealthContext {
+            health: health.clone(),
+            name: Arc::from(name),
+        }
+    }
+
+    /// Builds generation `number`: the admin client and every registered producer and
+    /// consumer. A spec that fails to build is logged and skipped (it is retried at the
+    /// next rebuild).
+    fn build_generation(&self, number: u64) {
+        let health = Arc::new(Health::default());
+        let mut reg = self.lock();
+        match self
+            .config
+            .client_config(&[], &BTreeMap::new())
+            .create_with_context(self.context(&health, "admin"))
+        {
+            Ok(a) => {
+                self.admin.send_replace(Some(Arc::new(a)));
+            }
+            Err(e) => tracing::error!(error = %e, "could not build the admin client"),
+        }
+        let mut g = Generation {
+            number,
+            health,
+            producers: HashMap::new(),
+            consumers: HashMap::new(),
+        };
+        for (name, p) in &reg.producers {
+            match ProducerInstance::build(
+                &self.config,
+                &p.shared.spec,
+                self.context(&g.health, name),
+            ) {
+                Ok(i) => {
+                    let i = Arc::new(i);
+                    g.producers.insert(name.clone(), i.clone());
+                    p.shared.slot.send_replace(Some(i));
+                }
+                Err(e) => tracing::error!(producer = %name, error = %e, "could not build producer"),
+            }
+        }
+        for (name, c) in &reg.consumers {
+            match ConsumerInstance::start(
+                &self.config,
+                c.shared.clone(),
+                self.context(&g.health, name),
+            ) {
+                Ok(i) => {
+                    g.consumers.insert(name.clone(), i);
+                }
+                Err(e) => tracing::error!(consumer = %name, error = %e, "could not start consumer"),
+            }
+        }
+        reg.generation = Some(g);
+        drop(reg);
+        self.state.send_replace(WrapperState::Running(number));
+        metrics::gauge!("wharf_kafka_generation").set(number as f64);
+        tracing::info!(generation = number, "Kafka clients built");
+    }
+
+    /// Takes the current generation down: producers flush, consumers drain and commit.
+    async fn teardown(&self) {
+        let g = {
+            let mut reg = self.lock();
+            for p in reg.producers.values() {
+                p.shared.slot.send_replace(None);
+            }
+            for c in reg.consumers.values() {
+                c.shared.control.send_replace(None);
+            }
+            reg.generation.take()
+        };
+        self.admin.send_replace(None);
+        let Some(g) = g else { return };
+        let grace = self.config.shutdown_grace;
+        let consumers = g.consumers.into_values().map(ConsumerInstance::shutdown);
+        let producers = g.producers.into_values().map(|p| {
+            tokio::task::spawn_blocking(move || {
+                p.flush(grace);
+                let left = p.producer.in_flight_count();
+                if left > 0 {
+                    tracing::warn!(
+                        undelivered = left,
+                        "producer torn down with undelivered messages; their sends fail"
+                    );
+                }
+            })
+        });
+        futures::future::join_all(consumers).await;
+        futures::future::join_all(producers).await;
+    }
+
+    async fn run(self: Arc<Self>) -> Result<()> {
+        let mut attempt: u32 = 0;
+        let mut number = 0;
+        loop {
+            let (failure, was_healthy) = self.monitor().await;
+            self.teardown().await;
+            let Some(failure) = failure else {
+                self.state.send_replace(WrapperState::Stopped);
+                return Ok(());
+            };
+            attempt = if was_healthy {
+                1
+            } else {
+                attempt.saturating_add(1)
+            };
+            let total = self.rebuilds.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics::counter!("wharf_kafka_rebuilds_total").increment(1);
+            tracing::warn!(reason = %failure, attempt, total, "rebuilding Kafka clients");
+            if self.config.max_rebuilds.is_some_and(|max| attempt > max) {
+                self.state.send_replace(WrapperState::Stopped);
+                tracing::error!(reason = %failure, attempts = attempt - 1, "giving up rebuilding Kafka clients");
+                return Err(Error::RebuildsExhausted {
+                    attempts: attempt - 1,
+                    last_failure: failure,
+                });
+            }
+            self.state.send_replace(WrapperState::Rebuilding(failure));
+            let delay = backoff(self.config.backoff_min, self.config.backoff_max, attempt);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    self.state.send_replace(WrapperState::Stopped);
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(delay) => {}
+            }
+            number += 1;
+            self.build_generation(number);
+        }
+    }
+
+    /// Watches the current generation until it fails (`Some(reason)`) or the wrapper shuts
+    /// down (`None`). The flag says whether a broker answered during this generation.
+    async fn monitor(&self) -> (Option<String>, bool) {
+        let Some(health) = self.lock().generation.as_ref().map(|g| g.health.clone()) else {
+            return (Some("no generation".to_owned()), false);
+        };
+        let started = Instant::now();
+        let mut last_ok = started;
+        let mut ever_ok = false;
+        let mut progress: HashMap<String, (u64, Instant)> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return (None, ever_ok),
+                _ = health.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.health_interval) => {}
+            }
+            if let Some(f) = health.failure() {
+                return (Some(f), ever_ok);
+            }
+            match self.probe().await {
+                Ok(highs) => {
+                    last_ok = Instant::now();
+                    ever_ok = true;
+                    if let Some(stalled) = self.check_consumers(&highs, &mut progress) {
+                        return (Some(stalled), ever_ok);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "broker probe failed");
+                    if last_ok.elapsed() >= self.config.unreachable_after {
+                        return (
+                            Some(format!(
+                                "no broker reachable for {:?} ({e})",
+                                last_ok.elapsed()
+                            )),
+                            ever_ok,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the brokers for metadata and for the high watermarks of every assigned
+    /// partition of every consumer.
+    async fn probe(&self) -> Result<HashMap<(String, i32), i64>> {
+        let admin = self
+            .admin
+            .borrow()
+            .clone()
+            .ok_or_else(|| Error::Stopped("admin".to_owned()))?;
+        let parts: Vec<(String, i32)> = {
+            let reg = self.lock();
+            let mut v: Vec<(String, i32)> = reg
+                .consumers
+                .values()
+                .flat_map(|c| c.assignment())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let timeout = self.config.request_timeout;
+        tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(None, timeout)
+                .map_err(|source| Error::Kafka {
+                    what: "metadata".to_owned(),
+                    source,
+                })?;
+            let mut highs = HashMap::new();
+            for (t, p) in parts {
+                if let Ok((_, h)) = admin.inner().fetch_watermarks(&t, p, timeout) {
+                    highs.insert((t, p), h);
+                }
+            }
+            Ok(highs)
+        })
+        .await
+        .map_err(|e| Error::Stopped(format!("probe ({e})")))?
+    }
+
+    /// Updates every consumer's lag; returns why a consumer is stalled, if one is.
+    fn check_consumers(
+        &self,
+        highs: &HashMap<(String, i32), i64>,
+        progress: &mut HashMap<String, (u64, Instant)>,
+    ) -> Option<String> {
+        let reg = self.lock();
+        let g = reg.generation.as_ref()?;
+        let mut stalled = None;
+        for (name, instance) in &g.consumers {
+            let Some(handle) = reg.consumers.get(name) else {
+                continue;
+            };
+            let lag = instance.lag_with(highs);
+            let total: i64 = lag.iter().map(|l| l.lag).sum();
+            for l in &lag {
+                metrics::gauge!("wharf_kafka_consumer_lag", "consumer" => name.clone(), "topic" => l.topic.clone(), "partition" => l.partition.to_string())
+                    .set(l.lag as f64);
+            }
+            if let Ok(mut s) = handle.shared.lag.lock() {
+                *s = lag;
+            }
+            let now_progress = handle.shared.progress.load(Ordering::Relaxed);
+            let entry = progress
+                .entry(name.clone())
+                .or_insert((now_progress, Instant::now()));
+            if entry.0 != now_progress || total == 0 {
+                *entry = (now_progress, Instant::now());
+            } else if entry.1.elapsed() >= self.config.stall_after && stalled.is_none() {
+                stalled = Some(format!(
+                    "consumer `{name}` stalled: lag {total} and no progress for {:?}",
+                    entry.1.elapsed()
+                ));
+            }
+        }
+        let _ = g.number;
+        stalled
+    }
+}
+
+/// Exponential backoff with ±20% jitter.
+fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = min.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
+    let base = exp.min(max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = 0.8 + f64::from(nanos % 1000) / 1000.0 * 0.4;
+    base.mul_f64(jitter)
+}
