@@ -100,3 +100,53 @@ pub use hooks::{Hooks, JobEvent, NoHooks};
 pub use job::{Job, JobContext, JobError, Registry};
 #[doc(inline)]
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};
+
+/// Low-level lease operations, exposed for tests of crash and fencing behaviour only.
+#[doc(hidden)]
+pub mod testing {
+    use std::time::Duration;
+
+    use crate::{Jobs, Result};
+
+    /// Claims up to `want` jobs as worker `worker`; answers (id, fencing token) pairs.
+    pub async fn claim(
+        jobs: &Jobs,
+        partition: &str,
+        queue: &str,
+        want: usize,
+        lease: Duration,
+        worker: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let c = jobs.claim(partition, queue, want, lease, worker).await?;
+        Ok(c.into_iter().map(|c| (c.id, c.token)).collect())
+    }
+
+    /// Completes a job under a lease token; false when fenced off.
+    pub async fn complete(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<bool> {
+        jobs.complete(partition, id, token, "completed").await
+    }
+
+    /// Fails a job under a lease token (to the dead set); 0 when fenced off.
+    pub async fn fail(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<i64> {
+        jobs.fail(partition, id, token, "test failure", None).await
+    }
+
+    /// Renews a lease; true if still held.
+    pub async fn heartbeat(
+        jobs: &Jobs,
+        partition: &str,
+        id: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool> {
+        let b = jobs
+            .heartbeat(partition, lease, &[(id.to_owned(), token.to_owned())])
+            .await?;
+        Ok(b.first() != Some(&crate::client::Beat::Lost))
+    }
+
+    /// Requeues jobs whose lease expired; answers how many.
+    pub async fn reap(jobs: &Jobs, partition: &str, queue: &str) -> Result<u64> {
+        jobs.reap(partition, queue).await
+    }
+}
