@@ -1,0 +1,205 @@
+//! Handles that outlive restarts: a supervised counter service and its callers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use wharf_core::service::{ServiceHandle, mailbox};
+use wharf_core::supervisor::{ChildSpec, Started, Supervisor, SupervisorHandle};
+use wharf_core::{Backoff, Error};
+
+/// The worked example: a counter whose state lives in its task.
+enum Cmd {
+    /// Adds to the total and answers the new total.
+    Add(u64),
+    /// Waits until the gate opens, then answers the total.
+    Hold(Arc<Notify>),
+    /// Panics: a bug in the service.
+    Crash,
+    /// Returns an error from the run loop: a failure the service chose to die on.
+    Fail,
+}
+
+fn counter_spec(mailbox: wharf_core::service::Mailbox<Cmd, u64>) -> ChildSpec {
+    ChildSpec::new("counter", move |ctx| {
+        let mailbox = mailbox.clone();
+        async move {
+            let mut inbox = mailbox.attach().await;
+            let mut total = 0_u64;
+            Ok::<_, Error>(Started::task(async move {
+                while let Some(request) = inbox.recv_until(&ctx).await {
+                    let (cmd, reply) = request.into_parts();
+                    match cmd {
+                        Cmd::Add(n) => {
+                            total += n;
+                            reply.send(total);
+                        }
+                        Cmd::Hold(gate) => {
+                            gate.notified().await;
+                            reply.send(total);
+                        }
+                        Cmd::Crash => panic!("counter bug"),
+                        Cmd::Fail => return Err(std::io::Error::other("gave up")),
+                    }
+                }
+                Ok(())
+            }))
+        }
+    })
+}
+
+async fn start_counter(capacity: usize) -> (ServiceHandle<Cmd, u64>, SupervisorHandle) {
+    let (handle, mailbox) = mailbox::<Cmd, u64>("counter", capacity);
+    let sup = Supervisor::builder("root")
+        .backoff(Backoff::none())
+        .intensity(10, Duration::from_secs(5))
+        .child(counter_spec(mailbox))
+        .start()
+        .await
+        .unwrap();
+    (handle, sup)
+}
+
+async fn wait_queued(handle: &ServiceHandle<Cmd, u64>, n: usize) {
+    for _ in 0..500 {
+        if handle.queued() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("expected {n} queued, have {}", handle.queued());
+}
+
+#[tokio::test]
+async fn requests_queued_during_a_crash_are_all_served_by_the_next_incarnation() {
+    let (counter, sup) = start_counter(128).await;
+    assert_eq!(counter.call(Cmd::Add(10)).await.unwrap(), 10);
+
+    // Keep the service busy so what follows queues up behind it, in order.
+    let gate = Arc::new(Notify::new());
+    let held = tokio::spawn({
+        let (counter, gate) = (counter.clone(), Arc::clone(&gate));
+        async move { counter.call(Cmd::Hold(gate)).await }
+    });
+    wait_queued(&counter, 0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let crash = tokio::spawn({
+        let counter = counter.clone();
+        async move { counter.call(Cmd::Crash).await }
+    });
+    wait_queued(&counter, 1).await;
+    let mut adds = Vec::new();
+    for i in 0..50 {
+        let caller = counter.clone();
+        adds.push(tokio::spawn(async move { caller.call(Cmd::Add(1)).await }));
+        wait_queued(&counter, 2 + i).await;
+    }
+
+    gate.notify_one();
+    assert_eq!(held.await.unwrap().unwrap(), 10);
+    // Only the request in flight at the crash fails, with a typed error.
+    match crash.await.unwrap() {
+        Err(Error::ServiceCrashed { service, reason }) => {
+            assert_eq!(service, "counter");
+            assert!(reason.contains("panicked"), "{reason}");
+        }
+        other => panic!("expected ServiceCrashed, got {other:?}"),
+    }
+    // Every queued request is served, once, by the new incarnation (state rebuilt from 0).
+    let mut totals = BTreeSet::new();
+    for add in adds {
+        totals.insert(add.await.unwrap().unwrap());
+    }
+    assert_eq!(totals, (1..=50).collect::<BTreeSet<u64>>());
+    let children = sup.which_children().await.unwrap();
+    assert_eq!(children[0].restarts, 1);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_service_that_returns_an_error_fails_only_the_request_it_was_handling() {
+    let (counter, sup) = start_counter(16).await;
+    let err = counter.call(Cmd::Fail).await.unwrap_err();
+    assert!(matches!(err, Error::ServiceCrashed { .. }), "{err:?}");
+    assert_eq!(counter.call(Cmd::Add(3)).await.unwrap(), 3);
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_same_handle_survives_many_crashes() {
+    let (counter, sup) = start_counter(16).await;
+    for _ in 0..5 {
+        assert!(counter.call(Cmd::Crash).await.is_err());
+        assert_eq!(counter.call(Cmd::Add(1)).await.unwrap(), 1);
+    }
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn try_call_on_a_full_mailbox_fails_at_once_with_mailbox_full() {
+    let (counter, sup) = start_counter(2).await;
+    let gate = Arc::new(Notify::new());
+    let held = tokio::spawn({
+        let (counter, gate) = (counter.clone(), Arc::clone(&gate));
+        async move { counter.call(Cmd::Hold(gate)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let queued: Vec<_> = (0..2)
+        .map(|_| {
+            let counter = counter.clone();
+            tokio::spawn(async move { counter.call(Cmd::Add(1)).await })
+        })
+        .collect();
+    wait_queued(&counter, 2).await;
+    let err = counter.try_call(Cmd::Add(1)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::MailboxFull { capacity: 2, .. }),
+        "{err:?}"
+    );
+    gate.notify_one();
+    held.await.unwrap().unwrap();
+    for q in queued {
+        q.await.unwrap().unwrap();
+    }
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_call_to_a_stuck_service_times_out() {
+    let (counter, sup) = start_counter(4).await;
+    let counter = counter.with_call_timeout(Duration::from_millis(100));
+    let gate = Arc::new(Notify::new());
+    let err = counter.call(Cmd::Hold(Arc::clone(&gate))).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    gate.notify_one();
+    sup.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn after_the_service_stops_for_good_queued_and_new_calls_fail_with_stopped() {
+    let (counter, sup) = start_counter(8).await;
+    let gate = Arc::new(Notify::new());
+    let held = tokio::spawn({
+        let (counter, gate) = (counter.clone(), Arc::clone(&gate));
+        async move { counter.call(Cmd::Hold(gate)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let queued = tokio::spawn({
+        let counter = counter.clone();
+        async move { counter.call(Cmd::Add(1)).await }
+    });
+    wait_queued(&counter, 1).await;
+    // Shutting down stops the holder (it gets no answer) and drops the mailbox.
+    let stopping = tokio::spawn(async move { sup.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.notify_one();
+    stopping.await.unwrap().unwrap();
+    let held = held.await.unwrap();
+    assert!(held.is_ok() || matches!(held, Err(Error::ServiceCrashed { .. })), "{held:?}");
+    let queued = queued.await.unwrap();
+    assert!(matches!(queued, Err(Error::Stopped(_))), "{queued:?}");
+    let late = counter.call(Cmd::Add(1)).await;
+    assert!(matches!(late, Err(Error::Stopped(_))), "{late:?}");
+}
