@@ -454,7 +454,7 @@ impl Inner {
 
     /// Asks the brokers for metadata and for the high watermarks of every assigned
     /// partition of every consumer.
-    async fn probe(&self) -> Result<HashMap<(String, i32), i64>> {
+    async fn probe(&self) -> Result<HashMap<(String, i32), (i64, i64)>> {
         let admin = self
             .admin
             .borrow()
@@ -482,8 +482,8 @@ impl Inner {
                 })?;
             let mut highs = HashMap::new();
             for (t, p) in parts {
-                if let Ok((_, h)) = admin.inner().fetch_watermarks(&t, p, timeout) {
-                    highs.insert((t, p), h);
+                if let Ok(marks) = admin.inner().fetch_watermarks(&t, p, timeout) {
+                    highs.insert((t, p), marks);
                 }
             }
             Ok(highs)
@@ -495,7 +495,7 @@ impl Inner {
     /// Updates every consumer's lag; returns why a consumer is stalled, if one is.
     fn check_consumers(
         &self,
-        highs: &HashMap<(String, i32), i64>,
+        highs: &HashMap<(String, i32), (i64, i64)>,
         progress: &mut HashMap<String, (u64, Instant)>,
     ) -> Option<String> {
         let reg = self.lock();

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tracker::OffsetTracker;
-use super::worker::{DeadLetter, PartitionState, Worker};
+use super::worker::{Base, DeadLetter, PartitionState, Worker};
 use super::{ConsumerShared, Control, PartitionLag, StartAt, Subscription};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -65,6 +65,7 @@ pub(crate) struct LoopState {
     slots: Mutex<HashMap<Arc<str>, HashMap<i32, Slot>>>,
     grace: Duration,
     group: bool,
+    reset_to_end: bool,
 }
 
 pub(crate) struct GroupCtx {
@@ -108,8 +109,21 @@ impl ConsumerContext for GroupCtx {
                 .map(|e| (e.topic().to_owned(), e.partition()))
                 .collect();
             tracing::info!(consumer = %self.state.shared.spec.name, partitions = ?parts, "partitions assigned");
+            // Where each partition starts: its committed offset, else the reset policy.
+            let committed = consumer
+                .committed_offsets((*tpl).clone(), Duration::from_secs(2))
+                .ok();
             for (t, p) in &parts {
-                self.state.start_worker(t, *p);
+                let c = committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(t, *p))
+                    .map(|e| e.offset());
+                let base = match c {
+                    Some(Offset::Offset(o)) => Base::Offset(o),
+                    _ if self.state.reset_to_end => Base::End,
+                    _ => Base::Beginning,
+                };
+                self.state.start_worker(t, *p, base);
             }
             self.state.reapply_pauses(consumer);
             self.state.publish_assignment();
@@ -128,7 +142,7 @@ impl ConsumerContext for GroupCtx {
 }
 
 impl LoopState {
-    fn start_worker(self: &Arc<Self>, topic: &str, partition: i32) {
+    fn start_worker(self: &Arc<Self>, topic: &str, partition: i32, base: Base) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
@@ -142,6 +156,7 @@ impl LoopState {
             topic: Arc::from(topic),
             partition,
             tracker: Mutex::new(OffsetTracker::default()),
+            base,
         });
         let stop = CancellationToken::new();
         let worker = Worker {
@@ -422,7 +437,7 @@ impl LoopState {
     }
 
     /// (topic, partition, committable position) of every assigned partition.
-    pub(crate) fn positions(&self) -> Vec<(Arc<str>, i32, Option<i64>)> {
+    pub(crate) fn positions(&self) -> Vec<(Arc<str>, i32, Option<i64>, Base)> {
         let mut out = Vec::new();
         if let Ok(slots) = self.slots.lock() {
             for ps in slots.values() {
@@ -431,6 +446,7 @@ impl LoopState {
                         s.state.topic.clone(),
                         s.state.partition,
                         s.state.committable(),
+                        s.state.base,
                     ));
                 }
             }
@@ -493,6 +509,10 @@ impl ConsumerInstance {
             slots: Mutex::new(HashMap::new()),
             grace: config.shutdown_grace,
             group,
+            reset_to_end: matches!(
+                cc.get("auto.offset.reset"),
+                Some("latest" | "end" | "largest")
+            ),
         });
         let ctx = GroupCtx {
             base,
@@ -523,7 +543,12 @@ impl ConsumerInstance {
                     };
                     tpl.add_partition_offset(t, *p, offset)
                         .map_err(Error::Config)?;
-                    state.start_worker(t, *p);
+                    let base = match offset {
+                        Offset::Offset(o) => Base::Offset(o),
+                        Offset::End => Base::End,
+                        _ => Base::Beginning,
+                    };
+                    state.start_worker(t, *p, base);
                 }
                 consumer.assign(&tpl).map_err(Error::Config)?;
                 state.publish_assignment();
@@ -562,12 +587,17 @@ impl ConsumerInstance {
     }
 
     /// Lag per partition given high watermarks (`None` where unknown).
-    pub(crate) fn lag_with(&self, highs: &HashMap<(String, i32), i64>) -> Vec<PartitionLag> {
+    pub(crate) fn lag_with(&self, marks: &HashMap<(String, i32), (i64, i64)>) -> Vec<PartitionLag> {
         let mut out = Vec::new();
-        for (t, p, pos) in self.state.positions() {
-            let (Some(pos), Some(h)) = (pos, highs.get(&(t.to_string(), p))) else {
+        for (t, p, pos, base) in self.state.positions() {
+            let Some((low, h)) = marks.get(&(t.to_string(), p)) else {
                 continue;
             };
+            let pos = pos.unwrap_or(match base {
+                Base::Offset(o) => o.max(*low),
+                Base::Beginning => *low,
+                Base::End => *h,
+            });
             out.push(PartitionLag {
                 topic: t.to_string(),
                 partition: p,

@@ -24,6 +24,16 @@ pub(crate) struct PartitionState {
     pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) tracker: Mutex<OffsetTracker>,
+    /// Where reading started, for lag before the first message arrives.
+    pub(crate) base: Base,
+}
+
+/// Where a partition's reading started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Base {
+    Offset(i64),
+    Beginning,
+    End,
 }
 
 impl PartitionState {

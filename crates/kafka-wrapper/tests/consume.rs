@@ -1,0 +1,387 @@
+//! Group and plain consumers against a real broker (Tansu).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wharf_kafka_wrapper::{
+    ConsumerSpec, Handler, Outcome, ProducerSpec, Record, StartAt, TopicSpec,
+};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_handler_is_retried_after_its_delay_and_order_is_kept() {
+    let brokers = common::brokers();
+    let topic = common::topic("retry");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    for m in ["one", "two", "three"] {
+        p.send(Record::new(&topic, m)).await.unwrap();
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    let handler = Handler::per_message(move |m| {
+        let l = l.clone();
+        async move {
+            let payload = text(m.payload());
+            l.lock().unwrap().push((payload.clone(), m.attempt()));
+            if payload == "two" && m.attempt() < 3 {
+                Outcome::Retry(Duration::from_millis(200))
+            } else {
+                Outcome::Ack
+            }
+        }
+    });
+    let c = w
+        .add_consumer(ConsumerSpec::group(
+            "c",
+            common::topic("g"),
+            [topic.clone()],
+            handler,
+        ))
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 3).await);
+    let got = log.lock().unwrap().clone();
+    let want: Vec<(String, u32)> = [("one", 1), ("two", 1), ("two", 2), ("two", 3), ("three", 1)]
+        .iter()
+        .map(|(s, a)| (s.to_string(), *a))
+        .collect();
+    assert_eq!(got, want);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_message_goes_to_the_dead_letter_topic_with_its_origin() {
+    let brokers = common::brokers();
+    let topic = common::topic("dl-src");
+    let dlt = common::topic("dl-dlt");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    w.admin()
+        .ensure_topics(&[TopicSpec::new(&dlt, 1)])
+        .await
+        .unwrap();
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    p.send(Record::new(&topic, "fine")).await.unwrap();
+    let poison = p
+        .send(Record::new(&topic, "poison").key("k1").header("h", "v"))
+        .await
+        .unwrap();
+    p.send(Record::new(&topic, "fine too")).await.unwrap();
+    let handler = Handler::per_message(|m| async move {
+        if m.payload().as_ref() == b"poison" {
+            Outcome::DeadLetter("cannot parse".into())
+        } else {
+            Outcome::Ack
+        }
+    });
+    let c = w
+        .add_consumer(
+            ConsumerSpec::group("c", common::topic("g"), [topic.clone()], handler)
+                .dead_letter_topic(&dlt),
+        )
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 3).await);
+    let dead = w
+        .admin()
+        .fetch_range(&dlt, 0, 0, 10, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.payload().as_ref(), b"poison");
+    assert_eq!(d.key().unwrap().as_ref(), b"k1");
+    assert_eq!(d.header("h").unwrap().as_ref(), b"v");
+    assert_eq!(
+        d.header("wharf.dlq.reason").unwrap().as_ref(),
+        b"cannot parse"
+    );
+    assert_eq!(text(d.header("wharf.dlq.topic").unwrap()), topic);
+    assert_eq!(
+        text(d.header("wharf.dlq.offset").unwrap()),
+        poison.offset.to_string()
+    );
+    w.shutdown().await.unwrap();
+}
+
+/// The handler never finishes offset 5; after the consumer is removed (which drains and
+/// commits), a new member of the group must start exactly at 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_committed_only_past_handled_messages() {
+    let brokers = common::brokers();
+    let topic = common::topic("commit");
+    let group = common::topic("g");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    for i in 0..10 {
+        p.send(Record::new(&topic, i.to_string()).partition(0))
+            .await
+            .unwrap();
+    }
+    let handler = Handler::per_message(|m| async move {
+        if m.offset() == 5 {
+            Outcome::Retry(Duration::from_millis(100))
+        } else {
+            Outcome::Ack
+        }
+    });
+    let c = w
+        .add_consumer(ConsumerSpec::group(
+            "first",
+            &group,
+            [topic.clone()],
+            handler,
+        ))
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 5).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        c.handled(),
+        5,
+        "nothing after the stuck message may be handled"
+    );
+    w.remove_consumer("first").await.unwrap();
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let handler = Handler::per_message(move |m| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(m.offset());
+            Outcome::Ack
+        }
+    });
+    let c2 = w
+        .add_consumer(ConsumerSpec::group(
+            "second",
+            &group,
+            [topic.clone()],
+            handler,
+        ))
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c2.handled() == 5).await);
+    assert_eq!(*seen.lock().unwrap(), vec![5, 6, 7, 8, 9]);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_group_members_share_the_partitions_and_see_every_message() {
+    let brokers = common::brokers();
+    let topic = common::topic("share");
+    let group = common::topic("g");
+    let w = common::wrapper_with_topic(&brokers, &topic, 4).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mk = |who: &'static str| {
+        let seen = seen.clone();
+        Handler::per_message(move |m| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((who, text(m.payload())));
+                Outcome::Ack
+            }
+        })
+    };
+    let a = w
+        .add_consumer(ConsumerSpec::group("a", &group, [topic.clone()], mk("a")))
+        .unwrap();
+    let b = w
+        .add_consumer(ConsumerSpec::group("b", &group, [topic.clone()], mk("b")))
+        .unwrap();
+    // Wait until the group settled with both members holding partitions.
+    assert!(
+        common::eventually(Duration::from_secs(40), || a.assignment().len()
+            + b.assignment().len()
+            == 4
+            && !a.assignment().is_empty()
+            && !b.assignment().is_empty())
+        .await,
+        "assignments: {:?} / {:?}",
+        a.assignment(),
+        b.assignment()
+    );
+    let pa: HashSet<_> = a.assignment().into_iter().collect();
+    assert!(
+        b.assignment().iter().all(|x| !pa.contains(x)),
+        "members must not share a partition"
+    );
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    for i in 0..200 {
+        p.send(Record::new(&topic, i.to_string()).key(format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    assert!(
+        common::eventually(Duration::from_secs(30), || seen.lock().unwrap().len()
+            >= 200)
+        .await
+    );
+    let seen = seen.lock().unwrap().clone();
+    let distinct: HashSet<&String> = seen.iter().map(|(_, m)| m).collect();
+    assert_eq!(distinct.len(), 200);
+    assert!(seen.iter().any(|(w, _)| *w == "a") && seen.iter().any(|(w, _)| *w == "b"));
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_handling_lag_shows_the_backlog_and_resume_catches_up() {
+    let brokers = common::brokers();
+    let topic = common::topic("pause");
+    let w = common::wrapper_with_topic(&brokers, &topic, 2).await;
+    let c = w
+        .add_consumer(ConsumerSpec::group(
+            "c",
+            common::topic("g"),
+            [topic.clone()],
+            Handler::per_message(|_| async { Outcome::Ack }),
+        ))
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c.assignment().len() == 2).await);
+    c.pause_all();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    for i in 0..50 {
+        p.send(Record::new(&topic, i.to_string())).await.unwrap();
+    }
+    assert!(
+        common::eventually(Duration::from_secs(10), || c.total_lag() == 50).await,
+        "lag {:?}",
+        c.lag()
+    );
+    assert_eq!(c.handled(), 0, "a paused consumer handles nothing");
+    c.resume_all();
+    assert!(common::eventually(Duration::from_secs(10), || c.handled() == 50).await);
+    assert!(
+        common::eventually(Duration::from_secs(10), || c.total_lag() == 0).await,
+        "lag {:?}",
+        c.lag()
+    );
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_handlers_get_several_messages_of_one_partition_at_once() {
+    let brokers = common::brokers();
+    let topic = common::topic("batchh");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let recs: Vec<Record> = (0..100)
+        .map(|i| Record::new(&topic, i.to_string()))
+        .collect();
+    assert!(p.send_batch(recs).await.iter().all(Result::is_ok));
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let s = sizes.clone();
+    let handler = Handler::per_batch(32, move |b| {
+        let s = s.clone();
+        async move {
+            s.lock()
+                .unwrap()
+                .push(b.iter().map(|m| m.offset()).collect::<Vec<_>>());
+            Outcome::Ack
+        }
+    });
+    let c = w
+        .add_consumer(ConsumerSpec::group(
+            "c",
+            common::topic("g"),
+            [topic.clone()],
+            handler,
+        ))
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 100).await);
+    let batches = sizes.lock().unwrap().clone();
+    assert!(batches.iter().all(|b| b.len() <= 32));
+    let flat: Vec<i64> = batches.concat();
+    assert_eq!(flat, (0..100).collect::<Vec<_>>(), "in order, each once");
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_consumer_reads_the_given_partition_from_the_given_offset() {
+    let brokers = common::brokers();
+    let topic = common::topic("plain");
+    let w = common::wrapper_with_topic(&brokers, &topic, 2).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    for i in 0..10 {
+        p.send(Record::new(&topic, i.to_string()).partition(1))
+            .await
+            .unwrap();
+        p.send(Record::new(&topic, "other").partition(0))
+            .await
+            .unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let handler = Handler::per_message(move |m| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push((m.partition(), text(m.payload())));
+            Outcome::Ack
+        }
+    });
+    let c = w
+        .add_consumer(ConsumerSpec::partitions(
+            "plain",
+            [(topic.clone(), 1, StartAt::Offset(6))],
+            handler,
+        ))
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(20), || c.handled() == 4).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let want: Vec<(i32, String)> = (6..10).map(|i| (1, i.to_string())).collect();
+    assert_eq!(*seen.lock().unwrap(), want);
+    // Across a rebuild it resumes after what it handled: nothing is seen twice.
+    w.force_rebuild("test");
+    p.send(Record::new(&topic, "10").partition(1))
+        .await
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(20), || seen.lock().unwrap().len() == 5).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.lock().unwrap().last().unwrap(), &(1, "10".to_string()));
+    assert_eq!(seen.lock().unwrap().len(), 5);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handlers_do_not_cause_rebalances() {
+    let brokers = common::brokers();
+    let topic = common::topic("slow");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    for i in 0..2 {
+        p.send(Record::new(&topic, i.to_string())).await.unwrap();
+    }
+    let calls = Arc::new(AtomicU64::new(0));
+    let calls2 = calls.clone();
+    // Each message takes 7 s, longer than max.poll.interval.ms (6 s, the least librdkafka
+    // allows with session.timeout.ms = 6 s). The polling thread keeps polling while the
+    // handler runs, so the member is never kicked out and nothing is redelivered.
+    let handler = Handler::per_message(move |_| {
+        let calls = calls2.clone();
+        async move {
+            calls.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            Outcome::Ack
+        }
+    });
+    let c = w
+        .add_consumer(
+            ConsumerSpec::group("c", common::topic("g"), [topic.clone()], handler)
+                .set("max.poll.interval.ms", "6000"),
+        )
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(40), || c.handled() == 2).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        2,
+        "each message handled once: no rebalance redelivered any"
+    );
+    assert_eq!(c.assignment().len(), 1);
+    w.shutdown().await.unwrap();
+}
