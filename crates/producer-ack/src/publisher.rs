@@ -1,0 +1,55 @@
+//! [`Producer`] as wharf-core's broker-neutral [`Publisher`].
+
+use wharf_core::transport::{Message as CoreMessage, Publisher, Receipt};
+
+use crate::{Error, Message, MessageId, Producer};
+
+impl From<CoreMessage> for Message {
+    /// Maps the broker-neutral message onto Pulsar's: key to partition key, headers to
+    /// properties (a repeated name keeps its last value), event time to event time. Pulsar
+    /// keys and properties are strings: bytes that are not UTF-8 are converted lossily.
+    fn from(message: CoreMessage) -> Self {
+        let mut out = Message::new(message.payload().clone());
+        if let Some(key) = message.key() {
+            out = out.with_key(String::from_utf8_lossy(key));
+        }
+        for (name, value) in message.headers().iter() {
+            out = out.with_property(name, String::from_utf8_lossy(value));
+        }
+        if let Some(time) = message.event_time() {
+            out = out.with_event_time(time);
+        }
+        out
+    }
+}
+
+impl From<MessageId> for Receipt {
+    fn from(id: MessageId) -> Self {
+        Receipt::Pulsar {
+            ledger_id: id.ledger_id,
+            entry_id: id.entry_id,
+            partition: id.partition.and_then(|p| u32::try_from(p).ok()),
+            batch_index: id.batch_index.and_then(|b| u32::try_from(b).ok()),
+        }
+    }
+}
+
+/// `publish` is [`Producer::produce`]: it resolves with [`Receipt::Pulsar`] once the broker
+/// stored the message, or with an [`Error`] within the send timeout.
+/// [`Error::may_have_been_stored`] tells "not accepted" from "outcome unknown". Batches are
+/// pipelined ([`Producer::produce_batch`]), one result per message, in order.
+impl Publisher for Producer {
+    type Error = Error;
+
+    async fn publish(&self, message: CoreMessage) -> Result<Receipt, Error> {
+        self.produce(Message::from(message)).await.map(Receipt::from)
+    }
+
+    async fn publish_batch(&self, messages: Vec<CoreMessage>) -> Vec<Result<Receipt, Error>> {
+        self.produce_batch(messages.into_iter().map(Message::from))
+            .await
+            .into_iter()
+            .map(|r| r.map(Receipt::from))
+            .collect()
+    }
+}
