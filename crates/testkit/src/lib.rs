@@ -1,0 +1,110 @@
+//! Real brokers and a fault proxy for wharf's tests. Not published.
+//!
+//! This crate provides:
+//!
+//! - **Shared brokers**, one per test binary: [`redis()`], [`kafka()`], [`pulsar()`],
+//!   [`sqs()`]. The first call starts the broker as a child process on a free loopback port
+//!   and waits until it answers; every later call, from any test and any runtime, returns
+//!   the same [`Endpoint`]. Tests sharing a broker must use their own keys, topics and queues:
+//!   [`unique_name`] makes them.
+//! - **Owned brokers**, one per test, for fault tests: [`RedisServer`], [`Tansu`] (Kafka),
+//!   [`PulsarLite`] (Pulsar), [`Moto`] (SQS). Each can be killed (SIGKILL), stopped, and
+//!   restarted on the same port; dropping one kills it. `start_behind_proxy()` puts a
+//!   [`FaultProxy`] in front (for Kafka the broker advertises the proxy's address, so that
+//!   metadata-driven connections go through it too).
+//! - **[`FaultProxy`]**: a TCP proxy that cuts connections, refuses new ones, adds latency and
+//!   counts connections, with synchronous controls usable from any test.
+//!
+//! | broker | binary | address form |
+//! |---|---|---|
+//! | Redis | `redis-server` (Debian package) | `redis://127.0.0.1:PORT/` |
+//! | Kafka | `tansu` 0.6 | `127.0.0.1:PORT` |
+//! | Pulsar | `pulsar-lite` 0.2 | `pulsar://127.0.0.1:PORT` |
+//! | SQS | `moto_server` 5.2 | `http://127.0.0.1:PORT` |
+//!
+//! # Installing the brokers
+//!
+//! `scripts/install` (from the workspace root) installs them into `.wharf/bin`. Binaries are
+//! looked up in `$WHARF_BIN_DIR`, then `<workspace>/.wharf/bin`, then `$PATH`; a missing one
+//! fails with [`Error::BinaryNotFound`], which names it and the script.
+//!
+//! # Environment overrides
+//!
+//! Each shared broker can be an external one instead; the kit then starts nothing and the
+//! endpoint's [`address`](Endpoint::address) is the variable's value:
+//!
+//! | variable | example |
+//! |---|---|
+//! | `WHARF_REDIS_URL` | `redis://127.0.0.1:6379/` |
+//! | `WHARF_KAFKA_BROKERS` | `127.0.0.1:9092` |
+//! | `WHARF_PULSAR_URL` | `pulsar://127.0.0.1:6650` |
+//! | `WHARF_SQS_ENDPOINT` | `http://127.0.0.1:5000` |
+//! | `WHARF_BIN_DIR` | a directory holding the broker binaries |
+//!
+//! Owned brokers ignore the overrides: a fault test needs a process it may kill.
+//!
+//! # Lifecycle
+//!
+//! Every broker runs in a private directory under `$TMPDIR/wharf-testkit/` with its log
+//! (stdout and stderr) there; start-up errors quote the log's last lines. Children are spawned
+//! from one long-lived thread with `PR_SET_PDEATHSIG = SIGKILL`, so the kernel kills them when
+//! the test binary exits, even by panic or abort; directories of dead test binaries are
+//! removed by the next one. Start-up waits at most 30 s. All calls here block (briefly): they
+//! work from plain `#[test]`s and from any `#[tokio::test]`, whose runtimes are separate.
+//!
+//! # Example
+//!
+//! ```no_run
+//! #[tokio::test]
+//! async fn a_job_survives_a_dropped_connection() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Shared: cheap after the first test of the binary.
+//!     let redis = wharf_testkit::redis()?;
+//!     let queue = wharf_testkit::unique_name("jobs");
+//!     let client = redis::Client::open(redis.address())?;
+//!     // ...
+//!
+//!     // Owned, behind a proxy: break it on purpose.
+//!     let kafka = wharf_testkit::Tansu::start_behind_proxy()?;
+//!     let proxy = kafka.proxy().expect("started behind a proxy");
+//!     proxy.down()?; // open connections closed, new ones refused
+//!     proxy.restore()?;
+//!     # let _ = (client, queue);
+//!     Ok(())
+//! }
+//! ```
+
+mod binary;
+mod controls;
+mod error;
+mod kafka;
+mod probe;
+mod process;
+mod proxy;
+mod pulsar;
+mod redis;
+mod shared;
+mod spawner;
+mod sqs;
+
+pub use error::{Error, Result};
+pub use kafka::Tansu;
+pub use proxy::FaultProxy;
+pub use pulsar::PulsarLite;
+pub use redis::RedisServer;
+pub use shared::{BrokerKind, Endpoint, kafka, pulsar, redis, sqs};
+pub use sqs::Moto;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A name no other test (of this or a concurrent test binary) uses: `prefix-<pid>-<n>-<nanos>`.
+/// Only ASCII letters, digits and `-`, so it is a valid Kafka topic, Pulsar topic, SQS queue,
+/// consumer group and Redis key.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}

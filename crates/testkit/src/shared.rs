@@ -1,0 +1,153 @@
+//! Brokers shared by every test of one test binary.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::process::{Instance, Spec};
+
+/// Which broker an [`Endpoint`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BrokerKind {
+    /// Redis (`redis-server`).
+    Redis,
+    /// Kafka (Tansu).
+    Kafka,
+    /// Pulsar (pulsar-lite).
+    Pulsar,
+    /// SQS (moto).
+    Sqs,
+}
+
+impl BrokerKind {
+    /// The environment variable that points tests at an external broker of this kind.
+    pub fn override_var(self) -> &'static str {
+        match self {
+            BrokerKind::Redis => "WHARF_REDIS_URL",
+            BrokerKind::Kafka => "WHARF_KAFKA_BROKERS",
+            BrokerKind::Pulsar => "WHARF_PULSAR_URL",
+            BrokerKind::Sqs => "WHARF_SQS_ENDPOINT",
+        }
+    }
+}
+
+/// Where a shared broker answers, and whether the kit started it.
+#[derive(Debug)]
+pub struct Endpoint {
+    kind: BrokerKind,
+    address: String,
+    /// `None` when the address came from the environment.
+    instance: Option<Instance>,
+}
+
+impl Endpoint {
+    /// The address in the form the broker's client expects:
+    ///
+    /// | kind | form |
+    /// |---|---|
+    /// | Redis | `redis://127.0.0.1:PORT/` |
+    /// | Kafka | `127.0.0.1:PORT` (`bootstrap.servers`) |
+    /// | Pulsar | `pulsar://127.0.0.1:PORT` |
+    /// | SQS | `http://127.0.0.1:PORT` (`endpoint_url`) |
+    ///
+    /// With an environment override, the variable's value as it is.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Which broker this is.
+    pub fn kind(&self) -> BrokerKind {
+        self.kind
+    }
+
+    /// True when the address came from the environment rather than from a process the kit
+    /// started.
+    pub fn is_external(&self) -> bool {
+        self.instance.is_none()
+    }
+
+    /// The broker process's id, when the kit started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.instance.as_ref().and_then(Instance::pid)
+    }
+
+    /// The broker's log file, when the kit started it.
+    pub fn log_path(&self) -> Option<&std::path::Path> {
+        self.instance.as_ref().map(Instance::log_path)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.address)
+    }
+}
+
+/// The Redis shared by this test binary: `$WHARF_REDIS_URL`, or a `redis-server` started on
+/// first use. See the [crate docs](crate) for the lifecycle.
+pub fn redis() -> Result<&'static Endpoint> {
+    static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
+    shared(&SHARED, BrokerKind::Redis, crate::redis::spec, |port| {
+        format!("redis://127.0.0.1:{port}/")
+    })
+}
+
+/// The Kafka broker shared by this test binary: `$WHARF_KAFKA_BROKERS`, or Tansu started on
+/// first use. Tests share it: give each test its own topics and groups ([`unique_name`](crate::unique_name)).
+pub fn kafka() -> Result<&'static Endpoint> {
+    static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
+    shared(
+        &SHARED,
+        BrokerKind::Kafka,
+        || crate::kafka::spec(None),
+        |port| format!("127.0.0.1:{port}"),
+    )
+}
+
+/// The Pulsar broker shared by this test binary: `$WHARF_PULSAR_URL`, or pulsar-lite started
+/// on first use.
+pub fn pulsar() -> Result<&'static Endpoint> {
+    static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
+    shared(&SHARED, BrokerKind::Pulsar, crate::pulsar::spec, |port| {
+        format!("pulsar://127.0.0.1:{port}")
+    })
+}
+
+/// The SQS endpoint shared by this test binary: `$WHARF_SQS_ENDPOINT`, or moto started on
+/// first use.
+pub fn sqs() -> Result<&'static Endpoint> {
+    static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
+    shared(&SHARED, BrokerKind::Sqs, crate::sqs::spec, |port| {
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+fn shared(
+    cell: &'static OnceLock<Result<Endpoint>>,
+    kind: BrokerKind,
+    spec: impl FnOnce() -> Spec,
+    address: impl FnOnce(u16) -> String,
+) -> Result<&'static Endpoint> {
+    // A failure is kept too: every test of the binary gets the same error at once instead of
+    // waiting for its own start-up timeout.
+    let result = cell.get_or_init(|| {
+        if let Some(external) = std::env::var(kind.override_var())
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            return Ok(Endpoint {
+                kind,
+                address: external.trim().to_owned(),
+                instance: None,
+            });
+        }
+        let instance = Instance::start(spec(), None)?;
+        Ok(Endpoint {
+            kind,
+            address: address(instance.port()),
+            instance: Some(instance),
+        })
+    });
+    result.as_ref().map_err(Error::clone)
+}
