@@ -477,6 +477,13 @@ fn operation_timeout(config: &ProducerBuilder) -> Duration {
     (config.send_timeout / 2).clamp(Duration::from_millis(500), Duration::from_secs(30))
 }
 
+/// How often an idle or busy connection is pinged, and how long the answer may take.
+fn health_check(config: &ProducerBuilder) -> (Duration, Duration) {
+    let every = (config.send_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let limit = (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(1));
+    (every, limit)
+}
+
 /// One connection: a fresh client and producer, then sends and receipts until aborted.
 async fn incarnation(
     config: Arc<ProducerBuilder>,
@@ -503,11 +510,27 @@ async fn incarnation(
         return;
     }
     let send_limit = operation_timeout(&config);
+    let (check_every, check_limit) = health_check(&config);
+    let mut health = tokio::time::interval_at(Instant::now() + check_every, check_every);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut receipts = FuturesUnordered::new();
     let mut batch = Vec::with_capacity(256);
     loop {
         tokio::select! {
             biased;
+            _ = health.tick() => {
+                // The pulsar crate re-creates a lost producer by itself and says nothing; a
+                // ping that fails, or waits on such a re-creation, tells wharf the connection
+                // was lost, so that it counts the reconnect, applies OnReconnect, and never
+                // depends on the crate's recovery alone.
+                let reason = match tokio::time::timeout(check_limit, producer.check_connection()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(error)) => format!("the connection check failed: {error}"),
+                    Err(_) => format!("the connection did not answer a ping within {check_limit:?}"),
+                };
+                let _ = events.send(Event::Broken { incarnation: id, reason, permanent: false });
+                return;
+            }
             Some((message, result)) = receipts.next() => {
                 let result: Result<pulsar::CommandSendReceipt, pulsar::Error> = result;
                 let result = result.and_then(|receipt: pulsar::CommandSendReceipt| {

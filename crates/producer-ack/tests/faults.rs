@@ -1,0 +1,268 @@
+//! The broker down, killed, restarted, or cut off mid-stream: every message still ends
+//! exactly once, within its send timeout, and what was acknowledged can be read back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use wharf_producer_ack::{Error, Message, MessageId, OnReconnect, Producer};
+use wharf_testkit::PulsarLite;
+
+type Outcomes = Arc<Mutex<BTreeMap<u32, Vec<Result<MessageId, Error>>>>>;
+
+/// Produces `i` with an ack that records its outcome under `i`.
+async fn produce_recorded(producer: &Producer, outcomes: &Outcomes, i: u32) {
+    let outcomes = outcomes.clone();
+    producer
+        .produce_with(Message::new(i.to_be_bytes().to_vec()), move |result: Result<MessageId, Error>| {
+            outcomes.lock().unwrap().entry(i).or_default().push(result);
+        })
+        .await;
+}
+
+async fn restart(broker: &Arc<PulsarLite>) {
+    let broker = broker.clone();
+    tokio::task::spawn_blocking(move || broker.restart()).await.unwrap().expect("broker restarts");
+}
+
+fn read_indexes(read: &[common::ReadBack]) -> Vec<u32> {
+    read.iter().map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_the_broker_is_down_and_connects_when_it_comes_up() {
+    let broker = Arc::new(PulsarLite::start().unwrap());
+    broker.stop().unwrap();
+    let producer = Producer::builder(broker.url(), common::topic("late-broker"))
+        .send_timeout(Duration::from_secs(20))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .start()
+        .expect("starts without a broker");
+    let pending = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.produce("waited for the broker").await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!producer.is_connected());
+    assert!(!pending.is_finished(), "the message waits for the connection");
+    restart(&broker).await;
+    let result = pending.await.unwrap();
+    assert!(result.is_ok(), "stored once the broker is up: {result:?}");
+    assert!(producer.is_connected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_fails_with_timeout_within_the_send_timeout_when_the_broker_is_stopped() {
+    let broker = PulsarLite::start().unwrap();
+    let producer = Producer::builder(broker.url(), common::topic("timeout"))
+        .send_timeout(Duration::from_millis(1500))
+        .start()
+        .unwrap();
+    producer.produce("before").await.expect("stored while the broker runs");
+    broker.kill().unwrap();
+
+    let started = Instant::now();
+    let result = producer.produce("after").await;
+    let elapsed = started.elapsed();
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+    assert!(elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    producer
+        .produce_with("ack later", move |r: Result<MessageId, Error>| {
+            let _ = tx.send(r);
+        })
+        .await;
+    let acked = tokio::time::timeout(Duration::from_secs(3), rx).await.expect("ack within the timeout").unwrap();
+    assert!(matches!(acked, Err(Error::Timeout { .. })), "{acked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_and_restarted_mid_stream_every_message_ends_once_and_acked_ones_read_back() {
+    const TOTAL: u32 = 3_000;
+    let broker = Arc::new(PulsarLite::start().unwrap());
+    let topic = common::topic("restart");
+    let producer = Producer::builder(broker.url(), &topic)
+        .window(200)
+        .send_timeout(Duration::from_secs(30))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .start()
+        .unwrap();
+    let outcomes: Outcomes = Arc::default();
+    let killer = {
+        let broker = broker.clone();
+        let outcomes = outcomes.clone();
+        tokio::spawn(async move {
+            while outcomes.lock().unwrap().len() < 1_000 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            broker.kill().unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            restart(&broker).await;
+        })
+    };
+    for i in 0..TOTAL {
+        produce_recorded(&producer, &outcomes, i).await;
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await; // a stream of about 3 s, not a burst
+        }
+    }
+    killer.await.unwrap();
+    producer.close().await;
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes.len(), TOTAL as usize, "every message got an ack");
+    assert!(outcomes.values().all(|v| v.len() == 1), "no message acked twice");
+    let failed: Vec<_> = outcomes.iter().filter(|(_, v)| v[0].is_err()).collect();
+    assert!(failed.is_empty(), "a 1 s outage is well within the 30 s send timeout: {failed:?}");
+    assert!(producer.reconnects() >= 1, "the restart was noticed");
+
+    let read = read_indexes(&common::read_back(&broker.url(), &topic, TOTAL as usize * 2, Duration::from_secs(3)).await);
+    let mut first_seen = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in read {
+        if seen.insert(i) {
+            first_seen.push(i);
+        }
+    }
+    assert_eq!(first_seen, (0..TOTAL).collect::<Vec<_>>(), "every acked message is stored, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_window_makes_produce_wait_instead_of_failing() {
+    let broker = Arc::new(PulsarLite::start().unwrap());
+    let producer = Producer::builder(broker.url(), common::topic("window"))
+        .window(3)
+        .send_timeout(Duration::from_secs(20))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .start()
+        .unwrap();
+    producer.produce("connect first").await.unwrap();
+    broker.kill().unwrap();
+    let outcomes: Outcomes = Arc::default();
+    for i in 0..3 {
+        produce_recorded(&producer, &outcomes, i).await;
+    }
+    assert_eq!(producer.pending(), 3);
+    let fourth = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.produce("fourth").await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!fourth.is_finished(), "the fourth message waits for room, it does not fail");
+    assert_eq!(producer.pending(), 3, "the window holds");
+    restart(&broker).await;
+    assert!(fourth.await.unwrap().is_ok());
+    producer.close().await;
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert!(outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()), "{outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_more_messages_than_the_window_never_see_slow_down() {
+    let url = common::shared_url();
+    let producer = Producer::builder(&url, common::topic("no-slowdown"))
+        .window(8)
+        .start()
+        .unwrap();
+    let results = producer.produce_batch((0..2_000u32).map(|i| i.to_be_bytes().to_vec())).await;
+    let errors: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_stream_are_resent_in_order() {
+    const TOTAL: u32 = 1_500;
+    let broker = PulsarLite::start_behind_proxy().unwrap();
+    let topic = common::topic("cut");
+    let producer = Producer::builder(broker.url(), &topic)
+        .window(100)
+        .send_timeout(Duration::from_secs(30))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .start()
+        .unwrap();
+    let outcomes: Outcomes = Arc::default();
+    for i in 0..TOTAL {
+        produce_recorded(&producer, &outcomes, i).await;
+        if i == 500 || i == 1_000 {
+            broker.proxy().unwrap().cut().unwrap();
+        }
+    }
+    producer.close().await;
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes.len(), TOTAL as usize);
+    assert!(outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()), "each acked once, successfully");
+    let read = read_indexes(&common::read_back(&broker.url(), &topic, TOTAL as usize * 2, Duration::from_secs(3)).await);
+    let mut seen = std::collections::BTreeSet::new();
+    let first_seen: Vec<u32> = read.into_iter().filter(|i| seen.insert(*i)).collect();
+    assert_eq!(first_seen, (0..TOTAL).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_on_reconnect_fail_unacknowledged_messages_fail_with_connection_lost() {
+    let broker = Arc::new(PulsarLite::start().unwrap());
+    let producer = Producer::builder(broker.url(), common::topic("fail-policy"))
+        .on_reconnect(OnReconnect::Fail)
+        .send_timeout(Duration::from_secs(10))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .start()
+        .unwrap();
+    producer.produce("connect first").await.unwrap();
+    // a frozen broker: the next messages are sent but get no receipt
+    signal(&broker, "STOP");
+    let outcomes: Outcomes = Arc::default();
+    for i in 0..5 {
+        produce_recorded(&producer, &outcomes, i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    broker.kill().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while outcomes.lock().unwrap().len() < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes.len(), 5, "every in-flight message resolved before its send timeout");
+    for (i, v) in &outcomes {
+        assert_eq!(v.len(), 1);
+        assert!(matches!(v[0], Err(Error::ConnectionLost { .. })), "message {i}: {:?}", v[0]);
+    }
+    restart(&broker).await;
+    let after = producer.produce("after the outage").await;
+    assert!(after.is_ok(), "the handle is still valid: {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_is_detected_and_messages_resent_when_it_thaws() {
+    let broker = Arc::new(PulsarLite::start().unwrap());
+    let producer = Producer::builder(broker.url(), common::topic("frozen"))
+        .send_timeout(Duration::from_secs(15))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .start()
+        .unwrap();
+    producer.produce("connect first").await.unwrap();
+    signal(&broker, "STOP");
+    let outcomes: Outcomes = Arc::default();
+    for i in 0..20 {
+        produce_recorded(&producer, &outcomes, i).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!producer.is_connected(), "a broker that answers no ping counts as lost");
+    signal(&broker, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while outcomes.lock().unwrap().len() < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert!(outcomes.len() == 20 && outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()), "{outcomes:?}");
+    assert!(producer.reconnects() >= 1);
+}
+
+fn signal(broker: &PulsarLite, name: &str) {
+    let pid = broker.pid().expect("broker running");
+    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
