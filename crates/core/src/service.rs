@@ -58,10 +58,12 @@
 //! ```
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::error::Error;
 use crate::supervisor::ChildContext;
@@ -231,6 +233,7 @@ impl<Req, Resp> Mailbox<Req, Resp> {
         Inbox {
             service: Arc::clone(&self.service),
             rx: Arc::clone(&self.rx).lock_owned().await,
+            cancelled: None,
         }
     }
 }
@@ -239,6 +242,9 @@ impl<Req, Resp> Mailbox<Req, Resp> {
 pub struct Inbox<Req, Resp> {
     service: Arc<str>,
     rx: OwnedMutexGuard<mpsc::Receiver<Envelope<Req, Resp>>>,
+    // Registered once and polled on every wait: re-registering a cancellation waiter per
+    // request would cost about a third of a round trip.
+    cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl<Req, Resp> fmt::Debug for Inbox<Req, Resp> {
@@ -261,10 +267,17 @@ impl<Req, Resp> Inbox<Req, Resp> {
     /// Like [`recv`](Self::recv), but `None` as soon as the supervisor asks the child to
     /// stop. Requests still queued then stay queued for the next incarnation.
     pub async fn recv_until(&mut self, ctx: &ChildContext) -> Option<Request<Req, Resp>> {
+        let cancelled = self
+            .cancelled
+            .get_or_insert_with(|| Box::pin(ctx.token().cancelled_owned()));
         tokio::select! {
             biased;
-            _ = ctx.cancelled() => None,
-            request = self.recv() => request,
+            _ = cancelled.as_mut() => None,
+            envelope = self.rx.recv() => {
+                let Envelope { request, mut reply } = envelope?;
+                reply.taken = true;
+                Some(Request { request, reply })
+            }
         }
     }
 }
