@@ -1,0 +1,266 @@
+//! Faults: broker unreachable at start, a 10 s connection cut under load, rebuilds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wharf_kafka_wrapper::{
+    ConsumerSpec, Error, Handler, KafkaWrapper, Outcome, ProducerSpec, Record, TopicSpec,
+    WrapperState,
+};
+use wharf_testkit::Tansu;
+
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let w = common::wrapper_with_topic(brokers, topic, partitions).await;
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_kafka_is_unreachable_and_works_once_it_is_back() {
+    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = kafka.bootstrap_servers();
+    let topic = common::topic("late");
+    create_topic(&brokers, &topic, 1).await;
+    let proxy = kafka.proxy().unwrap();
+    proxy.down().unwrap();
+
+    let w = KafkaWrapper::start(common::config(&brokers))
+        .await
+        .expect("starting must not need Kafka");
+    let p = w
+        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(30)))
+        .unwrap();
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let c = w
+        .add_consumer(ConsumerSpec::group(
+            "c",
+            common::topic("g"),
+            [topic.clone()],
+            Handler::per_message(move |_| {
+                let g = g.clone();
+                async move {
+                    g.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Ack
+                }
+            }),
+        ))
+        .unwrap();
+    let send = tokio::spawn({
+        let p = p.clone();
+        let topic = topic.clone();
+        async move { p.send(Record::new(topic, "hello")).await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !send.is_finished(),
+        "nothing can be delivered while Kafka is down"
+    );
+    assert_eq!(w.state(), WrapperState::Running(0));
+
+    proxy.restore().unwrap();
+    let receipt = tokio::time::timeout(Duration::from_secs(30), send)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(receipt.partition, 0);
+    assert!(common::eventually(Duration::from_secs(40), || got.load(Ordering::Relaxed) == 1).await);
+    assert_eq!(c.handled(), 1);
+    w.shutdown().await.unwrap();
+}
+
+/// 50,000 keyed messages; after 15,000 the proxy drops every connection and refuses new
+/// ones for 10 s. Nothing may be lost, duplicates stay bounded, and both sides resume on
+/// their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_second_cut_during_fifty_thousand_messages_loses_nothing() {
+    const N: u64 = 50_000;
+    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = kafka.bootstrap_servers();
+    let topic = common::topic("cut");
+    let w = common::wrapper_with_topic(&brokers, &topic, 3).await;
+
+    let seen = Arc::new(Mutex::new(vec![0u8; N as usize]));
+    let s = seen.clone();
+    let c = w
+        .add_consumer(ConsumerSpec::group(
+            "c",
+            common::topic("g"),
+            [topic.clone()],
+            Handler::per_message(move |m| {
+                let s = s.clone();
+                async move {
+                    let i: usize = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+                    let mut s = s.lock().unwrap();
+                    s[i] = s[i].saturating_add(1);
+                    Outcome::Ack
+                }
+            }),
+        ))
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c.assignment().len() == 3).await);
+
+    let p = w
+        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(60)))
+        .unwrap();
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let proxy_ctl = Arc::new(kafka);
+    for i in 0..N {
+        if i == 15_000 {
+            let k = proxy_ctl.clone();
+            tokio::task::spawn_blocking(move || {
+                let proxy = k.proxy().unwrap();
+                proxy.down().unwrap();
+                std::thread::sleep(Duration::from_secs(10));
+                proxy.restore().unwrap();
+            });
+        }
+        if i % 1_000 == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await; // a stream, not a burst
+        }
+        let (ok, failed) = (ok.clone(), failed.clone());
+        p.send_with(
+            Record::new(&topic, i.to_string()).key(format!("k{}", i % 97)),
+            move |r| {
+                if r.is_ok() {
+                    ok.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed)
+                };
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        common::eventually(Duration::from_secs(120), || ok.load(Ordering::Relaxed)
+            + failed.load(Ordering::Relaxed)
+            == N)
+        .await
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "every message must be delivered"
+    );
+    let all_seen = common::eventually(Duration::from_secs(120), || {
+        seen.lock().unwrap().iter().all(|n| *n > 0)
+    })
+    .await;
+    let counts = seen.lock().unwrap().clone();
+    let missing = counts.iter().filter(|n| **n == 0).count();
+    let duplicates: u64 = counts.iter().map(|n| u64::from(n.saturating_sub(1))).sum();
+    let mut stored = 0;
+    for part in 0..3 {
+        stored += w.admin().watermarks(&topic, part).await.unwrap().1;
+    }
+    eprintln!(
+        "missing {missing}, duplicates seen by the consumer {duplicates}, messages stored {stored} (of {N}), rebuilds {}",
+        w.rebuilds()
+    );
+    assert!(all_seen, "{missing} messages never consumed");
+    assert!(
+        duplicates <= 10_000,
+        "{duplicates} duplicates: more than the uncommitted window explains"
+    );
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_keeps_every_registration_and_handles_keep_working() {
+    let brokers = common::brokers();
+    let topic = common::topic("rebuild");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let c = w
+        .add_consumer(ConsumerSpec::group(
+            "c",
+            common::topic("g"),
+            [topic.clone()],
+            Handler::per_message(|_| async { Outcome::Ack }),
+        ))
+        .unwrap();
+    p.send(Record::new(&topic, "before")).await.unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 1).await);
+    let mut states = w.watch_state();
+    w.force_rebuild("test");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        states.wait_for(|s| *s == WrapperState::Running(1)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(w.rebuilds(), 1);
+    assert!(w.producer("p").is_some() && w.consumer("c").is_some());
+    p.send(Record::new(&topic, "after")).await.unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 2).await);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_brokers_trigger_rebuilds_until_the_configured_limit() {
+    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
+        .await
+        .unwrap()
+        .unwrap();
+    kafka.proxy().unwrap().down().unwrap();
+    let config = common::config(&kafka.bootstrap_servers())
+        .unreachable_after(Duration::from_secs(1))
+        .rebuild_backoff(Duration::from_millis(100), Duration::from_millis(200))
+        .max_rebuilds(Some(2));
+    let w = KafkaWrapper::start(config).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), w.join())
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Err(Error::RebuildsExhausted { attempts: 2, .. })),
+        "{r:?}"
+    );
+    assert_eq!(w.state(), WrapperState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_longer_than_the_threshold_the_rebuilt_clients_work() {
+    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = kafka.bootstrap_servers();
+    let topic = common::topic("outage");
+    create_topic(&brokers, &topic, 1).await;
+    let config = common::config(&brokers).unreachable_after(Duration::from_secs(2));
+    let w = KafkaWrapper::start(config).await.unwrap();
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    p.send(Record::new(&topic, "1")).await.unwrap();
+    kafka.proxy().unwrap().down().unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(20), || w.rebuilds() >= 1).await,
+        "no rebuild while unreachable"
+    );
+    kafka.proxy().unwrap().restore().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match p.send(Record::new(&topic, "2")).await {
+                Ok(d) => break d,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.offset, 1);
+    let _ = TopicSpec::new("unused", 1);
+    w.shutdown().await.unwrap();
+}
