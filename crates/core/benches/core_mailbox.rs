@@ -32,7 +32,11 @@ async fn supervised_counter() -> (ServiceHandle<u64, u64>, SupervisorHandle) {
             }))
         }
     });
-    let sup = Supervisor::builder("bench").child(spec).start().await.unwrap();
+    let sup = Supervisor::builder("bench")
+        .child(spec)
+        .start()
+        .await
+        .unwrap();
     (handle, sup)
 }
 
@@ -146,7 +150,10 @@ fn main() {
         })
         .collect();
 
-    println!("{:<28} {:>16} {:>16} {:>7}", "benchmark", "wharf (rt/s)", "bare (rt/s)", "ratio");
+    println!(
+        "{:<28} {:>16} {:>16} {:>7}",
+        "benchmark", "wharf (rt/s)", "bare (rt/s)", "ratio"
+    );
     for e in &entries {
         println!(
             "{:<28} {:>16} {:>16} {:>7.3}",

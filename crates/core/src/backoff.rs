@@ -139,7 +139,10 @@ mod tests {
         let b = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1));
         for _ in 0..1000 {
             let d = b.delay(2);
-            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(200) && d <= Duration::from_millis(400),
+                "{d:?}"
+            );
         }
     }
 

@@ -71,7 +71,9 @@ pub enum Error {
         reason: String,
     },
     /// The service's bounded mailbox is full and the caller asked not to wait.
-    #[error("the mailbox of `{service}` is full ({capacity} requests queued); retry later or raise its capacity")]
+    #[error(
+        "the mailbox of `{service}` is full ({capacity} requests queued); retry later or raise its capacity"
+    )]
     MailboxFull {
         /// Id of the service.
         service: String,

@@ -146,7 +146,10 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
         self.capacity - self.tx.capacity()
     }
 
-    fn envelope(&self, request: Req) -> (Envelope<Req, Resp>, oneshot::Receiver<Result<Resp, Error>>) {
+    fn envelope(
+        &self,
+        request: Req,
+    ) -> (Envelope<Req, Resp>, oneshot::Receiver<Result<Resp, Error>>) {
         let (tx, rx) = oneshot::channel();
         let reply = Responder {
             tx: Some(tx),

@@ -171,7 +171,10 @@ async fn a_call_to_a_stuck_service_times_out() {
     let (counter, sup) = start_counter(4).await;
     let counter = counter.with_call_timeout(Duration::from_millis(100));
     let gate = Arc::new(Notify::new());
-    let err = counter.call(Cmd::Hold(Arc::clone(&gate))).await.unwrap_err();
+    let err = counter
+        .call(Cmd::Hold(Arc::clone(&gate)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     gate.notify_one();
     sup.shutdown().await.unwrap();
@@ -197,7 +200,10 @@ async fn after_the_service_stops_for_good_queued_and_new_calls_fail_with_stopped
     gate.notify_one();
     stopping.await.unwrap().unwrap();
     let held = held.await.unwrap();
-    assert!(held.is_ok() || matches!(held, Err(Error::ServiceCrashed { .. })), "{held:?}");
+    assert!(
+        held.is_ok() || matches!(held, Err(Error::ServiceCrashed { .. })),
+        "{held:?}"
+    );
     let queued = queued.await.unwrap();
     assert!(matches!(queued, Err(Error::Stopped(_))), "{queued:?}");
     let late = counter.call(Cmd::Add(1)).await;

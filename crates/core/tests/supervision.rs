@@ -111,7 +111,9 @@ async fn a_child_starts_only_after_the_previous_childs_setup_finished() {
 async fn a_failed_start_fails_the_supervisor_naming_the_child_and_cause() {
     let log = Log::default();
     let broken = ChildSpec::new("database", |_ctx| async {
-        Err::<Started, _>(std::io::Error::other("connection refused on 127.0.0.1:5432"))
+        Err::<Started, _>(std::io::Error::other(
+            "connection refused on 127.0.0.1:5432",
+        ))
     });
     let err = Supervisor::builder("root")
         .child(worker("first", &log))
@@ -139,9 +141,16 @@ async fn a_panic_during_setup_fails_the_start_with_the_panic_message() {
         }
         Ok::<_, Error>(Started::Ignore)
     });
-    let err = Supervisor::builder("root").child(boom).start().await.unwrap_err();
+    let err = Supervisor::builder("root")
+        .child(boom)
+        .start()
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("`boom`") && text.contains("config file is missing"), "{text}");
+    assert!(
+        text.contains("`boom`") && text.contains("config file is missing"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +161,11 @@ async fn a_setup_that_hangs_is_bounded_by_its_start_timeout() {
     })
     .start_timeout(Some(Duration::from_millis(100)));
     let began = Instant::now();
-    let err = Supervisor::builder("root").child(hang).start().await.unwrap_err();
+    let err = Supervisor::builder("root")
+        .child(hang)
+        .start()
+        .await
+        .unwrap_err();
     assert!(began.elapsed() < Duration::from_secs(2));
     assert!(err.to_string().contains("did not finish within"), "{err}");
 }
@@ -184,7 +197,10 @@ async fn duplicate_child_ids_are_refused() {
         .start()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::DuplicateChild(ref id) if id == "a"), "{err:?}");
+    assert!(
+        matches!(err, Error::DuplicateChild(ref id) if id == "a"),
+        "{err:?}"
+    );
 }
 
 // ----- 2. strategies, restart types, panics -----
@@ -315,7 +331,10 @@ async fn a_panic_is_an_abnormal_exit_and_its_message_is_reported() {
     let children = sup.which_children().await.unwrap();
     assert_eq!(children[0].state, ChildState::Restarting);
     let last = children[0].last_exit.clone().unwrap();
-    assert!(last.contains("panicked") && last.contains("bomb exploded"), "{last}");
+    assert!(
+        last.contains("panicked") && last.contains("bomb exploded"),
+        "{last}"
+    );
     sup.shutdown().await.unwrap();
 }
 
@@ -364,7 +383,10 @@ async fn restarts_spread_wider_than_the_period_do_not_escalate() {
         .start()
         .await
         .unwrap();
-    eventually("all failures absorbed", || log.count("start:slowly-failing") == 5).await;
+    eventually("all failures absorbed", || {
+        log.count("start:slowly-failing") == 5
+    })
+    .await;
     assert!(!sup.is_finished());
     sup.shutdown().await.unwrap();
 }
@@ -384,12 +406,19 @@ async fn a_nested_supervisor_escalates_to_its_parent_which_restarts_it() {
         .start()
         .await
         .unwrap();
-    eventually("inner restarted by root", || log.count("start:fragile") == 2).await;
+    eventually("inner restarted by root", || {
+        log.count("start:fragile") == 2
+    })
+    .await;
     let tree = root.snapshot().await.unwrap();
     let inner_node = tree.find(&["inner"]).unwrap();
     assert_eq!(inner_node.restarts, 1);
     assert!(
-        inner_node.last_exit.as_deref().unwrap().contains("restart intensity"),
+        inner_node
+            .last_exit
+            .as_deref()
+            .unwrap()
+            .contains("restart intensity"),
         "{:?}",
         inner_node.last_exit
     );
@@ -447,15 +476,24 @@ fn stubborn(log: &Log, shutdown: Shutdown) -> ChildSpec {
 async fn a_child_that_ignores_cancellation_is_aborted_after_its_grace_period() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
-        .child(stubborn(&log, Shutdown::Timeout(Duration::from_millis(200))))
+        .child(stubborn(
+            &log,
+            Shutdown::Timeout(Duration::from_millis(200)),
+        ))
         .start()
         .await
         .unwrap();
     let began = Instant::now();
     sup.shutdown().await.unwrap();
     let took = began.elapsed();
-    assert!(took >= Duration::from_millis(200), "aborted too early: {took:?}");
-    assert!(took < Duration::from_secs(2), "grace not enforced: {took:?}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "aborted too early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "grace not enforced: {took:?}"
+    );
     assert_eq!(log.entries(), vec!["dropped, cancelled=true"]);
 }
 
@@ -504,8 +542,14 @@ async fn a_dynamic_supervisor_starts_lists_counts_and_terminates_children() {
     let counts = dynamic.count_children().await.unwrap();
     assert_eq!((counts.specs, counts.active, counts.workers), (3, 3, 3));
 
-    let err = dynamic.start_child(worker("session", &log)).await.unwrap_err();
-    assert!(matches!(err, Error::TooManyChildren { max: 3, .. }), "{err:?}");
+    let err = dynamic
+        .start_child(worker("session", &log))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyChildren { max: 3, .. }),
+        "{err:?}"
+    );
 
     dynamic.terminate_child(b).await.unwrap();
     let ids: Vec<_> = dynamic
@@ -590,7 +634,10 @@ async fn restarts_wait_for_the_backoff_delay() {
     let times = starts.lock().unwrap().clone();
     for pair in times.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(140), "restart after only {gap:?}");
+        assert!(
+            gap >= Duration::from_millis(140),
+            "restart after only {gap:?}"
+        );
     }
     drop(log);
 }
@@ -600,7 +647,9 @@ async fn a_snapshot_shows_the_whole_tree_with_states_and_restart_counts() {
     let log = Log::default();
     let (sub, _) = Supervisor::builder("brokers")
         .child(worker("kafka", &log))
-        .child(ChildSpec::new("sqs", |_ctx| async { Ok::<_, Error>(Started::Ignore) }))
+        .child(ChildSpec::new("sqs", |_ctx| async {
+            Ok::<_, Error>(Started::Ignore)
+        }))
         .into_child();
     let root = Supervisor::builder("app")
         .backoff(fast())
@@ -613,8 +662,14 @@ async fn a_snapshot_shows_the_whole_tree_with_states_and_restart_counts() {
     let tree = root.snapshot().await.unwrap();
     assert_eq!(tree.id, "app");
     assert_eq!(tree.restarts, 1);
-    assert_eq!(tree.find(&["brokers", "kafka"]).unwrap().state, ChildState::Running);
-    assert_eq!(tree.find(&["brokers", "sqs"]).unwrap().state, ChildState::Ignored);
+    assert_eq!(
+        tree.find(&["brokers", "kafka"]).unwrap().state,
+        ChildState::Running
+    );
+    assert_eq!(
+        tree.find(&["brokers", "sqs"]).unwrap().state,
+        ChildState::Ignored
+    );
     assert_eq!(tree.find(&["api"]).unwrap().restarts, 1);
     let rendered = tree.to_string();
     assert!(rendered.contains("kafka Running"), "{rendered}");
@@ -631,5 +686,8 @@ async fn a_stopped_supervisor_answers_calls_with_stopped() {
         .unwrap();
     sup.shutdown().await.unwrap();
     let err = sup.which_children().await.unwrap_err();
-    assert!(matches!(err, Error::Stopped(ref id) if id == "gone"), "{err:?}");
+    assert!(
+        matches!(err, Error::Stopped(ref id) if id == "gone"),
+        "{err:?}"
+    );
 }

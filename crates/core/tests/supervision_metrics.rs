@@ -8,7 +8,12 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use wharf_core::supervisor::{ChildSpec, Started, Supervisor};
 use wharf_core::{Backoff, Error};
 
-type Entry = (CompositeKey, Option<metrics::Unit>, Option<metrics::SharedString>, DebugValue);
+type Entry = (
+    CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+);
 
 fn counter(snapshot: &[Entry], name: &str, labels: &[(&str, &str)]) -> u64 {
     snapshot
@@ -51,10 +56,26 @@ async fn starts_exits_restarts_and_escalations_are_counted() {
     // One snapshot: taking one drains the counters.
     let snapshot = snapshotter.snapshot().into_vec();
     let who = [("supervisor", "metered"), ("child", "failing")];
-    assert_eq!(counter(&snapshot, "wharf_supervisor_child_starts_total", &who), 3);
-    assert_eq!(counter(&snapshot, "wharf_supervisor_restarts_total", &who), 2);
-    let errors = [("supervisor", "metered"), ("child", "failing"), ("reason", "error")];
-    assert_eq!(counter(&snapshot, "wharf_supervisor_child_exits_total", &errors), 3);
+    assert_eq!(
+        counter(&snapshot, "wharf_supervisor_child_starts_total", &who),
+        3
+    );
+    assert_eq!(
+        counter(&snapshot, "wharf_supervisor_restarts_total", &who),
+        2
+    );
+    let errors = [
+        ("supervisor", "metered"),
+        ("child", "failing"),
+        ("reason", "error"),
+    ];
+    assert_eq!(
+        counter(&snapshot, "wharf_supervisor_child_exits_total", &errors),
+        3
+    );
     let sup_only = [("supervisor", "metered")];
-    assert_eq!(counter(&snapshot, "wharf_supervisor_escalations_total", &sup_only), 1);
+    assert_eq!(
+        counter(&snapshot, "wharf_supervisor_escalations_total", &sup_only),
+        1
+    );
 }

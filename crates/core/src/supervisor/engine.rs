@@ -226,7 +226,9 @@ impl Engine {
         let child = Arc::clone(&slot.spec.id);
 
         let (ready_tx, ready_rx) = oneshot::channel();
-        let abort = self.tasks.spawn(child_task(key, generation, setup, ready_tx));
+        let abort = self
+            .tasks
+            .spawn(child_task(key, generation, setup, ready_tx));
         self.task_keys.insert(abort.id(), (key, generation));
 
         let answer = match start_timeout {
@@ -300,8 +302,7 @@ impl Engine {
             let joined = match deadline {
                 None => self.tasks.join_next_with_id().await,
                 Some(deadline) => {
-                    match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await
-                    {
+                    match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
                         Ok(joined) => joined,
                         Err(_) => return false,
                     }
@@ -505,7 +506,10 @@ impl Engine {
     async fn stop_slot(&mut self, idx: usize) {
         let slot = &mut self.slots[idx];
         let SlotState::Running(run) = mem::replace(&mut slot.state, SlotState::Stopped) else {
-            if matches!(slot.state, SlotState::Restarting { .. } | SlotState::Grouped) {
+            if matches!(
+                slot.state,
+                SlotState::Restarting { .. } | SlotState::Grouped
+            ) {
                 slot.state = SlotState::Stopped;
             }
             return;

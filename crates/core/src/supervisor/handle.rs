@@ -91,12 +91,14 @@ impl SupervisorHandle {
         };
         match timeout {
             None => exchange.await,
-            Some(limit) => tokio::time::timeout(limit, exchange)
-                .await
-                .map_err(|_| Error::Timeout {
-                    what: format!("{what} on supervisor `{}`", self.id),
-                    after: limit,
-                })?,
+            Some(limit) => {
+                tokio::time::timeout(limit, exchange)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        what: format!("{what} on supervisor `{}`", self.id),
+                        after: limit,
+                    })?
+            }
         }
     }
 

@@ -103,7 +103,14 @@ impl TreeSnapshot {
     }
 
     fn render(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
-        writeln!(f, "{:indent$}{} (restarts: {})", "", self.id, self.restarts, indent = depth * 2)?;
+        writeln!(
+            f,
+            "{:indent$}{} (restarts: {})",
+            "",
+            self.id,
+            self.restarts,
+            indent = depth * 2
+        )?;
         for child in &self.children {
             write!(
                 f,
