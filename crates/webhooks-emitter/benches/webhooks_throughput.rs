@@ -1,0 +1,2 @@
+//! webhooks-throughput benchmark (being written).
+fn main() {}

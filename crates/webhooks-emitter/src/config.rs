@@ -1,0 +1,604 @@
+//! Configuration: the builder, its policies, and queue URL validation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::emitter::{Emitter, FailedEvent};
+use crate::Error;
+
+/// The largest message SQS accepts today (1 MiB), the default limit.
+pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
+/// The limit of queues created before SQS raised it (256 KiB): use with
+/// [`EmitterBuilder::max_message_bytes`] for such queues.
+pub const LEGACY_MAX_MESSAGE_BYTES: usize = 262_144;
+/// The environment variable [`EmitterBuilder::from_env`] reads the queue URL from.
+pub const QUEUE_URL_ENV: &str = "SQS_QUEUE_URL";
+
+/// What `emit` and `emit_sync` do when the bounded buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Return [`Error::BufferFull`] at once (the default: `emit` never waits).
+    Error,
+    /// Wait for room, at most this long, then return [`Error::BufferFull`]. `emit_sync` also
+    /// never waits past its own timeout.
+    Wait(Duration),
+}
+
+/// Optional compression of the envelope's `data` field. The compressed JSON is sent as a
+/// base64 string and the envelope gets `"enc": "gzip"` or `"enc": "zstd"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// gzip (RFC 1952), default level.
+    Gzip,
+    /// Zstandard, level 3.
+    Zstd,
+}
+
+impl Compression {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Where a FIFO queue's `MessageGroupId` comes from (ordering holds within a group).
+/// [`Event::with_group_key`](crate::Event::with_group_key) overrides it per event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum GroupKey {
+    /// The event's provider id (the default, as in the original).
+    #[default]
+    ProviderId,
+    /// The event type.
+    EventType,
+    /// A top-level field of the event's data (a string or a number); an event without it is
+    /// rejected with [`Error::InvalidEvent`].
+    DataField(String),
+}
+
+/// Retries of transient failures (throttling, 5xx, network errors, timeouts): exponential
+/// backoff with jitter, per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) give_up_after: Duration,
+}
+
+impl RetryPolicy {
+    /// Backoff starts at `initial_backoff`, doubles per attempt up to `max_backoff` (each
+    /// delay drawn between half and all of that value), and an event given to `emit` is
+    /// abandoned (failure hook, counter) once `give_up_after` has passed since it was
+    /// accepted. `emit_sync` events are bounded by their own timeout.
+    pub fn new(initial_backoff: Duration, max_backoff: Duration, give_up_after: Duration) -> Self {
+        RetryPolicy {
+            initial_backoff,
+            max_backoff,
+            give_up_after,
+        }
+    }
+
+    /// The delay before attempt `attempt + 1` (attempt counts from 1).
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
+        let nanos = base.as_nanos().min(u128::from(u64::MAX)) as u64;
+        if nanos < 2 {
+            return base;
+        }
+        let jittered = rand::random_range(nanos / 2..=nanos);
+        Duration::from_nanos(jittered)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            Duration::from_secs(15 * 60),
+        )
+    }
+}
+
+/// Fields removed from an event's data before it is sent, by event type, as the original
+/// offered. A pattern is `*` (every event), `prefix.*` (every event type starting with
+/// `prefix.`) or an exact event type. Fields are removed wherever they occur in the data
+/// (in nested objects and in objects inside arrays too).
+///
+/// ```
+/// use wharf_webhooks_emitter::DeniedFields;
+/// let denied = DeniedFields::new()
+///     .deny("*", ["password", "apiKey"])
+///     .deny("transaction.*", ["cardNumber"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeniedFields {
+    rules: Vec<(String, Vec<String>)>,
+}
+
+impl DeniedFields {
+    /// No denied fields.
+    pub fn new() -> Self {
+        DeniedFields::default()
+    }
+
+    /// Denies `fields` for the events matching `pattern`.
+    pub fn deny<I, S>(mut self, pattern: impl Into<String>, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.rules
+            .push((pattern.into(), fields.into_iter().map(Into::into).collect()));
+        self
+    }
+
+
+    /// The denied field names for one event type.
+    pub(crate) fn for_event(&self, event: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (pattern, fields) in &self.rules {
+            if pattern_matches(pattern, event) {
+                out.extend(fields.iter().map(String::as_str));
+            }
+        }
+        out
+    }
+}
+
+fn pattern_matches(pattern: &str, event: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event.starts_with(prefix),
+        None => pattern == event,
+    }
+}
+
+/// A validated SQS queue URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueueUrl {
+    pub(crate) url: String,
+    pub(crate) name: String,
+    pub(crate) fifo: bool,
+}
+
+impl QueueUrl {
+    pub(crate) fn parse(url: &str) -> Result<QueueUrl, Error> {
+        let bad = |reason: &str| Error::InvalidQueueUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| bad("it must start with https:// or http://"))?;
+        if rest.contains(['?', '#', ' ']) {
+            return Err(bad("it must not contain a query, a fragment or spaces"));
+        }
+        let (host, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("it has no path (/ACCOUNT_ID/QUEUE_NAME)"))?;
+        if host.is_empty() || host.contains('@') {
+            return Err(bad("the host is empty or carries credentials"));
+        }
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        let [account, name] = segments.as_slice() else {
+            return Err(bad(
+                "the path must have exactly two segments, /ACCOUNT_ID/QUEUE_NAME",
+            ));
+        };
+        if account.is_empty() || !account.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(bad("the account id segment must be non-empty and alphanumeric"));
+        }
+        let valid_name = !name.is_empty()
+            && name.len() <= 80
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !valid_name {
+            return Err(bad(
+                "the queue name must be 1 to 80 characters of A-Z a-z 0-9 - _ (and .fifo)",
+            ));
+        }
+        let fifo = name.ends_with(".fifo");
+        if name.contains('.') && !fifo {
+            return Err(bad("only FIFO queue names may contain '.', as the suffix .fifo"));
+        }
+        Ok(QueueUrl {
+            url: url.trim_end_matches('/').to_string(),
+            name: (*name).to_string(),
+            fifo,
+        })
+    }
+}
+
+/// Called with every event given to `emit` that fails permanently (rejected by SQS, retries
+/// exhausted, not sent at shutdown). Runs on the emitter's task: keep it short and
+/// non-blocking (push to a channel, write a counter).
+pub type FailureHook = Arc<dyn Fn(&FailedEvent) + Send + Sync>;
+
+/// Builds an [`Emitter`]. Every setting has a default a user would choose; only the queue
+/// is needed (and without one the emitter is disabled, not broken).
+pub struct EmitterBuilder {
+    pub(crate) queue_url: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) credentials: Option<aws_sdk_sqs::config::Credentials>,
+    pub(crate) sdk_config: Option<aws_config::SdkConfig>,
+    pub(crate) client: Option<aws_sdk_sqs::Client>,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) buffer_capacity: usize,
+    pub(crate) full_policy: FullPolicy,
+    pub(crate) linger: Duration,
+    pub(crate) max_in_flight: Option<usize>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) sync_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) compression: Option<Compression>,
+    pub(crate) compress_above: usize,
+    pub(crate) denied_fields: DeniedFields,
+    pub(crate) group_key: GroupKey,
+    pub(crate) fifo: Option<bool>,
+    pub(crate) on_failure: Option<FailureHook>,
+}
+
+impl fmt::Debug for EmitterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Credentials, the SDK config and the client are never printed.
+        f.debug_struct("EmitterBuilder")
+            .field("queue_url", &self.queue_url)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field("sdk_config", &self.sdk_config.as_ref().map(|_| "<given>"))
+            .field("client", &self.client.as_ref().map(|_| "<given>"))
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("buffer_capacity", &self.buffer_capacity)
+            .field("full_policy", &self.full_policy)
+            .field("linger", &self.linger)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("request_timeout", &self.request_timeout)
+            .field("sync_timeout", &self.sync_timeout)
+            .field("retry", &self.retry)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("compression", &self.compression)
+            .field("group_key", &self.group_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for EmitterBuilder {
+    fn default() -> Self {
+        EmitterBuilder {
+            queue_url: None,
+            region: None,
+            endpoint_url: None,
+            credentials: None,
+            sdk_config: None,
+            client: None,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            buffer_capacity: 10_000,
+            full_policy: FullPolicy::Error,
+            linger: Duration::from_millis(5),
+            max_in_flight: None,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            sync_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            drain_timeout: Duration::from_secs(10),
+            compression: None,
+            compress_above: 0,
+            denied_fields: DeniedFields::new(),
+            group_key: GroupKey::ProviderId,
+            fifo: None,
+            on_failure: None,
+        }
+    }
+}
+
+impl EmitterBuilder {
+    /// A builder with the defaults and no queue.
+    pub fn new() -> Self {
+        EmitterBuilder::default()
+    }
+
+    /// A builder configured like the original: the queue URL from `SQS_QUEUE_URL` (unset or
+    /// empty: the emitter is disabled); region, endpoint (`AWS_ENDPOINT_URL_SQS`,
+    /// `AWS_ENDPOINT_URL`) and credentials from the standard AWS chain when it starts.
+    pub fn from_env() -> Self {
+        let mut b = EmitterBuilder::new();
+        if let Ok(url) = std::env::var(QUEUE_URL_ENV) {
+            let url = url.trim();
+            if !url.is_empty() {
+                b.queue_url = Some(url.to_string());
+            }
+        }
+        b
+    }
+
+    /// The queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`). A name ending in
+    /// `.fifo` makes the emitter send FIFO parameters.
+    pub fn queue_url(mut self, url: impl Into<String>) -> Self {
+        self.queue_url = Some(url.into());
+        self
+    }
+
+    /// The AWS region (otherwise from the standard chain).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// A custom endpoint (moto, LocalStack, a VPC endpoint).
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Static credentials (otherwise from the standard chain). Never logged or printed.
+    pub fn credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some(aws_sdk_sqs::config::Credentials::new(
+            access_key_id,
+            secret_access_key,
+            None,
+            None,
+            "wharf-webhooks-emitter",
+        ));
+        self
+    }
+
+    /// Starts from this AWS SDK configuration (TLS, proxies, credentials, ...): settings pass
+    /// straight through. Region, endpoint and credentials given to this builder override it.
+    pub fn sdk_config(mut self, config: aws_config::SdkConfig) -> Self {
+        self.sdk_config = Some(config);
+        self
+    }
+
+    /// Uses this SQS client as is. The emitter still applies its own timeouts and retries
+    /// to every call (per-call configuration override).
+    pub fn client(mut self, client: aws_sdk_sqs::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The queue's message size limit in bytes, body plus attributes (default 1 MiB;
+    /// [`LEGACY_MAX_MESSAGE_BYTES`] for queues created with the old 256 KiB limit). Also the
+    /// limit of one SendMessageBatch request.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// How many accepted events may wait to be sent, retries included (default 10,000).
+    /// This bounds memory whatever the endpoint does.
+    pub fn buffer_capacity(mut self, events: usize) -> Self {
+        self.buffer_capacity = events;
+        self
+    }
+
+    /// What to do when the buffer is full (default [`FullPolicy::Error`]).
+    pub fn full_policy(mut self, policy: FullPolicy) -> Self {
+        self.full_policy = policy;
+        self
+    }
+
+    /// How long a partly filled batch waits for more events before it is sent (default 5 ms).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// How many SendMessageBatch requests may be in flight at once (default 4; 1 on FIFO
+    /// queues, which keeps order within a group while no entry fails).
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = Some(requests);
+        self
+    }
+
+    /// Timeout of one SQS request attempt (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Timeout of establishing a connection (default 3 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Default timeout of `emit_sync`, covering buffering, every retry and backoff
+    /// (default 30 s).
+    pub fn sync_timeout(mut self, timeout: Duration) -> Self {
+        self.sync_timeout = timeout;
+        self
+    }
+
+    /// Retry policy for transient failures.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How long a graceful shutdown may spend sending what is buffered (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Compresses `data` (see [`Compression`]).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// Compresses only when the encoded data is larger than this many bytes (default 0:
+    /// always, once compression is on).
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = bytes;
+        self
+    }
+
+    /// Fields removed from data before sending.
+    pub fn denied_fields(mut self, denied: DeniedFields) -> Self {
+        self.denied_fields = denied;
+        self
+    }
+
+    /// Where a FIFO queue's `MessageGroupId` comes from (default the provider id).
+    pub fn group_key(mut self, key: GroupKey) -> Self {
+        self.group_key = key;
+        self
+    }
+
+    /// Forces FIFO mode on or off (default: on when the queue name ends in `.fifo`).
+    pub fn fifo(mut self, fifo: bool) -> Self {
+        self.fifo = Some(fifo);
+        self
+    }
+
+    /// Called with each event given to `emit` that fails permanently.
+    pub fn on_failure(mut self, hook: impl Fn(&FailedEvent) + Send + Sync + 'static) -> Self {
+        self.on_failure = Some(Arc::new(hook));
+        self
+    }
+
+    /// Validates the configuration and builds the emitter handle. Nothing touches the
+    /// network here: the emitter connects when it starts (as a supervised child or with
+    /// [`Emitter::start`]).
+    pub fn build(self) -> Result<Emitter, Error> {
+        let queue = match &self.queue_url {
+            Some(url) => Some(QueueUrl::parse(url)?),
+            None => None,
+        };
+        self.check()?;
+        Ok(Emitter::from_parts(self, queue))
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let bad = |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
+        if !(1024..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return bad(
+                "max_message_bytes",
+                format!(
+                    "is {}, must be between 1024 and {MAX_MESSAGE_BYTES} (SQS's limits)",
+                    self.max_message_bytes
+                ),
+            );
+        }
+        if !(1..=10_000_000).contains(&self.buffer_capacity) {
+            return bad(
+                "buffer_capacity",
+                format!("is {}, must be between 1 and 10,000,000", self.buffer_capacity),
+            );
+        }
+        if let Some(n) = self.max_in_flight
+            && !(1..=256).contains(&n)
+        {
+            return bad("max_in_flight", format!("is {n}, must be between 1 and 256"));
+        }
+        for (field, d) in [
+            ("request_timeout", self.request_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("sync_timeout", self.sync_timeout),
+            ("drain_timeout", self.drain_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(field, "must be greater than zero".to_string());
+            }
+        }
+        if self.retry.initial_backoff.is_zero() || self.retry.max_backoff < self.retry.initial_backoff {
+            return bad(
+                "retry",
+                "needs 0 < initial_backoff <= max_backoff".to_string(),
+            );
+        }
+        if self.linger > Duration::from_secs(10) {
+            return bad("linger", "must be at most 10 s".to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_standard_queue_url_parses() {
+        let q = QueueUrl::parse("https://sqs.us-east-1.amazonaws.com/123456789012/hooks").unwrap();
+        assert_eq!(q.name, "hooks");
+        assert!(!q.fifo);
+    }
+
+    #[test]
+    fn a_fifo_queue_url_is_detected() {
+        let q = QueueUrl::parse("http://127.0.0.1:4566/000000000000/hooks.fifo").unwrap();
+        assert!(q.fifo);
+    }
+
+    #[test]
+    fn malformed_queue_urls_are_rejected() {
+        for url in [
+            "",
+            "hooks",
+            "ftp://host/1/q",
+            "https://",
+            "https://host",
+            "https://host/123",
+            "https://host/123/q/extra",
+            "https://host//q",
+            "https://host/123/bad name",
+            "https://host/123/q.txt",
+            "https://user:pw@host/123/q",
+            "https://host/123/q?x=1",
+        ] {
+            assert!(
+                matches!(QueueUrl::parse(url), Err(Error::InvalidQueueUrl { .. })),
+                "{url} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn denied_field_patterns_match_exact_prefix_and_star() {
+        let d = DeniedFields::new()
+            .deny("*", ["a"])
+            .deny("transaction.*", ["b"])
+            .deny("user.created", ["c"]);
+        assert_eq!(d.for_event("transaction.created"), vec!["a", "b"]);
+        assert_eq!(d.for_event("user.created"), vec!["a", "c"]);
+        assert_eq!(d.for_event("user.deleted"), vec!["a"]);
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let r = RetryPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let d1 = r.delay(1);
+        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+        for attempt in 5..40 {
+            assert!(r.delay(attempt) <= Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The crate's one error enum.
+
+use std::time::Duration;
+
+use crate::EventId;
+
+/// Everything that can go wrong when emitting a webhook event.
+///
+/// Errors before anything is sent (bad input, bad configuration, a full buffer, a disabled or
+/// stopped emitter) are returned by `emit` and `emit_sync` themselves. Errors after the event
+/// was accepted (rejected by SQS, retries exhausted, timeout, shutdown) go to the
+/// `emit_sync` caller, or, for `emit`, to the failure hook, an error log line and the
+/// `wharf_webhooks_failed_total` counter.
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    // ----- the emitter's state -----
+    /// No queue is configured (`SQS_QUEUE_URL` unset or empty and no `queue_url` given), so the
+    /// emitter is disabled and sends nothing.
+    #[error(
+        "the webhooks emitter is disabled: no SQS queue is configured; set SQS_QUEUE_URL or call \
+         EmitterBuilder::queue_url to enable it"
+    )]
+    Disabled,
+    /// The emitter was shut down (by `Emitter::shutdown` or by its supervisor) and takes no
+    /// more events.
+    #[error("the webhooks emitter for queue `{queue}` is stopped and takes no more events")]
+    Stopped {
+        /// Name of the queue.
+        queue: String,
+    },
+    /// The bounded buffer is full (the endpoint is slow or unreachable) and the full policy
+    /// said not to wait, or the wait allowed by the policy passed.
+    #[error(
+        "the webhooks emitter's buffer is full ({capacity} events waiting to be sent, waited \
+         {waited:?}); slow down, raise `buffer_capacity`, or use FullPolicy::Wait"
+    )]
+    BufferFull {
+        /// The configured buffer capacity.
+        capacity: usize,
+        /// How long the call waited for room before giving up.
+        waited: Duration,
+    },
+
+    // ----- configuration -----
+    /// The queue URL is not an SQS queue URL.
+    #[error(
+        "malformed SQS queue URL `{url}`: {reason}; expected \
+         http(s)://HOST/ACCOUNT_ID/QUEUE_NAME, as returned by CreateQueue or GetQueueUrl"
+    )]
+    InvalidQueueUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid webhooks emitter configuration: `{field}` {reason}")]
+    InvalidConfig {
+        /// The builder method or environment variable at fault.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+
+    // ----- bad input, detected before anything is sent -----
+    /// A field of the event is empty, too long, or otherwise unusable.
+    #[error("invalid webhook event: `{field}` {reason}")]
+    InvalidEvent {
+        /// The field at fault (`event`, `providerId`, `url`, `groupKey`, `delay`).
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// The event's data could not be encoded as JSON (a map with non-string keys, a
+    /// `Serialize` implementation that fails, ...).
+    #[error("the data of webhook event `{event}` cannot be encoded as JSON: {reason}")]
+    Unencodable {
+        /// The event type.
+        event: String,
+        /// What serde_json reported.
+        reason: String,
+    },
+    /// The event contains a character that SQS rejects in a message body or attribute.
+    #[error(
+        "webhook event `{event}`: `{field}` contains the character U+{code_point:04X} (at byte \
+         {offset}), which SQS rejects; SQS accepts only #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD \
+         #x10000-#x10FFFF; remove or replace it before emitting"
+    )]
+    InvalidCharacter {
+        /// The event type.
+        event: String,
+        /// Where the character is (`data`, `event`, `providerId`, `url`, `groupKey`).
+        field: &'static str,
+        /// The offending code point.
+        code_point: u32,
+        /// Byte offset of the character in the encoded field.
+        offset: usize,
+    },
+    /// The encoded message (body plus attributes) exceeds the queue's size limit.
+    #[error(
+        "webhook event `{event}` encodes to {size} bytes, over the queue's limit of {limit} \
+         bytes; send less data, enable compression, or raise `max_message_bytes` if the queue \
+         allows more"
+    )]
+    TooLarge {
+        /// The event type.
+        event: String,
+        /// Encoded size in bytes (body plus message attributes).
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    // ----- failures after the event was accepted -----
+    /// SQS rejected the event permanently (a sender fault such as an invalid parameter, a
+    /// missing queue, denied access). Retrying the same event will not help.
+    #[error("SQS rejected webhook event {event_id}: {code}: {message}")]
+    Rejected {
+        /// The event's id.
+        event_id: EventId,
+        /// The SQS error code (`InvalidParameterValue`, `AWS.SimpleQueueService.NonExistentQueue`, ...).
+        code: String,
+        /// The message SQS gave.
+        message: String,
+    },
+    /// Transient failures (throttling, 5xx, network) went on for longer than the retry
+    /// policy allows.
+    #[error(
+        "webhook event {event_id} was not sent after {attempts} attempts over {elapsed:?}; last \
+         error: {last_error}"
+    )]
+    RetriesExhausted {
+        /// The event's id.
+        event_id: EventId,
+        /// Attempts made.
+        attempts: u32,
+        /// Time since the event was accepted.
+        elapsed: Duration,
+        /// The last transient error.
+        last_error: String,
+    },
+    /// `emit_sync` did not get a confirmation within its timeout. If `maybe_sent` is true a
+    /// request carrying the event was in flight: it may still arrive (consumers dedupe on the
+    /// event id).
+    #[error(
+        "webhook event {event_id} was not confirmed within {after:?} ({attempts} attempts; \
+         maybe sent: {maybe_sent}; last error: {last_error})"
+    )]
+    Timeout {
+        /// The event's id.
+        event_id: EventId,
+        /// The timeout that passed.
+        after: Duration,
+        /// Attempts made so far.
+        attempts: u32,
+        /// Whether a request carrying the event may have reached SQS.
+        maybe_sent: bool,
+        /// The last transient error, or `none`.
+        last_error: String,
+    },
+    /// The emitter stopped (shutdown deadline passed, or it was dropped) before the event
+    /// could be sent.
+    #[error(
+        "webhook event {event_id} was not sent: {reason} (maybe sent: {maybe_sent}); it was \
+         counted in the shutdown report and the failed counter"
+    )]
+    NotSent {
+        /// The event's id.
+        event_id: EventId,
+        /// Why.
+        reason: String,
+        /// Whether a request carrying the event was in flight when it was abandoned.
+        maybe_sent: bool,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics and logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Error::Disabled => "disabled",
+            Error::Stopped { .. } => "stopped",
+            Error::BufferFull { .. } => "buffer_full",
+            Error::InvalidQueueUrl { .. } => "invalid_queue_url",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::InvalidEvent { .. } => "invalid_event",
+            Error::Unencodable { .. } => "unencodable",
+            Error::InvalidCharacter { .. } => "invalid_character",
+            Error::TooLarge { .. } => "too_large",
+            Error::Rejected { .. } => "rejected",
+            Error::RetriesExhausted { .. } => "retries_exhausted",
+            Error::Timeout { .. } => "timeout",
+            Error::NotSent { .. } => "not_sent",
+        }
+    }
+}

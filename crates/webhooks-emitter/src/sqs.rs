@@ -1,0 +1,247 @@
+//! The SQS side: building the client and one SendMessageBatch call, bounded in time, with
+//! its errors sorted into transient and permanent.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::config::retry::RetryConfig;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
+use aws_sdk_sqs::config::{BehaviorVersion, Region};
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
+use crate::emitter::Settings;
+
+/// What one call needs; cheap to clone into each request's future.
+#[derive(Debug, Clone)]
+pub(crate) struct SendConfig {
+    queue_url: String,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl SendConfig {
+    pub(crate) fn new(s: &Settings) -> Self {
+        SendConfig {
+            queue_url: s.queue.url.clone(),
+            request_timeout: s.request_timeout,
+            connect_timeout: s.connect_timeout,
+        }
+    }
+
+    fn timeouts(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.request_timeout)
+            .operation_timeout(self.request_timeout)
+            .build()
+    }
+
+    /// A last-resort bound over the SDK's own timeouts.
+    fn hard_limit(&self) -> Duration {
+        self.request_timeout + self.connect_timeout + Duration::from_secs(1)
+    }
+}
+
+/// Builds the client: the caller's client or SDK config if given, else the standard AWS
+/// chain; region, endpoint and credentials from the builder on top. The SDK's own retries
+/// are off (the emitter retries per entry) and its timeouts are the emitter's.
+pub(crate) async fn client(s: &Settings) -> aws_sdk_sqs::Client {
+    if let Some(client) = &s.client {
+        return client.clone();
+    }
+    let base = match &s.sdk_config {
+        Some(config) => config.clone(),
+        None => {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            if let Some(region) = &s.region {
+                loader = loader.region(Region::new(region.clone()));
+            }
+            if let Some(endpoint) = &s.endpoint_url {
+                loader = loader.endpoint_url(endpoint.clone());
+            }
+            if let Some(credentials) = &s.credentials {
+                loader = loader.credentials_provider(credentials.clone());
+            }
+            loader.load().await
+        }
+    };
+    let send = SendConfig::new(s);
+    let mut b = aws_sdk_sqs::config::Builder::from(&base)
+        .timeout_config(send.timeouts())
+        .retry_config(RetryConfig::disabled());
+    if let Some(region) = &s.region {
+        b = b.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &s.endpoint_url {
+        b = b.endpoint_url(endpoint.clone());
+    }
+    if let Some(credentials) = &s.credentials {
+        b = b.credentials_provider(credentials.clone());
+    }
+    aws_sdk_sqs::Client::from_conf(b.build())
+}
+
+/// One entry SQS accepted.
+#[derive(Debug)]
+pub(crate) struct OkEntry {
+    pub(crate) id: String,
+    pub(crate) message_id: String,
+    pub(crate) sequence_number: Option<String>,
+}
+
+/// One entry SQS reported as failed in an otherwise answered batch.
+#[derive(Debug)]
+pub(crate) struct FailedEntry {
+    pub(crate) id: String,
+    pub(crate) sender_fault: bool,
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+impl FailedEntry {
+    /// Server faults and throttling are worth retrying; other sender faults are not.
+    pub(crate) fn retryable(&self) -> bool {
+        !self.sender_fault || is_throttling(&self.code)
+    }
+}
+
+/// What SQS answered to one SendMessageBatch.
+#[derive(Debug, Default)]
+pub(crate) struct BatchOutcome {
+    pub(crate) successful: Vec<OkEntry>,
+    pub(crate) failed: Vec<FailedEntry>,
+}
+
+/// A whole request that failed.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestFailure {
+    pub(crate) retryable: bool,
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+/// Sends one batch; resolves within the request timeout (plus connect time), always.
+pub(crate) async fn send_batch(
+    client: aws_sdk_sqs::Client,
+    cfg: SendConfig,
+    entries: Vec<SendMessageBatchRequestEntry>,
+) -> Result<BatchOutcome, RequestFailure> {
+    let per_call = aws_sdk_sqs::config::Builder::default()
+        .timeout_config(cfg.timeouts())
+        .retry_config(RetryConfig::disabled());
+    let call = client
+        .send_message_batch()
+        .queue_url(&cfg.queue_url)
+        .set_entries(Some(entries))
+        .customize()
+        .config_override(per_call)
+        .send();
+    let output = match tokio::time::timeout(cfg.hard_limit(), call).await {
+        Err(_) => {
+            return Err(RequestFailure {
+                retryable: true,
+                code: "Timeout".to_string(),
+                message: format!("no answer within {:?}", cfg.hard_limit()),
+            });
+        }
+        Ok(Err(e)) => return Err(classify(e)),
+        Ok(Ok(output)) => output,
+    };
+    Ok(BatchOutcome {
+        successful: output
+            .successful()
+            .iter()
+            .map(|s| OkEntry {
+                id: s.id().to_string(),
+                message_id: s.message_id().to_string(),
+                sequence_number: s.sequence_number().map(str::to_string),
+            })
+            .collect(),
+        failed: output
+            .failed()
+            .iter()
+            .map(|f| FailedEntry {
+                id: f.id().to_string(),
+                sender_fault: f.sender_fault(),
+                code: f.code().to_string(),
+                message: f.message().unwrap_or_default().to_string(),
+            })
+            .collect(),
+    })
+}
+
+fn classify<E, R>(err: SdkError<E, R>) -> RequestFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    let message = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("Unknown").to_string();
+            let status = se.raw().status_code();
+            let retryable = status >= 500 || status == 429 || is_throttling(&code);
+            RequestFailure {
+                retryable,
+                code,
+                message,
+            }
+        }
+        SdkError::ConstructionFailure(_) => RequestFailure {
+            retryable: false,
+            code: "ConstructionFailure".to_string(),
+            message,
+        },
+        // Timeouts, network errors, unreadable responses.
+        _ => RequestFailure {
+            retryable: true,
+            code: "Transport".to_string(),
+            message,
+        },
+    }
+}
+
+/// The HTTP status of a raw response.
+pub(crate) trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_sqs::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// Throttling error codes (SQS's and the AWS-wide ones).
+pub(crate) fn is_throttling(code: &str) -> bool {
+    code.contains("Throttl")
+        || matches!(
+            code,
+            "RequestLimitExceeded"
+                | "TooManyRequestsException"
+                | "SlowDown"
+                | "KmsThrottled"
+                | "ServiceUnavailable"
+                | "InternalError"
+                | "InternalFailure"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_faults_and_throttling_are_retried_sender_faults_are_not() {
+        let entry = |sender_fault, code: &str| FailedEntry {
+            id: "0".into(),
+            sender_fault,
+            code: code.into(),
+            message: String::new(),
+        };
+        assert!(entry(false, "InternalError").retryable());
+        assert!(entry(true, "ThrottlingException").retryable());
+        assert!(entry(true, "RequestThrottled").retryable());
+        assert!(!entry(true, "InvalidParameterValue").retryable());
+    }
+}
