@@ -16,11 +16,15 @@ use wharf_core::transport::{
     Delivery, DynPublisher, MemoryQueue, MemorySource, Message, Publisher, Receipt, Source,
 };
 
-/// Receives the next delivery, failing the test if the source ended or erred.
+/// Longer than any test waits on purpose: a wait that reaches it means a lost wake-up or a
+/// lost message. With paused time it costs no wall-clock time, so tests fail, never hang.
+const STALLED: Duration = Duration::from_secs(24 * 3600);
+
+/// Receives the next delivery, failing the test if the source ended, erred, or stalled.
 async fn next(source: &mut MemorySource) -> Delivery {
-    source
-        .recv()
+    timeout(STALLED, source.recv())
         .await
+        .expect("nothing was delivered: the source stalled")
         .expect("the source ended too early")
         .expect("the in-memory source never errs")
 }
@@ -422,7 +426,10 @@ async fn sources_end_only_after_the_closed_queue_is_drained() {
     assert_eq!((payload(&last), last.attempt()), ("a".to_owned(), 3));
     last.ack().await.unwrap();
 
-    assert!(source.recv().await.is_none());
+    let end = timeout(STALLED, source.recv())
+        .await
+        .expect("the source did not end");
+    assert!(end.is_none());
     assert!(source.recv().await.is_none(), "an ended source stays ended");
 }
 
@@ -433,12 +440,13 @@ async fn a_source_waiting_on_a_closed_queue_ends_when_the_last_delivery_is_acked
     queue.close();
     let delivery = next(&mut queue.source()).await;
     let mut idle = queue.source();
-    let ended = tokio::spawn(async move { idle.recv().await.is_none() });
+    let ended = tokio::spawn(async move { timeout(STALLED, idle.recv()).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!ended.is_finished(), "a message is still in flight");
 
     delivery.ack().await.unwrap();
-    assert!(ended.await.unwrap());
+    let received = ended.await.unwrap().expect("the source did not end");
+    assert!(received.is_none());
 }
 
 // ----- properties -----
@@ -570,7 +578,7 @@ proptest! {
                 }
                 acked
             };
-            let mut acked = timeout(Duration::from_secs(3600), run)
+            let mut acked = timeout(STALLED, run)
                 .await
                 .expect("the run stalled: a message was lost or a wait never woke");
             let stats = queue.stats();
@@ -596,7 +604,7 @@ proptest! {
         let acked = paused_runtime().block_on(async {
             let queue = MemoryQueue::new(capacity);
             let producer = spawn_producer(&queue, count);
-            let acked = timeout(Duration::from_secs(3600), consume(queue.clone(), Script::new(decisions)))
+            let acked = timeout(STALLED, consume(queue.clone(), Script::new(decisions)))
                 .await
                 .expect("the run stalled");
             producer.await.unwrap();
