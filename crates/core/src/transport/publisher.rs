@@ -136,8 +136,8 @@ impl<P: Publisher> Publisher for Arc<P> {
 ///
 /// Every `Publisher` is a `DynPublisher` (a blanket implementation adapts it), so
 /// `Arc<dyn DynPublisher>` holds any of them. Futures are boxed and errors are
-/// [`BoxError`]s; the contract is [`Publisher`]'s, unchanged. Downcast an error with
-/// [`downcast_ref`](std::error::Error) on the boxed value to see the transport's own type.
+/// [`BoxError`]s; the contract is [`Publisher`]'s, unchanged. To see the transport's own
+/// error, downcast: `error.downcast_ref::<wharf_core::Error>()` for the in-memory queue.
 ///
 /// The methods have their own names (`publish_boxed`) so that calling
 /// [`Publisher::publish`] on a concrete type never becomes ambiguous.

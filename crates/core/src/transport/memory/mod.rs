@@ -23,27 +23,26 @@ use state::Shared;
 ///   several sources share the work.
 /// - **Bounded**: `capacity` bounds every message the queue holds: queued, waiting out a nack
 ///   delay, or in flight (delivered and not yet settled). A slot frees up only when a
-///   delivery is acked. When the queue is full, [`MemoryPublisher::publish`] waits (up to its
+///   delivery is acked. When the queue is full, [`publish`](super::Publisher::publish) waits (up to its
 ///   timeout) and [`MemoryPublisher::try_publish`] fails at once with
 ///   [`Error::QueueFull`](crate::Error::QueueFull). Waiting publishers get room in the order
 ///   they started waiting.
-/// - **Settling** a [`Delivery`](super::Delivery):
-///
-/// | Consumer | Queue | Attempt |
-/// |---|---|---|
-/// | `ack()` | removes the message, frees its slot | - |
-/// | `nack(delay)` | after `delay` (clamped to [`MAX_NACK_DELAY`](Self::MAX_NACK_DELAY)), queues it at the back | +1 |
-/// | drops it | queues it at the front, at once (it keeps its place) | +1 |
-///
-///   A nacked message goes to the back so that a message that keeps failing cannot block the
-///   others; a dropped one goes to the front because it was never judged. Redelivery
-///   therefore keeps publication order only on the plain ack path.
+/// - **Settling** a [`Delivery`](super::Delivery): see the table below. A nacked message
+///   goes to the back so that a message that keeps failing cannot block the others; a
+///   dropped one goes to the front because it was never judged. Redelivery therefore keeps
+///   publication order only when deliveries are acked or dropped, not nacked.
 /// - **Closing**: [`close`](Self::close) stops publishing (publishers get
 ///   [`Error::QueueClosed`](crate::Error::QueueClosed), including those waiting for room);
 ///   sources keep delivering what remains, including redeliveries, and return `None` once
 ///   nothing is queued, delayed or in flight.
 /// - **Receipts** are [`Receipt::Memory`](super::Receipt::Memory) with the sequence number
 ///   of publication (0, 1, 2, ...); deliveries carry it as their `id` and `offset`.
+///
+/// | Consumer | Queue | Attempt |
+/// |---|---|---|
+/// | `ack()` | removes the message and frees its slot | - |
+/// | `nack(delay)` | after `delay` (clamped to [`MAX_NACK_DELAY`](Self::MAX_NACK_DELAY)), queues it at the back | +1 |
+/// | drops it | queues it at the front, at once | +1 |
 ///
 /// Timers (publish timeout, nack delay) use tokio's clock, so the queue needs a tokio runtime
 /// with time enabled, and tests can run it with paused time

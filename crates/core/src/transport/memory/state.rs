@@ -224,6 +224,11 @@ impl Shared {
     }
 
     pub(super) fn release(&self, entry: Entry) {
+        tracing::debug!(
+            sequence = entry.sequence,
+            attempt = entry.deliveries,
+            "in-memory delivery dropped without ack or nack; queued again at the front"
+        );
         {
             let mut state = self.lock();
             state.in_flight = state.in_flight.saturating_sub(1);
@@ -246,5 +251,72 @@ impl Shared {
             nacked: state.nacked,
             released: state.released,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn take(shared: &Shared) -> Entry {
+        match shared.next() {
+            Next::Deliver(entry) => entry,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_entries_fall_due_earliest_first_whatever_the_nack_order() {
+        let shared = Shared::new(4);
+        let mut taken: Vec<Entry> = (0..3)
+            .map(|_| {
+                let permit = shared.room().try_acquire().unwrap();
+                shared.enqueue(permit, Message::new("m")).unwrap();
+                take(&shared)
+            })
+            .collect();
+        let third = taken.pop().unwrap();
+        let second = taken.pop().unwrap();
+        let first = taken.pop().unwrap();
+        shared.nack(first, Duration::from_secs(30));
+        shared.nack(second, Duration::from_secs(10));
+        shared.nack(third, Duration::from_secs(20));
+
+        assert!(matches!(shared.next(), Next::Wait(Some(_))));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let order: Vec<u64> = (0..3).map(|_| take(&shared).sequence).collect();
+        assert_eq!(order, [1, 2, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_nack_delay_is_clamped_instead_of_overflowing_the_clock() {
+        let shared = Shared::new(1);
+        let permit = shared.room().try_acquire().unwrap();
+        shared.enqueue(permit, Message::new("m")).unwrap();
+        let taken = take(&shared);
+
+        let nacked_at = Instant::now();
+        shared.nack(taken, Duration::MAX);
+
+        match shared.next() {
+            Next::Wait(Some(due)) => {
+                assert_eq!(due - nacked_at, super::super::MemoryQueue::MAX_NACK_DELAY);
+            }
+            other => panic!("expected to wait for the delay, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_closed_queue_ends_only_once_nothing_is_held() {
+        let shared = Shared::new(1);
+        let permit = shared.room().try_acquire().unwrap();
+        shared.enqueue(permit, Message::new("m")).unwrap();
+        shared.close();
+        let _in_flight = take(&shared);
+        assert!(matches!(shared.next(), Next::Wait(None)));
+        shared.ack();
+        assert!(matches!(shared.next(), Next::Ended));
     }
 }
