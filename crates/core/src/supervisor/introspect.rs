@@ -102,15 +102,7 @@ impl TreeSnapshot {
         child.subtree.as_ref()?.find(rest)
     }
 
-    fn render(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
-        writeln!(
-            f,
-            "{:indent$}{} (restarts: {})",
-            "",
-            self.id,
-            self.restarts,
-            indent = depth * 2
-        )?;
+    fn render_children(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
         for child in &self.children {
             write!(
                 f,
@@ -119,14 +111,17 @@ impl TreeSnapshot {
                 child.id,
                 child.state,
                 child.restarts,
-                indent = depth * 2 + 2
+                indent = depth * 2
             )?;
+            if let Some(sub) = &child.subtree {
+                write!(f, " (supervisor; {} restarts inside)", sub.restarts)?;
+            }
             if let Some(exit) = &child.last_exit {
                 write!(f, ", last: {exit}")?;
             }
             writeln!(f)?;
             if let Some(sub) = &child.subtree {
-                sub.render(f, depth + 2)?;
+                sub.render_children(f, depth + 1)?;
             }
         }
         Ok(())
@@ -136,6 +131,7 @@ impl TreeSnapshot {
 impl fmt::Display for TreeSnapshot {
     /// An indented tree, one child a line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.render(f, 0)
+        writeln!(f, "{} (restarts: {})", self.id, self.restarts)?;
+        self.render_children(f, 1)
     }
 }
