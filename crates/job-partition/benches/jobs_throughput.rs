@@ -1,1 +1,342 @@
-fn main() {}
+//! `jobs-throughput`: wharf-job-partition vs BullMQ on the same Redis, in the same run.
+//!
+//! No-op jobs: bulk-enqueue `WHARF_BENCH_JOBS` (default 100,000) of them into a paused queue,
+//! start 2 worker processes (concurrency 50 each), resume, and time until all are done.
+//! Again with execution keys over 1,000 keys (wharf only: open-source BullMQ has no per-key
+//! serialization, so its unkeyed figure is the baseline). Several rounds
+//! (`WHARF_BENCH_ROUNDS`, default 3); medians reported. Writes JSON to `$WHARF_BENCH_OUT`.
+//!
+//! BullMQ comes from `crates/job-partition/benches/bullmq/install.sh` (run automatically
+//! when missing; needs Node 20 and npm).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wharf_job_partition::{Config, Job, JobContext, JobError, Jobs, Registry, Worker};
+
+const CONCURRENCY: usize = 50;
+const KEYS: u64 = 1_000;
+
+#[derive(Serialize, Deserialize)]
+struct Noop {
+    n: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<u64>,
+}
+
+impl Job for Noop {
+    const NAME: &'static str = "noop";
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn execution_key(&self) -> Option<String> {
+        self.key.map(|k| format!("k{k}"))
+    }
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Ok(partition) = std::env::var("WHARF_JOBS_BENCH_WORKER") {
+        rt.block_on(worker_process(partition));
+        return;
+    }
+    rt.block_on(bench());
+}
+
+/// A worker process: works the partition's queue until killed (at most 10 min).
+async fn worker_process(partition: String) {
+    let url = std::env::var("WHARF_REDIS_URL").unwrap();
+    let jobs = Jobs::connect(Config::new(url)).await.unwrap();
+    let w = Worker::builder(jobs, Registry::new().register::<Noop>())
+        .queue(&partition, "bench", CONCURRENCY)
+        .build()
+        .unwrap()
+        .start();
+    println!("ready");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    w.shutdown().await;
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn start_redis() -> (Option<Server>, String) {
+    if let Ok(url) = std::env::var("WHARF_REDIS_URL") {
+        return (None, url);
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("wharf-jobs-bench-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = workspace_root().join(".wharf/bin/redis-server");
+    let bin = if local.exists() {
+        local
+    } else {
+        PathBuf::from("redis-server")
+    };
+    let child = Command::new(bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server (scripts/install or apt-get install redis-server)");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Some(Server(child)), format!("redis://127.0.0.1:{port}/"))
+}
+
+struct Round {
+    enqueue_per_s: f64,
+    process_per_s: f64,
+}
+
+async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
+    let jobs = Jobs::connect(Config::new(url)).await.unwrap();
+    let p = format!(
+        "bench-{}-{round}-{:06x}",
+        if keyed { "keyed" } else { "plain" },
+        rand::random::<u32>() & 0xff_ffff
+    );
+    jobs.pause(&p, "bench").await.unwrap();
+    let batch: Vec<Noop> = (0..n)
+        .map(|i| Noop {
+            n: i,
+            key: keyed.then_some(i % KEYS),
+        })
+        .collect();
+    let t0 = Instant::now();
+    // In chunks of 10,000 per call, as a producer would send them.
+    for chunk in batch.chunks(10_000) {
+        jobs.enqueue_bulk(&p, "bench", chunk).await.unwrap();
+    }
+    let enqueue = t0.elapsed();
+    let exe = std::env::current_exe().unwrap();
+    let mut workers: Vec<Server> = (0..2)
+        .map(|_| {
+            Server(
+                Command::new(&exe)
+                    .env("WHARF_JOBS_BENCH_WORKER", &p)
+                    .env("WHARF_REDIS_URL", url)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for w in &mut workers {
+        use std::io::BufRead;
+        let out = w.0.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let t1 = Instant::now();
+    jobs.resume(&p, "bench").await.unwrap();
+    loop {
+        let c = jobs.counts(&p, "bench").await.unwrap();
+        if c.completed_total >= n {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(600),
+            "processing stalled: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let process = t1.elapsed();
+    drop(workers);
+    jobs.purge(&p, "bench").await.unwrap();
+    Round {
+        enqueue_per_s: n as f64 / enqueue.as_secs_f64(),
+        process_per_s: n as f64 / process.as_secs_f64(),
+    }
+}
+
+#[derive(Deserialize)]
+struct BullRound {
+    enqueue_ms: f64,
+    process_ms: f64,
+}
+
+fn bullmq_dir() -> PathBuf {
+    std::env::var("WHARF_BULLMQ_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(".wharf/node/bullmq-bench"))
+}
+
+fn ensure_bullmq() -> bool {
+    let dir = bullmq_dir();
+    if dir.join("node_modules/bullmq").exists() && dir.join("node_modules/ioredis").exists() {
+        // Refresh the script in case it changed.
+        let _ = std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bullmq/bench.mjs"),
+            dir.join("bench.mjs"),
+        );
+        return true;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bullmq/install.sh");
+    Command::new("sh")
+        .arg(script)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn bullmq(url: &str, n: u64, round: u64) -> Option<Round> {
+    let out = Command::new("node")
+        .arg(bullmq_dir().join("bench.mjs"))
+        .args(["run", url, &format!("bench-{round}")])
+        .args([n.to_string(), CONCURRENCY.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: BullRound = serde_json::from_str(text.lines().last()?).ok()?;
+    Some(Round {
+        enqueue_per_s: n as f64 / (r.enqueue_ms / 1000.0),
+        process_per_s: n as f64 / (r.process_ms / 1000.0),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn bullmq_version() -> String {
+    let p = bullmq_dir().join("node_modules/bullmq/package.json");
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn bench() {
+    let n = env_num("WHARF_BENCH_JOBS", 100_000);
+    let rounds = env_num("WHARF_BENCH_ROUNDS", 3).max(1);
+    let (_server, url) = start_redis();
+    let have_bullmq = ensure_bullmq();
+    if !have_bullmq {
+        eprintln!("BullMQ could not be installed (needs node 20 and npm): baselines left empty");
+    }
+    let (mut oe, mut op, mut ok, mut be, mut bp) = (vec![], vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let r = ours(&url, n, false, round).await;
+        let k = ours(&url, n, true, round).await;
+        eprintln!(
+            "round {round}: wharf enqueue {:.0}/s, process {:.0}/s, keyed {:.0}/s",
+            r.enqueue_per_s, r.process_per_s, k.process_per_s
+        );
+        oe.push(r.enqueue_per_s);
+        op.push(r.process_per_s);
+        ok.push(k.process_per_s);
+        if have_bullmq && let Some(b) = bullmq(&url, n, round) {
+            eprintln!(
+                "round {round}: bullmq enqueue {:.0}/s, process {:.0}/s",
+                b.enqueue_per_s, b.process_per_s
+            );
+            be.push(b.enqueue_per_s);
+            bp.push(b.process_per_s);
+        }
+    }
+    let version = bullmq_version();
+    let label = format!("BullMQ {version} (Node {})", node_version());
+    let params = serde_json::json!({
+        "jobs": n, "rounds": rounds, "worker_processes": 2, "concurrency_per_process": CONCURRENCY,
+        "execution_keys": KEYS, "bullmq_version": version,
+        "bullmq_settings": "addBulk chunks of 1000, removeOnComplete 1000, 2 worker processes x concurrency 50",
+        "wharf_settings": "enqueue_bulk chunks of 10000, default retention (keep 1000 finished), 2 worker processes x concurrency 50, claim batch 50",
+    });
+    let row = |name: &str, ours: f64, base: f64, extra: &str| {
+        let mut params = params.clone();
+        if !extra.is_empty() {
+            params["note"] = serde_json::Value::from(extra);
+        }
+        serde_json::json!({
+            "name": name, "metric": name, "unit": "jobs/s", "higher_is_better": true,
+            "ours": ours, "baseline": if base.is_nan() { serde_json::Value::Null } else { base.into() },
+            "baseline_label": label, "ratio": if base.is_nan() { serde_json::Value::Null } else { (ours / base).into() },
+            "params": params,
+        })
+    };
+    let (bq_e, bq_p) = (median(be), median(bp));
+    let rows = vec![
+        row("enqueue_jobs_per_second", median(oe), bq_e, ""),
+        row("processing_jobs_per_second", median(op), bq_p, ""),
+        row(
+            "processing_jobs_per_second_keyed",
+            median(ok),
+            bq_p,
+            "wharf with execution keys over 1,000 keys; baseline is BullMQ unkeyed (open-source BullMQ has no per-key serialization)",
+        ),
+    ];
+    println!(
+        "\n{:<36} {:>14} {:>14} {:>8}",
+        "metric", "wharf", "bullmq", "ratio"
+    );
+    for r in &rows {
+        println!(
+            "{:<36} {:>14.0} {:>14.0} {:>8.2}",
+            r["name"].as_str().unwrap_or(""),
+            r["ours"].as_f64().unwrap_or(f64::NAN),
+            r["baseline"].as_f64().unwrap_or(f64::NAN),
+            r["ratio"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    if let Ok(out) = std::env::var("WHARF_BENCH_OUT") {
+        if let Some(parent) = Path::new(&out).parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
+        println!("wrote {out}");
+    }
+}
+
+fn node_version() -> String {
+    Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -498,7 +498,12 @@ impl Jobs {
         })
     }
 
-    async fn store(&self, partition: &str, queue: &str, jobs: Vec<Pending>) -> Result<Vec<Enqueued>> {
+    async fn store(
+        &self,
+        partition: &str,
+        queue: &str,
+        jobs: Vec<Pending>,
+    ) -> Result<Vec<Enqueued>> {
         check_name("partition", partition)?;
         check_name("queue", queue)?;
         self.note_partition(partition).await?;
@@ -534,7 +539,14 @@ impl Jobs {
                 metrics::counter!("wharf_jobs_total", "partition" => partition.to_owned(),
                     "queue" => queue.to_owned(), "state" => state)
                 .increment(1);
-                tracing::trace!(partition, queue, job = p.name, id = e.id(), state, "enqueue");
+                tracing::trace!(
+                    partition,
+                    queue,
+                    job = p.name,
+                    id = e.id(),
+                    state,
+                    "enqueue"
+                );
                 out.push(e);
             }
         }
@@ -597,9 +609,8 @@ impl Jobs {
         }
         pipe.cmd("HGETALL").arg(k("meta"));
         let mut conn = self.conn.clone();
-        let fut = pipe.query_async::<(u64, u64, u64, u64, u64, u64, HashMap<String, String>)>(
-            &mut conn,
-        );
+        let fut =
+            pipe.query_async::<(u64, u64, u64, u64, u64, u64, HashMap<String, String>)>(&mut conn);
         let (queued, scheduled, parked, running, finished_kept, dead, meta) =
             self.bounded("counts", fut).await?;
         let n = |f: &str| meta.get(f).and_then(|v| v.parse().ok()).unwrap_or(0u64);
@@ -640,7 +651,13 @@ impl Jobs {
             .await
     }
 
-    async fn set_meta(&self, partition: &str, queue: &str, field: &str, v: Option<u32>) -> Result<()> {
+    async fn set_meta(
+        &self,
+        partition: &str,
+        queue: &str,
+        field: &str,
+        v: Option<u32>,
+    ) -> Result<()> {
         check_name("partition", partition)?;
         check_name("queue", queue)?;
         self.note_partition(partition).await?;
@@ -651,7 +668,10 @@ impl Jobs {
             Some(v) => pipe.cmd("HSET").arg(&key).arg(field).arg(v).ignore(),
             None => pipe.cmd("HDEL").arg(&key).arg(field).ignore(),
         };
-        pipe.cmd("SADD").arg(keys::route(partition)).arg(queue).ignore();
+        pipe.cmd("SADD")
+            .arg(keys::route(partition))
+            .arg(queue)
+            .ignore();
         let mut conn = self.conn.clone();
         let fut = pipe.query_async::<()>(&mut conn);
         self.bounded("set queue setting", fut).await
@@ -734,7 +754,12 @@ impl Jobs {
     pub async fn retry_dead(&self, partition: &str, id: &str) -> Result<Enqueued> {
         check_name("partition", partition)?;
         let a: String = self
-            .script("retry dead", &scripts().retry_dead, partition, vec![id.to_owned()])
+            .script(
+                "retry dead",
+                &scripts().retry_dead,
+                partition,
+                vec![id.to_owned()],
+            )
             .await?;
         match a.as_str() {
             "ok" => Ok(Enqueued::Queued(id.to_owned())),

@@ -32,7 +32,9 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A job's arguments could not be encoded as JSON.
-    #[error("could not encode the arguments of job `{name}` as JSON: {source}; check its Serialize impl")]
+    #[error(
+        "could not encode the arguments of job `{name}` as JSON: {source}; check its Serialize impl"
+    )]
     Encode {
         /// The job's registered name.
         name: String,
@@ -41,7 +43,9 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// Redis answered something this crate did not expect (another writer on our keys?).
-    #[error("unexpected answer from redis to {op}: {detail}; are other programs writing wharf's keys?")]
+    #[error(
+        "unexpected answer from redis to {op}: {detail}; are other programs writing wharf's keys?"
+    )]
     Protocol {
         /// The operation.
         op: &'static str,

@@ -193,6 +193,7 @@ impl Registry {
                 "no job type named `{name}` is registered in this worker; register it with Registry::register"
             ));
         };
-        decode(args, attempt).map_err(|e| format!("the arguments of job `{name}` do not decode: {e}"))
+        decode(args, attempt)
+            .map_err(|e| format!("the arguments of job `{name}` do not decode: {e}"))
     }
 }

@@ -261,9 +261,11 @@ impl WorkerHandle {
         };
         let span = tracing::info_span!("wharf_jobs_queue", partition = %partition, queue = %queue);
         let join = tokio::spawn(run.run().instrument(span));
-        let old = self.loops.lock().ok().and_then(|mut m| {
-            m.insert((partition, queue), QueueLoop { token, join })
-        });
+        let old = self
+            .loops
+            .lock()
+            .ok()
+            .and_then(|mut m| m.insert((partition, queue), QueueLoop { token, join }));
         if let Some(old) = old {
             old.token.cancel();
         }
@@ -453,7 +455,8 @@ impl QueueRunner {
             queue: self.queue.clone(),
             running: Arc::clone(&self.running),
         };
-        let span = tracing::info_span!("wharf_job", id = %job.id, job = %job.name, attempt = job.attempt);
+        let span =
+            tracing::info_span!("wharf_job", id = %job.id, job = %job.name, attempt = job.attempt);
         tokio::spawn(
             async move {
                 let id = job.id.clone();
@@ -468,11 +471,7 @@ impl QueueRunner {
     }
 }
 
-async fn heartbeat_loop(
-    inner: Arc<Inner>,
-    partition: String,
-    running: RunningMap,
-) {
+async fn heartbeat_loop(inner: Arc<Inner>, partition: String, running: RunningMap) {
     let s = &inner.settings;
     let mut last_ok = Instant::now();
     let mut tick = tokio::time::interval(s.heartbeat_every);
@@ -560,7 +559,11 @@ impl JobRun {
             attempt: job.attempt,
         };
         let hooks = &self.inner.hooks;
-        let decoded = match self.inner.registry.decode(&job.name, &job.args, job.attempt) {
+        let decoded = match self
+            .inner
+            .registry
+            .decode(&job.name, &job.args, job.attempt)
+        {
             Ok(d) => d,
             Err(reason) => {
                 tracing::error!(%reason, "job cannot run: sent to the dead set");
@@ -673,7 +676,12 @@ impl JobRun {
     }
 
     /// Records a failure; Some(true) retry scheduled, Some(false) dead, None lost or error.
-    async fn record_failure(&self, job: &Claimed, msg: &str, retry: Option<Duration>) -> Option<bool> {
+    async fn record_failure(
+        &self,
+        job: &Claimed,
+        msg: &str,
+        retry: Option<Duration>,
+    ) -> Option<bool> {
         let r = self
             .with_retries("fail", || {
                 self.inner

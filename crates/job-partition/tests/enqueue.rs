@@ -10,14 +10,20 @@ use common::*;
 use wharf_job_partition::{CancelOutcome, Enqueued, JobState, Registry, Retention, Worker};
 
 fn rec(n: u64) -> Record {
-    Record { n, ..Default::default() }
+    Record {
+        n,
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
 async fn a_second_enqueue_with_a_queue_key_is_a_duplicate_while_the_first_waits() {
     let jobs = jobs().await;
     let p = partition("qkey");
-    let job = Record { qkey: Some("report-7".into()), ..rec(1) };
+    let job = Record {
+        qkey: Some("report-7".into()),
+        ..rec(1)
+    };
     let first = jobs.enqueue(&p, "q", &job).await.unwrap();
     let second = jobs.enqueue(&p, "q", &job).await.unwrap();
     assert!(matches!(first, Enqueued::Queued(_)));
@@ -28,9 +34,15 @@ async fn a_second_enqueue_with_a_queue_key_is_a_duplicate_while_the_first_waits(
 async fn a_queue_key_is_released_when_its_job_is_cancelled() {
     let jobs = jobs().await;
     let p = partition("qkey-cancel");
-    let job = Record { qkey: Some("k".into()), ..rec(1) };
+    let job = Record {
+        qkey: Some("k".into()),
+        ..rec(1)
+    };
     let first = jobs.enqueue(&p, "q", &job).await.unwrap();
-    assert_eq!(jobs.cancel(&p, first.id()).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        jobs.cancel(&p, first.id()).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
     let again = jobs.enqueue(&p, "q", &job).await.unwrap();
     assert!(matches!(again, Enqueued::Queued(id) if id != first.id()));
 }
@@ -54,10 +66,15 @@ async fn delayed_and_timed_jobs_wait_for_their_time() {
     let jobs = jobs().await;
     let p = partition("sched");
     register_client(&p, &jobs);
-    jobs.enqueue_in(&p, "q", &rec(1), Duration::from_millis(600)).await.unwrap();
+    jobs.enqueue_in(&p, "q", &rec(1), Duration::from_millis(600))
+        .await
+        .unwrap();
     let at = SystemTime::now() + Duration::from_secs(3600);
     let later = jobs.enqueue_at(&p, "q", &rec(2), at).await.unwrap();
-    assert_eq!(jobs.job(&p, later.id()).await.unwrap().unwrap().state, JobState::Scheduled);
+    assert_eq!(
+        jobs.job(&p, later.id()).await.unwrap().unwrap().state,
+        JobState::Scheduled
+    );
     assert_eq!(jobs.counts(&p, "q").await.unwrap().scheduled, 2);
 
     let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
@@ -73,7 +90,11 @@ async fn delayed_and_timed_jobs_wait_for_their_time() {
     })
     .await;
     assert!(done, "the delayed job did not run after its delay");
-    assert_eq!(jobs.counts(&p, "q").await.unwrap().scheduled, 1, "the job for in an hour ran");
+    assert_eq!(
+        jobs.counts(&p, "q").await.unwrap().scheduled,
+        1,
+        "the job for in an hour ran"
+    );
     w.shutdown().await;
 }
 
@@ -87,7 +108,10 @@ async fn cancelling_a_finished_or_unknown_job_says_so() {
         jobs.cancel(&p, id.id()).await.unwrap(),
         CancelOutcome::AlreadyFinished("cancelled".into())
     );
-    assert_eq!(jobs.cancel(&p, "no-such-job").await.unwrap(), CancelOutcome::Unknown);
+    assert_eq!(
+        jobs.cancel(&p, "no-such-job").await.unwrap(),
+        CancelOutcome::Unknown
+    );
 }
 
 #[tokio::test]
@@ -96,7 +120,9 @@ async fn a_paused_queue_starts_nothing_until_resumed() {
     let p = partition("pause");
     register_client(&p, &jobs);
     jobs.pause(&p, "q").await.unwrap();
-    jobs.enqueue_bulk(&p, "q", &(0..5).map(rec).collect::<Vec<_>>()).await.unwrap();
+    jobs.enqueue_bulk(&p, "q", &(0..5).map(rec).collect::<Vec<_>>())
+        .await
+        .unwrap();
     let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
         .queue(&p, "q", 4)
         .build()
@@ -123,12 +149,17 @@ async fn purge_deletes_waiting_jobs_and_releases_their_keys() {
     let mut batch: Vec<Record> = (0..50).map(rec).collect();
     batch[0].qkey = Some("q0".into());
     jobs.enqueue_bulk(&p, "q", &batch).await.unwrap();
-    jobs.enqueue_in(&p, "q", &rec(99), Duration::from_secs(60)).await.unwrap();
+    jobs.enqueue_in(&p, "q", &rec(99), Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(jobs.purge(&p, "q").await.unwrap(), 51);
     let c = jobs.counts(&p, "q").await.unwrap();
     assert_eq!((c.queued, c.scheduled), (0, 0));
     let again = jobs.enqueue(&p, "q", &batch[0]).await.unwrap();
-    assert!(matches!(again, Enqueued::Queued(_)), "purge left the queue key locked");
+    assert!(
+        matches!(again, Enqueued::Queued(_)),
+        "purge left the queue key locked"
+    );
 }
 
 #[tokio::test]
@@ -140,25 +171,55 @@ async fn unknown_names_and_undecodable_arguments_go_to_the_dead_set_with_the_rea
     let unknown = jobs.enqueue(&p, "q", &rec(1)).await.unwrap();
     // Known name, arguments of the wrong shape.
     let bad = jobs
-        .enqueue(&p, "q", &Ordered { key: 1, seq: 1, sleep_ms: 0 })
+        .enqueue(
+            &p,
+            "q",
+            &Ordered {
+                key: 1,
+                seq: 1,
+                sleep_ms: 0,
+            },
+        )
         .await
         .unwrap();
-    let bad_key = wharf_job_partition::JobInfo::clone(&jobs.job(&p, bad.id()).await.unwrap().unwrap());
-    let _: () = cmd(&jobs, redis::cmd("HSET").arg(format!("{{wharf:{p}}}:job:{}", bad.id())).arg("args").arg("{\"key\":\"x\"}")).await;
+    let bad_key =
+        wharf_job_partition::JobInfo::clone(&jobs.job(&p, bad.id()).await.unwrap().unwrap());
+    let _: () = cmd(
+        &jobs,
+        redis::cmd("HSET")
+            .arg(format!("{{wharf:{p}}}:job:{}", bad.id()))
+            .arg("args")
+            .arg("{\"key\":\"x\"}"),
+    )
+    .await;
     let w = Worker::builder(jobs.clone(), Registry::new().register::<Ordered>())
         .queue(&p, "q", 2)
         .build()
         .unwrap()
         .start();
     assert!(
-        eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().dead == 2 }).await,
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().dead == 2
+        })
+        .await,
         "the bad jobs did not reach the dead set"
     );
     w.shutdown().await;
     let dead = jobs.dead(&p, "q", 10).await.unwrap();
-    let reason = |id: &str| dead.iter().find(|j| j.id == id).unwrap().error.clone().unwrap();
+    let reason = |id: &str| {
+        dead.iter()
+            .find(|j| j.id == id)
+            .unwrap()
+            .error
+            .clone()
+            .unwrap()
+    };
     assert!(reason(unknown.id()).contains("no job type named `record`"));
-    assert!(reason(bad.id()).contains("do not decode"), "{}", reason(bad.id()));
+    assert!(
+        reason(bad.id()).contains("do not decode"),
+        "{}",
+        reason(bad.id())
+    );
     assert_eq!(bad_key.name, "ordered");
 }
 
@@ -167,17 +228,47 @@ async fn a_dead_job_can_be_re_enqueued_and_the_dead_set_purged() {
     let jobs = jobs().await;
     let p = partition("dead-retry");
     register_client(&p, &jobs);
-    let a = jobs.enqueue(&p, "q", &Record { fail_times: 1, attempts: Some(1), ..rec(1) }).await.unwrap();
-    let b = jobs.enqueue(&p, "q", &Record { fail_times: 9, attempts: Some(1), ..rec(2) }).await.unwrap();
+    let a = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                fail_times: 1,
+                attempts: Some(1),
+                ..rec(1)
+            },
+        )
+        .await
+        .unwrap();
+    let b = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                fail_times: 9,
+                attempts: Some(1),
+                ..rec(2)
+            },
+        )
+        .await
+        .unwrap();
     let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
         .queue(&p, "q", 2)
         .build()
         .unwrap()
         .start();
-    assert!(eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().dead == 2 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().dead == 2
+        })
+        .await
+    );
     // Attempts start again from 1: job a fails only its first attempt... so it fails again.
     // Re-enqueued with fresh attempts, it gets max_attempts (1) more: still dead.
-    assert_eq!(jobs.retry_dead(&p, a.id()).await.unwrap(), Enqueued::Queued(a.id().to_owned()));
+    assert_eq!(
+        jobs.retry_dead(&p, a.id()).await.unwrap(),
+        Enqueued::Queued(a.id().to_owned())
+    );
     assert!(
         eventually(Duration::from_secs(5), || async {
             jobs.counts(&p, "q").await.unwrap().dead_total == 3
@@ -194,9 +285,16 @@ async fn the_dead_set_and_finished_jobs_are_bounded_by_retention() {
     let jobs = jobs().await;
     let p = partition("retention");
     register_client(&p, &jobs);
-    jobs.set_retention(&p, Retention { keep_finished: 10, keep_dead: 5, ..Default::default() })
-        .await
-        .unwrap();
+    jobs.set_retention(
+        &p,
+        Retention {
+            keep_finished: 10,
+            keep_dead: 5,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let mut batch: Vec<Record> = (0..40).map(rec).collect();
     for r in batch.iter_mut().skip(20) {
         r.fail_times = 9;
@@ -218,6 +316,10 @@ async fn the_dead_set_and_finished_jobs_are_bounded_by_retention() {
     w.shutdown().await;
     let c = jobs.counts(&p, "q").await.unwrap();
     assert_eq!((c.finished_kept, c.dead), (10, 5));
-    let keys: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:job:*"))).await;
+    let keys: Vec<String> = cmd(
+        &jobs,
+        redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:job:*")),
+    )
+    .await;
     assert_eq!(keys.len(), 15, "job hashes beyond retention were kept");
 }

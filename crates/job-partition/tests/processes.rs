@@ -17,18 +17,23 @@ use wharf_job_partition::{CancelOutcome, JobState, Registry, Retention, Worker};
 /// Not a test of its own: the body of a worker process (see the module docs).
 #[tokio::test]
 async fn child_worker() {
-    let Ok(p) = std::env::var("WHARF_JOBS_CHILD") else { return };
+    let Ok(p) = std::env::var("WHARF_JOBS_CHILD") else {
+        return;
+    };
     let concurrency: usize = std::env::var("CHILD_CONCURRENCY").unwrap().parse().unwrap();
     let lease_ms: u64 = std::env::var("CHILD_LEASE_MS").unwrap().parse().unwrap();
     let jobs = jobs().await;
     register_client(&p, &jobs);
-    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>().register::<Ordered>())
-        .queue(&p, "q", concurrency)
-        .lease(Duration::from_millis(lease_ms))
-        .heartbeat_every(Duration::from_millis(lease_ms.min(750) / 3))
-        .build()
-        .unwrap()
-        .start();
+    let w = Worker::builder(
+        jobs.clone(),
+        Registry::new().register::<Record>().register::<Ordered>(),
+    )
+    .queue(&p, "q", concurrency)
+    .lease(Duration::from_millis(lease_ms))
+    .heartbeat_every(Duration::from_millis(lease_ms.min(750) / 3))
+    .build()
+    .unwrap()
+    .start();
     tokio::time::sleep(Duration::from_secs(120)).await;
     w.shutdown().await;
 }
@@ -59,7 +64,10 @@ fn spawn_worker(p: &str, concurrency: usize, lease_ms: u64) -> Proc {
 }
 
 fn rec(n: u64) -> Record {
-    Record { n, ..Default::default() }
+    Record {
+        n,
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -71,14 +79,31 @@ async fn the_queue_limit_holds_across_two_worker_processes() {
     let p = partition("limit-procs");
     register_client(&p, &jobs);
     jobs.set_limit(&p, "q", Some(4)).await.unwrap();
-    let batch: Vec<Record> = (0..60).map(|n| Record { sleep_ms: 40, ..rec(n) }).collect();
+    let batch: Vec<Record> = (0..60)
+        .map(|n| Record {
+            sleep_ms: 40,
+            ..rec(n)
+        })
+        .collect();
     jobs.enqueue_bulk(&p, "q", &batch).await.unwrap();
     let _a = spawn_worker(&p, 10, 3000);
     let _b = spawn_worker(&p, 10, 3000);
-    assert!(eventually(Duration::from_secs(60), || async { jobs.counts(&p, "q").await.unwrap().completed_total == 60 }).await);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == 60
+        })
+        .await
+    );
     let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:max"))).await;
-    assert_eq!(max, 4, "the two processes together ran {max} jobs at once; the limit is 4");
-    let workers: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:job:*"))).await;
+    assert_eq!(
+        max, 4,
+        "the two processes together ran {max} jobs at once; the limit is 4"
+    );
+    let workers: Vec<String> = cmd(
+        &jobs,
+        redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:job:*")),
+    )
+    .await;
     assert_eq!(workers.len(), 60);
 }
 
@@ -91,16 +116,36 @@ async fn a_job_running_in_another_process_is_cancelled_within_a_second() {
     let p = partition("cancel-procs");
     register_client(&p, &jobs);
     let _w = spawn_worker(&p, 2, 3000);
-    let id = jobs.enqueue(&p, "q", &Record { sleep_ms: 60_000, ..rec(1) }).await.unwrap();
-    assert!(eventually(Duration::from_secs(30), || async {
-        jobs.job(&p, id.id()).await.unwrap().unwrap().state == JobState::Running
-    }).await);
+    let id = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                sleep_ms: 60_000,
+                ..rec(1)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            jobs.job(&p, id.id()).await.unwrap().unwrap().state == JobState::Running
+        })
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
-    assert_eq!(jobs.cancel(&p, id.id()).await.unwrap(), CancelOutcome::Cancelling);
-    assert!(eventually(Duration::from_secs(1), || async {
-        jobs.job(&p, id.id()).await.unwrap().unwrap().state == JobState::Cancelled
-    }).await, "the other process did not cancel the job within 1 s");
+    assert_eq!(
+        jobs.cancel(&p, id.id()).await.unwrap(),
+        CancelOutcome::Cancelling
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            jobs.job(&p, id.id()).await.unwrap().unwrap().state == JobState::Cancelled
+        })
+        .await,
+        "the other process did not cancel the job within 1 s"
+    );
     assert!(t.elapsed() < Duration::from_secs(1));
     let runs: Option<i64> = cmd(&jobs, redis::cmd("HGET").arg(format!("{p}:runs")).arg(1)).await;
     assert_eq!(runs, None, "the cancelled job ran to its end");
@@ -114,7 +159,15 @@ async fn kill_9_of_a_worker_during_5000_jobs_loses_none_and_leaves_no_key_locked
     let jobs = jobs().await;
     let p = partition("kill9");
     register_client(&p, &jobs);
-    jobs.set_retention(&p, Retention { keep_finished: 10_000, ..Default::default() }).await.unwrap();
+    jobs.set_retention(
+        &p,
+        Retention {
+            keep_finished: 10_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let total = 5_000u64;
     let batch: Vec<Record> = (0..total)
         .map(|n| Record {
@@ -128,44 +181,93 @@ async fn kill_9_of_a_worker_during_5000_jobs_loses_none_and_leaves_no_key_locked
     let lease_ms = 1500;
     let mut victim = spawn_worker(&p, 20, lease_ms);
     let _survivor = spawn_worker(&p, 20, lease_ms);
-    assert!(eventually(Duration::from_secs(60), || async {
-        jobs.counts(&p, "q").await.unwrap().completed_total >= total / 4
-    }).await, "workers did not get going");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total >= total / 4
+        })
+        .await,
+        "workers did not get going"
+    );
     // Kill it while it holds jobs (its worker id starts with its pid).
     let pid = format!("{}-", victim.0.id());
     let active = format!("{{wharf:{p}}}:q:q:active");
-    assert!(eventually(Duration::from_secs(30), || async {
-        let ids: Vec<String> = cmd(&jobs, redis::cmd("ZRANGE").arg(&active).arg(0).arg(-1)).await;
-        for id in ids {
-            let w: Option<String> = cmd(&jobs, redis::cmd("HGET").arg(format!("{{wharf:{p}}}:job:{id}")).arg("worker")).await;
-            if w.is_some_and(|w| w.starts_with(&pid)) {
-                return true;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let ids: Vec<String> =
+                cmd(&jobs, redis::cmd("ZRANGE").arg(&active).arg(0).arg(-1)).await;
+            for id in ids {
+                let w: Option<String> = cmd(
+                    &jobs,
+                    redis::cmd("HGET")
+                        .arg(format!("{{wharf:{p}}}:job:{id}"))
+                        .arg("worker"),
+                )
+                .await;
+                if w.is_some_and(|w| w.starts_with(&pid)) {
+                    return true;
+                }
             }
-        }
-        false
-    }).await, "the victim never ran a job");
+            false
+        })
+        .await,
+        "the victim never ran a job"
+    );
     victim.0.kill().unwrap(); // SIGKILL
     victim.0.wait().unwrap();
     let done = eventually(Duration::from_secs(90), || async {
         jobs.counts(&p, "q").await.unwrap().completed_total == total
-    }).await;
+    })
+    .await;
     let c = jobs.counts(&p, "q").await.unwrap();
     assert!(done, "not every job completed after the crash: {c:?}");
-    assert_eq!((c.queued, c.parked, c.running, c.scheduled, c.dead), (0, 0, 0, 0, 0), "{c:?}");
+    assert_eq!(
+        (c.queued, c.parked, c.running, c.scheduled, c.dead),
+        (0, 0, 0, 0, 0),
+        "{c:?}"
+    );
 
     // Every job's side effect happened; a job ran twice only if it was on the killed worker
     // when it died, and then its lease expiry is recorded.
     let runs: HashMap<u64, u64> = cmd(&jobs, redis::cmd("HGETALL").arg(format!("{p}:runs"))).await;
     assert_eq!(runs.len() as u64, total, "jobs lost");
-    let reruns: Vec<u64> = runs.iter().filter(|(_, r)| **r > 1).map(|(n, _)| *n).collect();
-    assert!(reruns.len() <= 20, "{} jobs ran twice; at most 20 were in flight on the killed worker", reruns.len());
-    assert!(c.lease_expired_total <= 20 && c.lease_expired_total >= reruns.len() as u64, "{c:?}");
-    assert!(c.lease_expired_total >= 1, "the killed worker had no job in flight: the crash path was not exercised");
-    eprintln!("after kill -9: {} leases expired, {} jobs ran twice", c.lease_expired_total, reruns.len());
-    let ids: Vec<String> = cmd(&jobs, redis::cmd("ZRANGE").arg(format!("{{wharf:{p}}}:q:q:done")).arg(0).arg(-1)).await;
+    let reruns: Vec<u64> = runs
+        .iter()
+        .filter(|(_, r)| **r > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(
+        reruns.len() <= 20,
+        "{} jobs ran twice; at most 20 were in flight on the killed worker",
+        reruns.len()
+    );
+    assert!(
+        c.lease_expired_total <= 20 && c.lease_expired_total >= reruns.len() as u64,
+        "{c:?}"
+    );
+    assert!(
+        c.lease_expired_total >= 1,
+        "the killed worker had no job in flight: the crash path was not exercised"
+    );
+    eprintln!(
+        "after kill -9: {} leases expired, {} jobs ran twice",
+        c.lease_expired_total,
+        reruns.len()
+    );
+    let ids: Vec<String> = cmd(
+        &jobs,
+        redis::cmd("ZRANGE")
+            .arg(format!("{{wharf:{p}}}:q:q:done"))
+            .arg(0)
+            .arg(-1),
+    )
+    .await;
     assert_eq!(ids.len() as u64, total);
     let locks: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:x*"))).await;
     assert!(locks.is_empty(), "execution keys left locked: {locks:?}");
-    let qkeys: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:qkey:*"))).await;
+    let qkeys: Vec<String> = cmd(
+        &jobs,
+        redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:qkey:*")),
+    )
+    .await;
     assert!(qkeys.is_empty(), "queue keys left locked: {qkeys:?}");
 }

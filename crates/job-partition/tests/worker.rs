@@ -8,21 +8,29 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use wharf_job_partition::{
-    CancelOutcome, Hooks, JobEvent, JobState, Registry, Worker, testing,
-};
+use wharf_job_partition::{CancelOutcome, Hooks, JobEvent, JobState, Registry, Worker, testing};
 
 fn rec(n: u64) -> Record {
-    Record { n, ..Default::default() }
+    Record {
+        n,
+        ..Default::default()
+    }
 }
 
-fn worker(jobs: &wharf_job_partition::Jobs, p: &str, concurrency: usize) -> wharf_job_partition::WorkerHandle {
-    Worker::builder(jobs.clone(), Registry::new().register::<Record>().register::<Ordered>())
-        .queue(p, "q", concurrency)
-        .lease(Duration::from_secs(3))
-        .build()
-        .unwrap()
-        .start()
+fn worker(
+    jobs: &wharf_job_partition::Jobs,
+    p: &str,
+    concurrency: usize,
+) -> wharf_job_partition::WorkerHandle {
+    Worker::builder(
+        jobs.clone(),
+        Registry::new().register::<Record>().register::<Ordered>(),
+    )
+    .queue(p, "q", concurrency)
+    .lease(Duration::from_secs(3))
+    .build()
+    .unwrap()
+    .start()
 }
 
 #[derive(Default, Clone)]
@@ -30,13 +38,19 @@ struct Seen(Arc<Mutex<Vec<String>>>);
 
 impl Hooks for Seen {
     fn before(&self, job: &JobEvent<'_>) {
-        self.0.lock().unwrap().push(format!("before {}", job.attempt));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("before {}", job.attempt));
     }
     fn after(&self, _job: &JobEvent<'_>, _elapsed: Duration) {
         self.0.lock().unwrap().push("after".into());
     }
     fn on_error(&self, job: &JobEvent<'_>, _error: &str, will_retry: bool) {
-        self.0.lock().unwrap().push(format!("error {} retry={will_retry}", job.attempt));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("error {} retry={will_retry}", job.attempt));
     }
     fn on_cancel(&self, _job: &JobEvent<'_>) {
         self.0.lock().unwrap().push("cancel".into());
@@ -58,15 +72,37 @@ async fn a_failing_job_is_retried_with_backoff_until_it_succeeds_and_hooks_see_e
         .build()
         .unwrap()
         .start();
-    let id = jobs.enqueue(&p, "q", &Record { fail_times: 2, ..rec(1) }).await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().completed_total == 1 }).await);
+    let id = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                fail_times: 2,
+                ..rec(1)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == 1
+        })
+        .await
+    );
     w.shutdown().await;
     let c = jobs.counts(&p, "q").await.unwrap();
     assert_eq!(c.retried_total, 2);
     assert_eq!(jobs.job(&p, id.id()).await.unwrap().unwrap().attempts, 3);
     assert_eq!(
         *seen.0.lock().unwrap(),
-        ["before 1", "error 1 retry=true", "before 2", "error 2 retry=true", "before 3", "after"]
+        [
+            "before 1",
+            "error 1 retry=true",
+            "before 2",
+            "error 2 retry=true",
+            "before 3",
+            "after"
+        ]
     );
 }
 
@@ -76,17 +112,38 @@ async fn after_the_last_attempt_a_job_is_dead_and_its_queue_key_released() {
     let p = partition("last");
     register_client(&p, &jobs);
     let w = worker(&jobs, &p, 2);
-    let job = Record { fail_times: 9, attempts: Some(3), qkey: Some("only".into()), ..rec(1) };
+    let job = Record {
+        fail_times: 9,
+        attempts: Some(3),
+        qkey: Some("only".into()),
+        ..rec(1)
+    };
     let id = jobs.enqueue(&p, "q", &job).await.unwrap();
     // While it waits to retry, the queue key still holds.
-    assert!(eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().retried_total >= 1 }).await);
-    assert!(matches!(jobs.enqueue(&p, "q", &job).await.unwrap(), wharf_job_partition::Enqueued::Duplicate(_)));
-    assert!(eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().dead == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().retried_total >= 1
+        })
+        .await
+    );
+    assert!(matches!(
+        jobs.enqueue(&p, "q", &job).await.unwrap(),
+        wharf_job_partition::Enqueued::Duplicate(_)
+    ));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().dead == 1
+        })
+        .await
+    );
     w.shutdown().await;
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
     assert_eq!((info.state, info.attempts), (JobState::Dead, 3));
     assert!(info.error.unwrap().contains("planned failure 3"));
-    assert!(matches!(jobs.enqueue(&p, "q", &job).await.unwrap(), wharf_job_partition::Enqueued::Queued(_)));
+    assert!(matches!(
+        jobs.enqueue(&p, "q", &job).await.unwrap(),
+        wharf_job_partition::Enqueued::Queued(_)
+    ));
 }
 
 #[tokio::test]
@@ -95,10 +152,20 @@ async fn max_execution_time_aborts_the_job_and_counts_as_a_failure() {
     let p = partition("timeout");
     register_client(&p, &jobs);
     let w = worker(&jobs, &p, 2);
-    let job = Record { sleep_ms: 10_000, timeout_ms: Some(200), attempts: Some(1), ..rec(1) };
+    let job = Record {
+        sleep_ms: 10_000,
+        timeout_ms: Some(200),
+        attempts: Some(1),
+        ..rec(1)
+    };
     let id = jobs.enqueue(&p, "q", &job).await.unwrap();
     let t = Instant::now();
-    assert!(eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().dead == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().dead == 1
+        })
+        .await
+    );
     assert!(t.elapsed() < Duration::from_secs(3));
     w.shutdown().await;
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
@@ -119,18 +186,43 @@ async fn a_running_job_is_aborted_within_a_second_of_its_cancel_and_on_cancel_ru
         .build()
         .unwrap()
         .start();
-    let id = jobs.enqueue(&p, "q", &Record { sleep_ms: 30_000, ..rec(1) }).await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().running == 1 }).await);
+    let id = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                sleep_ms: 30_000,
+                ..rec(1)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().running == 1
+        })
+        .await
+    );
     let t = Instant::now();
-    assert_eq!(jobs.cancel(&p, id.id()).await.unwrap(), CancelOutcome::Cancelling);
-    assert!(eventually(Duration::from_secs(1), || async {
-        jobs.job(&p, id.id()).await.unwrap().unwrap().state == JobState::Cancelled
-    }).await, "not cancelled within 1 s");
+    assert_eq!(
+        jobs.cancel(&p, id.id()).await.unwrap(),
+        CancelOutcome::Cancelling
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            jobs.job(&p, id.id()).await.unwrap().unwrap().state == JobState::Cancelled
+        })
+        .await,
+        "not cancelled within 1 s"
+    );
     assert!(t.elapsed() < Duration::from_secs(1));
     w.shutdown().await;
     assert_eq!(*seen.0.lock().unwrap(), ["before 1", "cancel"]);
     let cur: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:cur"))).await;
-    assert_eq!(cur, 1, "the task was not aborted mid-sleep (it reached its end)");
+    assert_eq!(
+        cur, 1,
+        "the task was not aborted mid-sleep (it reached its end)"
+    );
 }
 
 #[tokio::test]
@@ -143,15 +235,28 @@ async fn a_worker_that_lost_its_lease_can_neither_complete_nor_fail_the_job() {
     assert_eq!(a.len(), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(testing::reap(&jobs, &p, "q").await.unwrap(), 1);
-    let b = testing::claim(&jobs, &p, "q", 1, Duration::from_secs(5), "B").await.unwrap();
+    let b = testing::claim(&jobs, &p, "q", 1, Duration::from_secs(5), "B")
+        .await
+        .unwrap();
     assert_eq!(b[0].0, id.id());
     let (a_id, a_tok) = &a[0];
-    assert!(!testing::heartbeat(&jobs, &p, a_id, a_tok, lease).await.unwrap());
+    assert!(
+        !testing::heartbeat(&jobs, &p, a_id, a_tok, lease)
+            .await
+            .unwrap()
+    );
     assert!(!testing::complete(&jobs, &p, a_id, a_tok).await.unwrap());
     assert_eq!(testing::fail(&jobs, &p, a_id, a_tok).await.unwrap(), 0);
-    assert!(testing::complete(&jobs, &p, &b[0].0, &b[0].1).await.unwrap());
+    assert!(
+        testing::complete(&jobs, &p, &b[0].0, &b[0].1)
+            .await
+            .unwrap()
+    );
     let c = jobs.counts(&p, "q").await.unwrap();
-    assert_eq!((c.completed_total, c.dead_total, c.lease_expired_total), (1, 0, 1));
+    assert_eq!(
+        (c.completed_total, c.dead_total, c.lease_expired_total),
+        (1, 0, 1)
+    );
 }
 
 #[tokio::test]
@@ -162,22 +267,48 @@ async fn jobs_of_an_execution_key_never_overlap_and_start_in_enqueue_order() {
     let keys = 4;
     let per_key = 40;
     let batch: Vec<Ordered> = (0..per_key)
-        .flat_map(|seq| (0..keys).map(move |key| Ordered { key, seq, sleep_ms: 2 }))
+        .flat_map(|seq| {
+            (0..keys).map(move |key| Ordered {
+                key,
+                seq,
+                sleep_ms: 2,
+            })
+        })
         .collect();
     jobs.enqueue_bulk(&p, "q", &batch).await.unwrap();
     let w1 = worker(&jobs, &p, 8);
     let w2 = worker(&jobs, &p, 8);
     let total = u64::from(keys * per_key);
-    assert!(eventually(Duration::from_secs(30), || async { jobs.counts(&p, "q").await.unwrap().completed_total == total }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == total
+        })
+        .await
+    );
     w1.shutdown().await;
     w2.shutdown().await;
     let overlap: Option<i64> = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:overlap"))).await;
     assert_eq!(overlap, None, "two jobs of one key ran at once");
     for key in 0..keys {
-        let order: Vec<u32> = cmd(&jobs, redis::cmd("LRANGE").arg(format!("{p}:order:{key}")).arg(0).arg(-1)).await;
-        assert_eq!(order, (0..per_key).collect::<Vec<_>>(), "key {key} out of order");
+        let order: Vec<u32> = cmd(
+            &jobs,
+            redis::cmd("LRANGE")
+                .arg(format!("{p}:order:{key}"))
+                .arg(0)
+                .arg(-1),
+        )
+        .await;
+        assert_eq!(
+            order,
+            (0..per_key).collect::<Vec<_>>(),
+            "key {key} out of order"
+        );
     }
-    let locks: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:xlock:*"))).await;
+    let locks: Vec<String> = cmd(
+        &jobs,
+        redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:xlock:*")),
+    )
+    .await;
     assert!(locks.is_empty(), "execution keys left locked: {locks:?}");
 }
 
@@ -187,15 +318,50 @@ async fn the_queue_limit_holds_across_workers_and_changes_at_run_time() {
     let p = partition("limit");
     register_client(&p, &jobs);
     jobs.set_limit(&p, "q", Some(3)).await.unwrap();
-    jobs.enqueue_bulk(&p, "q", &(0..30).map(|n| Record { sleep_ms: 30, ..rec(n) }).collect::<Vec<_>>()).await.unwrap();
+    jobs.enqueue_bulk(
+        &p,
+        "q",
+        &(0..30)
+            .map(|n| Record {
+                sleep_ms: 30,
+                ..rec(n)
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
     let w1 = worker(&jobs, &p, 10);
     let w2 = worker(&jobs, &p, 10);
-    assert!(eventually(Duration::from_secs(20), || async { jobs.counts(&p, "q").await.unwrap().completed_total == 30 }).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == 30
+        })
+        .await
+    );
     let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:max"))).await;
-    assert_eq!(max, 3, "more than the limit ran at once (or fewer: the limit was not reached)");
+    assert_eq!(
+        max, 3,
+        "more than the limit ran at once (or fewer: the limit was not reached)"
+    );
     jobs.set_limit(&p, "q", Some(6)).await.unwrap();
-    jobs.enqueue_bulk(&p, "q", &(0..40).map(|n| Record { sleep_ms: 50, ..rec(n) }).collect::<Vec<_>>()).await.unwrap();
-    assert!(eventually(Duration::from_secs(20), || async { jobs.counts(&p, "q").await.unwrap().completed_total == 70 }).await);
+    jobs.enqueue_bulk(
+        &p,
+        "q",
+        &(0..40)
+            .map(|n| Record {
+                sleep_ms: 50,
+                ..rec(n)
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == 70
+        })
+        .await
+    );
     w1.shutdown().await;
     w2.shutdown().await;
     let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:max"))).await;
@@ -207,17 +373,39 @@ async fn a_job_whose_worker_stopped_heartbeating_runs_again_after_its_lease() {
     let jobs = jobs().await;
     let p = partition("lease");
     register_client(&p, &jobs);
-    let id = jobs.enqueue(&p, "q", &Record { xkey: Some("x".into()), qkey: Some("u".into()), ..rec(1) }).await.unwrap();
+    let id = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                xkey: Some("x".into()),
+                qkey: Some("u".into()),
+                ..rec(1)
+            },
+        )
+        .await
+        .unwrap();
     // A "worker" that claims and then vanishes without a heartbeat.
-    testing::claim(&jobs, &p, "q", 1, Duration::from_millis(500), "ghost").await.unwrap();
+    testing::claim(&jobs, &p, "q", 1, Duration::from_millis(500), "ghost")
+        .await
+        .unwrap();
     let w = worker(&jobs, &p, 2);
-    assert!(eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().completed_total == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == 1
+        })
+        .await
+    );
     w.shutdown().await;
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
     assert_eq!((info.attempts, info.lease_expiries), (2, 1));
     let locks: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:x*"))).await;
     assert!(locks.is_empty(), "{locks:?}");
-    let q: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:qkey:*"))).await;
+    let q: Vec<String> = cmd(
+        &jobs,
+        redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:qkey:*")),
+    )
+    .await;
     assert!(q.is_empty(), "{q:?}");
 }
 
@@ -227,7 +415,10 @@ async fn a_panicking_job_is_a_failure_not_a_dead_worker() {
     struct Boom;
     impl wharf_job_partition::Job for Boom {
         const NAME: &'static str = "boom";
-        async fn perform(self, _ctx: wharf_job_partition::JobContext) -> Result<(), wharf_job_partition::JobError> {
+        async fn perform(
+            self,
+            _ctx: wharf_job_partition::JobContext,
+        ) -> Result<(), wharf_job_partition::JobError> {
             panic!("kaboom")
         }
         fn max_attempts(&self) -> u32 {
@@ -237,14 +428,22 @@ async fn a_panicking_job_is_a_failure_not_a_dead_worker() {
     let jobs = jobs().await;
     let p = partition("panic");
     register_client(&p, &jobs);
-    let w = Worker::builder(jobs.clone(), Registry::new().register::<Boom>().register::<Record>())
-        .queue(&p, "q", 1)
-        .build()
-        .unwrap()
-        .start();
+    let w = Worker::builder(
+        jobs.clone(),
+        Registry::new().register::<Boom>().register::<Record>(),
+    )
+    .queue(&p, "q", 1)
+    .build()
+    .unwrap()
+    .start();
     let boom = jobs.enqueue(&p, "q", &Boom).await.unwrap();
     jobs.enqueue(&p, "q", &rec(1)).await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { jobs.counts(&p, "q").await.unwrap().completed_total == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == 1
+        })
+        .await
+    );
     w.shutdown().await;
     let info = jobs.job(&p, boom.id()).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Dead);

@@ -33,6 +33,8 @@ pub fn redis_url() -> String {
             dir = dir.display(),
             me = std::process::id()
         );
+        // The watcher outlives this process on purpose (it reaps the server after us).
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -52,7 +54,11 @@ pub fn redis_url() -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A connected client.
@@ -102,7 +108,14 @@ pub fn register_client(partition: &str, jobs: &Jobs) {
 }
 
 pub fn client(partition: &str) -> Jobs {
-    CLIENTS.get().unwrap().lock().unwrap().get(partition).cloned().unwrap()
+    CLIENTS
+        .get()
+        .unwrap()
+        .lock()
+        .unwrap()
+        .get(partition)
+        .cloned()
+        .unwrap()
 }
 
 pub async fn cmd<T: redis::FromRedisValue>(jobs: &Jobs, c: &mut redis::Cmd) -> T {
@@ -132,8 +145,23 @@ impl Job for Record {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
         let p = ctx.partition().to_owned();
         let jobs = client(&p);
-        let _: i64 = cmd(&jobs, redis::cmd("EVAL").arg(ENTER).arg(2).arg(format!("{p}:cur")).arg(format!("{p}:max"))).await;
-        let _: i64 = cmd(&jobs, redis::cmd("HINCRBY").arg(format!("{p}:starts")).arg(self.n).arg(1)).await;
+        let _: i64 = cmd(
+            &jobs,
+            redis::cmd("EVAL")
+                .arg(ENTER)
+                .arg(2)
+                .arg(format!("{p}:cur"))
+                .arg(format!("{p}:max")),
+        )
+        .await;
+        let _: i64 = cmd(
+            &jobs,
+            redis::cmd("HINCRBY")
+                .arg(format!("{p}:starts"))
+                .arg(self.n)
+                .arg(1),
+        )
+        .await;
         if self.sleep_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
         }
@@ -141,7 +169,14 @@ impl Job for Record {
         if ctx.attempt() <= self.fail_times {
             return Err(format!("planned failure {}", ctx.attempt()).into());
         }
-        let _: i64 = cmd(&jobs, redis::cmd("HINCRBY").arg(format!("{p}:runs")).arg(self.n).arg(1)).await;
+        let _: i64 = cmd(
+            &jobs,
+            redis::cmd("HINCRBY")
+                .arg(format!("{p}:runs"))
+                .arg(self.n)
+                .arg(1),
+        )
+        .await;
         Ok(())
     }
 
@@ -177,15 +212,29 @@ impl Job for Ordered {
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
         let p = ctx.partition().to_owned();
         let jobs = client(&p);
-        let inside: i64 = cmd(&jobs, redis::cmd("INCR").arg(format!("{p}:in:{}", self.key))).await;
+        let inside: i64 = cmd(
+            &jobs,
+            redis::cmd("INCR").arg(format!("{p}:in:{}", self.key)),
+        )
+        .await;
         if inside != 1 {
             let _: i64 = cmd(&jobs, redis::cmd("INCR").arg(format!("{p}:overlap"))).await;
         }
-        let _: i64 = cmd(&jobs, redis::cmd("RPUSH").arg(format!("{p}:order:{}", self.key)).arg(self.seq)).await;
+        let _: i64 = cmd(
+            &jobs,
+            redis::cmd("RPUSH")
+                .arg(format!("{p}:order:{}", self.key))
+                .arg(self.seq),
+        )
+        .await;
         if self.sleep_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
         }
-        let _: i64 = cmd(&jobs, redis::cmd("DECR").arg(format!("{p}:in:{}", self.key))).await;
+        let _: i64 = cmd(
+            &jobs,
+            redis::cmd("DECR").arg(format!("{p}:in:{}", self.key)),
+        )
+        .await;
         Ok(())
     }
 
