@@ -99,6 +99,20 @@ struct Envelope<Req, Resp> {
     reply: Responder<Resp>,
 }
 
+/// Why a request got no answer; the caller turns it into an [`Error`] with the service's
+/// name (kept out of the envelope so a call touches no shared reference count).
+#[derive(Debug, Clone, Copy)]
+enum Unanswered {
+    /// Taken by the service, which panicked while handling it.
+    Panicked,
+    /// Taken by the service, which returned or was stopped before answering.
+    Ended,
+    /// Never taken: the service stopped for good while it was queued.
+    Stopped,
+}
+
+type Reply<Resp> = Result<Resp, Unanswered>;
+
 /// The callers' side: cloneable, valid across every restart of the service.
 pub struct ServiceHandle<Req, Resp> {
     service: Arc<str>,
@@ -146,17 +160,28 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
         self.capacity - self.tx.capacity()
     }
 
-    fn envelope(
-        &self,
-        request: Req,
-    ) -> (Envelope<Req, Resp>, oneshot::Receiver<Result<Resp, Error>>) {
+    fn envelope(&self, request: Req) -> (Envelope<Req, Resp>, oneshot::Receiver<Reply<Resp>>) {
         let (tx, rx) = oneshot::channel();
         let reply = Responder {
             tx: Some(tx),
-            service: Arc::clone(&self.service),
             taken: false,
         };
         (Envelope { request, reply }, rx)
+    }
+
+    fn answer(&self, reply: Result<Reply<Resp>, oneshot::error::RecvError>) -> Result<Resp, Error> {
+        let reason = match reply {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(Unanswered::Panicked)) => "it panicked",
+            Ok(Err(Unanswered::Ended)) => "it returned or was stopped before answering",
+            Ok(Err(Unanswered::Stopped)) | Err(_) => {
+                return Err(Error::Stopped(self.service.to_string()));
+            }
+        };
+        Err(Error::ServiceCrashed {
+            service: self.service.to_string(),
+            reason: reason.to_owned(),
+        })
     }
 
     fn timeout_error(&self) -> Error {
@@ -178,9 +203,7 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
                 .send(envelope)
                 .await
                 .map_err(|_| Error::Stopped(self.service.to_string()))?;
-            reply
-                .await
-                .map_err(|_| Error::Stopped(self.service.to_string()))?
+            self.answer(reply.await)
         };
         tokio::time::timeout(self.call_timeout, exchange)
             .await
@@ -198,10 +221,10 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
             },
             mpsc::error::TrySendError::Closed(_) => Error::Stopped(self.service.to_string()),
         })?;
-        tokio::time::timeout(self.call_timeout, reply)
+        let reply = tokio::time::timeout(self.call_timeout, reply)
             .await
-            .map_err(|_| self.timeout_error())?
-            .map_err(|_| Error::Stopped(self.service.to_string()))?
+            .map_err(|_| self.timeout_error())?;
+        self.answer(reply)
     }
 }
 
@@ -293,9 +316,7 @@ pub struct Request<Req, Resp> {
 
 impl<Req, Resp> fmt::Debug for Request<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request")
-            .field("service", &self.reply.service)
-            .finish_non_exhaustive()
+        f.debug_struct("Request").finish_non_exhaustive()
     }
 }
 
@@ -319,15 +340,13 @@ impl<Req, Resp> Request<Req, Resp> {
 /// Answers one request exactly once. Dropped without an answer (the service crashed, or
 /// returned without replying), it tells the caller so with [`Error::ServiceCrashed`].
 pub struct Responder<Resp> {
-    tx: Option<oneshot::Sender<Result<Resp, Error>>>,
-    service: Arc<str>,
+    tx: Option<oneshot::Sender<Reply<Resp>>>,
     taken: bool,
 }
 
 impl<Resp> fmt::Debug for Responder<Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Responder")
-            .field("service", &self.service)
             .field("answered", &self.tx.is_none())
             .finish()
     }
@@ -346,19 +365,13 @@ impl<Resp> Responder<Resp> {
 impl<Resp> Drop for Responder<Resp> {
     fn drop(&mut self) {
         let Some(tx) = self.tx.take() else { return };
-        let error = if self.taken {
-            let reason = if std::thread::panicking() {
-                "it panicked"
-            } else {
-                "it returned or was stopped before answering"
-            };
-            Error::ServiceCrashed {
-                service: self.service.to_string(),
-                reason: reason.to_owned(),
-            }
+        let why = if !self.taken {
+            Unanswered::Stopped
+        } else if std::thread::panicking() {
+            Unanswered::Panicked
         } else {
-            Error::Stopped(self.service.to_string())
+            Unanswered::Ended
         };
-        let _ = tx.send(Err(error));
+        let _ = tx.send(Err(why));
     }
 }
