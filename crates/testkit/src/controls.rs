@@ -61,7 +61,7 @@ macro_rules! owned_broker_controls {
                 self.instance.dir()
             }
 
-            /// The fault proxy in front of the broker, when started `behind_proxy`.
+            /// The fault proxy in front of the broker, if any (see the type's docs).
             pub fn proxy(&self) -> Option<&$crate::FaultProxy> {
                 self.instance.proxy()
             }

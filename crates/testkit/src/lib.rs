@@ -81,6 +81,7 @@ mod probe;
 mod process;
 mod proxy;
 mod pulsar;
+mod pulsar_compat;
 mod redis;
 mod shared;
 mod spawner;

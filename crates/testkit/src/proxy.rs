@@ -11,6 +11,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::pulsar_compat::FrameRewriter;
 
 /// Bytes buffered per direction of one proxied connection.
 const CHUNK: usize = 16 * 1024;
@@ -42,6 +43,8 @@ pub struct FaultProxy {
 #[derive(Debug)]
 struct Inner {
     listen: SocketAddr,
+    /// Rewrite pulsar-lite's frames for the `pulsar` crate (see `pulsar_compat`).
+    pulsar_compat: bool,
     upstream: Mutex<SocketAddr>,
     latency_micros: AtomicU64,
     accepted: AtomicU64,
@@ -73,6 +76,10 @@ enum ListenerState {
 impl FaultProxy {
     /// Starts a proxy on a free loopback port, forwarding to `upstream`.
     pub fn start(upstream: SocketAddr) -> Result<Self> {
+        Self::start_with(upstream, false)
+    }
+
+    fn start_with(upstream: SocketAddr, pulsar_compat: bool) -> Result<Self> {
         let rt = runtime()?;
         // std's listener sets SO_REUSEADDR on Unix, so `restore` can bind this port again while
         // old connections linger in TIME_WAIT.
@@ -86,6 +93,7 @@ impl FaultProxy {
         let (accept_tx, accept_rx) = watch::channel(AcceptMode::Open);
         let inner = Arc::new(Inner {
             listen,
+            pulsar_compat,
             upstream: Mutex::new(upstream),
             latency_micros: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -105,6 +113,12 @@ impl FaultProxy {
     /// the broker starts (Kafka brokers must advertise the proxy's address).
     pub(crate) fn start_unconnected() -> Result<Self> {
         Self::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    }
+
+    /// Like [`start_unconnected`](Self::start_unconnected), and rewrites what pulsar-lite sends
+    /// into what the `pulsar` crate accepts.
+    pub(crate) fn start_pulsar_compat() -> Result<Self> {
+        Self::start_with(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), true)
     }
 
     /// The proxy's own address: point clients here.
@@ -345,9 +359,10 @@ async fn connection(
         let _ = upstream.set_nodelay(true);
         let (client_read, client_write) = client.into_split();
         let (upstream_read, upstream_write) = upstream.into_split();
+        let rewriter = inner.pulsar_compat.then(FrameRewriter::default);
         tokio::try_join!(
-            pump(client_read, upstream_write, &inner),
-            pump(upstream_read, client_write, &inner),
+            pump(client_read, upstream_write, &inner, None),
+            pump(upstream_read, client_write, &inner, rewriter),
         )
         .map(|_| ())
     };
@@ -361,22 +376,38 @@ async fn connection(
 }
 
 /// Copies one direction in bounded chunks, delaying each by the current latency; on EOF passes
-/// the half-close on.
+/// the half-close on. With a rewriter, forwards whole rewritten frames instead of raw chunks.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     inner: &Inner,
+    mut rewriter: Option<FrameRewriter>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
+    let mut rewritten = Vec::new();
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
+            if let Some(rewriter) = &rewriter {
+                to.write_all(rewriter.pending()).await?;
+            }
             return to.shutdown().await;
         }
+        let out = match rewriter.as_mut() {
+            Some(rewriter) => {
+                rewritten.clear();
+                rewriter.push(&buf[..n], &mut rewritten);
+                if rewritten.is_empty() {
+                    continue;
+                }
+                &rewritten[..]
+            }
+            None => &buf[..n],
+        };
         let micros = inner.latency_micros.load(Ordering::Relaxed);
         if micros > 0 {
             tokio::time::sleep(Duration::from_micros(micros)).await;
         }
-        to.write_all(&buf[..n]).await?;
+        to.write_all(out).await?;
     }
 }

@@ -18,6 +18,13 @@ const CONFIG_FILE: &str = "pulsar-lite.toml";
 /// [`kill`](Self::kill) then [`restart`](Self::restart) keeps every acknowledged message: the
 /// way to test producer and consumer reconnection.
 ///
+/// Clients always reach it through a [`FaultProxy`] ([`proxy`](Self::proxy) is always `Some`),
+/// which also makes pulsar-lite's frames acceptable to the `pulsar` crate: it adds the
+/// payload checksum the crate requires on delivered messages (pulsar-lite omits it, and the
+/// crate's consumers then fail to decode every message), and it marks topic lookups
+/// "proxy through the service URL" (pulsar-lite answers with its own address, which would
+/// bypass the proxy). So the proxy's controls cut producers and consumers too.
+///
 /// ```no_run
 /// # fn main() -> wharf_testkit::Result<()> {
 /// let pulsar = wharf_testkit::PulsarLite::start()?;
@@ -32,25 +39,15 @@ pub struct PulsarLite {
 }
 
 impl PulsarLite {
-    /// Starts pulsar-lite on a free loopback port (metrics disabled) and waits until it
-    /// accepts connections.
+    /// Starts the proxy, then pulsar-lite behind it on a free loopback port (metrics
+    /// disabled), and waits until it accepts connections.
     pub fn start() -> Result<Self> {
         Ok(PulsarLite {
-            instance: Instance::start(spec(), None)?,
+            instance: start_instance()?,
         })
     }
 
-    /// Starts a [`FaultProxy`] and pulsar-lite behind it; [`url`](Self::url) is the proxy's.
-    /// pulsar-lite answers topic lookups with "connect through the address you used", so
-    /// the `pulsar` crate keeps every connection on the proxy.
-    pub fn start_behind_proxy() -> Result<Self> {
-        let proxy = FaultProxy::start_unconnected()?;
-        Ok(PulsarLite {
-            instance: Instance::start(spec(), Some(proxy))?,
-        })
-    }
-
-    /// `pulsar://127.0.0.1:PORT`: through the proxy when there is one.
+    /// `pulsar://127.0.0.1:PORT`, the proxy's address: what clients should use.
     pub fn url(&self) -> String {
         format!("pulsar://{}", self.client_addr())
     }
@@ -63,7 +60,12 @@ impl PulsarLite {
 
 owned_broker_controls!(PulsarLite);
 
-pub(crate) fn spec() -> Spec {
+/// pulsar-lite behind its compatibility proxy.
+pub(crate) fn start_instance() -> Result<Instance> {
+    Instance::start(spec(), Some(FaultProxy::start_pulsar_compat()?))
+}
+
+fn spec() -> Spec {
     Spec {
         binary: "pulsar-lite",
         probe: Probe::Tcp,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::process::{Instance, Spec};
+use crate::process::Instance;
 
 /// Which broker an [`Endpoint`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,9 +88,12 @@ impl fmt::Display for Endpoint {
 /// first use. See the [crate docs](crate) for the lifecycle.
 pub fn redis() -> Result<&'static Endpoint> {
     static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
-    shared(&SHARED, BrokerKind::Redis, crate::redis::spec, |port| {
-        format!("redis://127.0.0.1:{port}/")
-    })
+    shared(
+        &SHARED,
+        BrokerKind::Redis,
+        || Instance::start(crate::redis::spec(), None),
+        |port| format!("redis://127.0.0.1:{port}/"),
+    )
 }
 
 /// The Kafka broker shared by this test binary: `$WHARF_KAFKA_BROKERS`, or Tansu started on
@@ -100,7 +103,7 @@ pub fn kafka() -> Result<&'static Endpoint> {
     shared(
         &SHARED,
         BrokerKind::Kafka,
-        || crate::kafka::spec(None),
+        || Instance::start(crate::kafka::spec(None), None),
         |port| format!("127.0.0.1:{port}"),
     )
 }
@@ -109,24 +112,30 @@ pub fn kafka() -> Result<&'static Endpoint> {
 /// on first use.
 pub fn pulsar() -> Result<&'static Endpoint> {
     static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
-    shared(&SHARED, BrokerKind::Pulsar, crate::pulsar::spec, |port| {
-        format!("pulsar://127.0.0.1:{port}")
-    })
+    shared(
+        &SHARED,
+        BrokerKind::Pulsar,
+        crate::pulsar::start_instance,
+        |port| format!("pulsar://127.0.0.1:{port}"),
+    )
 }
 
 /// The SQS endpoint shared by this test binary: `$WHARF_SQS_ENDPOINT`, or moto started on
 /// first use.
 pub fn sqs() -> Result<&'static Endpoint> {
     static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
-    shared(&SHARED, BrokerKind::Sqs, crate::sqs::spec, |port| {
-        format!("http://127.0.0.1:{port}")
-    })
+    shared(
+        &SHARED,
+        BrokerKind::Sqs,
+        || Instance::start(crate::sqs::spec(), None),
+        |port| format!("http://127.0.0.1:{port}"),
+    )
 }
 
 fn shared(
     cell: &'static OnceLock<Result<Endpoint>>,
     kind: BrokerKind,
-    spec: impl FnOnce() -> Spec,
+    start: impl FnOnce() -> Result<Instance>,
     address: impl FnOnce(u16) -> String,
 ) -> Result<&'static Endpoint> {
     // A failure is kept too: every test of the binary gets the same error at once instead of
@@ -142,10 +151,12 @@ fn shared(
                 instance: None,
             });
         }
-        let instance = Instance::start(spec(), None)?;
+        let instance = start()?;
+        // Clients use the proxy when there is one (pulsar-lite's compatibility proxy).
+        let port = instance.proxy().map_or(instance.port(), |p| p.port());
         Ok(Endpoint {
             kind,
-            address: address(instance.port()),
+            address: address(port),
             instance: Some(instance),
         })
     });

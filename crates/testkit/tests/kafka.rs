@@ -1,0 +1,158 @@
+//! Kafka (Tansu): the shared broker and a broker behind the fault proxy answer `rdkafka`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use wharf_testkit::{Tansu, unique_name};
+
+const MESSAGES: usize = 30;
+const PARTITIONS: i32 = 3;
+
+async fn create_topic(brokers: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = tokio::time::timeout(
+        Duration::from_secs(20),
+        admin.create_topics(
+            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &options,
+        ),
+    )
+    .await
+    .expect("CreateTopics timed out")
+    .unwrap();
+    for result in results {
+        result
+            .map_err(|(topic, code)| format!("{topic}: {code}"))
+            .unwrap();
+    }
+}
+
+/// Produces MESSAGES keyed messages with acks=all; returns the partitions they landed in.
+async fn produce(brokers: &str, topic: &str) -> BTreeSet<i32> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("message.timeout.ms", "15000")
+        .create()
+        .unwrap();
+    let mut partitions = BTreeSet::new();
+    for i in 0..MESSAGES {
+        let key = format!("key-{i}");
+        let payload = format!("message-{i}");
+        let delivery = producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        partitions.insert(delivery.partition);
+    }
+    partitions
+}
+
+/// Consumes in a fresh group until every payload is seen; returns them sorted.
+async fn consume_all(brokers: &str, topic: &str) -> Vec<String> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique_name("group"))
+        .set("auto.offset.reset", "earliest")
+        // Tansu delays the first join by the session timeout's initial delay (BROKERS.md).
+        .set("session.timeout.ms", "6000")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = BTreeSet::new();
+    let all = async {
+        while seen.len() < MESSAGES {
+            let message = consumer.recv().await.unwrap();
+            let payload = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+            seen.insert(payload);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(45), all)
+        .await
+        .unwrap_or_else(|_| panic!("consumed only {} of {MESSAGES} within 45 s", seen.len()));
+    seen.into_iter().collect()
+}
+
+fn expected() -> Vec<String> {
+    let mut all: Vec<String> = (0..MESSAGES).map(|i| format!("message-{i}")).collect();
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn the_shared_kafka_creates_topics_and_round_trips_messages_in_a_group() {
+    let kafka = wharf_testkit::kafka().unwrap();
+    let topic = unique_name("smoke");
+
+    create_topic(kafka.address(), &topic).await;
+    let partitions = produce(kafka.address(), &topic).await;
+    let consumed = consume_all(kafka.address(), &topic).await;
+
+    assert!(partitions.len() > 1, "30 keys all landed in {partitions:?}");
+    assert_eq!(consumed, expected());
+}
+
+#[tokio::test]
+async fn a_kafka_behind_the_proxy_round_trips_messages_through_it() {
+    let kafka = Tansu::start_behind_proxy().unwrap();
+    let proxy = kafka.proxy().unwrap();
+    let brokers = kafka.bootstrap_servers();
+    assert_eq!(brokers, proxy.addr().to_string());
+    let topic = unique_name("proxied");
+
+    create_topic(&brokers, &topic).await;
+    produce(&brokers, &topic).await;
+    let consumed = consume_all(&brokers, &topic).await;
+
+    assert_eq!(consumed, expected());
+    assert!(
+        proxy.connections_accepted() >= 3,
+        "clients bypassed the proxy"
+    );
+}
+
+#[tokio::test]
+async fn a_kafka_behind_the_proxy_advertises_the_proxy() {
+    let kafka = Tansu::start_behind_proxy().unwrap();
+    let proxy = kafka.proxy().unwrap();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("group.id", unique_name("metadata"))
+        .create()
+        .unwrap();
+
+    let metadata = tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+
+    let brokers: Vec<(String, i32)> = metadata
+        .brokers()
+        .iter()
+        .map(|b| (b.host().to_owned(), b.port()))
+        .collect();
+    assert_eq!(
+        brokers,
+        vec![("127.0.0.1".to_owned(), i32::from(proxy.port()))]
+    );
+    assert_ne!(kafka.port(), proxy.port());
+}

@@ -1,0 +1,86 @@
+//! Broker processes never outlive the test binary that started them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Run by `brokers_die_when_the_test_binary_aborts` in a child test process.
+#[test]
+#[ignore = "helper for brokers_die_when_the_test_binary_aborts"]
+fn helper_start_brokers_then_abort() {
+    let shared = wharf_testkit::redis().unwrap();
+    let owned = wharf_testkit::RedisServer::start().unwrap();
+    // The brokers are started on another thread than this test's: they must survive its end
+    // but not the process's.
+    let from_thread = std::thread::spawn(wharf_testkit::RedisServer::start)
+        .join()
+        .unwrap()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        from_thread.is_running(),
+        "a broker died with the thread that started it"
+    );
+    println!(
+        "PIDS {} {} {}",
+        shared.pid().unwrap(),
+        owned.pid().unwrap(),
+        from_thread.pid().unwrap()
+    );
+    std::io::stdout().flush().unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn brokers_die_when_the_test_binary_aborts() {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "helper_start_brokers_then_abort",
+            "--nocapture",
+        ])
+        .env_remove("WHARF_REDIS_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let pids: Vec<u32> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PIDS "))
+        .unwrap_or_else(|| {
+            panic!(
+                "helper printed no PIDS: {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3);
+    assert!(!output.status.success(), "the helper should have aborted");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in pids {
+        while process_exists(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server {pid} outlived the aborted test binary"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A live process that is not a zombie.
+fn process_exists(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
