@@ -449,6 +449,68 @@ async fn a_source_waiting_on_a_closed_queue_ends_when_the_last_delivery_is_acked
     assert!(received.is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_real_concurrency_every_message_is_acked_exactly_once() {
+    const PRODUCERS: usize = 2;
+    const PER_PRODUCER: usize = 1_000;
+    let queue = MemoryQueue::new(8);
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let publisher = queue.publisher();
+            tokio::spawn(async move {
+                for i in 0..PER_PRODUCER {
+                    let id = p * PER_PRODUCER + i;
+                    publisher
+                        .publish(Message::new(id.to_string()))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut source = queue.source();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                while let Some(delivery) = source.recv().await {
+                    let delivery = delivery.unwrap();
+                    let id: usize = payload(&delivery).parse().unwrap();
+                    // Every 7th message is dropped and every 5th nacked once, then acked.
+                    match (delivery.attempt(), id % 7, id % 5) {
+                        (1, 0, _) => drop(delivery),
+                        (1, _, 0) => delivery.nack(Duration::ZERO).await.unwrap(),
+                        _ => {
+                            acked.push(id);
+                            delivery.ack().await.unwrap();
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+
+    let run = async {
+        for producer in producers {
+            producer.await.unwrap();
+        }
+        queue.close();
+        let mut acked = Vec::new();
+        for consumer in consumers {
+            acked.extend(consumer.await.unwrap());
+        }
+        acked
+    };
+    // Real time here: a lost wake-up shows as a stall.
+    let mut acked = timeout(Duration::from_secs(60), run)
+        .await
+        .expect("stalled: a wake-up or a message was lost");
+    acked.sort_unstable();
+    assert_eq!(acked, (0..PRODUCERS * PER_PRODUCER).collect::<Vec<_>>());
+    assert_eq!(queue.stats().held(), 0);
+}
+
 // ----- properties -----
 
 /// What a consumer does with one delivery.
