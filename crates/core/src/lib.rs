@@ -97,3 +97,7 @@ pub mod transport;
 pub use backoff::Backoff;
 #[doc(inline)]
 pub use error::{BoxError, Error, Result};
+#[doc(inline)]
+pub use transport::{
+    Delivery, DeliveryInfo, DynPublisher, MemoryQueue, Message, Publisher, Receipt, Source,
+};
