@@ -43,11 +43,18 @@ async fn a_crashing_consumer_under_a_supervisor_loses_no_message() {
         .unwrap();
     let publisher = queue.publisher();
     for n in 1..=30_u32 {
-        publisher.publish(Message::new(n.to_string())).await.unwrap();
+        publisher
+            .publish(Message::new(n.to_string()))
+            .await
+            .unwrap();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while queue.stats().acked < 30 {
-        assert!(tokio::time::Instant::now() < deadline, "{:?}", queue.stats());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            queue.stats()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let children = sup.which_children().await.unwrap();
