@@ -875,6 +875,12 @@ impl Jobs {
         self.script("reap", &scripts().reap, partition, args).await
     }
 
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = self.call("ping", &redis::cmd("PING")).await?;
+        Ok(())
+    }
+
     /// A raw command against the same connection (tests and the CLI).
     #[doc(hidden)]
     pub async fn raw(&self, cmd: &redis::Cmd) -> Result<Value> {

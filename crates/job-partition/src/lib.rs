@@ -101,6 +101,9 @@ pub use job::{Job, JobContext, JobError, Registry};
 #[doc(inline)]
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 
+/// The token that stops [`Worker::run`] (re-exported from `tokio-util`).
+pub use tokio_util::sync::CancellationToken;
+
 /// Low-level lease operations, exposed for tests of crash and fencing behaviour only.
 #[doc(hidden)]
 pub mod testing {

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use wharf_core::Backoff;
+use wharf_core::supervisor::{ChildContext, ChildSpec, Shutdown, Started};
 
 use crate::client::{Beat, Claimed, Jobs};
 use crate::error::{Error, Result};
@@ -137,8 +138,10 @@ struct Inner {
 /// A worker process's job runner: any number of them, in any number of processes on any
 /// number of machines, can work the same queues.
 ///
-/// Run it with [`Worker::run`] (until a cancellation token fires; the form a supervisor
-/// child wants) or [`Worker::start`] (spawned, with a handle to add and remove queues).
+/// Run it with [`Worker::run`] (until a cancellation token fires), as a wharf-core
+/// supervised child with [`Worker::child_spec`], or with [`Worker::start`] (spawned, with a
+/// handle to add and remove queues at run time).
+#[derive(Clone)]
 pub struct Worker {
     inner: Arc<Inner>,
     queues: Vec<(String, String, usize)>,
@@ -183,6 +186,22 @@ impl Worker {
         shutdown.cancelled().await;
         handle.shutdown().await;
         Ok(())
+    }
+
+    /// A wharf-core supervisor child that runs this worker. Its setup phase checks that
+    /// Redis answers (so later children can rely on it); its shutdown grace is the worker's
+    /// plus 3 s. A restart starts the same queues again; jobs the old incarnation held run
+    /// again once their leases expire.
+    pub fn child_spec(self, id: impl Into<String>) -> ChildSpec {
+        let grace = self.inner.settings.shutdown_grace + Duration::from_secs(3);
+        ChildSpec::new(id, move |ctx: ChildContext| {
+            let worker = self.clone();
+            async move {
+                worker.inner.jobs.ping().await?;
+                Ok::<_, Error>(Started::task(async move { worker.run(ctx.token()).await }))
+            }
+        })
+        .shutdown(Shutdown::Timeout(grace))
     }
 
     /// Starts the worker's queues on the current runtime.

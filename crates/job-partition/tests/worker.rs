@@ -449,3 +449,111 @@ async fn a_panicking_job_is_a_failure_not_a_dead_worker() {
     assert_eq!(info.state, JobState::Dead);
     assert!(info.error.unwrap().contains("kaboom"));
 }
+
+#[tokio::test]
+async fn queues_can_be_added_to_and_removed_from_a_running_worker() {
+    let jobs = jobs().await;
+    let p = partition("runtime");
+    register_client(&p, &jobs);
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .build()
+        .unwrap()
+        .start();
+    jobs.enqueue(&p, "late", &rec(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(jobs.counts(&p, "late").await.unwrap().queued, 1);
+    w.add_queue(&p, "late", 2).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "late").await.unwrap().completed_total == 1
+        })
+        .await
+    );
+    w.remove_queue(&p, "late").await;
+    jobs.enqueue(&p, "late", &rec(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        jobs.counts(&p, "late").await.unwrap().queued,
+        1,
+        "a removed queue was still worked"
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_runs_as_a_supervised_child_and_stops_with_its_supervisor() {
+    use wharf_core::supervisor::Supervisor;
+    let jobs = jobs().await;
+    let p = partition("supervised");
+    register_client(&p, &jobs);
+    let worker = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "q", 2)
+        .shutdown_grace(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let sup = Supervisor::builder("jobs")
+        .child(worker.child_spec("worker"))
+        .start()
+        .await
+        .unwrap();
+    jobs.enqueue(&p, "q", &rec(1)).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == 1
+        })
+        .await
+    );
+    tokio::time::timeout(Duration::from_secs(10), sup.shutdown())
+        .await
+        .unwrap();
+    jobs.enqueue(&p, "q", &rec(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        jobs.counts(&p, "q").await.unwrap().queued,
+        1,
+        "the worker outlived its supervisor"
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_asked_of_a_job_whose_worker_died_finishes_it_at_lease_expiry() {
+    let jobs = jobs().await;
+    let p = partition("cancel-dead-worker");
+    let id = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                qkey: Some("u".into()),
+                ..rec(1)
+            },
+        )
+        .await
+        .unwrap();
+    testing::claim(&jobs, &p, "q", 1, Duration::from_millis(200), "ghost")
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.cancel(&p, id.id()).await.unwrap(),
+        CancelOutcome::Cancelling
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(testing::reap(&jobs, &p, "q").await.unwrap(), 1);
+    let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
+    assert_eq!(info.state, JobState::Cancelled);
+    let again = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                qkey: Some("u".into()),
+                ..rec(1)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, wharf_job_partition::Enqueued::Queued(_)),
+        "queue key still held"
+    );
+}

@@ -1,64 +1,19 @@
-//! Test support: one real `redis-server` per test binary on a free loopback port, and
-//! helpers to re-run this test binary as a separate worker process.
-//!
-//! (wharf-testkit provides the same once it lands; until then this starts the server
-//! itself. `WHARF_REDIS_URL` points the tests at an external Redis instead.)
+//! Test support: a real `redis-server` per test binary (wharf-testkit), a client per test,
+//! and the job types the tests run.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use wharf_job_partition::{Config, Jobs};
 
-/// The URL of this test binary's Redis (started on first use).
+/// The URL of this test binary's Redis: wharf-testkit's shared `redis-server` (or
+/// `WHARF_REDIS_URL`, which worker processes spawned by the tests inherit).
 pub fn redis_url() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("WHARF_REDIS_URL") {
-            return url;
-        }
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("wharf-jobs-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bin = ["../../.wharf/bin/redis-server", "/usr/bin/redis-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or("redis-server");
-        // A watcher kills the server when this test process is gone (even after a panic).
-        let script = format!(
-            "{bin} --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir {dir} \
-             > {dir}/redis.log 2>&1 & R=$!; while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill -9 $R",
-            dir = dir.display(),
-            me = std::process::id()
-        );
-        // The watcher outlives this process on purpose (it reaps the server after us).
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (install it: apt-get install redis-server)");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "redis-server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        format!("redis://127.0.0.1:{port}/")
-    })
-    .clone()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    wharf_testkit::redis()
+        .expect("start redis-server (run scripts/install)")
+        .address()
+        .to_owned()
 }
 
 /// A connected client.
