@@ -503,9 +503,11 @@ async fn a_worker_runs_as_a_supervised_child_and_stops_with_its_supervisor() {
         })
         .await
     );
-    tokio::time::timeout(Duration::from_secs(10), sup.shutdown())
-        .await
-        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), sup.shutdown()).await;
+    assert!(
+        stopped.is_ok_and(|r| r.is_ok()),
+        "the supervisor did not stop cleanly"
+    );
     jobs.enqueue(&p, "q", &rec(2)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
