@@ -11,7 +11,7 @@
 //!   [`PulsarLite`] (Pulsar), [`Moto`] (SQS). Each can be killed (SIGKILL), stopped, and
 //!   restarted on the same port; dropping one kills it. `start_behind_proxy()` puts a
 //!   [`FaultProxy`] in front (for Kafka the broker advertises the proxy's address, so that
-//!   metadata-driven connections go through it too).
+//!   metadata-driven connections go through it too; pulsar-lite always has one).
 //! - **[`FaultProxy`]**: a TCP proxy that cuts connections, refuses new ones, adds latency and
 //!   counts connections, with synchronous controls usable from any test.
 //!
@@ -51,6 +51,24 @@
 //! the test binary exits, even by panic or abort; directories of dead test binaries are
 //! removed by the next one. Start-up waits at most 30 s. All calls here block (briefly): they
 //! work from plain `#[test]`s and from any `#[tokio::test]`, whose runtimes are separate.
+//!
+//! # Broker quirks worth knowing
+//!
+//! - **Tansu** (Kafka) keeps topics in memory: a restart loses them, so test connection loss
+//!   with [`Tansu::start_behind_proxy`] and the proxy. Clients connect to the *advertised*
+//!   address they learn from metadata, which is why that constructor makes Tansu advertise
+//!   the proxy's port. It is ready within milliseconds, but a consumer group's first join
+//!   waits for the session timeout's initial delay: set `session.timeout.ms=6000` in tests
+//!   (about 3 s to the first message, instead of about 23 s with librdkafka's default).
+//! - **pulsar-lite** is always reached through a [`FaultProxy`] that rewrites two things for
+//!   the `pulsar` crate: delivered messages lack the payload checksum the crate requires
+//!   (without the fix every consumer fails with "Error decoding payload frame" and its stream
+//!   ends), and topic lookups name pulsar-lite's own port (without the fix clients would
+//!   bypass the proxy). Its storage (RocksDB, `--db-path` plus `.rocksdb`) survives restarts.
+//!   Its metrics endpoint is disabled (it would bind 0.0.0.0:8080). Ready in about 0.1 s.
+//! - **moto** takes about 1.5 s to start (Python). State is in memory. Any credentials work;
+//!   use region `us-east-1`.
+//! - **redis-server** runs without persistence: a restart starts empty. Ready in about 0.1 s.
 //!
 //! # Example
 //!

@@ -46,6 +46,9 @@ fn round_trip(stream: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
     back
 }
 
+/// "Promptly": generous enough for a loaded two-core machine, far below any hang.
+const PROMPT: Duration = Duration::from_millis(250);
+
 /// True when the peer closed the connection (EOF or reset) within the read timeout.
 fn sees_close(stream: &mut TcpStream) -> bool {
     let mut buf = [0u8; 16];
@@ -99,7 +102,7 @@ fn latency_is_added_to_each_direction_and_can_be_cleared() {
     );
     assert!(slow < Duration::from_secs(2), "round trip took {slow:?}");
     assert!(
-        fast < Duration::from_millis(100),
+        fast < PROMPT,
         "round trip took {fast:?} after clear_latency"
     );
 }
@@ -115,7 +118,7 @@ fn cut_closes_open_connections_promptly_and_new_ones_are_accepted() {
     let started = Instant::now();
     proxy.cut().unwrap();
     assert!(
-        started.elapsed() < Duration::from_millis(100),
+        started.elapsed() < PROMPT,
         "cut took {:?}",
         started.elapsed()
     );
@@ -146,7 +149,7 @@ fn refuse_makes_connects_fail_fast_and_restore_listens_on_the_same_port() {
     let refused = connect(addr).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
     assert!(
-        started.elapsed() < Duration::from_millis(100),
+        started.elapsed() < PROMPT,
         "connect took {:?}",
         started.elapsed()
     );
