@@ -1,2 +1,131 @@
-//! Benchmark placeholder (written next).
-fn main() {}
+//! `kafka-produce`: messages per second, 200,000 x 100 B with acks=all, through the wrapper's
+//! `Producer` versus a raw rdkafka `FutureProducer` with the same settings, same broker, same
+//! run. Rounds alternate; medians are reported. Writes JSON to `$WHARF_BENCH_OUT` if set.
+//!
+//! Broker: `WHARF_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use wharf_kafka_wrapper::{KafkaConfig, KafkaWrapper, ProducerSpec, Record, TopicSpec};
+
+const MESSAGES: usize = 200_000;
+const SIZE: usize = 100;
+const ROUNDS: usize = 5;
+const PARTITIONS: i32 = 3;
+
+/// Settings shared by both sides: acks=all with idempotence (the wrapper's defaults), and a
+/// queue large enough that neither side waits for room.
+const SETTINGS: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("enable.idempotence", "true"),
+    ("queue.buffering.max.messages", "1000000"),
+    ("queue.buffering.max.kbytes", "1048576"),
+];
+
+fn brokers() -> String {
+    std::env::var("WHARF_KAFKA_BROKERS")
+        .unwrap_or_else(|_| wharf_testkit::kafka().expect("start Tansu").address().to_owned())
+}
+
+async fn wrapper_round(w: &KafkaWrapper, name: &str, topic: &str) -> f64 {
+    let mut spec = ProducerSpec::new(name).queue_timeout(Duration::from_secs(60));
+    for (k, v) in SETTINGS {
+        spec = spec.set(*k, *v);
+    }
+    let p = w.add_producer(spec).unwrap();
+    // Warm up the connection and metadata outside the timed part.
+    p.send(Record::new(topic, vec![0u8; SIZE])).await.unwrap();
+    let payload = bytes::Bytes::from(vec![7u8; SIZE]);
+    let records: Vec<Record> = (0..MESSAGES).map(|_| Record::new(topic, payload.clone())).collect();
+    let start = Instant::now();
+    let results = p.send_batch(records).await;
+    let elapsed = start.elapsed();
+    assert!(results.iter().all(Result::is_ok), "every message delivered");
+    w.remove_producer(name).await.unwrap();
+    MESSAGES as f64 / elapsed.as_secs_f64()
+}
+
+async fn raw_round(brokers: &str, topic: &str) -> f64 {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers);
+    for (k, v) in SETTINGS {
+        cc.set(*k, *v);
+    }
+    let p: FutureProducer = cc.create().unwrap();
+    let warm: &[u8] = &[0u8; SIZE];
+    p.send(FutureRecord::<(), [u8]>::to(topic).payload(warm), Duration::from_secs(10)).await.unwrap();
+    let payload = vec![7u8; SIZE];
+    let start = Instant::now();
+    let mut futures = Vec::with_capacity(MESSAGES);
+    for _ in 0..MESSAGES {
+        let f = p
+            .send_result(FutureRecord::<(), [u8]>::to(topic).payload(&payload[..]))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        futures.push(f);
+    }
+    for f in futures {
+        f.await.unwrap().unwrap();
+    }
+    let elapsed = start.elapsed();
+    MESSAGES as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let brokers = brokers();
+        let w = KafkaWrapper::start(KafkaConfig::new(&brokers)).await.unwrap();
+        let (mut ours, mut raw) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let topic = format!("bench-produce-{}-{round}", std::process::id());
+            w.admin().ensure_topics(&[TopicSpec::new(&topic, PARTITIONS)]).await.unwrap();
+            // Alternate which side goes first, so neither always gets the warmer broker.
+            let (o, r) = if round % 2 == 0 {
+                let o = wrapper_round(&w, &format!("bench-{round}"), &topic).await;
+                (o, raw_round(&brokers, &topic).await)
+            } else {
+                let r = raw_round(&brokers, &topic).await;
+                (wrapper_round(&w, &format!("bench-{round}"), &topic).await, r)
+            };
+            println!("round {round}: wrapper {o:>10.0} msg/s   raw FutureProducer {r:>10.0} msg/s");
+            ours.push(o);
+            raw.push(r);
+            let _ = w.admin().delete_topics(&[&topic]).await;
+        }
+        let (o, r) = (median(ours), median(raw));
+        let ratio = o / r;
+        println!();
+        println!("kafka-produce ({MESSAGES} x {SIZE} B, acks=all, {ROUNDS} rounds, medians)");
+        println!("{:<28} {:>14}", "", "messages/s");
+        println!("{:<28} {:>14.0}", "wharf-kafka-wrapper", o);
+        println!("{:<28} {:>14.0}", "rdkafka FutureProducer", r);
+        println!("{:<28} {:>14.3}", "ratio (target >= 0.95)", ratio);
+        let json = serde_json::json!([{
+            "name": "kafka-produce",
+            "metric": "messages_per_second",
+            "unit": "messages/s",
+            "higher_is_better": true,
+            "ours": o,
+            "baseline": r,
+            "baseline_label": "rdkafka FutureProducer",
+            "ratio": ratio,
+            "params": {"messages": MESSAGES, "message_bytes": SIZE, "acks": "all", "partitions": PARTITIONS, "rounds": ROUNDS},
+        }]);
+        if let Ok(path) = std::env::var("WHARF_BENCH_OUT") {
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        }
+        w.shutdown().await.unwrap();
+    });
+}
