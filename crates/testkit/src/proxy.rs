@@ -35,6 +35,20 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 /// process), so it works from any test, whatever its runtime, and outlives the test that created
 /// it. Controls are synchronous and have taken effect when they return. Dropping the proxy
 /// closes its listener and every connection.
+///
+/// ```no_run
+/// # fn main() -> wharf_testkit::Result<()> {
+/// use std::time::Duration;
+/// let redis = wharf_testkit::RedisServer::start()?;
+/// let proxy = wharf_testkit::FaultProxy::start(redis.direct_addr())?;
+/// let url = format!("redis://{}/", proxy.addr()); // give this to the client under test
+/// proxy.set_latency(Duration::from_millis(50));
+/// proxy.cut()?; // the client's connections drop; reconnects succeed
+/// proxy.down()?; // connections drop and reconnects are refused...
+/// proxy.restore()?; // ...until now
+/// assert!(proxy.connections_accepted() <= 10);
+/// # let _ = url; Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct FaultProxy {
     inner: Arc<Inner>,
@@ -192,7 +206,9 @@ impl FaultProxy {
     }
 
     /// Delays every chunk of bytes by `latency` before forwarding it, in each direction, on
-    /// open and new connections. `Duration::ZERO` removes the delay.
+    /// open and new connections. `Duration::ZERO` removes the delay. A very long latency
+    /// (say an hour) makes the broker look hung: connections open, nothing answers. A chunk
+    /// already waiting keeps the latency it started with.
     pub fn set_latency(&self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.inner.latency_micros.store(micros, Ordering::Relaxed);

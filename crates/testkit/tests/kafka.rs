@@ -156,3 +156,19 @@ async fn a_kafka_behind_the_proxy_advertises_the_proxy() {
     );
     assert_ne!(kafka.port(), proxy.port());
 }
+
+#[tokio::test]
+async fn an_owned_tansu_comes_back_on_the_same_address_after_a_kill_but_empty() {
+    let kafka = Tansu::start().unwrap();
+    let brokers = kafka.bootstrap_servers();
+    let topic = unique_name("before-restart");
+    create_topic(&brokers, &topic).await;
+
+    kafka.kill().unwrap();
+    kafka.restart().unwrap();
+
+    assert_eq!(kafka.bootstrap_servers(), brokers);
+    // In-memory storage: the old topic is gone, so creating it again succeeds.
+    create_topic(&brokers, &topic).await;
+    produce(&brokers, &topic).await;
+}

@@ -96,3 +96,24 @@ async fn an_sqs_behind_the_proxy_is_reached_through_it_with_added_latency() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_owned_moto_answers_again_on_the_same_endpoint_after_a_restart() {
+    let sqs = Moto::start().unwrap();
+    let endpoint = sqs.endpoint();
+    let client = client(&endpoint).await;
+    assert_eq!(round_trip(&client).await, "hello from wharf");
+
+    sqs.kill().unwrap();
+    assert!(
+        tokio::time::timeout(STEP, client.list_queues().send())
+            .await
+            .unwrap()
+            .is_err(),
+        "moto answered while killed"
+    );
+    sqs.restart().unwrap();
+
+    assert_eq!(sqs.endpoint(), endpoint);
+    assert_eq!(round_trip(&client).await, "hello from wharf");
+}
