@@ -47,6 +47,12 @@ impl PulsarLite {
         })
     }
 
+    /// The same as [`start`](Self::start), named like the other brokers' constructors: a
+    /// pulsar-lite always runs behind its proxy.
+    pub fn start_behind_proxy() -> Result<Self> {
+        Self::start()
+    }
+
     /// `pulsar://127.0.0.1:PORT`, the proxy's address: what clients should use.
     pub fn url(&self) -> String {
         format!("pulsar://{}", self.client_addr())
