@@ -5,14 +5,23 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+const HELPER_VAR: &str = "WHARF_TESTKIT_LIFECYCLE_HELPER";
+
 /// Run by `brokers_die_when_the_test_binary_aborts` in a child test process.
 #[test]
 #[ignore = "helper for brokers_die_when_the_test_binary_aborts"]
 fn helper_start_brokers_then_abort() {
+    // Only as the child of the test below: `--include-ignored` must not abort the whole binary.
+    if std::env::var_os(HELPER_VAR).is_none() {
+        return;
+    }
     let shared = wharf_testkit::redis().unwrap();
     let owned = wharf_testkit::RedisServer::start().unwrap();
-    // The brokers are started on another thread than this test's: they must survive its end
-    // but not the process's.
+    let kafka = wharf_testkit::Tansu::start().unwrap();
+    let pulsar = wharf_testkit::PulsarLite::start().unwrap();
+    let sqs = wharf_testkit::Moto::start().unwrap();
+    // Started on another thread than this test's: it must survive that thread's end but not
+    // the process's.
     let from_thread = std::thread::spawn(wharf_testkit::RedisServer::start)
         .join()
         .unwrap()
@@ -22,12 +31,16 @@ fn helper_start_brokers_then_abort() {
         from_thread.is_running(),
         "a broker died with the thread that started it"
     );
-    println!(
-        "PIDS {} {} {}",
-        shared.pid().unwrap(),
-        owned.pid().unwrap(),
-        from_thread.pid().unwrap()
-    );
+    let pids = [
+        shared.pid(),
+        owned.pid(),
+        kafka.pid(),
+        pulsar.pid(),
+        sqs.pid(),
+        from_thread.pid(),
+    ];
+    let pids: Vec<String> = pids.iter().map(|p| p.unwrap().to_string()).collect();
+    println!("PIDS {}", pids.join(" "));
     std::io::stdout().flush().unwrap();
     std::process::abort();
 }
@@ -42,6 +55,8 @@ fn brokers_die_when_the_test_binary_aborts() {
             "--nocapture",
         ])
         .env_remove("WHARF_REDIS_URL")
+        .env_remove("WHARF_BIN_DIR")
+        .env(HELPER_VAR, "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -57,7 +72,7 @@ fn brokers_die_when_the_test_binary_aborts() {
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    assert_eq!(pids.len(), 3);
+    assert_eq!(pids.len(), 6);
     assert!(!output.status.success(), "the helper should have aborted");
 
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -65,7 +80,7 @@ fn brokers_die_when_the_test_binary_aborts() {
         while process_exists(pid) {
             assert!(
                 Instant::now() < deadline,
-                "redis-server {pid} outlived the aborted test binary"
+                "broker process {pid} outlived the aborted test binary"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
