@@ -194,6 +194,13 @@ impl FaultProxy {
     /// Listens again on the same port after [`refuse`](Self::refuse) or [`down`](Self::down).
     /// Fails if another process took the port meanwhile. Latency is left as it is.
     pub fn restore(&self) -> Result<()> {
+        {
+            // Forget an earlier failed bind, so that we wait for this attempt's outcome.
+            let mut state = lock(&self.inner.listener_state);
+            if matches!(*state, ListenerState::BindFailed(_)) {
+                *state = ListenerState::Closed;
+            }
+        }
         self.inner.accept_tx.send_replace(AcceptMode::Open);
         self.wait_listener(|s| *s != ListenerState::Closed, "listening again")?;
         match &*lock(&self.inner.listener_state) {
@@ -309,7 +316,13 @@ async fn accept_loop(
                 serve_listener(&inner, listener, &mut mode).await;
                 inner.set_listener_state(ListenerState::Closed);
             }
-            Err(e) => inner.set_listener_state(ListenerState::BindFailed(e.to_string())),
+            Err(e) => {
+                inner.set_listener_state(ListenerState::BindFailed(e.to_string()));
+                // Retry only when told to (the next restore), not in a busy loop.
+                if mode.changed().await.is_err() {
+                    return;
+                }
+            }
         }
         // Closed or failed: wait until restored or shut down.
         loop {

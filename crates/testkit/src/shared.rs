@@ -78,6 +78,13 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The last lines of the broker's log, when the kit started it: for assertion messages.
+    pub fn log_tail(&self) -> Option<String> {
+        self.log_path().map(crate::process::log_tail)
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.address)

@@ -242,3 +242,18 @@ async fn controls_work_from_inside_a_single_threaded_runtime() {
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+#[test]
+fn restore_reports_a_taken_port_and_succeeds_once_it_is_free() {
+    let proxy = FaultProxy::start(echo_server()).unwrap();
+    proxy.refuse().unwrap();
+    let squatter = TcpListener::bind(proxy.addr()).unwrap();
+
+    let err = proxy.restore().unwrap_err();
+    assert!(err.to_string().contains("could not listen"), "{err}");
+
+    drop(squatter);
+    proxy.restore().unwrap();
+    let mut client = connect(proxy.addr()).unwrap();
+    assert_eq!(round_trip(&mut client, b"back"), b"back");
+}
