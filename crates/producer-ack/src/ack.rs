@@ -110,7 +110,9 @@ pub struct AckSender<C> {
 
 impl<C> Clone for AckSender<C> {
     fn clone(&self) -> Self {
-        AckSender { tx: self.tx.clone() }
+        AckSender {
+            tx: self.tx.clone(),
+        }
     }
 }
 
@@ -154,7 +156,9 @@ impl<C: Send + 'static> Ack for ContextAck<C> {
             };
             if self.tx.send(acked).is_err() {
                 // the receiver is gone: the context has no one left to hear about it
-                tracing::warn!("ack for a message whose AckReceiver was dropped; outcome logged here only");
+                tracing::warn!(
+                    "ack for a message whose AckReceiver was dropped; outcome logged here only"
+                );
             }
         })))
     }

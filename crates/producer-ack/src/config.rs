@@ -262,7 +262,9 @@ impl ProducerBuilder {
 
     fn validate(&self) -> Result<(), Error> {
         let invalid = |what: &str| Err(Error::InvalidConfig(what.to_owned()));
-        if !(self.service_url.starts_with("pulsar://") || self.service_url.starts_with("pulsar+ssl://")) {
+        if !(self.service_url.starts_with("pulsar://")
+            || self.service_url.starts_with("pulsar+ssl://"))
+        {
             return invalid("the service URL must start with pulsar:// or pulsar+ssl://");
         }
         if self.topic.is_empty() {
@@ -274,7 +276,10 @@ impl ProducerBuilder {
         if self.send_timeout.is_zero() {
             return invalid("the send timeout must be above zero");
         }
-        if self.connect_timeout.is_zero() || self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
+        if self.connect_timeout.is_zero()
+            || self.backoff_min.is_zero()
+            || self.backoff_max < self.backoff_min
+        {
             return invalid("connect_timeout and the backoff must be above zero, with min <= max");
         }
         if tokio::runtime::Handle::try_current().is_err() {

@@ -44,6 +44,9 @@ pub(crate) mod names {
 
 /// What handles send to the driver.
 #[derive(Debug)]
+// Produce is the hot path and Close is rare: boxing the envelope would cost an allocation
+// per message to save a few bytes per channel slot.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     Produce(Envelope),
     Close(oneshot::Sender<()>),
@@ -65,7 +68,13 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
-    pub(crate) fn new(topic: Arc<str>, message: Message, deadline: Instant, notify: Notify, slot: Slot) -> Self {
+    pub(crate) fn new(
+        topic: Arc<str>,
+        message: Message,
+        deadline: Instant,
+        notify: Notify,
+        slot: Slot,
+    ) -> Self {
         Envelope {
             topic,
             message,
@@ -97,9 +106,19 @@ impl Drop for Envelope {
 
 /// What an incarnation reports to the driver.
 enum Event {
-    Connected { incarnation: u64 },
-    Broken { incarnation: u64, reason: String, permanent: bool },
-    Receipt { incarnation: u64, id: u64, result: Result<MessageId, pulsar::Error> },
+    Connected {
+        incarnation: u64,
+    },
+    Broken {
+        incarnation: u64,
+        reason: String,
+        permanent: bool,
+    },
+    Receipt {
+        incarnation: u64,
+        id: u64,
+        result: Result<MessageId, pulsar::Error>,
+    },
 }
 
 /// Runs the driver, and starts a fresh one if it panics (at most 5 times a minute). A panic
@@ -122,9 +141,14 @@ pub(crate) async fn supervise(
                 let now = Instant::now();
                 crashes.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
                 crashes.push(now);
-                tracing::error!(crashes = crashes.len(), "the producer's task panicked; restarting it");
+                tracing::error!(
+                    crashes = crashes.len(),
+                    "the producer's task panicked; restarting it"
+                );
                 if crashes.len() > 5 {
-                    tracing::error!("the producer's task panicked more than 5 times in a minute; stopping it");
+                    tracing::error!(
+                        "the producer's task panicked more than 5 times in a minute; stopping it"
+                    );
                     break;
                 }
             }
@@ -303,10 +327,18 @@ impl Driver {
                 }
                 self.attempt = 0;
                 self.shared.connected.store(true, Ordering::Relaxed);
-                tracing::info!(incarnation, resend = self.pending.len(), "connected to Pulsar");
+                tracing::info!(
+                    incarnation,
+                    resend = self.pending.len(),
+                    "connected to Pulsar"
+                );
                 self.resend_all();
             }
-            Event::Broken { incarnation, reason, permanent } if Some(incarnation) == current => {
+            Event::Broken {
+                incarnation,
+                reason,
+                permanent,
+            } if Some(incarnation) == current => {
                 if permanent {
                     self.fail_all(|topic| Error::Rejected {
                         topic,
@@ -315,12 +347,22 @@ impl Driver {
                 }
                 self.teardown(&reason);
             }
-            Event::Receipt { incarnation, id, result } => self.on_receipt(incarnation, current, id, result),
+            Event::Receipt {
+                incarnation,
+                id,
+                result,
+            } => self.on_receipt(incarnation, current, id, result),
             _ => {} // news from a connection already given up
         }
     }
 
-    fn on_receipt(&mut self, incarnation: u64, current: Option<u64>, id: u64, result: Result<MessageId, pulsar::Error>) {
+    fn on_receipt(
+        &mut self,
+        incarnation: u64,
+        current: Option<u64>,
+        id: u64,
+        result: Result<MessageId, pulsar::Error>,
+    ) {
         match result {
             // stored, even if reported by an older connection: done
             Ok(message_id) => {
@@ -403,7 +445,9 @@ impl Driver {
         let id = self.incarnations;
         let (sends, rx) = mpsc::unbounded_channel();
         let span = tracing::debug_span!("pulsar_connection", incarnation = id);
-        let task = tokio::spawn(incarnation(self.config.clone(), id, self.events_tx.clone(), rx).instrument(span));
+        let task = tokio::spawn(
+            incarnation(self.config.clone(), id, self.events_tx.clone(), rx).instrument(span),
+        );
         self.connection = Some(Incarnation {
             id,
             up: false,
@@ -497,12 +541,20 @@ async fn incarnation(
         Ok(Err(error)) => {
             let permanent = is_permanent(&error);
             let reason = format!("could not create the producer: {error}");
-            let _ = events.send(Event::Broken { incarnation: id, reason, permanent });
+            let _ = events.send(Event::Broken {
+                incarnation: id,
+                reason,
+                permanent,
+            });
             return;
         }
         Err(_) => {
             let reason = format!("connecting took longer than {:?}", config.connect_timeout);
-            let _ = events.send(Event::Broken { incarnation: id, reason, permanent: false });
+            let _ = events.send(Event::Broken {
+                incarnation: id,
+                reason,
+                permanent: false,
+            });
             return;
         }
     };
@@ -562,7 +614,9 @@ async fn incarnation(
     }
 }
 
-async fn connect(config: &ProducerBuilder) -> Result<(Pulsar<TokioExecutor>, pulsar::Producer<TokioExecutor>), pulsar::Error> {
+async fn connect(
+    config: &ProducerBuilder,
+) -> Result<(Pulsar<TokioExecutor>, pulsar::Producer<TokioExecutor>), pulsar::Error> {
     let mut builder = Pulsar::builder(config.service_url.clone(), TokioExecutor)
         .with_connection_retry_options(pulsar::ConnectionRetryOptions {
             min_backoff: Duration::from_millis(10),
@@ -587,9 +641,12 @@ async fn connect(config: &ProducerBuilder) -> Result<(Pulsar<TokioExecutor>, pul
         });
     }
     if let Some(path) = &config.tls.ca_file {
-        builder = builder
-            .with_certificate_chain_file(path)
-            .map_err(|e| pulsar::Error::Custom(format!("cannot read the TLS CA file {}: {e}", path.display())))?;
+        builder = builder.with_certificate_chain_file(path).map_err(|e| {
+            pulsar::Error::Custom(format!(
+                "cannot read the TLS CA file {}: {e}",
+                path.display()
+            ))
+        })?;
     }
     if config.tls.allow_insecure {
         builder = builder.with_allow_insecure_connection(true);
@@ -608,7 +665,10 @@ async fn connect(config: &ProducerBuilder) -> Result<(Pulsar<TokioExecutor>, pul
         options.batch_byte_size = Some(batching.max_bytes);
         options.batch_timeout = Some(batching.max_delay);
     }
-    let mut producer = client.producer().with_topic(config.topic.clone()).with_options(options);
+    let mut producer = client
+        .producer()
+        .with_topic(config.topic.clone())
+        .with_options(options);
     if let Some(name) = &config.producer_name {
         producer = producer.with_name(name.clone());
     }
@@ -622,7 +682,10 @@ fn is_permanent(error: &pulsar::Error) -> bool {
     let kind = match error {
         pulsar::Error::Producer(ProducerError::Fenced) => return true,
         pulsar::Error::Connection(ConnectionError::PulsarError(kind, _))
-        | pulsar::Error::Producer(ProducerError::Connection(ConnectionError::PulsarError(kind, _)))
+        | pulsar::Error::Producer(ProducerError::Connection(ConnectionError::PulsarError(
+            kind,
+            _,
+        )))
         | pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Query(kind, _)) => kind,
         pulsar::Error::Connection(ConnectionError::Authentication(_)) => return true,
         _ => return false,

@@ -42,7 +42,9 @@ pub enum Error {
     },
     /// The broker refused the message or the producer for a reason retrying cannot fix
     /// (topic not found or terminated, not authorised, producer fenced, schema mismatch...).
-    #[error("Pulsar rejected the message for topic `{topic}`: {reason}. Fix the cause before retrying")]
+    #[error(
+        "Pulsar rejected the message for topic `{topic}`: {reason}. Fix the cause before retrying"
+    )]
     Rejected {
         /// The topic.
         topic: String,

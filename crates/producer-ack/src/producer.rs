@@ -97,7 +97,12 @@ impl Producer {
 
     /// How many messages are in the window: queued or awaiting their receipt.
     pub fn pending(&self) -> usize {
-        self.inner.window_size - self.inner.window.available_permits().min(self.inner.window_size)
+        self.inner.window_size
+            - self
+                .inner
+                .window
+                .available_permits()
+                .min(self.inner.window_size)
     }
 
     /// How many times the connection was lost and re-created.
@@ -114,7 +119,8 @@ impl Producer {
     pub async fn produce(&self, message: impl Into<Message>) -> Result<MessageId, Error> {
         let deadline = Instant::now() + self.inner.send_timeout;
         let (tx, rx) = oneshot::channel();
-        self.submit(message.into(), deadline, Notify::Reply(tx)).await;
+        self.submit(message.into(), deadline, Notify::Reply(tx))
+            .await;
         self.wait(deadline, rx).await
     }
 
@@ -130,7 +136,8 @@ impl Producer {
         let mut receivers = Vec::new();
         for message in messages {
             let (tx, rx) = oneshot::channel();
-            self.submit(message.into(), deadline, Notify::Reply(tx)).await;
+            self.submit(message.into(), deadline, Notify::Reply(tx))
+                .await;
             receivers.push(rx);
         }
         let mut results = Vec::with_capacity(receivers.len());
@@ -149,7 +156,8 @@ impl Producer {
     /// closure, or a channel carrying a context.
     pub async fn produce_with(&self, message: impl Into<Message>, ack: impl Ack) {
         let deadline = Instant::now() + self.inner.send_timeout;
-        self.submit(message.into(), deadline, ack.into_notify().0).await;
+        self.submit(message.into(), deadline, ack.into_notify().0)
+            .await;
     }
 
     /// Stops the producer: no new messages are taken ([`Error::Closed`]), the ones in the
@@ -165,19 +173,32 @@ impl Producer {
 
     async fn submit(&self, message: Message, deadline: Instant, notify: Notify) {
         let inner = &self.inner;
-        let permit = match tokio::time::timeout_at(deadline, inner.window.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => return notify.deliver(Err(self.closed_error()), Slot(None)),
-            Err(_elapsed) => return notify.deliver(Err(self.timeout_error()), Slot(None)),
-        };
-        let envelope = Envelope::new(inner.topic.clone(), message, deadline, notify, Slot(Some(permit)));
-        if let Err(mpsc::error::SendError(command)) = inner.commands.send(Command::Produce(envelope)).await {
+        let permit =
+            match tokio::time::timeout_at(deadline, inner.window.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => return notify.deliver(Err(self.closed_error()), Slot(None)),
+                Err(_elapsed) => return notify.deliver(Err(self.timeout_error()), Slot(None)),
+            };
+        let envelope = Envelope::new(
+            inner.topic.clone(),
+            message,
+            deadline,
+            notify,
+            Slot(Some(permit)),
+        );
+        if let Err(mpsc::error::SendError(command)) =
+            inner.commands.send(Command::Produce(envelope)).await
+        {
             // the task has stopped; dropping the envelope tells its caller so
             drop(command);
         }
     }
 
-    async fn wait(&self, deadline: Instant, rx: oneshot::Receiver<Result<MessageId, Error>>) -> Result<MessageId, Error> {
+    async fn wait(
+        &self,
+        deadline: Instant,
+        rx: oneshot::Receiver<Result<MessageId, Error>>,
+    ) -> Result<MessageId, Error> {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_dropped)) => Err(self.closed_error()),

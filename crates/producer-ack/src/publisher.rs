@@ -42,7 +42,9 @@ impl Publisher for Producer {
     type Error = Error;
 
     async fn publish(&self, message: CoreMessage) -> Result<Receipt, Error> {
-        self.produce(Message::from(message)).await.map(Receipt::from)
+        self.produce(Message::from(message))
+            .await
+            .map(Receipt::from)
     }
 
     async fn publish_batch(&self, messages: Vec<CoreMessage>) -> Vec<Result<Receipt, Error>> {

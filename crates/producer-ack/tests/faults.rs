@@ -18,19 +18,27 @@ type Outcomes = Arc<Mutex<BTreeMap<u32, Vec<Result<MessageId, Error>>>>>;
 async fn produce_recorded(producer: &Producer, outcomes: &Outcomes, i: u32) {
     let outcomes = outcomes.clone();
     producer
-        .produce_with(Message::new(i.to_be_bytes().to_vec()), move |result: Result<MessageId, Error>| {
-            outcomes.lock().unwrap().entry(i).or_default().push(result);
-        })
+        .produce_with(
+            Message::new(i.to_be_bytes().to_vec()),
+            move |result: Result<MessageId, Error>| {
+                outcomes.lock().unwrap().entry(i).or_default().push(result);
+            },
+        )
         .await;
 }
 
 async fn restart(broker: &Arc<PulsarLite>) {
     let broker = broker.clone();
-    tokio::task::spawn_blocking(move || broker.restart()).await.unwrap().expect("broker restarts");
+    tokio::task::spawn_blocking(move || broker.restart())
+        .await
+        .unwrap()
+        .expect("broker restarts");
 }
 
 fn read_indexes(read: &[common::ReadBack]) -> Vec<u32> {
-    read.iter().map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap())).collect()
+    read.iter()
+        .map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +56,10 @@ async fn starts_while_the_broker_is_down_and_connects_when_it_comes_up() {
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!producer.is_connected());
-    assert!(!pending.is_finished(), "the message waits for the connection");
+    assert!(
+        !pending.is_finished(),
+        "the message waits for the connection"
+    );
     restart(&broker).await;
     let result = pending.await.unwrap();
     assert!(result.is_ok(), "stored once the broker is up: {result:?}");
@@ -62,14 +73,20 @@ async fn produce_fails_with_timeout_within_the_send_timeout_when_the_broker_is_s
         .send_timeout(Duration::from_millis(1500))
         .start()
         .unwrap();
-    producer.produce("before").await.expect("stored while the broker runs");
+    producer
+        .produce("before")
+        .await
+        .expect("stored while the broker runs");
     broker.kill().unwrap();
 
     let started = Instant::now();
     let result = producer.produce("after").await;
     let elapsed = started.elapsed();
     assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
-    assert!(elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_millis(2500),
+        "{elapsed:?}"
+    );
 
     let (tx, rx) = tokio::sync::oneshot::channel();
     producer
@@ -77,7 +94,10 @@ async fn produce_fails_with_timeout_within_the_send_timeout_when_the_broker_is_s
             let _ = tx.send(r);
         })
         .await;
-    let acked = tokio::time::timeout(Duration::from_secs(3), rx).await.expect("ack within the timeout").unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(3), rx)
+        .await
+        .expect("ack within the timeout")
+        .unwrap();
     assert!(matches!(acked, Err(Error::Timeout { .. })), "{acked:?}");
 }
 
@@ -116,12 +136,26 @@ async fn broker_killed_and_restarted_mid_stream_every_message_ends_once_and_acke
 
     let outcomes = outcomes.lock().unwrap().clone();
     assert_eq!(outcomes.len(), TOTAL as usize, "every message got an ack");
-    assert!(outcomes.values().all(|v| v.len() == 1), "no message acked twice");
+    assert!(
+        outcomes.values().all(|v| v.len() == 1),
+        "no message acked twice"
+    );
     let failed: Vec<_> = outcomes.iter().filter(|(_, v)| v[0].is_err()).collect();
-    assert!(failed.is_empty(), "a 1 s outage is well within the 30 s send timeout: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "a 1 s outage is well within the 30 s send timeout: {failed:?}"
+    );
     assert!(producer.reconnects() >= 1, "the restart was noticed");
 
-    let read = read_indexes(&common::read_back(&broker.url(), &topic, TOTAL as usize * 2, Duration::from_secs(3)).await);
+    let read = read_indexes(
+        &common::read_back(
+            &broker.url(),
+            &topic,
+            TOTAL as usize * 2,
+            Duration::from_secs(3),
+        )
+        .await,
+    );
     let mut first_seen = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for i in read {
@@ -129,7 +163,11 @@ async fn broker_killed_and_restarted_mid_stream_every_message_ends_once_and_acke
             first_seen.push(i);
         }
     }
-    assert_eq!(first_seen, (0..TOTAL).collect::<Vec<_>>(), "every acked message is stored, in order");
+    assert_eq!(
+        first_seen,
+        (0..TOTAL).collect::<Vec<_>>(),
+        "every acked message is stored, in order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,13 +191,19 @@ async fn a_full_window_makes_produce_wait_instead_of_failing() {
         async move { producer.produce("fourth").await }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!fourth.is_finished(), "the fourth message waits for room, it does not fail");
+    assert!(
+        !fourth.is_finished(),
+        "the fourth message waits for room, it does not fail"
+    );
     assert_eq!(producer.pending(), 3, "the window holds");
     restart(&broker).await;
     assert!(fourth.await.unwrap().is_ok());
     producer.close().await;
     let outcomes = outcomes.lock().unwrap().clone();
-    assert!(outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()), "{outcomes:?}");
+    assert!(
+        outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()),
+        "{outcomes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +213,9 @@ async fn many_more_messages_than_the_window_never_see_slow_down() {
         .window(8)
         .start()
         .unwrap();
-    let results = producer.produce_batch((0..2_000u32).map(|i| i.to_be_bytes().to_vec())).await;
+    let results = producer
+        .produce_batch((0..2_000u32).map(|i| i.to_be_bytes().to_vec()))
+        .await;
     let errors: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
@@ -195,8 +241,19 @@ async fn connections_cut_mid_stream_are_resent_in_order() {
     producer.close().await;
     let outcomes = outcomes.lock().unwrap().clone();
     assert_eq!(outcomes.len(), TOTAL as usize);
-    assert!(outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()), "each acked once, successfully");
-    let read = read_indexes(&common::read_back(&broker.url(), &topic, TOTAL as usize * 2, Duration::from_secs(3)).await);
+    assert!(
+        outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()),
+        "each acked once, successfully"
+    );
+    let read = read_indexes(
+        &common::read_back(
+            &broker.url(),
+            &topic,
+            TOTAL as usize * 2,
+            Duration::from_secs(3),
+        )
+        .await,
+    );
     let mut seen = std::collections::BTreeSet::new();
     let first_seen: Vec<u32> = read.into_iter().filter(|i| seen.insert(*i)).collect();
     assert_eq!(first_seen, (0..TOTAL).collect::<Vec<_>>());
@@ -225,10 +282,18 @@ async fn with_on_reconnect_fail_unacknowledged_messages_fail_with_connection_los
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let outcomes = outcomes.lock().unwrap().clone();
-    assert_eq!(outcomes.len(), 5, "every in-flight message resolved before its send timeout");
+    assert_eq!(
+        outcomes.len(),
+        5,
+        "every in-flight message resolved before its send timeout"
+    );
     for (i, v) in &outcomes {
         assert_eq!(v.len(), 1);
-        assert!(matches!(v[0], Err(Error::ConnectionLost { .. })), "message {i}: {:?}", v[0]);
+        assert!(
+            matches!(v[0], Err(Error::ConnectionLost { .. })),
+            "message {i}: {:?}",
+            v[0]
+        );
     }
     restart(&broker).await;
     let after = producer.produce("after the outage").await;
@@ -250,19 +315,29 @@ async fn a_frozen_broker_is_detected_and_messages_resent_when_it_thaws() {
         produce_recorded(&producer, &outcomes, i).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!producer.is_connected(), "a broker that answers no ping counts as lost");
+    assert!(
+        !producer.is_connected(),
+        "a broker that answers no ping counts as lost"
+    );
     signal(&broker, "CONT");
     let deadline = Instant::now() + Duration::from_secs(12);
     while outcomes.lock().unwrap().len() < 20 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let outcomes = outcomes.lock().unwrap().clone();
-    assert!(outcomes.len() == 20 && outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()), "{outcomes:?}");
+    assert!(
+        outcomes.len() == 20 && outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()),
+        "{outcomes:?}"
+    );
     assert!(producer.reconnects() >= 1);
 }
 
 fn signal(broker: &PulsarLite, name: &str) {
     let pid = broker.pid().expect("broker running");
-    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
 }

@@ -37,9 +37,15 @@ async fn messages_read_back_match_payload_key_properties_event_time_and_order() 
     assert_eq!(read.len(), 50, "every produced message is read back");
     for (i, message) in sent.iter().zip(&read) {
         assert_eq!(message.payload, format!("payload-{i}").into_bytes());
-        assert_eq!(message.key.as_deref(), Some(format!("key-{}", i % 5).as_str()));
-        let expected: BTreeMap<String, String> =
-            [("index".to_owned(), i.to_string()), ("kind".to_owned(), "test".to_owned())].into();
+        assert_eq!(
+            message.key.as_deref(),
+            Some(format!("key-{}", i % 5).as_str())
+        );
+        let expected: BTreeMap<String, String> = [
+            ("index".to_owned(), i.to_string()),
+            ("kind".to_owned(), "test".to_owned()),
+        ]
+        .into();
         assert_eq!(message.properties, expected);
         assert_eq!(message.event_time, Some(1_700_000_000_123));
     }
@@ -55,9 +61,15 @@ async fn produce_batch_returns_one_result_per_message_in_order() {
         .await;
     assert_eq!(results.len(), 200);
     let ids: Vec<MessageId> = results.into_iter().map(|r| r.expect("stored")).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow input order: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids follow input order: {ids:?}"
+    );
     let read = common::read_back(&url, &topic, 200, Duration::from_secs(5)).await;
-    let payloads: Vec<u32> = read.iter().map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap())).collect();
+    let payloads: Vec<u32> = read
+        .iter()
+        .map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
+        .collect();
     assert_eq!(payloads, (0..200).collect::<Vec<_>>());
 }
 
@@ -74,16 +86,23 @@ async fn every_closure_ack_fires_exactly_once() {
     for i in 0..2_000u32 {
         let calls = calls.clone();
         producer
-            .produce_with(Message::new(i.to_be_bytes().to_vec()), move |result: Result<MessageId, Error>| {
-                result.expect("stored");
-                calls.lock().unwrap().push(i);
-            })
+            .produce_with(
+                Message::new(i.to_be_bytes().to_vec()),
+                move |result: Result<MessageId, Error>| {
+                    result.expect("stored");
+                    calls.lock().unwrap().push(i);
+                },
+            )
             .await;
     }
     producer.close().await;
     let mut calls = calls.lock().unwrap().clone();
     calls.sort_unstable();
-    assert_eq!(calls, (0..2_000).collect::<Vec<_>>(), "each message acked exactly once");
+    assert_eq!(
+        calls,
+        (0..2_000).collect::<Vec<_>>(),
+        "each message acked exactly once"
+    );
 }
 
 #[tokio::test]
@@ -93,16 +112,24 @@ async fn channel_acks_bring_back_the_callers_context() {
     let producer = producer(&url, &topic);
     let (acks, mut received) = ack_channel::<String>();
     for i in 0..100u32 {
-        producer.produce_with(format!("m{i}"), acks.with(format!("request-{i}"))).await;
+        producer
+            .produce_with(format!("m{i}"), acks.with(format!("request-{i}")))
+            .await;
     }
     drop(acks);
     let mut contexts = Vec::new();
-    while let Some(acked) = tokio::time::timeout(Duration::from_secs(15), received.recv()).await.expect("acks arrive") {
+    while let Some(acked) = tokio::time::timeout(Duration::from_secs(15), received.recv())
+        .await
+        .expect("acks arrive")
+    {
         acked.result.expect("stored");
         contexts.push(acked.context);
     }
     let expected: Vec<String> = (0..100).map(|i| format!("request-{i}")).collect();
-    assert_eq!(contexts, expected, "one ack per message, with its context, in order");
+    assert_eq!(
+        contexts, expected,
+        "one ack per message, with its context, in order"
+    );
 }
 
 #[tokio::test]
@@ -111,7 +138,9 @@ async fn a_panicking_ack_is_logged_and_the_producer_carries_on() {
     let topic = common::topic("panic");
     let producer = producer(&url, &topic);
     producer
-        .produce_with("first", |_: Result<MessageId, Error>| panic!("a careless ack"))
+        .produce_with("first", |_: Result<MessageId, Error>| {
+            panic!("a careless ack")
+        })
         .await;
     let second = producer.produce("second").await;
     assert!(second.is_ok(), "the producer still works: {second:?}");
@@ -132,7 +161,13 @@ async fn a_dropped_ack_receiver_is_logged_not_a_crash() {
 async fn the_producer_is_a_wharf_core_publisher() {
     use wharf_core::transport::{Message as CoreMessage, Publisher, Receipt};
     async fn publish<P: Publisher>(publisher: &P, text: &str) -> Result<Receipt, P::Error> {
-        publisher.publish(CoreMessage::new(text.to_owned()).with_key("k").with_header("h", "v")).await
+        publisher
+            .publish(
+                CoreMessage::new(text.to_owned())
+                    .with_key("k")
+                    .with_header("h", "v"),
+            )
+            .await
     }
     let url = common::shared_url();
     let topic = common::topic("publisher");
@@ -160,10 +195,18 @@ async fn batching_producer_still_reports_each_message() {
         })
         .start()
         .unwrap();
-    let results = producer.produce_batch((0..35u32).map(|i| format!("b{i}"))).await;
+    let results = producer
+        .produce_batch((0..35u32).map(|i| format!("b{i}")))
+        .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let read = common::read_back(&url, &topic, 35, Duration::from_secs(5)).await;
-    let payloads: Vec<String> = read.iter().map(|m| String::from_utf8(m.payload.clone()).unwrap()).collect();
-    assert_eq!(payloads, (0..35).map(|i| format!("b{i}")).collect::<Vec<_>>());
+    let payloads: Vec<String> = read
+        .iter()
+        .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        payloads,
+        (0..35).map(|i| format!("b{i}")).collect::<Vec<_>>()
+    );
     let _ = SystemTime::now();
 }

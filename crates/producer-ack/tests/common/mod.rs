@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-
 /// A message as read back by a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBack {
@@ -17,12 +16,18 @@ pub struct ReadBack {
 }
 
 pub fn topic(prefix: &str) -> String {
-    format!("persistent://public/default/{}", wharf_testkit::unique_name(prefix))
+    format!(
+        "persistent://public/default/{}",
+        wharf_testkit::unique_name(prefix)
+    )
 }
 
 /// The shared broker's URL.
 pub fn shared_url() -> String {
-    wharf_testkit::pulsar().expect("pulsar-lite starts").address().to_owned()
+    wharf_testkit::pulsar()
+        .expect("pulsar-lite starts")
+        .address()
+        .to_owned()
 }
 
 /// The official Python client, installed by `benches/install_pulsar_client.sh` (run here on
@@ -45,7 +50,14 @@ pub fn python() -> std::path::PathBuf {
 /// `quiet` passes with nothing new.
 pub async fn read_back(url: &str, topic: &str, expected: usize, quiet: Duration) -> Vec<ReadBack> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/read_topic.py");
-    let args = (python(), script, url.to_owned(), topic.to_owned(), expected, quiet.as_secs_f64());
+    let args = (
+        python(),
+        script,
+        url.to_owned(),
+        topic.to_owned(),
+        expected,
+        quiet.as_secs_f64(),
+    );
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(args.0)
             .arg(args.1)
@@ -58,7 +70,11 @@ pub async fn read_back(url: &str, topic: &str, expected: usize, quiet: Duration)
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "read_topic.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "read_topic.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout)
         .unwrap()
         .lines()
@@ -70,7 +86,11 @@ pub async fn read_back(url: &str, topic: &str, expected: usize, quiet: Duration)
                 key: v["key"].as_str().map(str::to_owned),
                 properties: v["properties"]
                     .as_object()
-                    .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect())
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 event_time: v["event_time"].as_u64(),
                 ordering_key: hex(&v["ordering_key"]),
