@@ -5,8 +5,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{FromRedisValue, RedisFuture, Value};
 
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -21,6 +23,7 @@ use crate::scripts::scripts;
 #[derive(Clone)]
 pub struct Config {
     url: String,
+    cluster: Vec<String>,
     response_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -29,6 +32,10 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("url", &redact(&self.url))
+            .field(
+                "cluster",
+                &self.cluster.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+            )
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
@@ -48,6 +55,7 @@ impl Config {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: Vec::new(),
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
         }
@@ -58,6 +66,20 @@ impl Config {
         Self::new(
             std::env::var("WHARF_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
         )
+    }
+
+    /// A Redis Cluster, reached through any of these seed nodes (`redis://` or `rediss://`
+    /// URLs; the password of the first one is used for all). Each partition lives on the
+    /// shard of its hash tag `{wharf:<partition>}`.
+    pub fn cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let cluster: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let mut c = Self::new(cluster.first().cloned().unwrap_or_default());
+        c.cluster = cluster;
+        c
     }
 
     /// How long any one Redis call may take before it fails with [`Error::Timeout`].
@@ -318,13 +340,48 @@ fn new_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// One connection to a standalone Redis (reconnecting) or to a Redis Cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// The handle to jobs in Redis: enqueue, inspect, cancel, pause, purge.
 ///
 /// Cheap to clone (one multiplexed connection that reconnects by itself). Every call has a
 /// timeout ([`Config::response_timeout`]).
 #[derive(Clone)]
 pub struct Jobs {
-    conn: ConnectionManager,
+    conn: Conn,
     timeout: Duration,
     known_partitions: Arc<Mutex<HashSet<String>>>,
 }
@@ -337,33 +394,65 @@ impl fmt::Debug for Jobs {
     }
 }
 
+async fn connect_single(config: &Config) -> Result<Conn> {
+    let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+        Error::Config(format!(
+            "the Redis URL `{}` is not valid: {e}",
+            redact(&config.url)
+        ))
+    })?;
+    let mgr_config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(config.response_timeout))
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_with_config(client, mgr_config)
+        .await
+        .map(Conn::Single)
+        .map_err(|source| Error::Redis {
+            op: "connect",
+            source,
+        })
+}
+
+async fn connect_cluster(config: &Config) -> Result<Conn> {
+    let client = ClusterClientBuilder::new(config.cluster.iter().map(String::as_str))
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        .retries(3)
+        .build()
+        .map_err(|e| {
+            let nodes: Vec<String> = config.cluster.iter().map(|u| redact(u)).collect();
+            Error::Config(format!(
+                "the Redis Cluster nodes {nodes:?} are not valid: {e}"
+            ))
+        })?;
+    client
+        .get_async_connection()
+        .await
+        .map(Conn::Cluster)
+        .map_err(|source| Error::Redis {
+            op: "connect to cluster",
+            source,
+        })
+}
+
 /// Most jobs sent in one enqueue script call (bounds the script's run time).
 const BULK_CHUNK: usize = 500;
 
 impl Jobs {
     /// Connects to Redis (fails after the connect timeout if it cannot).
     pub async fn connect(config: Config) -> Result<Self> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            Error::Config(format!(
-                "the Redis URL `{}` is not valid: {e}",
-                redact(&config.url)
-            ))
-        })?;
-        let mgr_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
-        let connect = ConnectionManager::new_with_config(client, mgr_config);
         let limit = config.connect_timeout.saturating_mul(2);
-        let conn = match tokio::time::timeout(limit, connect).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(source)) => {
-                return Err(Error::Redis {
-                    op: "connect",
-                    source,
-                });
+        let connect = async {
+            if config.cluster.is_empty() {
+                connect_single(&config).await
+            } else {
+                connect_cluster(&config).await
             }
+        };
+        let conn = match tokio::time::timeout(limit, connect).await {
+            Ok(r) => r?,
             Err(_) => {
                 return Err(Error::Timeout {
                     op: "connect",

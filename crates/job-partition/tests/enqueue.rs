@@ -83,7 +83,11 @@ async fn delayed_and_timed_jobs_wait_for_their_time() {
         .unwrap()
         .start();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let runs: Option<i64> = cmd(&jobs, redis::cmd("HGET").arg(format!("{p}:runs")).arg(1)).await;
+    let runs: Option<i64> = cmd(
+        &jobs,
+        redis::cmd("HGET").arg(format!("{{{p}}}:runs")).arg(1),
+    )
+    .await;
     assert_eq!(runs, None, "the delayed job ran before its delay");
     let done = eventually(Duration::from_secs(5), || async {
         jobs.counts(&p, "q").await.unwrap().completed_total == 1

@@ -94,7 +94,7 @@ async fn the_queue_limit_holds_across_two_worker_processes() {
         })
         .await
     );
-    let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:max"))).await;
+    let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:max"))).await;
     assert_eq!(
         max, 4,
         "the two processes together ran {max} jobs at once; the limit is 4"
@@ -147,7 +147,11 @@ async fn a_job_running_in_another_process_is_cancelled_within_a_second() {
         "the other process did not cancel the job within 1 s"
     );
     assert!(t.elapsed() < Duration::from_secs(1));
-    let runs: Option<i64> = cmd(&jobs, redis::cmd("HGET").arg(format!("{p}:runs")).arg(1)).await;
+    let runs: Option<i64> = cmd(
+        &jobs,
+        redis::cmd("HGET").arg(format!("{{{p}}}:runs")).arg(1),
+    )
+    .await;
     assert_eq!(runs, None, "the cancelled job ran to its end");
 }
 
@@ -228,7 +232,8 @@ async fn kill_9_of_a_worker_during_5000_jobs_loses_none_and_leaves_no_key_locked
 
     // Every job's side effect happened; a job ran twice only if it was on the killed worker
     // when it died, and then its lease expiry is recorded.
-    let runs: HashMap<u64, u64> = cmd(&jobs, redis::cmd("HGETALL").arg(format!("{p}:runs"))).await;
+    let runs: HashMap<u64, u64> =
+        cmd(&jobs, redis::cmd("HGETALL").arg(format!("{{{p}}}:runs"))).await;
     assert_eq!(runs.len() as u64, total, "jobs lost");
     let reruns: Vec<u64> = runs
         .iter()

@@ -170,7 +170,11 @@ async fn max_execution_time_aborts_the_job_and_counts_as_a_failure() {
     w.shutdown().await;
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
     assert!(info.error.unwrap().contains("max_execution_time"));
-    let runs: Option<i64> = cmd(&jobs, redis::cmd("HGET").arg(format!("{p}:runs")).arg(1)).await;
+    let runs: Option<i64> = cmd(
+        &jobs,
+        redis::cmd("HGET").arg(format!("{{{p}}}:runs")).arg(1),
+    )
+    .await;
     assert_eq!(runs, None, "the aborted job ran to its end");
 }
 
@@ -218,7 +222,7 @@ async fn a_running_job_is_aborted_within_a_second_of_its_cancel_and_on_cancel_ru
     assert!(t.elapsed() < Duration::from_secs(1));
     w.shutdown().await;
     assert_eq!(*seen.0.lock().unwrap(), ["before 1", "cancel"]);
-    let cur: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:cur"))).await;
+    let cur: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:cur"))).await;
     assert_eq!(
         cur, 1,
         "the task was not aborted mid-sleep (it reached its end)"
@@ -287,13 +291,13 @@ async fn jobs_of_an_execution_key_never_overlap_and_start_in_enqueue_order() {
     );
     w1.shutdown().await;
     w2.shutdown().await;
-    let overlap: Option<i64> = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:overlap"))).await;
+    let overlap: Option<i64> = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:overlap"))).await;
     assert_eq!(overlap, None, "two jobs of one key ran at once");
     for key in 0..keys {
         let order: Vec<u32> = cmd(
             &jobs,
             redis::cmd("LRANGE")
-                .arg(format!("{p}:order:{key}"))
+                .arg(format!("{{{p}}}:order:{key}"))
                 .arg(0)
                 .arg(-1),
         )
@@ -338,7 +342,7 @@ async fn the_queue_limit_holds_across_workers_and_changes_at_run_time() {
         })
         .await
     );
-    let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:max"))).await;
+    let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:max"))).await;
     assert_eq!(
         max, 3,
         "more than the limit ran at once (or fewer: the limit was not reached)"
@@ -364,7 +368,7 @@ async fn the_queue_limit_holds_across_workers_and_changes_at_run_time() {
     );
     w1.shutdown().await;
     w2.shutdown().await;
-    let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{p}:max"))).await;
+    let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:max"))).await;
     assert_eq!(max, 6);
 }
 

@@ -105,14 +105,14 @@ impl Job for Record {
             redis::cmd("EVAL")
                 .arg(ENTER)
                 .arg(2)
-                .arg(format!("{p}:cur"))
-                .arg(format!("{p}:max")),
+                .arg(format!("{{{p}}}:cur"))
+                .arg(format!("{{{p}}}:max")),
         )
         .await;
         let _: i64 = cmd(
             &jobs,
             redis::cmd("HINCRBY")
-                .arg(format!("{p}:starts"))
+                .arg(format!("{{{p}}}:starts"))
                 .arg(self.n)
                 .arg(1),
         )
@@ -120,14 +120,14 @@ impl Job for Record {
         if self.sleep_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
         }
-        let _: i64 = cmd(&jobs, redis::cmd("DECR").arg(format!("{p}:cur"))).await;
+        let _: i64 = cmd(&jobs, redis::cmd("DECR").arg(format!("{{{p}}}:cur"))).await;
         if ctx.attempt() <= self.fail_times {
             return Err(format!("planned failure {}", ctx.attempt()).into());
         }
         let _: i64 = cmd(
             &jobs,
             redis::cmd("HINCRBY")
-                .arg(format!("{p}:runs"))
+                .arg(format!("{{{p}}}:runs"))
                 .arg(self.n)
                 .arg(1),
         )
@@ -169,16 +169,16 @@ impl Job for Ordered {
         let jobs = client(&p);
         let inside: i64 = cmd(
             &jobs,
-            redis::cmd("INCR").arg(format!("{p}:in:{}", self.key)),
+            redis::cmd("INCR").arg(format!("{{{p}}}:in:{}", self.key)),
         )
         .await;
         if inside != 1 {
-            let _: i64 = cmd(&jobs, redis::cmd("INCR").arg(format!("{p}:overlap"))).await;
+            let _: i64 = cmd(&jobs, redis::cmd("INCR").arg(format!("{{{p}}}:overlap"))).await;
         }
         let _: i64 = cmd(
             &jobs,
             redis::cmd("RPUSH")
-                .arg(format!("{p}:order:{}", self.key))
+                .arg(format!("{{{p}}}:order:{}", self.key))
                 .arg(self.seq),
         )
         .await;
@@ -187,7 +187,7 @@ impl Job for Ordered {
         }
         let _: i64 = cmd(
             &jobs,
-            redis::cmd("DECR").arg(format!("{p}:in:{}", self.key)),
+            redis::cmd("DECR").arg(format!("{{{p}}}:in:{}", self.key)),
         )
         .await;
         Ok(())
