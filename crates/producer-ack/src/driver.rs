@@ -523,7 +523,7 @@ fn operation_timeout(config: &ProducerBuilder) -> Duration {
 
 /// How often an idle or busy connection is pinged, and how long the answer may take.
 fn health_check(config: &ProducerBuilder) -> (Duration, Duration) {
-    let every = (config.send_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let every = (config.send_timeout / 8).clamp(Duration::from_millis(50), Duration::from_millis(250));
     let limit = (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(1));
     (every, limit)
 }
