@@ -443,6 +443,10 @@ const BULK_CHUNK: usize = 500;
 impl Jobs {
     /// Connects to Redis (fails after the connect timeout if it cannot).
     pub async fn connect(config: Config) -> Result<Self> {
+        // redis' rustls needs a process-wide crypto provider; install ring's unless the
+        // application installed one already (then this does nothing).
+        #[cfg(feature = "tls")]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let limit = config.connect_timeout.saturating_mul(2);
         let connect = async {
             if config.cluster.is_empty() {
@@ -957,6 +961,15 @@ impl Jobs {
         }
         let args = vec![id.to_owned(), token.to_owned(), reason, delay.to_string()];
         self.script("fail", &scripts().fail, partition, args).await
+    }
+
+    /// Hands a running job back to its queue (shutdown); false if the lease was lost.
+    pub(crate) async fn release(&self, partition: &str, id: &str, token: &str) -> Result<bool> {
+        let args = vec![id.to_owned(), token.to_owned()];
+        let v: i64 = self
+            .script("release", &scripts().release, partition, args)
+            .await?;
+        Ok(v == 1)
     }
 
     pub(crate) async fn reap(&self, partition: &str, queue: &str) -> Result<u64> {

@@ -319,6 +319,22 @@ end
 return #ex
 "#;
 
+/// ARGV: P, id, token. Puts a running job back at its place in its queue (worker shutdown);
+/// it keeps its execution and queue keys, and the interrupted attempt is not counted.
+/// Returns 1, or 0 when the lease was lost.
+const RELEASE: &str = r#"
+local id, tok = ARGV[2], ARGV[3]
+local j = jk(id)
+local f = redis.call('HMGET', j, 'state', 'token', 'queue', 'seq')
+if f[1] ~= 'running' or f[2] ~= tok then return 0 end
+redis.call('ZREM', qk(f[3], 'active'), id)
+redis.call('HDEL', j, 'worker')
+redis.call('HINCRBY', j, 'attempts', -1)
+redis.call('HSET', j, 'state', 'queued')
+redis.call('ZADD', qk(f[3], 'wait'), f[4], id)
+return 1
+"#;
+
 /// ARGV: P, queue, which (wait | delayed | parked | dead | done), max. Deletes up to max jobs.
 const PURGE: &str = r#"
 local q, which, max = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -372,6 +388,7 @@ pub(crate) struct Scripts {
     pub(crate) fail: Script,
     pub(crate) cancel: Script,
     pub(crate) reap: Script,
+    pub(crate) release: Script,
     pub(crate) purge: Script,
     pub(crate) retry_dead: Script,
 }
@@ -391,6 +408,7 @@ pub(crate) fn scripts() -> &'static Scripts {
         fail: build(FAIL),
         cancel: build(CANCEL),
         reap: build(REAP),
+        release: build(RELEASE),
         purge: build(PURGE),
         retry_dead: build(RETRY_DEAD),
     })

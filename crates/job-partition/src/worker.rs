@@ -77,7 +77,8 @@ impl WorkerBuilder {
     }
 
     /// How long shutdown waits for running jobs before aborting them (default 10 s).
-    /// Aborted jobs run again on another worker once their leases expire.
+    /// Aborted jobs are put back at their place in their queue (the interrupted attempt is
+    /// not counted); if Redis cannot be reached then, they run again once their leases expire.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.settings.shutdown_grace = grace;
         self
@@ -667,7 +668,19 @@ impl JobRun {
                 tracing::warn!("lease lost: another worker may run this job; stopped it here");
             }
             Outcome::Stopped(Stop::Shutdown) => {
-                tracing::info!("aborted at shutdown; it runs again when its lease expires");
+                let _ = task.await;
+                let released = self
+                    .inner
+                    .jobs
+                    .release(&self.partition, &job.id, &job.token)
+                    .await;
+                match released {
+                    Ok(true) => tracing::info!("aborted at shutdown and put back in its queue"),
+                    Ok(false) => tracing::info!("aborted at shutdown; its lease was already lost"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "aborted at shutdown; it runs again when its lease expires")
+                    }
+                }
             }
         }
     }

@@ -563,3 +563,44 @@ async fn a_cancel_asked_of_a_job_whose_worker_died_finishes_it_at_lease_expiry()
         "queue key still held"
     );
 }
+
+#[tokio::test]
+async fn a_job_still_running_after_the_shutdown_grace_goes_back_to_its_queue_at_once() {
+    let jobs = jobs().await;
+    let p = partition("release");
+    register_client(&p, &jobs);
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "q", 1)
+        .shutdown_grace(Duration::from_millis(200))
+        .build()
+        .unwrap()
+        .start();
+    let id = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Record {
+                sleep_ms: 30_000,
+                xkey: Some("x".into()),
+                ..rec(1)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            jobs.counts(&p, "q").await.unwrap().running == 1
+        })
+        .await
+    );
+    let t = Instant::now();
+    w.shutdown().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
+    assert_eq!((info.state, info.attempts), (JobState::Queued, 0));
+    assert_eq!(jobs.counts(&p, "q").await.unwrap().running, 0);
+}

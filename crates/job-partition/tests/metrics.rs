@@ -1,0 +1,75 @@
+//! Counters and histograms through the `metrics` facade, per partition, queue and state.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use wharf_job_partition::{Registry, Worker};
+
+#[tokio::test]
+async fn jobs_are_counted_per_partition_queue_and_state() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let jobs = jobs().await;
+    let p = partition("metrics");
+    register_client(&p, &jobs);
+    let ok = Record::default();
+    let failing = Record {
+        fail_times: 9,
+        attempts: Some(2),
+        ..Default::default()
+    };
+    let dup = Record {
+        qkey: Some("k".into()),
+        sleep_ms: 200,
+        ..Default::default()
+    };
+    jobs.enqueue_bulk(&p, "q", &[ok, failing, dup.clone(), dup])
+        .await
+        .unwrap();
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "q", 4)
+        .build()
+        .unwrap()
+        .start();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let c = jobs.counts(&p, "q").await.unwrap();
+            c.completed_total == 2 && c.dead_total == 1
+        })
+        .await
+    );
+    w.shutdown().await;
+
+    // One snapshot: taking one drains the recorder's counters.
+    let snapshot = snapshotter.snapshot().into_vec();
+    let count = |state: &str| -> u64 {
+        snapshot
+            .iter()
+            .filter(|(k, _, _, _)| {
+                let key = k.key();
+                key.name() == "wharf_jobs_total"
+                    && key
+                        .labels()
+                        .any(|l| l.key() == "partition" && l.value() == p)
+                    && key
+                        .labels()
+                        .any(|l| l.key() == "state" && l.value() == state)
+            })
+            .map(|(_, _, _, v)| match v {
+                DebugValue::Counter(c) => *c,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(count("enqueued"), 3);
+    assert_eq!(count("duplicate"), 1);
+    assert_eq!(count("completed"), 2);
+    assert_eq!(count("retried"), 1);
+    assert_eq!(count("dead"), 1);
+}
