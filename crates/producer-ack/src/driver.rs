@@ -523,8 +523,10 @@ fn operation_timeout(config: &ProducerBuilder) -> Duration {
 
 /// How often an idle or busy connection is pinged, and how long the answer may take.
 fn health_check(config: &ProducerBuilder) -> (Duration, Duration) {
-    let every = (config.send_timeout / 8).clamp(Duration::from_millis(50), Duration::from_millis(250));
-    let limit = (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(1));
+    let every =
+        (config.send_timeout / 8).clamp(Duration::from_millis(50), Duration::from_millis(250));
+    let limit =
+        (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_millis(500));
     (every, limit)
 }
 
@@ -561,8 +563,10 @@ async fn incarnation(
     if events.send(Event::Connected { incarnation: id }).is_err() {
         return;
     }
-    let send_limit = operation_timeout(&config);
     let (check_every, check_limit) = health_check(&config);
+    // Handing a message to the crate is instant unless it is busy re-creating the producer
+    // (or its queue is full, which the window rules out): wharf then takes over at once.
+    let send_limit = check_limit;
     let mut health = tokio::time::interval_at(Instant::now() + check_every, check_every);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut receipts = FuturesUnordered::new();
