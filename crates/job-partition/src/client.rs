@@ -989,3 +989,27 @@ impl Jobs {
         self.call("raw", cmd).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_debug_output() {
+        let c = Config::new("redis://app:s3cret@10.0.0.1:6379/2");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis://***@10.0.0.1:6379/2"), "{shown}");
+        let cluster = Config::cluster(["rediss://:hunter2@a:7000", "rediss://:hunter2@b:7000"]);
+        assert!(!format!("{cluster:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_error_does_not_show_the_password() {
+        let err = Jobs::connect(Config::new("redis://u:s3cret@:notaport"))
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+}
