@@ -26,8 +26,12 @@ const SETTINGS: &[(&str, &str)] = &[
 ];
 
 fn brokers() -> String {
-    std::env::var("WHARF_KAFKA_BROKERS")
-        .unwrap_or_else(|_| wharf_testkit::kafka().expect("start Tansu").address().to_owned())
+    std::env::var("WHARF_KAFKA_BROKERS").unwrap_or_else(|_| {
+        wharf_testkit::kafka()
+            .expect("start Tansu")
+            .address()
+            .to_owned()
+    })
 }
 
 async fn wrapper_round(w: &KafkaWrapper, name: &str, topic: &str) -> f64 {
@@ -39,7 +43,9 @@ async fn wrapper_round(w: &KafkaWrapper, name: &str, topic: &str) -> f64 {
     // Warm up the connection and metadata outside the timed part.
     p.send(Record::new(topic, vec![0u8; SIZE])).await.unwrap();
     let payload = bytes::Bytes::from(vec![7u8; SIZE]);
-    let records: Vec<Record> = (0..MESSAGES).map(|_| Record::new(topic, payload.clone())).collect();
+    let records: Vec<Record> = (0..MESSAGES)
+        .map(|_| Record::new(topic, payload.clone()))
+        .collect();
     let start = Instant::now();
     let results = p.send_batch(records).await;
     let elapsed = start.elapsed();
@@ -56,8 +62,13 @@ async fn raw_round(brokers: &str, topic: &str) -> f64 {
     }
     let p: FutureProducer = cc.create().unwrap();
     let warm: &[u8] = &[0u8; SIZE];
-    p.send(FutureRecord::<(), [u8]>::to(topic).payload(warm), Duration::from_secs(10)).await.unwrap();
-    let payload = vec![7u8; SIZE];
+    p.send(
+        FutureRecord::<(), [u8]>::to(topic).payload(warm),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let payload = [7u8; SIZE];
     let start = Instant::now();
     let mut futures = Vec::with_capacity(MESSAGES);
     for _ in 0..MESSAGES {
@@ -80,7 +91,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let brokers = brokers();
         let w = KafkaWrapper::start(KafkaConfig::new(&brokers)).await.unwrap();

@@ -43,12 +43,25 @@ const PLAIN_DEFAULTS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
 ];
 
+/// Most messages taken from librdkafka in one polling round.
+const ROUND: usize = 1024;
+
+/// Messages per chunk a worker queue is sized in.
+const CHUNK: usize = 64;
+
+/// How long the polling thread waits for room in a full worker queue before it pauses the
+/// partition instead.
+const FULL_WAIT: Duration = Duration::from_millis(100);
+
 /// How often the polling thread stores committable offsets.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
 struct Slot {
-    tx: mpsc::Sender<ConsumedMessage>,
-    stash: VecDeque<ConsumedMessage>,
+    tx: mpsc::Sender<Vec<ConsumedMessage>>,
+    /// Fetched in this polling round, not yet handed over.
+    pending: Vec<ConsumedMessage>,
+    /// Chunks that found the worker's queue full (the partition is then paused).
+    stash: VecDeque<Vec<ConsumedMessage>>,
     backpressure_paused: bool,
     state: Arc<PartitionState>,
     stop: CancellationToken,
@@ -150,7 +163,8 @@ impl LoopState {
         if per_topic.contains_key(&partition) {
             return;
         }
-        let (tx, rx) = mpsc::channel(self.shared.spec.queue_per_partition);
+        let chunks = (self.shared.spec.queue_per_partition / CHUNK).max(2);
+        let (tx, rx) = mpsc::channel(chunks);
         let (done_tx, done) = std::sync::mpsc::channel();
         let state = Arc::new(PartitionState {
             topic: Arc::from(topic),
@@ -173,6 +187,7 @@ impl LoopState {
             partition,
             Slot {
                 tx,
+                pending: Vec::new(),
                 stash: VecDeque::new(),
                 backpressure_paused: false,
                 state,
@@ -295,42 +310,68 @@ impl LoopState {
         self.publish_assignment();
     }
 
-    /// Hands a fetched message to its partition's worker, or stashes it and pauses the
-    /// partition when the worker's queue is full.
-    fn dispatch(
-        &self,
-        consumer: &BaseConsumer<GroupCtx>,
-        m: &rdkafka::message::BorrowedMessage<'_>,
-    ) {
+    /// Records a fetched message for its partition; [`hand_over`](Self::hand_over) passes
+    /// it to the worker at the end of the polling round.
+    fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
-        let Some(ps) = slots.get_mut(m.topic()) else {
-            return;
-        };
-        let Some(slot) = ps.get_mut(&m.partition()) else {
+        let Some(slot) = slots
+            .get_mut(m.topic())
+            .and_then(|ps| ps.get_mut(&m.partition()))
+        else {
             return;
         };
         let msg = ConsumedMessage::from_borrowed(m, slot.state.topic.clone());
         if let Ok(mut t) = slot.state.tracker.lock() {
             t.dispatched(msg.offset);
         }
-        if !slot.stash.is_empty() {
-            slot.stash.push_back(msg);
+        slot.pending.push(msg);
+    }
+
+    /// Hands each partition's fetched messages to its worker as one chunk. When a worker's
+    /// queue is full, waits briefly for room (a fast handler frees it within moments, and
+    /// pausing would make librdkafka drop and re-fetch what it prefetched); if there is still
+    /// no room, stashes the chunk and pauses the partition until the worker catches up.
+    fn hand_over(&self, consumer: &BaseConsumer<GroupCtx>) {
+        let Ok(mut slots) = self.slots.lock() else {
             return;
-        }
-        match slot.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                slot.stash.push_back(msg);
-                if !slot.backpressure_paused {
-                    slot.backpressure_paused = true;
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(m.topic(), m.partition());
-                    let _ = consumer.pause(&tpl);
+        };
+        for (t, ps) in slots.iter_mut() {
+            for (p, slot) in ps.iter_mut() {
+                if slot.pending.is_empty() {
+                    continue;
+                }
+                let chunk = std::mem::take(&mut slot.pending);
+                if !slot.stash.is_empty() {
+                    slot.stash.push_back(chunk);
+                    continue;
+                }
+                let chunk = match slot.tx.try_send(chunk) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Closed(_)) => continue,
+                    Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
+                };
+                let tx = slot.tx.clone();
+                let waited = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(FULL_WAIT, tx.reserve_owned()).await });
+                match waited {
+                    Ok(Ok(permit)) => {
+                        permit.send(chunk);
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        slot.stash.push_back(chunk);
+                        if !slot.backpressure_paused {
+                            slot.backpressure_paused = true;
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(t, *p);
+                            let _ = consumer.pause(&tpl);
+                        }
+                    }
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -632,13 +673,26 @@ fn poll_loop(
             state.apply(&consumer, c);
         }
         state.flush_stashes(&consumer);
-        match consumer.poll(Duration::from_millis(50)) {
-            None => {}
-            Some(Ok(m)) => {
-                state.shared.progress.fetch_add(1, Ordering::Relaxed);
-                state.dispatch(&consumer, &m);
+        // Wait for one message, then take what is already there, up to a round's worth.
+        let mut timeout = Duration::from_millis(50);
+        let mut taken = 0;
+        while taken < ROUND {
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Ok(m)) => {
+                    taken += 1;
+                    state.take(&m);
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "consumer poll error"),
             }
-            Some(Err(e)) => tracing::debug!(error = %e, "consumer poll error"),
+            timeout = Duration::ZERO;
+        }
+        if taken > 0 {
+            state
+                .shared
+                .progress
+                .fetch_add(taken as u64, Ordering::Relaxed);
+            state.hand_over(&consumer);
         }
         if last_store.elapsed() >= STORE_EVERY {
             state.store_progress(&consumer);

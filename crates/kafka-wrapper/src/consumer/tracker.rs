@@ -1,39 +1,53 @@
 //! Per-partition record of which offsets were handed out and which are done.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 
 /// Tracks dispatched and completed offsets of one partition so that only a contiguous
 /// prefix of handled messages is ever committed: the committable position is the lowest
 /// offset still in flight, or one past the highest dispatched when nothing is.
+///
+/// Offsets are dispatched in increasing order; completions usually come in order too
+/// (handlers run one at a time per partition), which costs O(1); out-of-order completion
+/// costs a binary search.
 #[derive(Debug, Default)]
 pub(crate) struct OffsetTracker {
-    in_flight: BTreeSet<i64>,
+    /// (offset, done) in dispatch order; the front is never done.
+    in_flight: VecDeque<(i64, bool)>,
     next: Option<i64>,
 }
 
 impl OffsetTracker {
     /// `offset` was handed to a handler (or queued for one).
     pub(crate) fn dispatched(&mut self, offset: i64) {
-        self.in_flight.insert(offset);
-        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        if self.next.is_some_and(|n| offset < n) {
+            // Re-fetched after a seek or pause: already tracked.
+            return;
+        }
+        self.in_flight.push_back((offset, false));
+        self.next = Some(offset + 1);
     }
 
     /// `offset` was handled (acked or dead-lettered).
     pub(crate) fn completed(&mut self, offset: i64) {
-        self.in_flight.remove(&offset);
+        if let Ok(i) = self.in_flight.binary_search_by_key(&offset, |(o, _)| *o) {
+            self.in_flight[i].1 = true;
+        }
+        while self.in_flight.front().is_some_and(|(_, done)| *done) {
+            self.in_flight.pop_front();
+        }
     }
 
     /// The offset to commit: every message before it was handled. `None` before the first
     /// dispatch.
     pub(crate) fn committable(&self) -> Option<i64> {
         let next = self.next?;
-        Some(self.in_flight.first().copied().unwrap_or(next))
+        Some(self.in_flight.front().map_or(next, |(o, _)| *o))
     }
 
     /// Forgets offsets that were queued but will never be handled (partition revoked,
     /// consumer stopped); they stay uncommitted, so they are delivered again.
     pub(crate) fn abandon_in_flight(&mut self) {
-        if let Some(first) = self.in_flight.first().copied() {
+        if let Some((first, _)) = self.in_flight.front().copied() {
             self.next = Some(first);
             self.in_flight.clear();
         }

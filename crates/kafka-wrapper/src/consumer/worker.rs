@@ -15,9 +15,6 @@ use super::{ConsumerShared, HandlerKind, Outcome};
 use crate::message::{ConsumedMessage, Record};
 use crate::producer::ProducerInstance;
 
-/// How many waiting messages a per-message worker takes from its queue at once.
-const DRAIN_CHUNK: usize = 64;
-
 /// Offsets of one assigned partition, shared by its worker and the polling thread.
 #[derive(Debug)]
 pub(crate) struct PartitionState {
@@ -54,7 +51,7 @@ pub(crate) struct DeadLetter {
 }
 
 pub(crate) struct Worker {
-    pub(crate) rx: mpsc::Receiver<ConsumedMessage>,
+    pub(crate) rx: mpsc::Receiver<Vec<ConsumedMessage>>,
     pub(crate) state: Arc<PartitionState>,
     pub(crate) handler: HandlerKind,
     pub(crate) stop: CancellationToken,
@@ -68,26 +65,23 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) async fn run(mut self) {
         loop {
-            let first = tokio::select! {
+            let chunk = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return,
                 m = self.rx.recv() => match m { Some(m) => m, None => return },
             };
-            let max = match &self.handler {
-                HandlerKind::Message(_) => DRAIN_CHUNK,
-                HandlerKind::Batch { max, .. } => *max,
-            };
-            let mut batch = Vec::with_capacity(max.min(DRAIN_CHUNK));
-            batch.push(first);
-            while batch.len() < max {
-                match self.rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
             let ok = match self.handler.clone() {
-                HandlerKind::Message(f) => self.handle_each(batch, &*f).await,
-                HandlerKind::Batch { f, .. } => self.handle_batch(batch, &*f).await,
+                HandlerKind::Message(f) => self.handle_each(chunk, &*f).await,
+                HandlerKind::Batch { f, max } => {
+                    let mut ok = true;
+                    let mut chunk = chunk;
+                    while ok && !chunk.is_empty() {
+                        let rest = chunk.split_off(max.min(chunk.len()));
+                        ok = self.handle_batch(chunk, &*f).await;
+                        chunk = rest;
+                    }
+                    ok
+                }
             };
             if !ok {
                 return;
