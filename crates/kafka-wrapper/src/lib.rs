@@ -9,6 +9,7 @@ mod health;
 mod message;
 pub mod partitioner;
 mod producer;
+mod transport;
 mod wrapper;
 
 pub use admin::{Admin, PartitionInfo, TopicInfo, TopicSpec};
@@ -17,4 +18,5 @@ pub use consumer::{ConsumerHandle, ConsumerSpec, Handler, Outcome, PartitionLag,
 pub use error::{Error, Result};
 pub use message::{ConsumedMessage, Delivered, Record};
 pub use producer::{Producer, ProducerSpec};
+pub use transport::{KafkaSource, TopicPublisher};
 pub use wrapper::{KafkaWrapper, WrapperState};

@@ -1,0 +1,194 @@
+//! wharf-core's [`Publisher`] and [`Source`] over the wrapper's producers and consumers.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use wharf_core::BoxError;
+use wharf_core::transport::{
+    Acknowledger, Delivery, DeliveryInfo, Headers, Message, Publisher, Receipt, Source,
+};
+
+use crate::consumer::{ConsumerSpec, Handler, Outcome};
+use crate::error::{Error, Result};
+use crate::message::{ConsumedMessage, Delivered, Record};
+use crate::producer::Producer;
+use crate::wrapper::KafkaWrapper;
+
+/// A [`Producer`] bound to one topic: wharf-core's [`Publisher`] for Kafka.
+///
+/// `publish` resolves when the broker acknowledged the record (acks=all) with
+/// [`Receipt::Kafka`]; the message key picks the partition as the Java client does.
+#[derive(Clone, Debug)]
+pub struct TopicPublisher {
+    producer: Producer,
+    topic: String,
+}
+
+impl Producer {
+    /// This producer as a wharf-core [`Publisher`] to `topic`.
+    pub fn publisher(&self, topic: impl Into<String>) -> TopicPublisher {
+        TopicPublisher {
+            producer: self.clone(),
+            topic: topic.into(),
+        }
+    }
+}
+
+impl TopicPublisher {
+    fn record(&self, m: Message) -> Record {
+        let mut r = Record::new(self.topic.clone(), m.payload().clone());
+        if let Some(k) = m.key() {
+            r = r.key(k.clone());
+        }
+        for (name, value) in m.headers().iter() {
+            r = r.header(name, value.clone());
+        }
+        if let Some(ms) = m
+            .event_time()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        {
+            r = r.timestamp_ms(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX));
+        }
+        r
+    }
+}
+
+fn receipt(d: Delivered) -> Receipt {
+    Receipt::Kafka {
+        partition: d.partition,
+        offset: d.offset,
+    }
+}
+
+impl Publisher for TopicPublisher {
+    type Error = Error;
+
+    async fn publish(&self, message: Message) -> Result<Receipt> {
+        self.producer.send(self.record(message)).await.map(receipt)
+    }
+
+    async fn publish_batch(&self, messages: Vec<Message>) -> Vec<Result<Receipt>> {
+        let records = messages.into_iter().map(|m| self.record(m)).collect();
+        self.producer
+            .send_batch(records)
+            .await
+            .into_iter()
+            .map(|r| r.map(receipt))
+            .collect()
+    }
+}
+
+/// A group consumer as wharf-core's [`Source`]: a stream of [`Delivery`] values.
+///
+/// Per-partition order holds: a partition hands out its next message only once the current
+/// one is settled, so at most one delivery per assigned partition is in flight (spawn the
+/// handling of each delivery to work on partitions in parallel). `ack` marks the offset
+/// handled (committed once every earlier one is); `nack(delay)` delivers the same message
+/// again after `delay`; dropping a delivery unsettled delivers it again at once. Offsets are
+/// never committed past an unsettled delivery. Dropping the source removes its consumer from
+/// the wrapper (draining and committing).
+pub struct KafkaSource {
+    rx: mpsc::Receiver<Delivery>,
+    name: String,
+    wrapper: KafkaWrapper,
+}
+
+impl fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+struct KafkaAck(oneshot::Sender<Outcome>);
+
+impl Acknowledger for KafkaAck {
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BoxError>> {
+        let _ = self.0.send(Outcome::Ack);
+        Box::pin(async { Ok(()) })
+    }
+    fn nack(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<(), BoxError>> {
+        let _ = self.0.send(Outcome::Retry(delay));
+        Box::pin(async { Ok(()) })
+    }
+    fn release(self: Box<Self>) {
+        let _ = self.0.send(Outcome::Retry(Duration::ZERO));
+    }
+}
+
+fn to_delivery(m: ConsumedMessage, ack: KafkaAck) -> Delivery {
+    let headers: Headers = m
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut msg = Message::new(m.payload().clone()).with_headers(headers);
+    if let Some(k) = m.key() {
+        msg = msg.with_key(k.clone());
+    }
+    if let Some(ts) = m.timestamp_ms().and_then(|t| u64::try_from(t).ok()) {
+        msg = msg.with_event_time(SystemTime::UNIX_EPOCH + Duration::from_millis(ts));
+    }
+    let mut info = DeliveryInfo::new(m.attempt()).with_id(Receipt::Kafka {
+        partition: m.partition(),
+        offset: m.offset(),
+    });
+    if let Ok(p) = u32::try_from(m.partition()) {
+        info = info.with_partition(p);
+    }
+    if let Ok(o) = u64::try_from(m.offset()) {
+        info = info.with_offset(o);
+    }
+    Delivery::new(msg, info, ack)
+}
+
+impl KafkaWrapper {
+    /// Registers a group consumer whose messages come out of the returned [`KafkaSource`]
+    /// instead of a handler. `spec`'s handler is replaced; `buffer` bounds the deliveries
+    /// waiting in the source.
+    pub fn add_source(&self, spec: ConsumerSpec, buffer: usize) -> Result<KafkaSource> {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let handler = Handler::per_message(move |m: ConsumedMessage| {
+            let tx = tx.clone();
+            async move {
+                let (otx, orx) = oneshot::channel();
+                if tx.send(to_delivery(m, KafkaAck(otx))).await.is_err() {
+                    // The source is gone; its consumer is being removed. Keep the offset.
+                    return Outcome::Retry(Duration::from_secs(1));
+                }
+                orx.await.unwrap_or(Outcome::Retry(Duration::ZERO))
+            }
+        });
+        let mut spec = spec;
+        spec.handler = handler;
+        let name = spec.name.clone();
+        self.add_consumer(spec)?;
+        Ok(KafkaSource {
+            rx,
+            name,
+            wrapper: self.clone(),
+        })
+    }
+}
+
+impl Source for KafkaSource {
+    type Error = Error;
+
+    async fn recv(&mut self) -> Option<Result<Delivery>> {
+        self.rx.recv().await.map(Ok)
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        let (w, name) = (self.wrapper.clone(), self.name.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = w.remove_consumer(&name).await;
+            });
+        }
+    }
+}

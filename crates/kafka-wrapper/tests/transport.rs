@@ -1,0 +1,85 @@
+//! wharf-core's Publisher and Source over Kafka (Tansu).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use wharf_core::transport::{Message, Publisher, Receipt, Source};
+use wharf_kafka_wrapper::{ConsumerSpec, Handler, Outcome, ProducerSpec};
+
+async fn next(s: &mut wharf_kafka_wrapper::KafkaSource) -> wharf_core::transport::Delivery {
+    tokio::time::timeout(Duration::from_secs(30), s.recv())
+        .await
+        .expect("a delivery within 30 s")
+        .expect("source open")
+        .expect("no receive error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_returns_a_kafka_receipt_and_the_source_redelivers_nacked_and_dropped_messages() {
+    let brokers = common::brokers();
+    let topic = common::topic("transport");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let publisher = w
+        .add_producer(ProducerSpec::new("p"))
+        .unwrap()
+        .publisher(&topic);
+    let receipts = publisher
+        .publish_batch(vec![
+            Message::new("a").with_key("k").with_header("h", "1"),
+            Message::new("b"),
+        ])
+        .await;
+    let receipts: Vec<Receipt> = receipts.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        receipts[0],
+        Receipt::Kafka {
+            partition: 0,
+            offset: 0
+        }
+    );
+    assert_eq!(
+        receipts[1],
+        Receipt::Kafka {
+            partition: 0,
+            offset: 1
+        }
+    );
+
+    let spec = ConsumerSpec::group(
+        "src",
+        common::topic("g"),
+        [topic.clone()],
+        Handler::per_message(|_| async { Outcome::Ack }),
+    );
+    let mut source = w.add_source(spec, 8).unwrap();
+    let d = next(&mut source).await;
+    assert_eq!(d.message().payload().as_ref(), b"a");
+    assert_eq!(d.message().key().unwrap().as_ref(), b"k");
+    assert_eq!(d.message().headers().get("h").unwrap().as_ref(), b"1");
+    assert_eq!(
+        (d.info().partition, d.info().offset, d.attempt()),
+        (Some(0), Some(0), 1)
+    );
+    d.nack(Duration::from_millis(100)).await.unwrap();
+    let d = next(&mut source).await;
+    assert_eq!(
+        (d.message().payload().as_ref(), d.attempt()),
+        (&b"a"[..], 2),
+        "nacked: same message again"
+    );
+    d.ack().await.unwrap();
+    let d = next(&mut source).await;
+    assert_eq!(d.message().payload().as_ref(), b"b");
+    drop(d);
+    let d = next(&mut source).await;
+    assert_eq!(
+        (d.message().payload().as_ref(), d.attempt()),
+        (&b"b"[..], 2),
+        "dropped: delivered again"
+    );
+    d.ack().await.unwrap();
+    drop(source);
+    w.shutdown().await.unwrap();
+}
