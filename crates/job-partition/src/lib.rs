@@ -19,8 +19,19 @@
 //! Use it when jobs must survive crashes and limits must hold globally (a queue limited to
 //! 5 runs 5 jobs at once across all your machines). Every multi-key change is one Lua
 //! script; all keys of a partition share the hash tag `{wharf:<partition>}`, so Redis
-//! Cluster can spread partitions over shards. Delivery is at-least-once: a job may run
-//! again after a crash, so make `perform` idempotent.
+//! Cluster ([`Config::cluster`]) can spread partitions over shards. Delivery is
+//! at-least-once: a job may run again after a crash, so make `perform` idempotent.
+//! Feature `tls`: `rediss://` URLs. The `wharf-jobs` binary inspects and administers jobs
+//! from a shell. The guide is `docs/job-partition.md` in the repository.
+//!
+//! | to... | use |
+//! | --- | --- |
+//! | run a job once, now / later / at a time | [`Jobs::enqueue`], [`Jobs::enqueue_in`], [`Jobs::enqueue_at`] |
+//! | enqueue many quickly | [`Jobs::enqueue_bulk`] (one atomic script per 500 jobs) |
+//! | refuse a second identical job while one is pending | [`Job::queue_key`] |
+//! | serialize jobs touching one resource | [`Job::execution_key`] |
+//! | cap a queue across every machine | [`Jobs::set_limit`] |
+//! | stop a job | [`Jobs::cancel`] (waiting: removed; running: aborted within ~1 s) |
 //!
 //! ```no_run
 //! use serde::{Deserialize, Serialize};
