@@ -52,7 +52,9 @@ struct Inner {
     registry: Mutex<Registry>,
     admin: Arc<AdminSlot>,
     state: watch::Sender<WrapperState>,
-    shutdown: CancellationToken,
+    /// Cancelled to stop the current run of the supervision loop.
+    shutdown: Mutex<CancellationToken>,
+    next_generation: AtomicU64,
     rebuilds: AtomicU64,
     task: Mutex<Option<JoinHandle<Result<()>>>>,
 }
@@ -102,17 +104,12 @@ impl KafkaWrapper {
             registry: Mutex::new(Registry::default()),
             admin: Arc::new(admin),
             state,
-            shutdown: CancellationToken::new(),
+            shutdown: Mutex::new(CancellationToken::new()),
+            next_generation: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
             task: Mutex::new(None),
         });
-        inner.build_generation(0);
-        let task = tokio::spawn(
-            Inner::run(inner.clone()).instrument(tracing::info_span!("kafka_wrapper")),
-        );
-        if let Ok(mut t) = inner.task.lock() {
-            *t = Some(task);
-        }
+        inner.spawn_run();
         Ok(Self { inner })
     }
 
@@ -251,8 +248,55 @@ impl KafkaWrapper {
     /// shutdown grace). Returns the supervision loop's result ([`Error::RebuildsExhausted`]
     /// if it had given up).
     pub async fn shutdown(&self) -> Result<()> {
-        self.inner.shutdown.cancel();
+        if let Ok(t) = self.inner.shutdown.lock() {
+            t.cancel();
+        }
         self.join().await
+    }
+
+    /// This wrapper as a child of a wharf-core supervisor.
+    ///
+    /// Starting the child starts the supervision loop if it is not running (after a
+    /// shutdown, or after it gave up with [`Error::RebuildsExhausted`]), keeping every
+    /// registration and handle. The child runs until the loop gives up (an `Err` exit, so
+    /// the parent's restart policy and intensity apply) or until the parent stops it, which
+    /// shuts the wrapper down gracefully: give the child a
+    /// [`Shutdown::Timeout`](wharf_core::supervisor::Shutdown) above the shutdown grace.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use wharf_core::supervisor::{Shutdown, Supervisor};
+    /// use wharf_kafka_wrapper::{KafkaConfig, KafkaWrapper};
+    ///
+    /// let kafka = KafkaWrapper::start(KafkaConfig::from_env()).await?;
+    /// let tree = Supervisor::builder("app")
+    ///     .child(kafka.child_spec("kafka").shutdown(Shutdown::Timeout(Duration::from_secs(15))))
+    ///     .start()
+    ///     .await?;
+    /// # tree.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn child_spec(&self, id: impl Into<String>) -> wharf_core::supervisor::ChildSpec {
+        let w = self.clone();
+        wharf_core::supervisor::ChildSpec::new(
+            id,
+            move |ctx: wharf_core::supervisor::ChildContext| {
+                let w = w.clone();
+                async move {
+                    w.inner.spawn_run();
+                    let mut state = w.watch_state();
+                    Ok::<_, Error>(wharf_core::supervisor::Started::task(async move {
+                        let stopped = async move {
+                            let _ = state.wait_for(|s| *s == WrapperState::Stopped).await;
+                        };
+                        tokio::select! {
+                            _ = ctx.cancelled() => w.shutdown().await,
+                            _ = stopped => w.join().await,
+                        }
+                    }))
+                }
+            },
+        )
     }
 
     /// Waits until the wrapper stops (shut down, or gave up rebuilding).
@@ -268,6 +312,26 @@ impl KafkaWrapper {
 }
 
 impl Inner {
+    /// Starts the supervision loop with a fresh generation, unless it is running. Used at
+    /// start, and to run again after a shutdown or after it gave up (registrations kept).
+    fn spawn_run(self: &Arc<Self>) {
+        let mut task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let token = CancellationToken::new();
+        if let Ok(mut t) = self.shutdown.lock() {
+            *t = token.clone();
+        }
+        self.build_generation(self.next_generation.fetch_add(1, Ordering::Relaxed));
+        *task = Some(tokio::spawn(
+            Inner::run(self.clone(), token).instrument(tracing::info_span!("kafka_wrapper")),
+        ));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding this lock leaves plain data behind: keep going.
         self.registry
@@ -369,11 +433,10 @@ impl Inner {
         futures::future::join_all(producers).await;
     }
 
-    async fn run(self: Arc<Self>) -> Result<()> {
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
         let mut attempt: u32 = 0;
-        let mut number = 0;
         loop {
-            let (failure, was_healthy) = self.monitor().await;
+            let (failure, was_healthy) = self.monitor(&shutdown).await;
             self.teardown().await;
             let Some(failure) = failure else {
                 self.state.send_replace(WrapperState::Stopped);
@@ -398,20 +461,19 @@ impl Inner {
             self.state.send_replace(WrapperState::Rebuilding(failure));
             let delay = backoff(self.config.backoff_min, self.config.backoff_max, attempt);
             tokio::select! {
-                _ = self.shutdown.cancelled() => {
+                _ = shutdown.cancelled() => {
                     self.state.send_replace(WrapperState::Stopped);
                     return Ok(());
                 }
                 _ = tokio::time::sleep(delay) => {}
             }
-            number += 1;
-            self.build_generation(number);
+            self.build_generation(self.next_generation.fetch_add(1, Ordering::Relaxed));
         }
     }
 
     /// Watches the current generation until it fails (`Some(reason)`) or the wrapper shuts
     /// down (`None`). The flag says whether a broker answered during this generation.
-    async fn monitor(&self) -> (Option<String>, bool) {
+    async fn monitor(&self, shutdown: &CancellationToken) -> (Option<String>, bool) {
         let Some(health) = self.lock().generation.as_ref().map(|g| g.health.clone()) else {
             return (Some("no generation".to_owned()), false);
         };
@@ -421,7 +483,7 @@ impl Inner {
         let mut progress: HashMap<String, (u64, Instant)> = HashMap::new();
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return (None, ever_ok),
+                _ = shutdown.cancelled() => return (None, ever_ok),
                 _ = health.wake.notified() => {}
                 _ = tokio::time::sleep(self.config.health_interval) => {}
             }

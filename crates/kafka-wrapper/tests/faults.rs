@@ -264,3 +264,55 @@ async fn after_an_outage_longer_than_the_threshold_the_rebuilt_clients_work() {
     let _ = TopicSpec::new("unused", 1);
     w.shutdown().await.unwrap();
 }
+
+/// Under a wharf-core supervisor: when the wrapper gives up, the child exits with an error,
+/// the supervisor restarts it, and the restarted loop keeps the registrations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_supervisor_a_wrapper_that_gave_up_is_restarted_with_its_registrations() {
+    use wharf_core::supervisor::{Shutdown, Supervisor};
+    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = kafka.bootstrap_servers();
+    let topic = common::topic("sup");
+    create_topic(&brokers, &topic, 1).await;
+    kafka.proxy().unwrap().down().unwrap();
+    let config = common::config(&brokers)
+        .unreachable_after(Duration::from_millis(500))
+        .rebuild_backoff(Duration::from_millis(50), Duration::from_millis(100))
+        .max_rebuilds(Some(1));
+    let w = KafkaWrapper::start(config).await.unwrap();
+    let p = w
+        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(30)))
+        .unwrap();
+    let tree = Supervisor::builder("app")
+        .intensity(100, Duration::from_secs(10))
+        .child(
+            w.child_spec("kafka")
+                .shutdown(Shutdown::Timeout(Duration::from_secs(15))),
+        )
+        .start()
+        .await
+        .unwrap();
+    // The loop gives up within a few seconds while Kafka is down; the supervisor restarts it.
+    assert!(
+        common::eventually(Duration::from_secs(20), || w.rebuilds() >= 3).await,
+        "rebuilds {}",
+        w.rebuilds()
+    );
+    kafka.proxy().unwrap().restore().unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match p.send(Record::new(&topic, "x")).await {
+                Ok(d) => break d,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(d.partition, 0);
+    tree.shutdown().await.unwrap();
+    assert_eq!(w.state(), WrapperState::Stopped);
+}
