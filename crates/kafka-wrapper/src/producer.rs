@@ -80,6 +80,16 @@ impl fmt::Debug for ProducerSpec {
 
 type Callback = Box<dyn FnOnce(Result<Delivered>) + Send>;
 
+/// How many times one message is sent again after rebuilds purged it.
+const MAX_RESENDS: u32 = 3;
+
+fn purged(record: &Record) -> Error {
+    Error::Delivery {
+        topic: record.topic.clone(),
+        source: KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
+    }
+}
+
 /// What to do when librdkafka reports the delivery of one message.
 pub(crate) enum Completion {
     Await(oneshot::Sender<Result<Delivered>>),
@@ -313,19 +323,43 @@ impl Producer {
     ///
     /// Errors: [`Error::Enqueue`] if it could not be queued (see the spec's queue timeout),
     /// [`Error::Delivery`] if the broker did not take it within librdkafka's
-    /// `message.timeout.ms` or the client was rebuilt before it did, [`Error::Stopped`] if the
-    /// producer was removed. Dropping the future does not cancel the send.
+    /// `message.timeout.ms`, [`Error::Stopped`] if the producer was removed. A message whose
+    /// client is torn down by a rebuild before the broker acknowledged it is sent again
+    /// through the rebuilt client (up to 3 times; it may then be stored twice). Dropping the
+    /// future does not cancel the send.
     pub async fn send(&self, record: Record) -> Result<Delivered> {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(&record, Box::new(Completion::Await(tx)))
-            .await?;
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Delivery {
-                topic: record.topic,
-                source: KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
-            }),
+        let mut resends = 0;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(&record, Box::new(Completion::Await(tx)))
+                .await?;
+            let result = rx.await.unwrap_or_else(|_| Err(purged(&record)));
+            if self.should_resend(&result, &mut resends) {
+                continue;
+            }
+            return result;
         }
+    }
+
+    /// A message purged because its client was torn down for a rebuild is sent again
+    /// through the next client (a few times at most): the caller sees a receipt, not the
+    /// rebuild. It may then be stored twice if the broker had taken the first copy.
+    fn should_resend(&self, result: &Result<Delivered>, resends: &mut u32) -> bool {
+        let purged = matches!(
+            result,
+            Err(Error::Delivery {
+                source: KafkaError::MessageProduction(
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                ),
+                ..
+            })
+        );
+        if purged && *resends < MAX_RESENDS && !self.shared.stopped.load(Ordering::Acquire) {
+            *resends += 1;
+            metrics::counter!("wharf_kafka_resent_after_rebuild_total", "producer" => self.shared.spec.name.clone()).increment(1);
+            return true;
+        }
+        false
     }
 
     /// Queues one record and returns; `on_delivery` is called once with its outcome, from
@@ -355,15 +389,16 @@ impl Producer {
         }
         let mut out = Vec::with_capacity(pending.len());
         for (p, record) in pending.into_iter().zip(records) {
-            out.push(match p {
+            let result = match p {
                 Err(e) => Err(e),
-                Ok(rx) => rx.await.unwrap_or_else(|_| {
-                    Err(Error::Delivery {
-                        topic: record.topic,
-                        source: KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
-                    })
-                }),
-            });
+                Ok(rx) => rx.await.unwrap_or_else(|_| Err(purged(&record))),
+            };
+            let mut resends = 0;
+            if self.should_resend(&result, &mut resends) {
+                out.push(self.send(record).await);
+            } else {
+                out.push(result);
+            }
         }
         out
     }
