@@ -299,10 +299,7 @@ impl Admin {
         cc.set("group.id", "wharf-fetch-range")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        let ctx = HealthContext {
-            health: Arc::new(Health::default()),
-            name: Arc::from("fetch-range"),
-        };
+        let ctx = HealthContext::new(Arc::new(Health::default()), "fetch-range");
         let consumer: BaseConsumer<HealthContext> =
             cc.create_with_context(ctx).map_err(Error::Config)?;
         let topic = topic.to_owned();

@@ -1,6 +1,7 @@
 //! What the clients of one generation tell the wrapper about their health.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::ClientContext;
@@ -40,8 +41,29 @@ impl Health {
 /// fatal ones to [`Health`]. librdkafka's log lines go to tracing under target `librdkafka`.
 #[derive(Debug, Clone)]
 pub(crate) struct HealthContext {
-    pub(crate) health: std::sync::Arc<Health>,
-    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) name: Arc<str>,
+    /// When a connection error was last logged at `warn`: librdkafka repeats them at every
+    /// reconnect attempt, so repeats within [`QUIET`] go to `debug`.
+    last_warn: Arc<Mutex<Option<Instant>>>,
+}
+
+/// At most one connection warning per client per this period.
+const QUIET: Duration = Duration::from_secs(10);
+
+impl HealthContext {
+    pub(crate) fn new(health: Arc<Health>, name: &str) -> Self {
+        Self { health, name: Arc::from(name), last_warn: Arc::new(Mutex::new(None)) }
+    }
+
+    fn warn_now(&self) -> bool {
+        let Ok(mut last) = self.last_warn.lock() else { return true };
+        if last.is_some_and(|t| t.elapsed() < QUIET) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
 }
 
 impl ClientContext for HealthContext {
@@ -76,7 +98,11 @@ impl ClientContext for HealthContext {
         if code == Some(RDKafkaErrorCode::AllBrokersDown) {
             metrics::counter!("wharf_kafka_all_brokers_down_total", "client" => self.name.to_string()).increment(1);
         }
-        tracing::warn!(client = %self.name, %error, reason, "Kafka client error");
+        if self.warn_now() {
+            tracing::warn!(client = %self.name, %error, reason, "Kafka client error (repeats within 10 s are logged at debug)");
+        } else {
+            tracing::debug!(client = %self.name, %error, reason, "Kafka client error");
+        }
     }
 }
 

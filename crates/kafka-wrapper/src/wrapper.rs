@@ -89,10 +89,7 @@ impl KafkaWrapper {
     /// Must be called inside a tokio runtime.
     pub async fn start(config: KafkaConfig) -> Result<Self> {
         // Validate now, so a typo fails here rather than in every rebuild.
-        let probe = HealthContext {
-            health: Arc::new(Health::default()),
-            name: Arc::from("config-check"),
-        };
+        let probe = HealthContext::new(Arc::new(Health::default()), "config-check");
         let _: AdminClient<HealthContext> = config
             .client_config(&[], &BTreeMap::new())
             .create_with_context(probe)
@@ -340,10 +337,7 @@ impl Inner {
     }
 
     fn context(&self, health: &Arc<Health>, name: &str) -> HealthContext {
-        HealthContext {
-            health: health.clone(),
-            name: Arc::from(name),
-        }
+        HealthContext::new(health.clone(), name)
     }
 
     /// Builds generation `number`: the admin client and every registered producer and
