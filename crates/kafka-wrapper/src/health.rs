@@ -1,8 +1,8 @@
 //! What the clients of one generation tell the wrapper about their health.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -53,11 +53,17 @@ const QUIET: Duration = Duration::from_secs(10);
 
 impl HealthContext {
     pub(crate) fn new(health: Arc<Health>, name: &str) -> Self {
-        Self { health, name: Arc::from(name), last_warn: Arc::new(Mutex::new(None)) }
+        Self {
+            health,
+            name: Arc::from(name),
+            last_warn: Arc::new(Mutex::new(None)),
+        }
     }
 
     fn warn_now(&self) -> bool {
-        let Ok(mut last) = self.last_warn.lock() else { return true };
+        let Ok(mut last) = self.last_warn.lock() else {
+            return true;
+        };
         if last.is_some_and(|t| t.elapsed() < QUIET) {
             return false;
         }
