@@ -349,6 +349,7 @@ impl QueueRunner {
             heartbeat_loop(
                 Arc::clone(&self.inner),
                 self.partition.clone(),
+                self.queue.clone(),
                 Arc::clone(&self.running),
             )
             .in_current_span(),
@@ -381,9 +382,6 @@ impl QueueRunner {
         let errors = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5));
         let mut failures = 0u32;
         let mut idle = Duration::from_millis(2);
-        let mut last_reap = Instant::now()
-            .checked_sub(s.reap_every)
-            .unwrap_or_else(Instant::now);
         loop {
             // Wait for a free slot (or shutdown).
             let first = tokio::select! {
@@ -395,14 +393,6 @@ impl QueueRunner {
                 match Arc::clone(&self.sem).try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
-                }
-            }
-            if last_reap.elapsed() >= s.reap_every {
-                last_reap = Instant::now();
-                match self.inner.jobs.reap(&self.partition, &self.queue).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(jobs = n, "requeued jobs whose worker lost its lease"),
-                    Err(e) => tracing::warn!(error = %e, "lease check failed; will retry"),
                 }
             }
             let claimed = self
@@ -491,15 +481,27 @@ impl QueueRunner {
     }
 }
 
-async fn heartbeat_loop(inner: Arc<Inner>, partition: String, running: RunningMap) {
+async fn heartbeat_loop(inner: Arc<Inner>, partition: String, queue: String, running: RunningMap) {
     let s = &inner.settings;
     let mut last_ok = Instant::now();
+    // Lease checks run here, not in the claim loop, so they go on while every slot is busy.
+    let mut last_reap = Instant::now()
+        .checked_sub(s.reap_every)
+        .unwrap_or_else(Instant::now);
     let mut tick = tokio::time::interval(s.heartbeat_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Keep beating during shutdown's grace period: the loop ends when the queue loop
         // aborts it.
         tick.tick().await;
+        if last_reap.elapsed() >= s.reap_every {
+            last_reap = Instant::now();
+            match inner.jobs.reap(&partition, &queue).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(jobs = n, "requeued jobs whose worker lost its lease"),
+                Err(e) => tracing::warn!(error = %e, "lease check failed; will retry"),
+            }
+        }
         let snapshot: Vec<(String, String)> = running
             .lock()
             .map(|m| {
