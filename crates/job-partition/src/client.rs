@@ -24,6 +24,10 @@ use crate::scripts::scripts;
 pub struct Config {
     url: String,
     cluster: Vec<String>,
+    #[cfg(feature = "tls")]
+    tls_root: Option<Vec<u8>>,
+    #[cfg(feature = "tls")]
+    tls_client: Option<(Vec<u8>, Vec<u8>)>,
     response_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -56,6 +60,10 @@ impl Config {
         Self {
             url: url.into(),
             cluster: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls_root: None,
+            #[cfg(feature = "tls")]
+            tls_client: None,
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
         }
@@ -80,6 +88,25 @@ impl Config {
         let mut c = Self::new(cluster.first().cloned().unwrap_or_default());
         c.cluster = cluster;
         c
+    }
+
+    /// Trust this CA (PEM) for `rediss://` instead of the webpki roots (feature `tls`):
+    /// for a Redis whose certificate comes from a private CA.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root = Some(pem.into());
+        self
+    }
+
+    /// Present this client certificate and key (PEM) for mutual TLS (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_client = Some((cert_pem.into(), key_pem.into()));
+        self
     }
 
     /// How long any one Redis call may take before it fails with [`Error::Timeout`].
@@ -395,7 +422,7 @@ impl fmt::Debug for Jobs {
 }
 
 async fn connect_single(config: &Config) -> Result<Conn> {
-    let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+    let client = open_client(config).map_err(|e| {
         Error::Config(format!(
             "the Redis URL `{}` is not valid: {e}",
             redact(&config.url)
@@ -413,6 +440,28 @@ async fn connect_single(config: &Config) -> Result<Conn> {
             op: "connect",
             source,
         })
+}
+
+#[cfg(not(feature = "tls"))]
+fn open_client(config: &Config) -> redis::RedisResult<redis::Client> {
+    redis::Client::open(config.url.as_str())
+}
+
+#[cfg(feature = "tls")]
+fn open_client(config: &Config) -> redis::RedisResult<redis::Client> {
+    if config.tls_root.is_none() && config.tls_client.is_none() {
+        return redis::Client::open(config.url.as_str());
+    }
+    let certs = redis::TlsCertificates {
+        client_tls: config.tls_client.clone().map(|(client_cert, client_key)| {
+            redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }
+        }),
+        root_cert: config.tls_root.clone(),
+    };
+    redis::Client::build_with_tls(config.url.as_str(), certs)
 }
 
 async fn connect_cluster(config: &Config) -> Result<Conn> {
