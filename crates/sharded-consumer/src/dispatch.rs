@@ -1,0 +1,217 @@
+//! The reading task: takes deliveries from the source, decodes their keys, and hands them
+//! to executors in batches.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wharf_core::transport::{Delivery, Source};
+
+use crate::budget::Budget;
+use crate::config::Config;
+use crate::shard::Inbound;
+use crate::stats::Metrics;
+use crate::ShardKey;
+
+/// How long the reader pauses after the source reported a receive error (the source
+/// reconnects by itself; this only keeps a source that fails at once from spinning).
+const SOURCE_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Which executor owns a key: the same answer in the reader and in the handles.
+#[derive(Debug, Clone)]
+pub(crate) struct Router {
+    hasher: foldhash::fast::FixedState,
+    executors: usize,
+}
+
+impl Router {
+    pub(crate) fn new(executors: usize) -> Self {
+        // A fixed seed unlike the registries' random ones, so that the bits that pick the
+        // executor are not the bits the registry's buckets are chosen by.
+        Self {
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed_5a4d_ed00_0001),
+            executors: executors.max(1),
+        }
+    }
+
+    pub(crate) fn executor_of(&self, key: &ShardKey) -> usize {
+        (self.hasher.hash_one(key.as_bytes()) % self.executors as u64) as usize
+    }
+}
+
+pub(crate) struct Reader {
+    config: Arc<Config>,
+    router: Router,
+    budget: Arc<Budget>,
+    outboxes: Vec<mpsc::Sender<Vec<Inbound>>>,
+    batches: Vec<Vec<Inbound>>,
+    stop: CancellationToken,
+    metrics: Metrics,
+    /// Budget units taken and not yet used by a delivery.
+    credit: usize,
+    rejected_round_robin: usize,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        router: Router,
+        budget: Arc<Budget>,
+        outboxes: Vec<mpsc::Sender<Vec<Inbound>>>,
+        stop: CancellationToken,
+        metrics: Metrics,
+    ) -> Self {
+        let batches = outboxes
+            .iter()
+            .map(|_| Vec::with_capacity(config.batch_size))
+            .collect();
+        Self {
+            config,
+            router,
+            budget,
+            outboxes,
+            batches,
+            stop,
+            metrics,
+            credit: 0,
+            rejected_round_robin: 0,
+        }
+    }
+
+    /// Reads until the source ends or the consumer stops. Deliveries not yet handed to an
+    /// executor are released (newest first) before it returns; dropping `self` closes the
+    /// executors' inboxes.
+    pub(crate) async fn run<S: Source>(mut self, source: &mut S) {
+        self.pump(source).await;
+        for batch in &mut self.batches {
+            while let Some(inbound) = batch.pop() {
+                drop(inbound);
+                self.budget.give_back(1);
+            }
+        }
+        self.budget.give_back(std::mem::take(&mut self.credit));
+    }
+
+    async fn pump<S: Source>(&mut self, source: &mut S) {
+        loop {
+            if self.credit == 0 && !self.take_credit().await {
+                return;
+            }
+            // What the source has ready is taken without waiting; before waiting, the
+            // partial batches are handed over, so a batch never waits to fill.
+            let next = match source.recv().now_or_never() {
+                Some(next) => next,
+                None => {
+                    if !self.flush_all().await {
+                        return;
+                    }
+                    // Keep one unit for the delivery being waited for; give back the rest
+                    // so that the in-flight count stays honest while the source is idle.
+                    self.budget.give_back(self.credit - 1);
+                    self.credit = 1;
+                    tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => return,
+                        next = source.recv() => next,
+                    }
+                }
+            };
+            match next {
+                None => {
+                    tracing::debug!(consumer = %self.config.name, "source ended");
+                    self.flush_all().await;
+                    return;
+                }
+                Some(Err(error)) => {
+                    self.metrics.source_errors.increment(1);
+                    tracing::warn!(consumer = %self.config.name, error = %error, "receiving from the source failed; it will retry");
+                    tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(SOURCE_ERROR_PAUSE) => {}
+                    }
+                }
+                Some(Ok(delivery)) => {
+                    self.credit -= 1;
+                    let executor = self.route(delivery);
+                    if self.batches[executor].len() >= self.config.batch_size
+                        && !self.send(executor).await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes budget for the next deliveries, waiting while the consumer is full. `false`
+    /// when the consumer stops meanwhile.
+    async fn take_credit(&mut self) -> bool {
+        loop {
+            self.credit = self.budget.take_up_to(self.config.batch_size);
+            if self.credit > 0 {
+                return true;
+            }
+            // Full: hand over what is batched (it holds budget too), then wait for room.
+            if !self.flush_all().await {
+                return false;
+            }
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return false,
+                () = self.budget.wait_for_room() => {}
+            }
+        }
+    }
+
+    fn route(&mut self, delivery: Delivery) -> usize {
+        match self.config.decoder.decode(delivery.message()) {
+            Ok(key) => {
+                let executor = self.router.executor_of(&key);
+                self.batches[executor].push(Inbound::Message { key, delivery });
+                executor
+            }
+            Err(rejected) => {
+                let executor = self.rejected_round_robin % self.batches.len();
+                self.rejected_round_robin = self.rejected_round_robin.wrapping_add(1);
+                tracing::warn!(consumer = %self.config.name, reason = rejected.reason(), "message rejected: its sharding key cannot be decoded");
+                self.batches[executor].push(Inbound::Rejected {
+                    delivery,
+                    reason: rejected.into_reason(),
+                });
+                executor
+            }
+        }
+    }
+
+    /// Hands executor `i` its batch, waiting for room in its inbox. `false` when the
+    /// consumer stops meanwhile (the batch stays, to be released).
+    async fn send(&mut self, i: usize) -> bool {
+        let reserved = tokio::select! {
+            biased;
+            permit = self.outboxes[i].reserve() => permit.ok(),
+            () = self.stop.cancelled() => None,
+        };
+        let Some(permit) = reserved else {
+            return false;
+        };
+        let batch = std::mem::replace(
+            &mut self.batches[i],
+            Vec::with_capacity(self.config.batch_size),
+        );
+        permit.send(batch);
+        true
+    }
+
+    async fn flush_all(&mut self) -> bool {
+        for i in 0..self.batches.len() {
+            if !self.batches[i].is_empty() && !self.send(i).await {
+                return false;
+            }
+        }
+        true
+    }
+}

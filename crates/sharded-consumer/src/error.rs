@@ -1,0 +1,109 @@
+//! The crate's one error enum.
+
+use std::time::Duration;
+
+use wharf_core::BoxError;
+
+/// Everything that can go wrong in `wharf-sharded-consumer`.
+///
+/// Each variant names the cause and says what to do about it.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The builder was given a setting that cannot work.
+    #[error("invalid sharded consumer configuration: {0}")]
+    InvalidConfig(String),
+    /// The builder was not told what to do with messages that cannot be handled.
+    #[error(
+        "sharded consumer `{consumer}` has no dead-letter policy; call `.dead_letter(publisher)` to \
+         publish unhandleable messages somewhere, or `.discard_dead_letters()` to log and drop them"
+    )]
+    NoDeadLetterPolicy {
+        /// The consumer's name.
+        consumer: String,
+    },
+    /// `run` was called while another `run` of the same consumer is still going.
+    #[error(
+        "sharded consumer `{consumer}` is already running; one consumer runs one source at a time \
+         (build a second consumer to consume a second source)"
+    )]
+    AlreadyRunning {
+        /// The consumer's name.
+        consumer: String,
+    },
+    /// The consumer is stopping or not running, so the request was not served.
+    #[error("sharded consumer `{consumer}` is not running (stopped or restarting); retry later")]
+    Stopped {
+        /// The consumer's name.
+        consumer: String,
+    },
+    /// A key given to `signal` or `get_or_start` is not a valid sharding key.
+    #[error("invalid sharding key: {reason}")]
+    InvalidKey {
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A request to a key's actor got no answer in time. The signal may still be applied
+    /// later: it stays queued for the key.
+    #[error(
+        "no answer from the actor of key {key} within {after:?}; the consumer may be overloaded, \
+         restarting or stopped (the signal may still be applied later)"
+    )]
+    Timeout {
+        /// The key.
+        key: String,
+        /// The timeout that passed.
+        after: Duration,
+    },
+    /// A key already has as many signals waiting as it may hold.
+    #[error(
+        "the actor of key {key} already has {capacity} signals waiting; retry later or raise \
+         `max_signals_per_key`"
+    )]
+    SignalQueueFull {
+        /// The key.
+        key: String,
+        /// The per-key bound.
+        capacity: usize,
+    },
+    /// The key's actor failed (its `init` or `handle_signal` returned an error or panicked)
+    /// while serving this request; the actor was restarted and its state rebuilt.
+    #[error(
+        "the actor of key {key} failed while serving the request ({reason}); its state was dropped \
+         and will be rebuilt by `init`"
+    )]
+    ActorFailed {
+        /// The key.
+        key: String,
+        /// What failed: the error's text or the panic message.
+        reason: String,
+    },
+    /// A message could not be handed to the dead-letter publisher, after every attempt. The
+    /// consumer stops with this error (its supervisor restarts it); the message was not
+    /// acknowledged, so the source delivers it again.
+    #[error(
+        "could not dead-letter message {message} after {attempts} attempts: {cause}; the consumer \
+         stops so that the message is delivered again instead of being lost (check the dead-letter \
+         target)"
+    )]
+    DeadLetterFailed {
+        /// The message's id at its source, or a description.
+        message: String,
+        /// Publish attempts made.
+        attempts: u32,
+        /// The last publish error.
+        #[source]
+        cause: BoxError,
+    },
+    /// An internal task of the consumer ended unexpectedly (a bug: please report it).
+    #[error("sharded consumer `{consumer}`: internal task failed: {reason}")]
+    Internal {
+        /// The consumer's name.
+        consumer: String,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

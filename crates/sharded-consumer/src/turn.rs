@@ -1,0 +1,396 @@
+//! Turns: the futures an executor runs for a key, one at a time per key. Each owns what it
+//! needs (the state, the delivery) and hands it back in [`Done`], so that a panic in the
+//! handler loses the state but never the delivery.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::oneshot;
+use wharf_core::transport::{Delivery, Message};
+
+use crate::config::{Config, DeadLetter, DeadLetterTarget};
+use crate::{Error, Handler, Incoming, Outcome, ShardKey, StopReason, panic_text};
+
+/// What one executor's turns share: the handler and the configuration. One per executor, so
+/// that cloning it for a turn bumps a reference count no other core touches.
+pub(crate) struct ShardCtx<H> {
+    pub(crate) handler: Arc<H>,
+    pub(crate) config: Arc<Config>,
+}
+
+impl<H> fmt::Debug for ShardCtx<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardCtx")
+            .field("consumer", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a try failed.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub(crate) what: &'static str,
+    pub(crate) text: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.text)
+    }
+}
+
+/// A request from outside for one key's actor.
+pub(crate) enum Request<H: Handler> {
+    Signal {
+        signal: H::Signal,
+        reply: oneshot::Sender<Result<H::Reply, Error>>,
+    },
+    Start {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+impl<H: Handler> Request<H> {
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            Request::Signal { reply, .. } => drop(reply.send(Err(error))),
+            Request::Start { reply } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// What a finished turn hands back to its executor.
+pub(crate) enum Done<H: Handler> {
+    Message {
+        key: ShardKey,
+        delivery: Delivery,
+        attempt: u32,
+        state: Option<H::State>,
+        started: bool,
+        result: Result<Outcome, Failure>,
+    },
+    Request {
+        key: ShardKey,
+        state: Option<H::State>,
+        started: bool,
+        failed: bool,
+    },
+    Terminated {
+        key: ShardKey,
+        reason: StopReason,
+    },
+    DeadLettered {
+        key: Option<ShardKey>,
+        delivery: Delivery,
+        result: Result<(), Error>,
+    },
+}
+
+async fn init<H: Handler>(ctx: &ShardCtx<H>, key: &ShardKey) -> Result<H::State, Failure> {
+    match AssertUnwindSafe(ctx.handler.init(key)).catch_unwind().await {
+        Ok(Ok(state)) => {
+            tracing::debug!(consumer = %ctx.config.name, %key, "actor started");
+            Ok(state)
+        }
+        Ok(Err(e)) => Err(Failure {
+            what: "init failed",
+            text: e.to_string(),
+        }),
+        Err(panic) => Err(Failure {
+            what: "init panicked",
+            text: panic_text(panic.as_ref()),
+        }),
+    }
+}
+
+async fn terminate<H: Handler>(
+    ctx: &ShardCtx<H>,
+    key: &ShardKey,
+    state: H::State,
+    reason: StopReason,
+) {
+    let stopped = AssertUnwindSafe(ctx.handler.terminate(key, state, reason))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = stopped {
+        tracing::error!(
+            consumer = %ctx.config.name, %key, ?reason,
+            panic = %panic_text(panic.as_ref()),
+            "terminate panicked; the actor is stopped anyway"
+        );
+    }
+}
+
+/// Builds the state if needed: `(state, started now)`.
+async fn ensure_state<H: Handler>(
+    ctx: &ShardCtx<H>,
+    key: &ShardKey,
+    state: Option<H::State>,
+) -> Result<(H::State, bool), Failure> {
+    match state {
+        Some(state) => Ok((state, false)),
+        None => init(ctx, key).await.map(|state| (state, true)),
+    }
+}
+
+/// One try of one message.
+pub(crate) async fn message<H: Handler>(
+    ctx: Arc<ShardCtx<H>>,
+    key: ShardKey,
+    state: Option<H::State>,
+    delivery: Delivery,
+    attempt: u32,
+) -> Done<H> {
+    let (state, started, result) = handle(&ctx, &key, state, &delivery, attempt).await;
+    Done::Message {
+        key,
+        delivery,
+        attempt,
+        state,
+        started,
+        result,
+    }
+}
+
+async fn handle<H: Handler>(
+    ctx: &ShardCtx<H>,
+    key: &ShardKey,
+    state: Option<H::State>,
+    delivery: &Delivery,
+    attempt: u32,
+) -> (Option<H::State>, bool, Result<Outcome, Failure>) {
+    let (mut state, started) = match ensure_state(ctx, key, state).await {
+        Ok(built) => built,
+        Err(failure) => return (None, false, Err(failure)),
+    };
+    let incoming = Incoming::new(key, delivery, attempt);
+    let answer = AssertUnwindSafe(ctx.handler.handle_message(&mut state, &incoming))
+        .catch_unwind()
+        .await;
+    match answer {
+        Ok(Ok(Outcome::Stop)) => {
+            terminate(ctx, key, state, StopReason::Requested).await;
+            (None, started, Ok(Outcome::Stop))
+        }
+        Ok(Ok(outcome)) => (Some(state), started, Ok(outcome)),
+        Ok(Err(e)) => {
+            let failure = Failure {
+                what: "handle_message failed",
+                text: e.to_string(),
+            };
+            terminate(ctx, key, state, StopReason::Failed).await;
+            (None, started, Err(failure))
+        }
+        // The state may be half-changed: it is dropped, and `init` builds a new one.
+        Err(panic) => (
+            None,
+            started,
+            Err(Failure {
+                what: "handle_message panicked",
+                text: panic_text(panic.as_ref()),
+            }),
+        ),
+    }
+}
+
+/// A signal or a start request.
+pub(crate) async fn request<H: Handler>(
+    ctx: Arc<ShardCtx<H>>,
+    key: ShardKey,
+    state: Option<H::State>,
+    request: Request<H>,
+) -> Done<H> {
+    let (mut state, started) = match ensure_state(&ctx, &key, state).await {
+        Ok(built) => built,
+        Err(failure) => {
+            request.fail(Error::ActorFailed {
+                key: key.to_string(),
+                reason: failure.to_string(),
+            });
+            return Done::Request {
+                key,
+                state: None,
+                started: false,
+                failed: true,
+            };
+        }
+    };
+    let (signal, reply) = match request {
+        Request::Start { reply } => {
+            let _ = reply.send(Ok(()));
+            return Done::Request {
+                key,
+                state: Some(state),
+                started,
+                failed: false,
+            };
+        }
+        Request::Signal { signal, reply } => (signal, reply),
+    };
+    let answer = AssertUnwindSafe(ctx.handler.handle_signal(&mut state, signal))
+        .catch_unwind()
+        .await;
+    let (state, failed) = match answer {
+        Ok(Ok(answer)) => {
+            let _ = reply.send(Ok(answer));
+            (Some(state), false)
+        }
+        Ok(Err(e)) => {
+            let reason = format!("handle_signal failed: {e}");
+            terminate(&ctx, &key, state, StopReason::Failed).await;
+            let _ = reply.send(Err(Error::ActorFailed {
+                key: key.to_string(),
+                reason,
+            }));
+            (None, true)
+        }
+        Err(panic) => {
+            let reason = format!("handle_signal panicked: {}", panic_text(panic.as_ref()));
+            let _ = reply.send(Err(Error::ActorFailed {
+                key: key.to_string(),
+                reason,
+            }));
+            (None, true)
+        }
+    };
+    Done::Request {
+        key,
+        state,
+        started,
+        failed,
+    }
+}
+
+/// Stops an actor whose state is intact.
+pub(crate) async fn stop<H: Handler>(
+    ctx: Arc<ShardCtx<H>>,
+    key: ShardKey,
+    state: H::State,
+    reason: StopReason,
+) -> Done<H> {
+    terminate(&ctx, &key, state, reason).await;
+    tracing::debug!(consumer = %ctx.config.name, %key, ?reason, "actor stopped");
+    Done::Terminated { key, reason }
+}
+
+/// Hands a message that cannot be handled to the dead-letter target.
+pub(crate) async fn dead_letter<H: Handler>(
+    ctx: Arc<ShardCtx<H>>,
+    key: Option<ShardKey>,
+    delivery: Delivery,
+    reason: String,
+    attempts: u32,
+) -> Done<H> {
+    let origin = describe(&delivery);
+    let result = match &ctx.config.dead_letter {
+        DeadLetter::Discard => {
+            tracing::error!(
+                consumer = %ctx.config.name, key = ?key.as_ref().map(ToString::to_string),
+                message = %origin, attempts, %reason,
+                "message cannot be handled; discarded (no dead-letter target configured)"
+            );
+            Ok(())
+        }
+        DeadLetter::Publish(target) => {
+            let message = dead_letter_message(&ctx.config.name, key.as_ref(), &delivery, &reason, attempts);
+            let published = publish(target, message, &origin).await;
+            if published.is_ok() {
+                tracing::warn!(
+                    consumer = %ctx.config.name, key = ?key.as_ref().map(ToString::to_string),
+                    message = %origin, attempts, %reason, "message dead-lettered"
+                );
+            }
+            published
+        }
+    };
+    Done::DeadLettered {
+        key,
+        delivery,
+        result,
+    }
+}
+
+/// The header names of a dead-lettered message, on top of the original's headers.
+pub(crate) mod headers {
+    /// Why it was dead-lettered.
+    pub(crate) const REASON: &str = "wharf-dead-letter-reason";
+    /// The consumer that gave up on it.
+    pub(crate) const CONSUMER: &str = "wharf-dead-letter-consumer";
+    /// Its sharding key, when it had one.
+    pub(crate) const KEY: &str = "wharf-dead-letter-key";
+    /// How many times the handler tried it.
+    pub(crate) const ATTEMPTS: &str = "wharf-dead-letter-attempts";
+    /// Its id at the source (a receipt such as `3@1042`).
+    pub(crate) const ORIGIN: &str = "wharf-dead-letter-origin";
+}
+
+fn dead_letter_message(
+    consumer: &str,
+    key: Option<&ShardKey>,
+    delivery: &Delivery,
+    reason: &str,
+    attempts: u32,
+) -> Message {
+    let mut message = delivery
+        .message()
+        .clone()
+        .with_header(headers::REASON, reason.to_owned())
+        .with_header(headers::CONSUMER, consumer.to_owned())
+        .with_header(headers::ATTEMPTS, attempts.to_string());
+    if let Some(key) = key {
+        message = message.with_header(headers::KEY, key.to_bytes());
+    }
+    if let Some(id) = &delivery.info().id {
+        message = message.with_header(headers::ORIGIN, id.to_string());
+    }
+    message
+}
+
+async fn publish(target: &DeadLetterTarget, message: Message, origin: &str) -> Result<(), Error> {
+    let mut last = None;
+    for attempt in 0..target.attempts {
+        if attempt > 0 {
+            tokio::time::sleep(target.backoff.delay(attempt - 1)).await;
+        }
+        let sent = tokio::time::timeout(
+            target.timeout,
+            target.publisher.publish_boxed(message.clone()),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_receipt)) => return Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(message = %origin, attempt = attempt + 1, error = %e, "dead-letter publish failed");
+                last = Some(e);
+            }
+            Err(_elapsed) => {
+                tracing::warn!(message = %origin, attempt = attempt + 1, timeout = ?target.timeout, "dead-letter publish timed out");
+                last = Some(format!("no answer within {:?}", target.timeout).into());
+            }
+        }
+    }
+    Err(Error::DeadLetterFailed {
+        message: origin.to_owned(),
+        attempts: target.attempts,
+        cause: last.unwrap_or_else(|| "no attempt was made".into()),
+    })
+}
+
+/// A message's id for logs: its receipt, else its offset, else "without an id".
+pub(crate) fn describe(delivery: &Delivery) -> String {
+    let info = delivery.info();
+    match (&info.id, info.partition, info.offset) {
+        (Some(id), _, _) => id.to_string(),
+        (None, Some(p), Some(o)) => format!("{p}@{o}"),
+        (None, None, Some(o)) => format!("offset {o}"),
+        _ => "without an id".to_owned(),
+    }
+}
+
+/// The wait before try `attempt + 1` after try `attempt` failed.
+pub(crate) fn failure_delay(config: &Config, attempt: u32) -> Duration {
+    config.retry.backoff().delay(attempt.saturating_sub(1))
+}
