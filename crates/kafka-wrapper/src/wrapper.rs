@@ -562,7 +562,22 @@ impl Inner {
                 continue;
             };
             let lag = instance.lag_with(highs);
-            let total: i64 = lag.iter().map(|l| l.lag).sum();
+            // Partitions the user paused are meant to make no progress: not a stall.
+            let all_paused = handle.shared.all_paused.load(Ordering::Acquire);
+            let paused = handle
+                .shared
+                .user_paused
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_default();
+            let total: i64 = if all_paused {
+                0
+            } else {
+                lag.iter()
+                    .filter(|l| !paused.contains(&(l.topic.clone(), l.partition)))
+                    .map(|l| l.lag)
+                    .sum()
+            };
             for l in &lag {
                 metrics::gauge!("wharf_kafka_consumer_lag", "consumer" => name.clone(), "topic" => l.topic.clone(), "partition" => l.partition.to_string())
                     .set(l.lag as f64);

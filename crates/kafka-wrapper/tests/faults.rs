@@ -327,3 +327,48 @@ async fn under_a_supervisor_a_wrapper_that_gave_up_is_restarted_with_its_registr
     tree.shutdown().await.unwrap();
     assert_eq!(w.state(), WrapperState::Stopped);
 }
+
+/// A handler that hangs forever: the consumer has lag and makes no progress, so after
+/// `stall_after` the wrapper rebuilds it; the message is delivered again and handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_is_detected_and_rebuilt() {
+    use std::sync::atomic::AtomicBool;
+    let brokers = common::brokers();
+    let topic = common::topic("stall");
+    let config = common::config(&brokers)
+        .stall_after(Duration::from_secs(2))
+        .shutdown_grace(Duration::from_secs(1));
+    let w = KafkaWrapper::start(config).await.unwrap();
+    w.admin()
+        .ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .unwrap();
+    let hung = Arc::new(AtomicBool::new(false));
+    let h = hung.clone();
+    let c = w
+        .add_consumer(ConsumerSpec::group(
+            "c",
+            common::topic("g"),
+            [topic.clone()],
+            Handler::per_message(move |_| {
+                let h = h.clone();
+                async move {
+                    if !h.swap(true, Ordering::SeqCst) {
+                        std::future::pending::<()>().await; // the first call never returns
+                    }
+                    Outcome::Ack
+                }
+            }),
+        ))
+        .unwrap();
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    p.send(Record::new(&topic, "x")).await.unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(40), || c.handled() == 1).await,
+        "rebuilds {}",
+        w.rebuilds()
+    );
+    assert!(w.rebuilds() >= 1);
+    assert!(hung.load(Ordering::SeqCst));
+    w.shutdown().await.unwrap();
+}

@@ -142,3 +142,46 @@ async fn a_batch_gets_one_result_per_message_and_callbacks_fire_once() {
     assert_eq!(n, 10);
     w.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_listed_described_and_deleted() {
+    use wharf_kafka_wrapper::TopicSpec;
+    let brokers = common::brokers();
+    let w = wharf_kafka_wrapper::KafkaWrapper::start(common::config(&brokers))
+        .await
+        .unwrap();
+    let admin = w.admin();
+    let name = common::topic("admin");
+    admin
+        .create_topics(&[TopicSpec::new(&name, 5)
+            .replication(1)
+            .config("retention.ms", "3600000")])
+        .await
+        .unwrap();
+    assert!(
+        admin
+            .create_topics(&[TopicSpec::new(&name, 5)])
+            .await
+            .is_err(),
+        "already exists"
+    );
+    admin
+        .ensure_topics(&[TopicSpec::new(&name, 5)])
+        .await
+        .unwrap();
+    assert!(admin.list_topics().await.unwrap().contains(&name));
+    let info = admin.describe_topic(&name).await.unwrap();
+    assert_eq!(info.partitions.len(), 5);
+    assert!(info.partitions.iter().all(|p| p.replicas.len() == 1));
+    admin.delete_topics(&[&name]).await.unwrap();
+    let mut gone = false;
+    for _ in 0..50 {
+        if !admin.list_topics().await.unwrap().contains(&name) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "deleted topic still listed");
+    w.shutdown().await.unwrap();
+}
