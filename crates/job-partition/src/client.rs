@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{FromRedisValue, RedisFuture, Value};
 
 use crate::error::{Error, Result};
@@ -24,6 +25,7 @@ use crate::scripts::scripts;
 pub struct Config {
     url: String,
     cluster: Vec<String>,
+    sentinel: Option<(Vec<String>, String)>,
     #[cfg(feature = "tls")]
     tls_root: Option<Vec<u8>>,
     #[cfg(feature = "tls")]
@@ -36,6 +38,13 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("url", &redact(&self.url))
+            .field(
+                "sentinel",
+                &self
+                    .sentinel
+                    .as_ref()
+                    .map(|(n, m)| (n.iter().map(|u| redact(u)).collect::<Vec<_>>(), m.clone())),
+            )
             .field(
                 "cluster",
                 &self.cluster.iter().map(|u| redact(u)).collect::<Vec<_>>(),
@@ -60,6 +69,7 @@ impl Config {
         Self {
             url: url.into(),
             cluster: Vec::new(),
+            sentinel: None,
             #[cfg(feature = "tls")]
             tls_root: None,
             #[cfg(feature = "tls")]
@@ -107,6 +117,20 @@ impl Config {
     ) -> Self {
         self.tls_client = Some((cert_pem.into(), key_pem.into()));
         self
+    }
+
+    /// The master `master_name` found through these Redis Sentinel nodes (`redis://` URLs of
+    /// the sentinels; a password in the first URL is used for the master too). After a
+    /// failover the next failing call looks the master up again.
+    pub fn sentinel<I, S>(sentinels: I, master_name: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let nodes: Vec<String> = sentinels.into_iter().map(Into::into).collect();
+        let mut c = Self::new(nodes.first().cloned().unwrap_or_default());
+        c.sentinel = Some((nodes, master_name.into()));
+        c
     }
 
     /// How long any one Redis call may take before it fails with [`Error::Timeout`].
@@ -372,6 +396,52 @@ fn new_id() -> String {
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelConn>),
+}
+
+/// A connection to the master a set of sentinels names; re-resolved after a failure that
+/// may mean a failover (connection lost, or the node turned read-only).
+struct SentinelConn {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    current: Mutex<ConnectionManager>,
+    manager_config: ConnectionManagerConfig,
+}
+
+impl SentinelConn {
+    fn conn(&self) -> Option<ConnectionManager> {
+        self.current.lock().ok().map(|c| c.clone())
+    }
+
+    async fn after_error(&self, e: &redis::RedisError) {
+        let failover = e.is_unrecoverable_error()
+            || e.is_io_error()
+            || e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+            );
+        if !failover {
+            return;
+        }
+        let mut sentinel = self.sentinel.lock().await;
+        let fresh = match sentinel.async_get_client().await {
+            Ok(client) => {
+                ConnectionManager::new_with_config(client, self.manager_config.clone()).await
+            }
+            Err(e) => Err(e),
+        };
+        match fresh {
+            Ok(conn) => {
+                if let Ok(mut c) = self.current.lock() {
+                    *c = conn;
+                }
+                tracing::info!("reconnected to the master named by the sentinels");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the master through the sentinels; will retry on the next call")
+            }
+        }
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -379,6 +449,16 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let Some(mut conn) = s.conn() else {
+                    return Err(poisoned());
+                };
+                let r = conn.req_packed_command(cmd).await;
+                if let Err(e) = &r {
+                    s.after_error(e).await;
+                }
+                r
+            }),
         }
     }
 
@@ -391,6 +471,16 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let Some(mut conn) = s.conn() else {
+                    return Err(poisoned());
+                };
+                let r = conn.req_packed_commands(pipeline, offset, count).await;
+                if let Err(e) = &r {
+                    s.after_error(e).await;
+                }
+                r
+            }),
         }
     }
 
@@ -398,8 +488,16 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(s) => s.conn().map_or(0, |c| c.get_db()),
         }
     }
+}
+
+fn poisoned() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "the sentinel connection's lock was poisoned by a panic; create a new Jobs",
+    ))
 }
 
 /// The handle to jobs in Redis: enqueue, inspect, cancel, pause, purge.
@@ -428,18 +526,61 @@ async fn connect_single(config: &Config) -> Result<Conn> {
             redact(&config.url)
         ))
     })?;
-    let mgr_config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(config.response_timeout))
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_with_config(client, mgr_config)
+    ConnectionManager::new_with_config(client, manager_config(config))
         .await
         .map(Conn::Single)
         .map_err(|source| Error::Redis {
             op: "connect",
             source,
         })
+}
+
+fn manager_config(config: &Config) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(config.response_timeout))
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(2))
+}
+
+async fn connect_sentinel(config: &Config) -> Result<Conn> {
+    let Some((nodes, master)) = &config.sentinel else {
+        return Err(Error::Config("no sentinels configured".into()));
+    };
+    let shown: Vec<String> = nodes.iter().map(|u| redact(u)).collect();
+    let node_info = nodes
+        .first()
+        .and_then(|u| redis::IntoConnectionInfo::into_connection_info(u.as_str()).ok())
+        .map(|info| {
+            SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(info.redis_settings().clone())
+        });
+    let mut sentinel = SentinelClient::build(
+        nodes.iter().map(String::as_str).collect(),
+        master.clone(),
+        node_info,
+        SentinelServerType::Master,
+    )
+    .map_err(|e| Error::Config(format!("the sentinel URLs {shown:?} are not valid: {e}")))?;
+    let client = sentinel
+        .async_get_client()
+        .await
+        .map_err(|source| Error::Redis {
+            op: "look up the master through the sentinels",
+            source,
+        })?;
+    let manager_config = manager_config(config);
+    let conn = ConnectionManager::new_with_config(client, manager_config.clone())
+        .await
+        .map_err(|source| Error::Redis {
+            op: "connect to the master",
+            source,
+        })?;
+    Ok(Conn::Sentinel(Arc::new(SentinelConn {
+        sentinel: tokio::sync::Mutex::new(sentinel),
+        current: Mutex::new(conn),
+        manager_config,
+    })))
 }
 
 #[cfg(not(feature = "tls"))]
@@ -498,7 +639,9 @@ impl Jobs {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let limit = config.connect_timeout.saturating_mul(2);
         let connect = async {
-            if config.cluster.is_empty() {
+            if config.sentinel.is_some() {
+                connect_sentinel(&config).await
+            } else if config.cluster.is_empty() {
                 connect_single(&config).await
             } else {
                 connect_cluster(&config).await

@@ -19,7 +19,8 @@
 //! Use it when jobs must survive crashes and limits must hold globally (a queue limited to
 //! 5 runs 5 jobs at once across all your machines). Every multi-key change is one Lua
 //! script; all keys of a partition share the hash tag `{wharf:<partition>}`, so Redis
-//! Cluster ([`Config::cluster`]) can spread partitions over shards. Delivery is
+//! Cluster ([`Config::cluster`]) can spread partitions over shards; Sentinel
+//! ([`Config::sentinel`]) is supported too. Delivery is
 //! at-least-once: a job may run again after a crash, so make `perform` idempotent.
 //! Feature `tls`: `rediss://` URLs. The `wharf-jobs` binary inspects and administers jobs
 //! from a shell. The guide is `docs/job-partition.md` in the repository.
