@@ -276,3 +276,52 @@ async fn kill_9_of_a_worker_during_5000_jobs_loses_none_and_leaves_no_key_locked
     .await;
     assert!(qkeys.is_empty(), "queue keys left locked: {qkeys:?}");
 }
+
+#[tokio::test]
+async fn execution_key_order_holds_with_many_jobs_on_few_keys_across_two_processes() {
+    if std::env::var("WHARF_JOBS_CHILD").is_ok() {
+        return;
+    }
+    let jobs = jobs().await;
+    let p = partition("xkey-procs");
+    register_client(&p, &jobs);
+    let (keys, per_key) = (5u32, 200u32);
+    let batch: Vec<Ordered> = (0..per_key)
+        .flat_map(|seq| {
+            (0..keys).map(move |key| Ordered {
+                key,
+                seq,
+                sleep_ms: 0,
+            })
+        })
+        .collect();
+    jobs.enqueue_bulk(&p, "q", &batch).await.unwrap();
+    let _a = spawn_worker(&p, 16, 3000);
+    let _b = spawn_worker(&p, 16, 3000);
+    let total = u64::from(keys * per_key);
+    assert!(
+        eventually(Duration::from_secs(90), || async {
+            jobs.counts(&p, "q").await.unwrap().completed_total == total
+        })
+        .await,
+        "{:?}",
+        jobs.counts(&p, "q").await.unwrap()
+    );
+    let overlap: Option<i64> = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:overlap"))).await;
+    assert_eq!(overlap, None, "two jobs of one key ran at once");
+    for key in 0..keys {
+        let order: Vec<u32> = cmd(
+            &jobs,
+            redis::cmd("LRANGE")
+                .arg(format!("{{{p}}}:order:{key}"))
+                .arg(0)
+                .arg(-1),
+        )
+        .await;
+        assert_eq!(
+            order,
+            (0..per_key).collect::<Vec<_>>(),
+            "key {key} out of order"
+        );
+    }
+}
