@@ -369,6 +369,13 @@ fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
         name: J::NAME.to_owned(),
         source,
     })?;
+    if args.len() > MAX_ARGS_BYTES {
+        return Err(Error::Config(format!(
+            "the arguments of job `{}` are {} bytes as JSON; the limit is {MAX_ARGS_BYTES}: store large data elsewhere and pass a reference",
+            J::NAME,
+            args.len()
+        )));
+    }
     let qkey = job.queue_key().unwrap_or_default();
     let xkey = job.execution_key().unwrap_or_default();
     if !qkey.is_empty() {
@@ -626,6 +633,9 @@ async fn connect_cluster(config: &Config) -> Result<Conn> {
             source,
         })
 }
+
+/// The largest arguments a job may have (JSON bytes), so Redis memory stays bounded.
+pub const MAX_ARGS_BYTES: usize = 1024 * 1024;
 
 /// Most jobs sent in one enqueue script call (bounds the script's run time).
 const BULK_CHUNK: usize = 500;

@@ -102,7 +102,8 @@ mod worker;
 
 #[doc(inline)]
 pub use client::{
-    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, QueueCounts, Retention,
+    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, MAX_ARGS_BYTES, QueueCounts,
+    Retention,
 };
 #[doc(inline)]
 pub use error::{Error, Result};

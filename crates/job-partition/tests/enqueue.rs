@@ -327,3 +327,29 @@ async fn the_dead_set_and_finished_jobs_are_bounded_by_retention() {
     .await;
     assert_eq!(keys.len(), 15, "job hashes beyond retention were kept");
 }
+
+#[tokio::test]
+async fn arguments_over_the_size_limit_are_refused_with_advice() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Big {
+        blob: String,
+    }
+    impl wharf_job_partition::Job for Big {
+        const NAME: &'static str = "big";
+        async fn perform(
+            self,
+            _ctx: wharf_job_partition::JobContext,
+        ) -> Result<(), wharf_job_partition::JobError> {
+            Ok(())
+        }
+    }
+    let jobs = jobs().await;
+    let big = Big {
+        blob: "x".repeat(wharf_job_partition::MAX_ARGS_BYTES),
+    };
+    let err = jobs
+        .enqueue(&partition("big"), "q", &big)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pass a reference"), "{err}");
+}
