@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use wharf_job_partition::{CancelOutcome, JobState, Registry, Retention, Worker};
 
-/// Not a test of its own: the body of a worker process (see the module docs).
+/// Not a test of its own: the body of a worker process (see the module docs), run with
+/// `--ignored` by the tests below.
 #[tokio::test]
+#[ignore = "the body of the worker processes the other tests spawn"]
 async fn child_worker() {
     let Ok(p) = std::env::var("WHARF_JOBS_CHILD") else {
         return;
@@ -50,7 +52,13 @@ impl Drop for Proc {
 fn spawn_worker(p: &str, concurrency: usize, lease_ms: u64) -> Proc {
     let exe = std::env::current_exe().unwrap();
     let child = Command::new(exe)
-        .args(["child_worker", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_worker",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("WHARF_JOBS_CHILD", p)
         .env("WHARF_REDIS_URL", redis_url())
         .env("CHILD_CONCURRENCY", concurrency.to_string())
