@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::emitter::{Emitter, FailedEvent};
 use crate::Error;
+use crate::emitter::{Emitter, FailedEvent};
 
 /// The largest message SQS accepts today (1 MiB), the default limit.
 pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
@@ -141,7 +141,6 @@ impl DeniedFields {
         self
     }
 
-
     /// The denied field names for one event type.
     pub(crate) fn for_event(&self, event: &str) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
@@ -198,7 +197,9 @@ impl QueueUrl {
             ));
         };
         if account.is_empty() || !account.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(bad("the account id segment must be non-empty and alphanumeric"));
+            return Err(bad(
+                "the account id segment must be non-empty and alphanumeric",
+            ));
         }
         let valid_name = !name.is_empty()
             && name.len() <= 80
@@ -212,7 +213,9 @@ impl QueueUrl {
         }
         let fifo = name.ends_with(".fifo");
         if name.contains('.') && !fifo {
-            return Err(bad("only FIFO queue names may contain '.', as the suffix .fifo"));
+            return Err(bad(
+                "only FIFO queue names may contain '.', as the suffix .fifo",
+            ));
         }
         Ok(QueueUrl {
             url: url.trim_end_matches('/').to_string(),
@@ -261,7 +264,10 @@ impl fmt::Debug for EmitterBuilder {
             .field("queue_url", &self.queue_url)
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
-            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
             .field("sdk_config", &self.sdk_config.as_ref().map(|_| "<given>"))
             .field("client", &self.client.as_ref().map(|_| "<given>"))
             .field("max_message_bytes", &self.max_message_bytes)
@@ -505,13 +511,19 @@ impl EmitterBuilder {
         if !(1..=10_000_000).contains(&self.buffer_capacity) {
             return bad(
                 "buffer_capacity",
-                format!("is {}, must be between 1 and 10,000,000", self.buffer_capacity),
+                format!(
+                    "is {}, must be between 1 and 10,000,000",
+                    self.buffer_capacity
+                ),
             );
         }
         if let Some(n) = self.max_in_flight
             && !(1..=256).contains(&n)
         {
-            return bad("max_in_flight", format!("is {n}, must be between 1 and 256"));
+            return bad(
+                "max_in_flight",
+                format!("is {n}, must be between 1 and 256"),
+            );
         }
         for (field, d) in [
             ("request_timeout", self.request_timeout),
@@ -523,7 +535,9 @@ impl EmitterBuilder {
                 return bad(field, "must be greater than zero".to_string());
             }
         }
-        if self.retry.initial_backoff.is_zero() || self.retry.max_backoff < self.retry.initial_backoff {
+        if self.retry.initial_backoff.is_zero()
+            || self.retry.max_backoff < self.retry.initial_backoff
+        {
             return bad(
                 "retry",
                 "needs 0 < initial_backoff <= max_backoff".to_string(),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wharf_core::supervisor::{ChildSpec, Restart, Shutdown, Started};
@@ -338,7 +338,9 @@ impl Emitter {
     }
 
     pub(crate) fn from_parts(b: EmitterBuilder, queue: Option<QueueUrl>) -> Emitter {
-        let fifo = b.fifo.unwrap_or_else(|| queue.as_ref().is_some_and(|q| q.fifo));
+        let fifo = b
+            .fifo
+            .unwrap_or_else(|| queue.as_ref().is_some_and(|q| q.fifo));
         let encode = EncodeOptions {
             max_message_bytes: b.max_message_bytes,
             compression: b.compression,
@@ -395,6 +397,11 @@ impl Emitter {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn shared_for_tests(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     /// Whether a queue is configured. A disabled emitter answers [`Error::Disabled`] to
     /// every emit and its child spec answers `Started::Ignore`.
     pub fn is_enabled(&self) -> bool {
@@ -449,7 +456,8 @@ impl Emitter {
     /// configured `sync_timeout` (which covers waiting for room, batching, every retry and
     /// backoff). Never hangs.
     pub async fn emit_sync(&self, event: Event) -> Result<Sent, Error> {
-        self.emit_sync_timeout(event, self.shared.sync_timeout).await
+        self.emit_sync_timeout(event, self.shared.sync_timeout)
+            .await
     }
 
     /// [`emit_sync`](Self::emit_sync) with its own timeout.
@@ -474,7 +482,9 @@ impl Emitter {
                 maybe_sent: true,
             }),
             Err(_) => {
-                let p = progress.lock().map(|p| (p.attempts, p.in_flight, p.last_error.clone()));
+                let p = progress
+                    .lock()
+                    .map(|p| (p.attempts, p.in_flight, p.last_error.clone()));
                 let (attempts, in_flight, last) = p.unwrap_or((0, true, None));
                 Err(Error::Timeout {
                     event_id,
@@ -593,7 +603,11 @@ impl Emitter {
         let grace = shared
             .settings
             .as_ref()
-            .map(|s| s.drain_timeout + s.request_timeout.min(Duration::from_secs(5)) + Duration::from_secs(1))
+            .map(|s| {
+                s.drain_timeout
+                    + s.request_timeout.min(Duration::from_secs(5))
+                    + Duration::from_secs(1)
+            })
             .unwrap_or(Duration::from_secs(1));
         ChildSpec::new(id, move |ctx| {
             let shared = Arc::clone(&shared);

@@ -107,7 +107,13 @@ pub(crate) fn prepare(event: Event, opts: &EncodeOptions) -> Result<Prepared, Er
         remove_fields(&mut data, &denied);
     }
     let group_id = if opts.fifo {
-        Some(group_id(&event_type, &provider_id, &data, group_key, &opts.group_key)?)
+        Some(group_id(
+            &event_type,
+            &provider_id,
+            &data,
+            group_key,
+            &opts.group_key,
+        )?)
     } else {
         None
     };
@@ -248,9 +254,8 @@ fn group_id(
         },
     };
     // MessageGroupId: 1 to 128 characters, alphanumeric and ASCII punctuation.
-    let valid = !group.is_empty()
-        && group.len() <= 128
-        && group.chars().all(|c| c.is_ascii_graphic());
+    let valid =
+        !group.is_empty() && group.len() <= 128 && group.chars().all(|c| c.is_ascii_graphic());
     if !valid {
         return Err(Error::InvalidEvent {
             field: "groupKey",
@@ -336,7 +341,8 @@ mod tests {
 
     #[test]
     fn the_envelope_has_the_original_fields() {
-        let e = Event::from_json("p1", "transaction.created", json!({"a": 1})).with_url("https://x");
+        let e =
+            Event::from_json("p1", "transaction.created", json!({"a": 1})).with_url("https://x");
         let p = prepare(e, &opts()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&p.body).unwrap();
         assert_eq!(v["id"], json!(p.id.to_string()));
@@ -380,13 +386,19 @@ mod tests {
             let json_bytes = match c {
                 Compression::Gzip => {
                     let mut out = Vec::new();
-                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out)
-                        .unwrap();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(&raw[..]),
+                        &mut out,
+                    )
+                    .unwrap();
                     out
                 }
                 Compression::Zstd => zstd::stream::decode_all(&raw[..]).unwrap(),
             };
-            assert_eq!(serde_json::from_slice::<serde_json::Value>(&json_bytes).unwrap(), data);
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&json_bytes).unwrap(),
+                data
+            );
         }
     }
 
@@ -395,7 +407,11 @@ mod tests {
         let e = Event::from_json("p", "e", json!({"x": "bad\u{FFFF}"}));
         assert!(matches!(
             prepare(e, &opts()),
-            Err(Error::InvalidCharacter { code_point: 0xFFFF, field: "data", .. })
+            Err(Error::InvalidCharacter {
+                code_point: 0xFFFF,
+                field: "data",
+                ..
+            })
         ));
     }
 
@@ -404,7 +420,11 @@ mod tests {
         let e = Event::from_json("p", "bad\u{1}type", json!({}));
         assert!(matches!(
             prepare(e, &opts()),
-            Err(Error::InvalidCharacter { code_point: 1, field: "event", .. })
+            Err(Error::InvalidCharacter {
+                code_point: 1,
+                field: "event",
+                ..
+            })
         ));
     }
 
@@ -415,7 +435,10 @@ mod tests {
             ..opts()
         };
         let e = Event::from_json("p", "e", json!({"x": "y".repeat(2048)}));
-        assert!(matches!(prepare(e, &o), Err(Error::TooLarge { limit: 2048, .. })));
+        assert!(matches!(
+            prepare(e, &o),
+            Err(Error::TooLarge { limit: 2048, .. })
+        ));
     }
 
     #[test]
@@ -429,7 +452,10 @@ mod tests {
         assert_eq!(p.group_id.as_deref(), Some("t9"));
         assert!(matches!(
             prepare(Event::from_json("p", "e", json!({})), &o),
-            Err(Error::InvalidEvent { field: "groupKey", .. })
+            Err(Error::InvalidEvent {
+                field: "groupKey",
+                ..
+            })
         ));
     }
 }

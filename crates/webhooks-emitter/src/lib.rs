@@ -76,10 +76,17 @@ pub mod metrics;
 mod sqs;
 mod worker;
 
+/// The AWS configuration loader this crate uses.
+pub use aws_config;
+/// The AWS SDK for SQS this crate is built on (to pass a `Client` or `SdkConfig` through).
+pub use aws_sdk_sqs;
+/// The JSON crate of [`Event::from_json`].
+pub use serde_json;
+
 #[doc(inline)]
 pub use config::{
-    Compression, DeniedFields, EmitterBuilder, FailureHook, FullPolicy, GroupKey, RetryPolicy,
-    LEGACY_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, QUEUE_URL_ENV,
+    Compression, DeniedFields, EmitterBuilder, FailureHook, FullPolicy, GroupKey,
+    LEGACY_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, QUEUE_URL_ENV, RetryPolicy,
 };
 #[doc(inline)]
 pub use emitter::{Emitter, FailedEvent, Sent, ShutdownReport, Stats};

@@ -9,7 +9,11 @@ use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
+use crate::Error;
 use crate::emitter::Settings;
+
+/// Bound on loading the AWS configuration chain.
+const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one call needs; cheap to clone into each request's future.
 #[derive(Debug, Clone)]
@@ -45,9 +49,9 @@ impl SendConfig {
 /// Builds the client: the caller's client or SDK config if given, else the standard AWS
 /// chain; region, endpoint and credentials from the builder on top. The SDK's own retries
 /// are off (the emitter retries per entry) and its timeouts are the emitter's.
-pub(crate) async fn client(s: &Settings) -> aws_sdk_sqs::Client {
+pub(crate) async fn client(s: &Settings) -> Result<aws_sdk_sqs::Client, Error> {
     if let Some(client) = &s.client {
-        return client.clone();
+        return Ok(client.clone());
     }
     let base = match &s.sdk_config {
         Some(config) => config.clone(),
@@ -62,7 +66,17 @@ pub(crate) async fn client(s: &Settings) -> aws_sdk_sqs::Client {
             if let Some(credentials) = &s.credentials {
                 loader = loader.credentials_provider(credentials.clone());
             }
-            loader.load().await
+            // The chain may probe the instance metadata service: bounded.
+            tokio::time::timeout(CONFIG_LOAD_TIMEOUT, loader.load())
+                .await
+                .map_err(|_| Error::InvalidConfig {
+                    field: "aws configuration",
+                    reason: format!(
+                        "could not be loaded from the standard AWS chain within \
+                         {CONFIG_LOAD_TIMEOUT:?}; set the region and credentials explicitly \
+                         (builder or AWS_REGION / AWS_ACCESS_KEY_ID)"
+                    ),
+                })?
         }
     };
     let send = SendConfig::new(s);
@@ -78,7 +92,7 @@ pub(crate) async fn client(s: &Settings) -> aws_sdk_sqs::Client {
     if let Some(credentials) = &s.credentials {
         b = b.credentials_provider(credentials.clone());
     }
-    aws_sdk_sqs::Client::from_conf(b.build())
+    Ok(aws_sdk_sqs::Client::from_conf(b.build()))
 }
 
 /// One entry SQS accepted.

@@ -1,8 +1,8 @@
 //! The background worker: batching, sending, per-entry retries, draining.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::Error;
+use crate::config::RetryPolicy;
 use crate::emitter::{Gate, Pending, Settings, Shared, ShutdownReport};
 use crate::sqs::{self, BatchOutcome, RequestFailure};
-use crate::config::RetryPolicy;
-use crate::Error;
 
 /// SQS's limit on entries per SendMessageBatch.
 pub(crate) const MAX_BATCH_ENTRIES: usize = 10;
@@ -89,8 +89,8 @@ impl Worker {
         };
         let client = shared
             .client
-            .get_or_init(|| sqs::client(settings))
-            .await
+            .get_or_try_init(|| sqs::client(settings))
+            .await?
             .clone();
         let rx = shared.rx.lock().ok().and_then(|mut slot| slot.take());
         let Some(rx) = rx else {
@@ -217,7 +217,11 @@ impl Worker {
 
     fn promote_due(&mut self, now: Instant) {
         // Due retries go to the front, oldest due first, ahead of newer events.
-        let due: Vec<(Instant, u64)> = self.waiting.range(..(now, u64::MAX)).map(|(k, _)| *k).collect();
+        let due: Vec<(Instant, u64)> = self
+            .waiting
+            .range(..(now, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         for key in due.into_iter().rev() {
             if let Some(p) = self.waiting.remove(&key) {
                 self.ready.push_front(p);
@@ -231,7 +235,9 @@ impl Worker {
         let expired = |p: &Pending| p.is_sync() && (p.deadline <= now || p.caller_gone());
         if self.ready.iter().any(expired) {
             let (gone, keep): (VecDeque<Pending>, VecDeque<Pending>) =
-                std::mem::take(&mut self.ready).into_iter().partition(expired);
+                std::mem::take(&mut self.ready)
+                    .into_iter()
+                    .partition(expired);
             self.ready = keep;
             gone.into_iter().for_each(timeout);
         }
@@ -275,7 +281,12 @@ impl Worker {
 
     fn front_batch_is_full(&self) -> bool {
         let limit = self.settings().max_message_bytes;
-        let bytes: usize = self.ready.iter().take(MAX_BATCH_ENTRIES).map(|p| p.msg.size).sum();
+        let bytes: usize = self
+            .ready
+            .iter()
+            .take(MAX_BATCH_ENTRIES)
+            .map(|p| p.msg.size)
+            .sum();
         bytes > limit
     }
 
@@ -284,11 +295,15 @@ impl Worker {
         let mut batch = Vec::with_capacity(MAX_BATCH_ENTRIES);
         let mut bytes = 0;
         while batch.len() < MAX_BATCH_ENTRIES {
-            let Some(front) = self.ready.front() else { break };
+            let Some(front) = self.ready.front() else {
+                break;
+            };
             if !batch.is_empty() && bytes + front.msg.size > limit {
                 break;
             }
-            let Some(p) = self.ready.pop_front() else { break };
+            let Some(p) = self.ready.pop_front() else {
+                break;
+            };
             bytes += p.msg.size;
             batch.push(p);
         }
@@ -323,7 +338,12 @@ impl Worker {
         let bytes: usize = kept.iter().map(|p| p.msg.size).sum();
         let max_attempt = kept.iter().map(|p| p.attempts).max().unwrap_or(1);
         self.shared.acct.on_request(kept.len());
-        let span = tracing::debug_span!("send_batch", entries = kept.len(), bytes, attempt = max_attempt);
+        let span = tracing::debug_span!(
+            "send_batch",
+            entries = kept.len(),
+            bytes,
+            attempt = max_attempt
+        );
         let fut = sqs::send_batch(self.client.clone(), self.cfg.send.clone(), entries);
         self.in_flight
             .push(Box::pin(async move { (no, fut.await) }.instrument(span)));
@@ -331,7 +351,9 @@ impl Worker {
     }
 
     fn complete(&mut self, no: u64, result: Result<BatchOutcome, RequestFailure>) {
-        let Some(batch) = self.flights.remove(&no) else { return };
+        let Some(batch) = self.flights.remove(&no) else {
+            return;
+        };
         let now = Instant::now();
         match result {
             Ok(outcome) => {
@@ -379,7 +401,11 @@ impl Worker {
     /// Resolves each entry of a batch SQS answered: sent, retried alone, or rejected.
     fn settle(&mut self, batch: Vec<Pending>, outcome: BatchOutcome, now: Instant) {
         let mut slots: Vec<Option<Pending>> = batch.into_iter().map(Some).collect();
-        let mut take = |id: &str| id.parse::<usize>().ok().and_then(|i| slots.get_mut(i)?.take());
+        let mut take = |id: &str| {
+            id.parse::<usize>()
+                .ok()
+                .and_then(|i| slots.get_mut(i)?.take())
+        };
         for ok in outcome.successful {
             if let Some(p) = take(&ok.id) {
                 p.succeed(ok.message_id, ok.sequence_number);
@@ -401,7 +427,10 @@ impl Worker {
         }
         // An entry the response does not mention is treated as a transient failure.
         for p in slots.into_iter().flatten() {
-            retry.push((p, "entry missing from the SendMessageBatch response".to_string()));
+            retry.push((
+                p,
+                "entry missing from the SendMessageBatch response".to_string(),
+            ));
         }
         for (p, error) in retry {
             self.retry_alone(p, error, now);
@@ -412,7 +441,9 @@ impl Worker {
         tracing::debug!(event_id = %p.msg.id, %error, "batch entry failed transiently; retrying it alone");
         p.on_transient(error);
         let due = now + self.settings().retry.delay(p.attempts);
-        let Some(mut p) = self.give_up_if_late(p, due) else { return };
+        let Some(mut p) = self.give_up_if_late(p, due) else {
+            return;
+        };
         self.shared.acct.on_retry(1);
         p.queued_at = due;
         self.seq += 1;
@@ -462,7 +493,8 @@ impl Worker {
     }
 
     fn begin_drain(&mut self, final_: bool) {
-        self.shared.set_gate(if final_ { Gate::Closed } else { Gate::Paused });
+        self.shared
+            .set_gate(if final_ { Gate::Closed } else { Gate::Paused });
         // The gate's write lock is released: no emit can queue anything from here on.
         self.pull_all();
         let now = Instant::now();
@@ -502,12 +534,20 @@ impl Worker {
                 abandon(p, true);
             }
         }
-        for p in self.ready.drain(..).chain(std::mem::take(&mut self.waiting).into_values()) {
+        for p in self
+            .ready
+            .drain(..)
+            .chain(std::mem::take(&mut self.waiting).into_values())
+        {
             unsent += 1;
             abandon(p, false);
         }
         let report = ShutdownReport {
-            sent: self.shared.acct.sent_count().saturating_sub(drain.sent_before),
+            sent: self
+                .shared
+                .acct
+                .sent_count()
+                .saturating_sub(drain.sent_before),
             unsent,
             elapsed: now.saturating_duration_since(drain.started),
         };
@@ -571,3 +611,108 @@ fn abandon(p: Pending, maybe_sent: bool) {
     });
 }
 
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::sqs::{FailedEntry, OkEntry};
+    use crate::{Emitter, Event};
+
+    /// A worker whose client is never called: `settle` is fed SQS answers directly.
+    async fn worker_with_batch(n: usize) -> (Emitter, Worker, Vec<Pending>) {
+        let emitter = Emitter::builder()
+            .queue_url("http://127.0.0.1:1/123456789012/unit")
+            .endpoint_url("http://127.0.0.1:1")
+            .region("us-east-1")
+            .credentials("unit", "unit")
+            .build()
+            .unwrap();
+        for i in 0..n {
+            emitter
+                .try_emit(Event::from_json("p", "e", serde_json::json!({ "i": i })))
+                .unwrap();
+        }
+        let mut worker = Worker::setup(emitter.shared_for_tests())
+            .await
+            .unwrap()
+            .unwrap();
+        worker.pull_all();
+        let mut batch = worker.take_batch();
+        batch.iter_mut().for_each(Pending::on_attempt);
+        (emitter, worker, batch)
+    }
+
+    #[tokio::test]
+    async fn failed_entries_are_retried_alone_and_sender_faults_fail_alone() {
+        let (emitter, mut worker, batch) = worker_with_batch(3).await;
+        let outcome = BatchOutcome {
+            successful: vec![OkEntry {
+                id: "0".into(),
+                message_id: "m-0".into(),
+                sequence_number: None,
+            }],
+            failed: vec![
+                FailedEntry {
+                    id: "1".into(),
+                    sender_fault: true,
+                    code: "ThrottlingException".into(),
+                    message: "slow down".into(),
+                },
+                FailedEntry {
+                    id: "2".into(),
+                    sender_fault: true,
+                    code: "InvalidParameterValue".into(),
+                    message: "bad".into(),
+                },
+            ],
+        };
+        let now = Instant::now();
+        worker.settle(batch, outcome, now);
+
+        let stats = emitter.stats();
+        assert_eq!((stats.sent, stats.failed, stats.retried), (1, 1, 1));
+        assert!(worker.ready.is_empty(), "the retry waits for its backoff");
+        assert_eq!(worker.waiting.len(), 1);
+        let ((due, _), p) = worker.waiting.first_key_value().unwrap();
+        assert!(*due > now, "backoff before the retry");
+        assert_eq!(p.attempts, 1);
+
+        worker.promote_due(now + Duration::from_secs(60));
+        let retry = worker.take_batch();
+        assert_eq!(retry.len(), 1, "only the throttled entry goes out again");
+        drop(retry);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_as_a_whole_goes_back_to_the_front_and_pauses_sending() {
+        let (emitter, mut worker, batch) = worker_with_batch(2).await;
+        let ids: Vec<_> = batch.iter().map(|p| p.msg.id).collect();
+        worker.flights.insert(7, batch);
+        worker.complete(
+            7,
+            Err(RequestFailure {
+                retryable: true,
+                code: "Transport".into(),
+                message: "connection refused".into(),
+            }),
+        );
+        assert_eq!(
+            worker.ready.iter().map(|p| p.msg.id).collect::<Vec<_>>(),
+            ids,
+            "same order"
+        );
+        assert!(worker.paused(Instant::now()));
+        assert_eq!(emitter.stats().retried, 2);
+        assert_eq!(emitter.stats().failed, 0);
+    }
+
+    #[tokio::test]
+    async fn an_emit_event_past_its_give_up_time_fails_as_retries_exhausted() {
+        let (emitter, worker, mut batch) = worker_with_batch(1).await;
+        let p = batch.pop().unwrap();
+        let late = p.deadline + Duration::from_secs(1);
+        let kept = worker.give_up_if_late(p, late);
+        assert!(kept.is_none());
+        assert_eq!(emitter.stats().failed, 1);
+    }
+}

@@ -24,7 +24,10 @@ fn endpoint() -> String {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 #[tokio::test]
@@ -50,14 +53,24 @@ async fn events_read_back_from_the_queue_match_what_was_emitted_field_by_field()
     let body = body_json(m);
     assert_eq!(body["id"], json!(sent.event_id.to_string()));
     let ts = body["ts"].as_u64().unwrap();
-    assert!((before..=after).contains(&ts), "ts {ts} not within [{before}, {after}]");
+    assert!(
+        (before..=after).contains(&ts),
+        "ts {ts} not within [{before}, {after}]"
+    );
     assert_eq!(body["providerId"], json!("provider-7"));
     assert_eq!(body["event"], json!("transaction.created"));
     assert_eq!(body["data"], data);
     assert_eq!(body["url"], json!("https://customer.example/hooks"));
     assert!(body.get("enc").is_none());
-    assert_eq!(body.as_object().unwrap().len(), 6, "unexpected fields: {body}");
-    assert_eq!(string_attr(m, "event").as_deref(), Some("transaction.created"));
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        6,
+        "unexpected fields: {body}"
+    );
+    assert_eq!(
+        string_attr(m, "event").as_deref(),
+        Some("transaction.created")
+    );
     assert_eq!(string_attr(m, "id"), Some(sent.event_id.to_string()));
     emitter.shutdown().await;
 }
@@ -79,11 +92,18 @@ async fn emit_returns_at_once_and_events_go_out_in_batches_of_ten() {
         let e = Event::new("p", "order.updated", json!({"i": i})).unwrap();
         ids.insert(emitter.emit(e).await.unwrap().to_string());
     }
-    assert!(start.elapsed() < Duration::from_millis(150), "emit waited: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(150),
+        "emit waited: {:?}",
+        start.elapsed()
+    );
 
     let stats = wait_for(&emitter, Duration::from_secs(10), |s| s.sent == 30).await;
     assert_eq!(stats.sent, 30);
-    assert_eq!(stats.requests, 3, "30 events should take 3 SendMessageBatch requests");
+    assert_eq!(
+        stats.requests, 3,
+        "30 events should take 3 SendMessageBatch requests"
+    );
     let got: HashSet<String> = receive(&sqs, &url, 30, Duration::from_secs(10))
         .await
         .iter()
@@ -145,7 +165,11 @@ async fn fifo_queues_get_the_provider_as_group_and_the_event_id_as_deduplication
     }
     // Order within each group is the emit order.
     for provider in ["prov-a", "prov-b"] {
-        let expected: Vec<&str> = sent.iter().filter(|(p, _)| *p == provider).map(|(_, id)| id.as_str()).collect();
+        let expected: Vec<&str> = sent
+            .iter()
+            .filter(|(p, _)| *p == provider)
+            .map(|(_, id)| id.as_str())
+            .collect();
         let got: Vec<String> = msgs
             .iter()
             .map(body_json)
@@ -196,11 +220,18 @@ async fn a_batch_entry_sqs_rejects_fails_alone_and_the_rest_of_the_batch_is_not_
         .unwrap();
     emitter.start().await.unwrap();
 
-    let bad_fire_and_forget = Event::new("p", "bad.async", json!({})).unwrap().unchecked_delay_seconds_for_tests(901);
-    let bad_sync = Event::new("p", "bad.sync", json!({})).unwrap().unchecked_delay_seconds_for_tests(901);
+    let bad_fire_and_forget = Event::new("p", "bad.async", json!({}))
+        .unwrap()
+        .unchecked_delay_seconds_for_tests(901);
+    let bad_sync = Event::new("p", "bad.sync", json!({}))
+        .unwrap()
+        .unchecked_delay_seconds_for_tests(901);
     let bad_id = emitter.emit(bad_fire_and_forget).await.unwrap();
     for i in 0..8 {
-        emitter.emit(Event::new("p", "good", json!({"i": i})).unwrap()).await.unwrap();
+        emitter
+            .emit(Event::new("p", "good", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
     }
     let result = emitter.emit_sync(bad_sync).await;
 
@@ -208,14 +239,24 @@ async fn a_batch_entry_sqs_rejects_fails_alone_and_the_rest_of_the_batch_is_not_
         Err(Error::Rejected { code, .. }) => assert_eq!(code, "InvalidParameterValue"),
         other => panic!("expected Rejected, got {other:?}"),
     }
-    let stats = wait_for(&emitter, Duration::from_secs(10), |s| s.sent + s.failed == 10).await;
+    let stats = wait_for(&emitter, Duration::from_secs(10), |s| {
+        s.sent + s.failed == 10
+    })
+    .await;
     assert_eq!(stats.requests, 1, "one batch, nothing resent: {stats:?}");
     assert_eq!((stats.sent, stats.failed, stats.retried), (8, 2, 0));
     let hooked = failed.lock().unwrap().clone();
-    assert_eq!(hooked.len(), 1, "only the emit (not emit_sync) failure goes to the hook");
+    assert_eq!(
+        hooked.len(),
+        1,
+        "only the emit (not emit_sync) failure goes to the hook"
+    );
     assert_eq!(hooked[0].event_id, bad_id);
     assert!(matches!(hooked[0].error, Error::Rejected { .. }));
-    assert_eq!(receive(&sqs, &url, 8, Duration::from_secs(10)).await.len(), 8);
+    assert_eq!(
+        receive(&sqs, &url, 8, Duration::from_secs(10)).await.len(),
+        8
+    );
     emitter.shutdown().await;
 }
 
@@ -225,10 +266,16 @@ async fn compressed_data_decodes_to_what_was_emitted() {
     let sqs = raw_client(&endpoint).await;
     for (compression, enc) in [(Compression::Gzip, "gzip"), (Compression::Zstd, "zstd")] {
         let url = create_queue(&sqs, enc, false, &[]).await;
-        let emitter = builder(&endpoint, &url).compression(compression).build().unwrap();
+        let emitter = builder(&endpoint, &url)
+            .compression(compression)
+            .build()
+            .unwrap();
         emitter.start().await.unwrap();
         let data = json!({"text": "compress me ".repeat(50)});
-        emitter.emit_sync(Event::new("p", "e", &data).unwrap()).await.unwrap();
+        emitter
+            .emit_sync(Event::new("p", "e", &data).unwrap())
+            .await
+            .unwrap();
         let msgs = receive(&sqs, &url, 1, Duration::from_secs(10)).await;
         let body = body_json(&msgs[0]);
         assert_eq!(body["enc"], json!(enc));
@@ -238,12 +285,16 @@ async fn compressed_data_decodes_to_what_was_emitted() {
         let json_bytes = match compression {
             Compression::Gzip => {
                 let mut out = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out).unwrap();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out)
+                    .unwrap();
                 out
             }
             _ => zstd::stream::decode_all(&raw[..]).unwrap(),
         };
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&json_bytes).unwrap(), data);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&json_bytes).unwrap(),
+            data
+        );
         emitter.shutdown().await;
     }
 }
@@ -259,7 +310,10 @@ async fn denied_fields_never_reach_the_queue() {
         .unwrap();
     emitter.start().await.unwrap();
     let data = json!({"user": {"name": "n", "password": "hunter2"}, "password": "x"});
-    emitter.emit_sync(Event::new("p", "transaction.created", &data).unwrap()).await.unwrap();
+    emitter
+        .emit_sync(Event::new("p", "transaction.created", &data).unwrap())
+        .await
+        .unwrap();
     let body = body_json(&receive(&sqs, &url, 1, Duration::from_secs(10)).await[0]);
     assert_eq!(body["data"], json!({"user": {"name": "n"}}));
     emitter.shutdown().await;
@@ -282,8 +336,17 @@ async fn a_body_over_the_default_one_mib_limit_is_rejected_before_sending() {
     let emitter = builder(&endpoint, &url).build().unwrap();
     emitter.start().await.unwrap();
     let big = Event::new("p", "e", json!({"blob": "x".repeat(1024 * 1024)})).unwrap();
-    assert!(matches!(emitter.emit(big.clone()).await, Err(Error::TooLarge { limit: 1_048_576, .. })));
-    assert!(matches!(emitter.emit_sync(big).await, Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        emitter.emit(big.clone()).await,
+        Err(Error::TooLarge {
+            limit: 1_048_576,
+            ..
+        })
+    ));
+    assert!(matches!(
+        emitter.emit_sync(big).await,
+        Err(Error::TooLarge { .. })
+    ));
     assert_rejected_before_sending(&emitter, &sqs, &url).await;
 }
 
@@ -291,14 +354,23 @@ async fn a_body_over_the_default_one_mib_limit_is_rejected_before_sending() {
 async fn a_legacy_256_kib_queue_limit_is_enforced_and_an_event_just_under_it_is_accepted() {
     let endpoint = endpoint();
     let sqs = raw_client(&endpoint).await;
-    let url = create_queue(&sqs, "legacy", false, &[(QueueAttributeName::MaximumMessageSize, "262144")]).await;
+    let url = create_queue(
+        &sqs,
+        "legacy",
+        false,
+        &[(QueueAttributeName::MaximumMessageSize, "262144")],
+    )
+    .await;
     let emitter = builder(&endpoint, &url)
         .max_message_bytes(LEGACY_MAX_MESSAGE_BYTES)
         .build()
         .unwrap();
     emitter.start().await.unwrap();
     let over = Event::new("p", "e", json!({"blob": "x".repeat(256 * 1024)})).unwrap();
-    assert!(matches!(emitter.emit_sync(over).await, Err(Error::TooLarge { limit: 262_144, .. })));
+    assert!(matches!(
+        emitter.emit_sync(over).await,
+        Err(Error::TooLarge { limit: 262_144, .. })
+    ));
     assert_rejected_before_sending(&emitter, &sqs, &url).await;
     let under = Event::new("p", "e", json!({"blob": "x".repeat(255 * 1024)})).unwrap();
     emitter.emit_sync(under).await.unwrap();
@@ -315,21 +387,38 @@ async fn characters_sqs_rejects_are_refused_with_their_code_point() {
     let in_data = Event::new("p", "e", json!({"note": "bad \u{FFFE} char"})).unwrap();
     assert!(matches!(
         emitter.emit(in_data).await,
-        Err(Error::InvalidCharacter { field: "data", code_point: 0xFFFE, .. })
+        Err(Error::InvalidCharacter {
+            field: "data",
+            code_point: 0xFFFE,
+            ..
+        })
     ));
     let in_type = Event::new("p", "bell\u{7}", json!({})).unwrap();
     assert!(matches!(
         emitter.emit_sync(in_type).await,
-        Err(Error::InvalidCharacter { field: "event", code_point: 7, .. })
+        Err(Error::InvalidCharacter {
+            field: "event",
+            code_point: 7,
+            ..
+        })
     ));
-    let in_url = Event::new("p", "e", json!({})).unwrap().with_url("https://x/\u{FFFF}");
+    let in_url = Event::new("p", "e", json!({}))
+        .unwrap()
+        .with_url("https://x/\u{FFFF}");
     assert!(matches!(
         emitter.emit(in_url).await,
-        Err(Error::InvalidCharacter { field: "url", code_point: 0xFFFF, .. })
+        Err(Error::InvalidCharacter {
+            field: "url",
+            code_point: 0xFFFF,
+            ..
+        })
     ));
     assert_rejected_before_sending(&emitter, &sqs, &url).await;
     // A NUL in the data is escaped by JSON and SQS takes it: not an error.
-    emitter.emit_sync(Event::new("p", "e", json!({"nul": "a\u{0}b"})).unwrap()).await.unwrap();
+    emitter
+        .emit_sync(Event::new("p", "e", json!({"nul": "a\u{0}b"})).unwrap())
+        .await
+        .unwrap();
     emitter.shutdown().await;
 }
 
@@ -343,8 +432,14 @@ async fn data_that_cannot_be_encoded_is_refused() {
     }
     let mut map = std::collections::HashMap::new();
     map.insert((1, 2), "tuple keys are not JSON object keys");
-    assert!(matches!(Event::new("p", "e", Broken), Err(Error::Unencodable { .. })));
-    assert!(matches!(Event::new("p", "e", map), Err(Error::Unencodable { .. })));
+    assert!(matches!(
+        Event::new("p", "e", Broken),
+        Err(Error::Unencodable { .. })
+    ));
+    assert!(matches!(
+        Event::new("p", "e", map),
+        Err(Error::Unencodable { .. })
+    ));
 }
 
 #[tokio::test]
@@ -359,10 +454,17 @@ async fn empty_event_types_and_provider_ids_are_refused() {
     ));
     assert!(matches!(
         emitter.try_emit(Event::new("", "e", json!({})).unwrap()),
-        Err(Error::InvalidEvent { field: "providerId", .. })
+        Err(Error::InvalidEvent {
+            field: "providerId",
+            ..
+        })
     ));
     assert!(matches!(
-        emitter.try_emit(Event::new("p", "e", json!({})).unwrap().with_delay(Duration::from_secs(901))),
+        emitter.try_emit(
+            Event::new("p", "e", json!({}))
+                .unwrap()
+                .with_delay(Duration::from_secs(901))
+        ),
         Err(Error::InvalidEvent { field: "delay", .. })
     ));
     assert_rejected_before_sending(&emitter, &sqs, &url).await;
@@ -370,7 +472,11 @@ async fn empty_event_types_and_provider_ids_are_refused() {
 
 #[test]
 fn a_malformed_queue_url_fails_the_build() {
-    for url in ["not a url", "https://sqs.us-east-1.amazonaws.com/hooks", "https://host/123/q/x"] {
+    for url in [
+        "not a url",
+        "https://sqs.us-east-1.amazonaws.com/hooks",
+        "https://host/123/q/x",
+    ] {
         let err = EmitterBuilder::new().queue_url(url).build().unwrap_err();
         assert!(matches!(err, Error::InvalidQueueUrl { .. }), "{url}: {err}");
         assert!(err.to_string().contains("ACCOUNT_ID/QUEUE_NAME"));
@@ -406,12 +512,21 @@ async fn without_a_queue_the_child_is_ignored_the_tree_runs_and_emit_reports_dis
         .start()
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), rx).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .unwrap()
+        .unwrap();
     let children = tree.which_children().await.unwrap();
     assert_eq!(children[0].state, ChildState::Ignored);
     let event = Event::new("p", "e", json!({})).unwrap();
-    assert!(matches!(emitter.emit(event.clone()).await, Err(Error::Disabled)));
-    assert!(matches!(emitter.emit_sync(event).await, Err(Error::Disabled)));
+    assert!(matches!(
+        emitter.emit(event.clone()).await,
+        Err(Error::Disabled)
+    ));
+    assert!(matches!(
+        emitter.emit_sync(event).await,
+        Err(Error::Disabled)
+    ));
     tree.shutdown().await.unwrap();
 }
 
@@ -430,11 +545,17 @@ async fn a_supervised_emitter_sends_and_its_supervisor_shutdown_drains_the_buffe
         .await
         .unwrap();
     for i in 0..7 {
-        emitter.emit(Event::new("p", "e", json!({"i": i})).unwrap()).await.unwrap();
+        emitter
+            .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
     }
     tree.shutdown().await.unwrap();
     assert_eq!(emitter.stats().sent, 7, "{:?}", emitter.stats());
-    assert_eq!(receive(&sqs, &url, 7, Duration::from_secs(10)).await.len(), 7);
+    assert_eq!(
+        receive(&sqs, &url, 7, Duration::from_secs(10)).await.len(),
+        7
+    );
     assert!(matches!(
         emitter.emit(Event::new("p", "e", json!({})).unwrap()).await,
         Err(Error::Stopped { .. })
@@ -453,14 +574,25 @@ async fn shutdown_sends_everything_buffered_and_reports_nothing_unsent() {
         .unwrap();
     emitter.start().await.unwrap();
     for i in 0..205 {
-        emitter.emit(Event::new("p", "e", json!({"i": i})).unwrap()).await.unwrap();
+        emitter
+            .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
     }
     let report = emitter.shutdown().await;
     assert_eq!(report.unsent, 0, "{report:?}");
     let stats = emitter.stats();
     assert_eq!((stats.sent, stats.failed, stats.buffered), (205, 0, 0));
-    assert_eq!(receive(&sqs, &url, 205, Duration::from_secs(20)).await.len(), 205);
-    assert!(matches!(emitter.try_emit(Event::new("p", "e", json!({})).unwrap()), Err(Error::Stopped { .. })));
+    assert_eq!(
+        receive(&sqs, &url, 205, Duration::from_secs(20))
+            .await
+            .len(),
+        205
+    );
+    assert!(matches!(
+        emitter.try_emit(Event::new("p", "e", json!({})).unwrap()),
+        Err(Error::Stopped { .. })
+    ));
 }
 
 #[tokio::test]
@@ -472,7 +604,9 @@ async fn emit_sync_after_shutdown_is_refused_with_stopped() {
     emitter.start().await.unwrap();
     emitter.shutdown().await;
     assert!(matches!(
-        emitter.emit_sync(Event::new("p", "e", json!({})).unwrap()).await,
+        emitter
+            .emit_sync(Event::new("p", "e", json!({})).unwrap())
+            .await,
         Err(Error::Stopped { .. })
     ));
 }

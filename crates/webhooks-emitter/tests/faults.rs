@@ -5,8 +5,8 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -39,12 +39,18 @@ async fn events_emitted_while_sqs_is_unreachable_all_arrive_once_it_is_back() {
     proxy.down().unwrap();
     let mut ids = HashSet::new();
     for i in 0..50 {
-        let id = emitter.emit(Event::new("p", "e", json!({"i": i})).unwrap()).await.unwrap();
+        let id = emitter
+            .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
         ids.insert(id.to_string());
     }
     let during = wait_for(&emitter, Duration::from_secs(3), |s| s.retried >= 20).await;
     assert_eq!(during.sent, 0, "{during:?}");
-    assert!(during.retried >= 20, "the emitter should keep retrying: {during:?}");
+    assert!(
+        during.retried >= 20,
+        "the emitter should keep retrying: {during:?}"
+    );
     assert_eq!(during.buffered, 50);
 
     proxy.restore().unwrap();
@@ -65,17 +71,27 @@ async fn emit_sync_answers_timeout_within_its_timeout_when_sqs_is_unreachable() 
     let proxy = moto.proxy().unwrap();
     let sqs = raw_client(&moto.endpoint()).await;
     let url = create_queue(&sqs, "synctimeout", false, &[]).await;
-    let emitter = builder(&moto.endpoint(), &url).retry(fast_retry()).build().unwrap();
+    let emitter = builder(&moto.endpoint(), &url)
+        .retry(fast_retry())
+        .build()
+        .unwrap();
     emitter.start().await.unwrap();
     proxy.down().unwrap();
 
     let start = Instant::now();
     let result = emitter
-        .emit_sync_timeout(Event::new("p", "e", json!({})).unwrap(), Duration::from_millis(800))
+        .emit_sync_timeout(
+            Event::new("p", "e", json!({})).unwrap(),
+            Duration::from_millis(800),
+        )
         .await;
     let took = start.elapsed();
     match result {
-        Err(Error::Timeout { attempts, last_error, .. }) => {
+        Err(Error::Timeout {
+            attempts,
+            last_error,
+            ..
+        }) => {
             assert!(attempts >= 1, "it tried");
             assert_ne!(last_error, "none", "the last transport error is reported");
         }
@@ -102,13 +118,23 @@ async fn a_full_buffer_refuses_events_at_once_with_the_error_policy() {
     emitter.start().await.unwrap();
     proxy.down().unwrap();
     for i in 0..20 {
-        emitter.emit(Event::new("p", "e", json!({"i": i})).unwrap()).await.unwrap();
+        emitter
+            .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
     }
     let start = Instant::now();
     let over = emitter.emit(Event::new("p", "e", json!({})).unwrap()).await;
-    assert!(matches!(over, Err(Error::BufferFull { capacity: 20, .. })), "{over:?}");
+    assert!(
+        matches!(over, Err(Error::BufferFull { capacity: 20, .. })),
+        "{over:?}"
+    );
     assert!(start.elapsed() < Duration::from_millis(50));
-    assert_eq!(emitter.stats().buffered, 20, "memory does not grow with an unreachable endpoint");
+    assert_eq!(
+        emitter.stats().buffered,
+        20,
+        "memory does not grow with an unreachable endpoint"
+    );
     proxy.restore().unwrap();
     let stats = wait_for(&emitter, Duration::from_secs(20), |s| s.sent == 20).await;
     assert_eq!(stats.sent, 20);
@@ -130,19 +156,28 @@ async fn the_wait_policy_waits_for_room_then_gives_up_after_its_bound() {
     emitter.start().await.unwrap();
     proxy.down().unwrap();
     for i in 0..10 {
-        emitter.emit(Event::new("p", "e", json!({"i": i})).unwrap()).await.unwrap();
+        emitter
+            .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
     }
     let start = Instant::now();
     let over = emitter.emit(Event::new("p", "e", json!({})).unwrap()).await;
     let waited = start.elapsed();
     assert!(matches!(over, Err(Error::BufferFull { .. })), "{over:?}");
-    assert!(waited >= Duration::from_millis(290) && waited < Duration::from_secs(1), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_secs(1),
+        "{waited:?}"
+    );
 
     // Once SQS is back the buffer empties and emit takes events again.
     proxy.restore().unwrap();
     let stats = wait_for(&emitter, Duration::from_secs(20), |s| s.sent == 10).await;
     assert_eq!(stats.sent, 10);
-    emitter.emit(Event::new("p", "e", json!({"late": true})).unwrap()).await.unwrap();
+    emitter
+        .emit(Event::new("p", "e", json!({"late": true})).unwrap())
+        .await
+        .unwrap();
     emitter.shutdown().await;
 }
 
@@ -165,11 +200,18 @@ async fn shutdown_with_sqs_unreachable_counts_every_unsent_event_and_hands_each_
     emitter.start().await.unwrap();
     proxy.down().unwrap();
     for i in 0..30 {
-        emitter.emit(Event::new("p", "e", json!({"i": i})).unwrap()).await.unwrap();
+        emitter
+            .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
     }
     let start = Instant::now();
     let report = emitter.shutdown().await;
-    assert!(start.elapsed() < Duration::from_secs(3), "bounded by drain_timeout: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "bounded by drain_timeout: {:?}",
+        start.elapsed()
+    );
     assert_eq!((report.sent, report.unsent), (0, 30), "{report:?}");
     assert_eq!(hooked.load(Ordering::SeqCst), 30);
     let stats = emitter.stats();

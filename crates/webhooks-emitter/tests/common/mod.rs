@@ -45,7 +45,13 @@ pub async fn create_queue(
     for (k, v) in attrs {
         req = req.attributes(k.clone(), *v);
     }
-    req.queue_name(name).send().await.unwrap().queue_url().unwrap().to_string()
+    req.queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string()
 }
 
 /// An emitter builder pointed at `endpoint` and `queue_url`, with test credentials.
@@ -113,7 +119,12 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, queue_url: &str) -> usize
         QueueAttributeName::ApproximateNumberOfMessagesDelayed,
     ]
     .iter()
-    .map(|k| attrs.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
+    .map(|k| {
+        attrs
+            .get(k)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    })
     .sum()
 }
 
