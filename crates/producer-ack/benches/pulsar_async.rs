@@ -17,7 +17,7 @@ use wharf_producer_ack::{Error, MessageId, Producer};
 
 const COUNT: usize = 20_000;
 const SIZE: usize = 100;
-const WINDOW: usize = 1_000;
+const WINDOW: usize = 5_000;
 const ROUNDS: usize = 7;
 
 async fn ours(url: &str) -> f64 {
@@ -52,6 +52,12 @@ async fn ours(url: &str) -> f64 {
         0,
         "no failures in a benchmark run"
     );
+    if producer.reconnects() > 0 {
+        println!(
+            "  (ours reconnected {} time(s) during this round)",
+            producer.reconnects()
+        );
+    }
     producer.close().await;
     COUNT as f64 / elapsed.as_secs_f64()
 }
@@ -126,6 +132,9 @@ fn peer(url: &str) -> Option<f64> {
 }
 
 fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use pulsar::error::{ConnectionError, ProducerError, ServiceDiscoveryError};
 use pulsar::{Pulsar, TokioExecutor};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -114,10 +114,9 @@ enum Event {
         reason: String,
         permanent: bool,
     },
-    Receipt {
+    Receipts {
         incarnation: u64,
-        id: u64,
-        result: Result<MessageId, pulsar::Error>,
+        receipts: Vec<(u64, Result<MessageId, pulsar::Error>)>,
     },
 }
 
@@ -347,11 +346,14 @@ impl Driver {
                 }
                 self.teardown(&reason);
             }
-            Event::Receipt {
+            Event::Receipts {
                 incarnation,
-                id,
-                result,
-            } => self.on_receipt(incarnation, current, id, result),
+                receipts,
+            } => {
+                for (id, result) in receipts {
+                    self.on_receipt(incarnation, current, id, result);
+                }
+            }
             _ => {} // news from a connection already given up
         }
     }
@@ -521,13 +523,35 @@ fn operation_timeout(config: &ProducerBuilder) -> Duration {
     (config.send_timeout / 2).clamp(Duration::from_millis(500), Duration::from_secs(30))
 }
 
-/// How often an idle or busy connection is pinged, and how long the answer may take.
+/// How often the live connection is pinged, and how long a ping may take before the
+/// connection counts as lost (pings cross the network: they get more slack than sends).
 fn health_check(config: &ProducerBuilder) -> (Duration, Duration) {
     let every =
         (config.send_timeout / 8).clamp(Duration::from_millis(50), Duration::from_millis(250));
-    let limit =
-        (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_millis(500));
+    let limit = (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
     (every, limit)
+}
+
+/// How long handing a message to the `pulsar` crate may take. It is instant (a queue with
+/// room for the whole window) unless the crate is busy re-creating a lost producer, and then
+/// wharf takes over.
+fn send_limit(config: &ProducerBuilder) -> Duration {
+    (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_millis(500))
+}
+
+fn to_message_id(
+    (id, result): (u64, Result<pulsar::CommandSendReceipt, pulsar::Error>),
+) -> (u64, Result<MessageId, pulsar::Error>) {
+    let result = result.and_then(|receipt| {
+        receipt
+            .message_id
+            .as_ref()
+            .map(MessageId::from_proto)
+            .ok_or_else(|| {
+                pulsar::Error::Custom("the broker's receipt carried no message id".to_owned())
+            })
+    });
+    (id, result)
 }
 
 /// One connection: a fresh client and producer, then sends and receipts until aborted.
@@ -564,9 +588,7 @@ async fn incarnation(
         return;
     }
     let (check_every, check_limit) = health_check(&config);
-    // Handing a message to the crate is instant unless it is busy re-creating the producer
-    // (or its queue is full, which the window rules out): wharf then takes over at once.
-    let send_limit = check_limit;
+    let send_limit = send_limit(&config);
     let mut health = tokio::time::interval_at(Instant::now() + check_every, check_every);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut receipts = FuturesUnordered::new();
@@ -587,14 +609,13 @@ async fn incarnation(
                 let _ = events.send(Event::Broken { incarnation: id, reason, permanent: false });
                 return;
             }
-            Some((message, result)) = receipts.next() => {
-                let result: Result<pulsar::CommandSendReceipt, pulsar::Error> = result;
-                let result = result.and_then(|receipt: pulsar::CommandSendReceipt| {
-                    receipt.message_id.as_ref().map(MessageId::from_proto).ok_or_else(|| {
-                        pulsar::Error::Custom("the broker's receipt carried no message id".to_owned())
-                    })
-                });
-                let _ = events.send(Event::Receipt { incarnation: id, id: message, result });
+            Some(first) = receipts.next() => {
+                // one event for every receipt ready now: fewer wake-ups of the driver
+                let mut ready = vec![to_message_id(first)];
+                while let Some(Some(next)) = receipts.next().now_or_never() {
+                    ready.push(to_message_id(next));
+                }
+                let _ = events.send(Event::Receipts { incarnation: id, receipts: ready });
             }
             n = sends.recv_many(&mut batch, 256) => {
                 if n == 0 {
@@ -604,7 +625,8 @@ async fn incarnation(
                     match tokio::time::timeout(send_limit, producer.send_non_blocking(payload)).await {
                         Ok(Ok(receipt)) => receipts.push(async move { (message, receipt.await) }),
                         Ok(Err(error)) => {
-                            let _ = events.send(Event::Receipt { incarnation: id, id: message, result: Err(error) });
+                            let receipts = vec![(message, Err(error))];
+                            let _ = events.send(Event::Receipts { incarnation: id, receipts });
                         }
                         Err(_) => {
                             let reason = format!("the pulsar client did not take a message within {send_limit:?}");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -173,12 +173,25 @@ impl Producer {
 
     async fn submit(&self, message: Message, deadline: Instant, notify: Notify) {
         let inner = &self.inner;
-        let permit =
-            match tokio::time::timeout_at(deadline, inner.window.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_closed)) => return notify.deliver(Err(self.closed_error()), Slot(None)),
-                Err(_elapsed) => return notify.deliver(Err(self.timeout_error()), Slot(None)),
-            };
+        // fast path without a timer: the window has room
+        let permit = match inner.window.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => {
+                return notify.deliver(Err(self.closed_error()), Slot(None));
+            }
+            Err(TryAcquireError::NoPermits) => {
+                let wait = inner.window.clone().acquire_owned();
+                match tokio::time::timeout_at(deadline, wait).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => {
+                        return notify.deliver(Err(self.closed_error()), Slot(None));
+                    }
+                    Err(_elapsed) => {
+                        return notify.deliver(Err(self.timeout_error()), Slot(None));
+                    }
+                }
+            }
+        };
         let envelope = Envelope::new(
             inner.topic.clone(),
             message,
