@@ -14,13 +14,13 @@
 //! what gets a producer out of a connection that the crate keeps as "valid" after a broker
 //! restart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use pulsar::error::{ConnectionError, ProducerError, ServiceDiscoveryError};
 use pulsar::{Pulsar, TokioExecutor};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -528,7 +528,8 @@ fn operation_timeout(config: &ProducerBuilder) -> Duration {
 fn health_check(config: &ProducerBuilder) -> (Duration, Duration) {
     let every =
         (config.send_timeout / 8).clamp(Duration::from_millis(50), Duration::from_millis(250));
-    let limit = (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    // generous: a false alarm costs a reconnect and duplicates of the messages in flight
+    let limit = (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
     (every, limit)
 }
 
@@ -537,6 +538,19 @@ fn health_check(config: &ProducerBuilder) -> (Duration, Duration) {
 /// wharf takes over.
 fn send_limit(config: &ProducerBuilder) -> Duration {
     (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_millis(500))
+}
+
+/// The receipt of the oldest message still waiting for one (pending while there is none).
+async fn oldest_receipt(
+    receipts: &mut VecDeque<(u64, pulsar::producer::SendFuture)>,
+) -> (u64, Result<pulsar::CommandSendReceipt, pulsar::Error>) {
+    let result = std::future::poll_fn(|cx| match receipts.front_mut() {
+        Some((_, receipt)) => std::pin::Pin::new(receipt).poll(cx),
+        None => std::task::Poll::Pending,
+    })
+    .await;
+    let id = receipts.pop_front().map(|(id, _)| id).unwrap_or(u64::MAX);
+    (id, result)
 }
 
 fn to_message_id(
@@ -591,7 +605,10 @@ async fn incarnation(
     let send_limit = send_limit(&config);
     let mut health = tokio::time::interval_at(Instant::now() + check_every, check_every);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut receipts = FuturesUnordered::new();
+    // Receipts in send order: the broker acknowledges a producer's messages in order, so
+    // waiting on the oldest one alone costs one wake-up per batch of receipts, not one per
+    // message (a partitioned topic may report a later partition's receipt a little late).
+    let mut receipts: VecDeque<(u64, pulsar::producer::SendFuture)> = VecDeque::new();
     let mut batch = Vec::with_capacity(256);
     loop {
         tokio::select! {
@@ -609,10 +626,10 @@ async fn incarnation(
                 let _ = events.send(Event::Broken { incarnation: id, reason, permanent: false });
                 return;
             }
-            Some(first) = receipts.next() => {
+            first = oldest_receipt(&mut receipts), if !receipts.is_empty() => {
                 // one event for every receipt ready now: fewer wake-ups of the driver
                 let mut ready = vec![to_message_id(first)];
-                while let Some(Some(next)) = receipts.next().now_or_never() {
+                while let Some(next) = oldest_receipt(&mut receipts).now_or_never() {
                     ready.push(to_message_id(next));
                 }
                 let _ = events.send(Event::Receipts { incarnation: id, receipts: ready });
@@ -623,7 +640,7 @@ async fn incarnation(
                 }
                 for (message, payload) in batch.drain(..) {
                     match tokio::time::timeout(send_limit, producer.send_non_blocking(payload)).await {
-                        Ok(Ok(receipt)) => receipts.push(async move { (message, receipt.await) }),
+                        Ok(Ok(receipt)) => receipts.push_back((message, receipt)),
                         Ok(Err(error)) => {
                             let receipts = vec![(message, Err(error))];
                             let _ = events.send(Event::Receipts { incarnation: id, receipts });
