@@ -288,3 +288,30 @@ impl ProducerBuilder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_auth_token_never_shows_in_debug_output() {
+        let builder = ProducerBuilder::new("pulsar://127.0.0.1:1", "t").auth_token("s3cr3t-token");
+        let debug = format!("{builder:?}");
+        assert!(!debug.contains("s3cr3t-token"), "{debug}");
+        assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_with_the_reason() {
+        let refused = |b: ProducerBuilder| match b.validate() {
+            Err(Error::InvalidConfig(reason)) => reason,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        let base = || ProducerBuilder::new("pulsar://127.0.0.1:1", "t");
+        assert!(refused(ProducerBuilder::new("http://x", "t")).contains("pulsar://"));
+        assert!(refused(base().window(0)).contains("window"));
+        assert!(refused(base().send_timeout(Duration::ZERO)).contains("send timeout"));
+        // outside a tokio runtime
+        assert!(refused(base()).contains("tokio runtime"));
+    }
+}

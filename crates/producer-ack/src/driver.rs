@@ -748,3 +748,51 @@ fn is_permanent(error: &pulsar::Error) -> bool {
         )
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_from_min_to_max_with_at_most_half_jitter() {
+        let config = ProducerBuilder::new("pulsar://127.0.0.1:1", "t")
+            .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(2));
+        let first = backoff(&config, 0);
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
+        let later = backoff(&config, 30);
+        assert!(
+            later >= Duration::from_secs(1) && later <= Duration::from_secs(2),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn an_envelope_dropped_without_an_outcome_tells_its_caller_closed() {
+        let (tx, mut rx) = oneshot::channel();
+        let envelope = Envelope::new(
+            Arc::from("t"),
+            Message::new("m"),
+            Instant::now(),
+            Notify::Reply(tx),
+            Slot(None),
+        );
+        drop(envelope);
+        assert!(matches!(rx.try_recv(), Ok(Err(Error::Closed { .. }))));
+    }
+
+    #[test]
+    fn permanent_errors_are_those_reconnecting_cannot_fix() {
+        use pulsar::message::proto::ServerError;
+        let refused = pulsar::Error::Connection(ConnectionError::PulsarError(
+            Some(ServerError::AuthorizationError),
+            None,
+        ));
+        assert!(is_permanent(&refused));
+        assert!(!is_permanent(&pulsar::Error::Connection(
+            ConnectionError::Disconnected
+        )));
+    }
+}

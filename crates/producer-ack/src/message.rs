@@ -180,3 +180,42 @@ impl fmt::Display for MessageId {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_print_like_the_java_client() {
+        let plain = MessageId {
+            ledger_id: 112,
+            entry_id: 4,
+            partition: None,
+            batch_index: None,
+        };
+        assert_eq!(plain.to_string(), "112:4:-1");
+        let batched = MessageId {
+            ledger_id: 112,
+            entry_id: 4,
+            partition: Some(2),
+            batch_index: Some(0),
+        };
+        assert_eq!(batched.to_string(), "112:4:2:0");
+    }
+
+    #[test]
+    fn metadata_maps_onto_the_pulsar_message() {
+        let time = UNIX_EPOCH + std::time::Duration::from_millis(1_234);
+        let message = Message::new("p")
+            .with_key("k")
+            .with_ordering_key(b"o".to_vec())
+            .with_property("a", "1")
+            .with_event_time(time)
+            .to_pulsar();
+        assert_eq!(message.payload, b"p");
+        assert_eq!(message.partition_key.as_deref(), Some("k"));
+        assert_eq!(message.ordering_key.as_deref(), Some(&b"o"[..]));
+        assert_eq!(message.properties.get("a").map(String::as_str), Some("1"));
+        assert_eq!(message.event_time, Some(1_234));
+    }
+}
