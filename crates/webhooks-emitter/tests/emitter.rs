@@ -610,3 +610,49 @@ async fn emit_sync_after_shutdown_is_refused_with_stopped() {
         Err(Error::Stopped { .. })
     ));
 }
+
+/// The failure hook runs on the worker's task, so a panicking hook crashes the worker: its
+/// supervisor restarts it, and the events the crashed worker held are sent by the next one.
+#[tokio::test]
+async fn a_crashed_worker_is_restarted_and_the_events_it_held_are_not_lost() {
+    let endpoint = endpoint();
+    let sqs = raw_client(&endpoint).await;
+    let url = create_queue(&sqs, "crash", false, &[]).await;
+    let emitter = builder(&endpoint, &url)
+        .max_in_flight(1)
+        .linger(Duration::from_millis(300))
+        .on_failure(|failed| panic!("hook panics on {}", failed.event_id))
+        .build()
+        .unwrap();
+    let tree = Supervisor::builder("app")
+        .child(emitter.child_spec("webhooks"))
+        .start()
+        .await
+        .unwrap();
+    // First batch: the poisoned event and nine good ones; then 15 more wait behind it.
+    let poisoned = Event::new("p", "e", json!({}))
+        .unwrap()
+        .unchecked_delay_seconds_for_tests(901);
+    emitter.emit(poisoned).await.unwrap();
+    let mut ids = HashSet::new();
+    for i in 0..24 {
+        ids.insert(
+            emitter
+                .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+                .await
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let stats = wait_for(&emitter, Duration::from_secs(15), |s| s.sent == 24).await;
+    assert_eq!((stats.sent, stats.failed), (24, 1), "{stats:?}");
+    let children = tree.which_children().await.unwrap();
+    assert_eq!(children[0].restarts, 1, "{children:?}");
+    let got: HashSet<String> = receive(&sqs, &url, 24, Duration::from_secs(10))
+        .await
+        .iter()
+        .map(|m| body_json(m)["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ids);
+    tree.shutdown().await.unwrap();
+}
