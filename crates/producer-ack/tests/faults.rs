@@ -35,8 +35,10 @@ async fn restart(broker: &Arc<PulsarLite>) {
         .expect("broker restarts");
 }
 
+/// The indexes of the 4-byte payloads produced by [`produce_recorded`] (others skipped).
 fn read_indexes(read: &[common::ReadBack]) -> Vec<u32> {
     read.iter()
+        .filter(|m| m.payload.len() == 4)
         .map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
         .collect()
 }
@@ -231,11 +233,18 @@ async fn connections_cut_mid_stream_are_resent_in_order() {
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .start()
         .unwrap();
+    let proxy = broker.proxy().unwrap();
+    producer.produce("connect first").await.unwrap();
+    assert!(
+        proxy.active_connections() > 0,
+        "the producer's connection goes through the proxy"
+    );
+    let accepted_before = proxy.connections_accepted();
     let outcomes: Outcomes = Arc::default();
     for i in 0..TOTAL {
         produce_recorded(&producer, &outcomes, i).await;
         if i == 500 || i == 1_000 {
-            broker.proxy().unwrap().cut().unwrap();
+            proxy.cut().unwrap();
         }
     }
     producer.close().await;
@@ -244,6 +253,10 @@ async fn connections_cut_mid_stream_are_resent_in_order() {
     assert!(
         outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()),
         "each acked once, successfully"
+    );
+    assert!(
+        proxy.connections_accepted() >= accepted_before + 2,
+        "the client reconnected after each cut (by the pulsar crate or by wharf)"
     );
     let read = read_indexes(
         &common::read_back(
