@@ -603,6 +603,22 @@ mod tests {
     }
 
     #[test]
+    fn credentials_never_appear_in_debug_output() {
+        let b = EmitterBuilder::new()
+            .queue_url("https://sqs.us-east-1.amazonaws.com/123456789012/q")
+            .credentials("AKIAEXAMPLEKEYID", "very-secret-access-key");
+        let text = format!("{b:?}");
+        assert!(!text.contains("very-secret-access-key"), "{text}");
+        assert!(!text.contains("AKIAEXAMPLEKEYID"), "{text}");
+        let emitter = b.build().unwrap();
+        let text = format!("{emitter:?}");
+        assert!(
+            !text.contains("very-secret") && !text.contains("AKIAEXAMPLE"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn backoff_grows_and_stays_capped() {
         let r = RetryPolicy::new(
             Duration::from_millis(100),

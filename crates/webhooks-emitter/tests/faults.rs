@@ -217,3 +217,59 @@ async fn shutdown_with_sqs_unreachable_counts_every_unsent_event_and_hands_each_
     let stats = emitter.stats();
     assert_eq!((stats.failed, stats.buffered), (30, 0));
 }
+
+#[tokio::test]
+async fn with_a_hanging_endpoint_emit_returns_at_once_and_emit_sync_answers_within_its_timeout() {
+    let moto = Moto::start_behind_proxy().unwrap();
+    let proxy = moto.proxy().unwrap();
+    let sqs = raw_client(&moto.endpoint()).await;
+    let url = create_queue(&sqs, "hanging", false, &[]).await;
+    let emitter = builder(&moto.endpoint(), &url)
+        .retry(fast_retry())
+        .request_timeout(Duration::from_secs(1))
+        .drain_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    emitter.start().await.unwrap();
+    // Every chunk takes 3 s each way: requests hang until the request timeout.
+    proxy.set_latency(Duration::from_secs(3));
+
+    let start = Instant::now();
+    for i in 0..50 {
+        emitter
+            .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "emit waited: {:?}",
+        start.elapsed()
+    );
+
+    let start = Instant::now();
+    let result = emitter
+        .emit_sync_timeout(
+            Event::new("p", "e", json!({})).unwrap(),
+            Duration::from_millis(600),
+        )
+        .await;
+    assert!(
+        start.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+
+    // Back to normal: everything emitted arrives (at least once; ids dedupe).
+    proxy.clear_latency();
+    let stats = wait_for(&emitter, Duration::from_secs(30), |s| s.sent >= 50).await;
+    assert!(stats.sent >= 50, "{stats:?}");
+    assert_eq!(emitter.shutdown().await.unsent, 0);
+    let ids: HashSet<String> = receive(&sqs, &url, 51, Duration::from_secs(10))
+        .await
+        .iter()
+        .map(|m| body_json(m)["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.len() >= 50, "{} distinct events arrived", ids.len());
+}
