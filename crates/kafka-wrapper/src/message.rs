@@ -131,26 +131,23 @@ pub struct ConsumedMessage {
     pub(crate) offset: i64,
     pub(crate) key: Option<Bytes>,
     pub(crate) payload: Bytes,
-    pub(crate) headers: Arc<[(String, Bytes)]>,
+    /// `None` when the message has no headers (most do not): no allocation.
+    pub(crate) headers: Option<Arc<[(String, Bytes)]>>,
     pub(crate) timestamp_ms: Option<i64>,
     pub(crate) attempt: u32,
 }
 
 impl ConsumedMessage {
     pub(crate) fn from_borrowed(m: &BorrowedMessage<'_>, topic: Arc<str>) -> Self {
-        let headers: Arc<[(String, Bytes)]> = match m.headers() {
-            None => Arc::from(Vec::new()),
-            Some(h) => h
-                .iter()
+        let headers: Option<Arc<[(String, Bytes)]>> = m.headers().map(|h| {
+            h.iter()
                 .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
-                    )
+                    let value = h.value.map(Bytes::copy_from_slice).unwrap_or_default();
+                    (h.key.to_owned(), value)
                 })
                 .collect::<Vec<_>>()
-                .into(),
-        };
+                .into()
+        });
         Self {
             topic,
             partition: m.partition(),
@@ -185,11 +182,14 @@ impl ConsumedMessage {
     }
     /// All headers in order.
     pub fn headers(&self) -> &[(String, Bytes)] {
-        &self.headers
+        self.headers.as_deref().unwrap_or_default()
     }
     /// The first header with this name.
     pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.headers()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
     /// The message timestamp in milliseconds since the Unix epoch, if the broker gave one.
     pub fn timestamp_ms(&self) -> Option<i64> {

@@ -90,26 +90,54 @@ fn purged(record: &Record) -> Error {
     }
 }
 
+/// The broker's answer for one message: (partition, offset), or librdkafka's error. The
+/// topic is added by whoever waits for it, so librdkafka's single delivery thread does not
+/// allocate per message.
+pub(crate) type RawOutcome = std::result::Result<(i32, i64), KafkaError>;
+
 /// What to do when librdkafka reports the delivery of one message.
 pub(crate) enum Completion {
-    Await(oneshot::Sender<Result<Delivered>>),
+    Await(oneshot::Sender<RawOutcome>),
     // The mutex only makes the boxed closure `Sync`, as librdkafka's opaque needs.
-    Callback(Mutex<Option<Callback>>),
+    Callback {
+        topic: String,
+        cb: Mutex<Option<Callback>>,
+    },
 }
 
 impl Completion {
-    fn complete(self, result: Result<Delivered>) {
+    fn complete(self, result: RawOutcome) {
         match self {
             Completion::Await(tx) => {
                 let _ = tx.send(result);
             }
-            Completion::Callback(cb) => {
+            Completion::Callback { topic, cb } => {
                 let cb = cb.lock().ok().and_then(|mut c| c.take());
                 if let Some(cb) = cb {
-                    cb(result);
+                    cb(finish(topic, result));
                 }
             }
         }
+    }
+}
+
+/// A raw outcome as the public result.
+fn finish(topic: String, result: RawOutcome) -> Result<Delivered> {
+    match result {
+        Ok((partition, offset)) => Ok(Delivered {
+            topic,
+            partition,
+            offset,
+        }),
+        Err(source) => Err(Error::Delivery { topic, source }),
+    }
+}
+
+/// Waits for a raw outcome; a dropped sender means the message was purged.
+async fn outcome(rx: oneshot::Receiver<RawOutcome>, record: &Record) -> Result<Delivered> {
+    match rx.await {
+        Ok(r) => finish(record.topic.clone(), r),
+        Err(_) => Err(purged(record)),
     }
 }
 
@@ -136,19 +164,12 @@ impl ProducerContext for ProducerCtx {
         let outcome = match result {
             Ok(m) => {
                 self.delivered.increment(1);
-                Ok(Delivered {
-                    topic: m.topic().to_owned(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                })
+                Ok((m.partition(), m.offset()))
             }
             Err((e, m)) => {
                 self.failed.increment(1);
                 tracing::debug!(producer = %self.base.name, topic = m.topic(), error = %e, "delivery failed");
-                Err(Error::Delivery {
-                    topic: m.topic().to_owned(),
-                    source: e.clone(),
-                })
+                Err(e.clone())
             }
         };
         completion.complete(outcome);
@@ -210,12 +231,7 @@ impl ProducerInstance {
                 topic: record.topic.clone(),
                 source,
             })?;
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::Delivery {
-                topic: record.topic.clone(),
-                source: KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
-            })
-        })
+        outcome(rx, record).await
     }
 
     /// Waits for queued messages to be delivered, up to `grace`; then the instance can go.
@@ -293,7 +309,25 @@ impl Producer {
     }
 
     /// Queues `record`, waiting for room in the queue or for a rebuild to finish.
-    async fn enqueue(&self, record: &Record, mut completion: Box<Completion>) -> Result<()> {
+    async fn enqueue(&self, record: &Record, completion: Box<Completion>) -> Result<()> {
+        // Fast path: a current instance with room in its queue.
+        let first = match self.shared.slot.borrow().as_ref() {
+            Some(instance) => instance.try_enqueue(record, completion),
+            None => Err((
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                completion,
+            )),
+        };
+        let mut completion = match first {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), c)) => c,
+            Err((source, _)) => {
+                return Err(Error::Enqueue {
+                    topic: record.topic.clone(),
+                    source,
+                });
+            }
+        };
         let deadline = Instant::now() + self.shared.spec.queue_timeout;
         loop {
             if self.shared.stopped.load(Ordering::Acquire) {
@@ -333,7 +367,7 @@ impl Producer {
             let (tx, rx) = oneshot::channel();
             self.enqueue(&record, Box::new(Completion::Await(tx)))
                 .await?;
-            let result = rx.await.unwrap_or_else(|_| Err(purged(&record)));
+            let result = outcome(rx, &record).await;
             if self.should_resend(&result, &mut resends) {
                 continue;
             }
@@ -369,11 +403,11 @@ impl Producer {
         F: FnOnce(Result<Delivered>) + Send + 'static,
     {
         let cb: Callback = Box::new(on_delivery);
-        self.enqueue(
-            &record,
-            Box::new(Completion::Callback(Mutex::new(Some(cb)))),
-        )
-        .await
+        let completion = Completion::Callback {
+            topic: record.topic.clone(),
+            cb: Mutex::new(Some(cb)),
+        };
+        self.enqueue(&record, Box::new(completion)).await
     }
 
     /// Sends every record and returns one result per record, in order. A record that could
@@ -391,7 +425,7 @@ impl Producer {
         for (p, record) in pending.into_iter().zip(records) {
             let result = match p {
                 Err(e) => Err(e),
-                Ok(rx) => rx.await.unwrap_or_else(|_| Err(purged(&record))),
+                Ok(rx) => outcome(rx, &record).await,
             };
             let mut resends = 0;
             if self.should_resend(&result, &mut resends) {

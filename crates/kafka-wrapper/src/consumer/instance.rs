@@ -35,12 +35,16 @@ const GROUP_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.commit", "true"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
+    // The wrapper buffers per partition itself; librdkafka's 1 s pause before fetching a
+    // partition whose local queue was over its threshold shows as second-long stalls.
+    ("fetch.queue.backoff.ms", "20"),
 ];
 
 const PLAIN_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
+    ("fetch.queue.backoff.ms", "20"),
 ];
 
 /// Most messages taken from librdkafka in one polling round.
@@ -323,9 +327,6 @@ impl LoopState {
             return;
         };
         let msg = ConsumedMessage::from_borrowed(m, slot.state.topic.clone());
-        if let Ok(mut t) = slot.state.tracker.lock() {
-            t.dispatched(msg.offset);
-        }
         slot.pending.push(msg);
     }
 
@@ -343,6 +344,11 @@ impl LoopState {
                     continue;
                 }
                 let chunk = std::mem::take(&mut slot.pending);
+                if let Ok(mut t) = slot.state.tracker.lock() {
+                    for m in &chunk {
+                        t.dispatched(m.offset);
+                    }
+                }
                 if !slot.stash.is_empty() {
                     slot.stash.push_back(chunk);
                     continue;

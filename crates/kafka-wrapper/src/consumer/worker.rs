@@ -37,11 +37,6 @@ impl PartitionState {
     pub(crate) fn committable(&self) -> Option<i64> {
         self.tracker.lock().ok().and_then(|t| t.committable())
     }
-    fn completed(&self, offset: i64) {
-        if let Ok(mut t) = self.tracker.lock() {
-            t.completed(offset);
-        }
-    }
 }
 
 /// Where dead letters go.
@@ -94,21 +89,60 @@ impl Worker {
         batch: Vec<ConsumedMessage>,
         f: &(dyn Fn(ConsumedMessage) -> BoxFuture<'static, Outcome> + Send + Sync),
     ) -> bool {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut ok = true;
         for m in batch {
             if self.stop.is_cancelled() {
-                return false;
+                ok = false;
+                break;
             }
             let offset = m.offset;
-            if !self
-                .until_handled(vec![m], &|mut v: Vec<ConsumedMessage>| f(v.remove(0)))
-                .await
-            {
-                return false;
+            // Fast path: one call that acks. Anything else goes through the retry loop.
+            let first = self.call_once(f(m.clone())).await;
+            if first != Outcome::Ack {
+                // Record what is done before waiting, so commits keep up meanwhile.
+                self.complete(&mut done);
+                let single = |mut v: Vec<ConsumedMessage>| f(v.remove(0));
+                if !self.settle(vec![m], first, &single).await {
+                    ok = false;
+                    break;
+                }
             }
-            self.state.completed(offset);
-            self.shared.handled.fetch_add(1, Ordering::Relaxed);
+            done.push(offset);
         }
-        true
+        self.complete(&mut done);
+        ok
+    }
+
+    /// Marks handled offsets in the tracker (one lock for all of them).
+    fn complete(&self, done: &mut Vec<i64>) {
+        if done.is_empty() {
+            return;
+        }
+        if let Ok(mut t) = self.state.tracker.lock() {
+            for o in done.iter() {
+                t.completed(*o);
+            }
+        }
+        self.shared
+            .handled
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        self.shared
+            .progress
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        done.clear();
+    }
+
+    /// Runs one handler call; a panic counts as `Retry` after a second.
+    async fn call_once(&self, call: BoxFuture<'static, Outcome>) -> Outcome {
+        match AssertUnwindSafe(call).catch_unwind().await {
+            Ok(o) => o,
+            Err(panic) => {
+                let what = panic_message(&*panic);
+                tracing::error!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, panic = %what, "handler panicked; retrying in 1 s");
+                Outcome::Retry(Duration::from_secs(1))
+            }
+        }
     }
 
     async fn handle_batch(
@@ -116,16 +150,11 @@ impl Worker {
         batch: Vec<ConsumedMessage>,
         f: &(dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync),
     ) -> bool {
-        let offsets: Vec<i64> = batch.iter().map(|m| m.offset).collect();
+        let mut offsets: Vec<i64> = batch.iter().map(|m| m.offset).collect();
         if !self.until_handled(batch, f).await {
             return false;
         }
-        for o in &offsets {
-            self.state.completed(*o);
-        }
-        self.shared
-            .handled
-            .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+        self.complete(&mut offsets);
         true
     }
 
@@ -133,18 +162,21 @@ impl Worker {
     /// worker is stopped while it waits to retry (`false`: nothing is committed).
     async fn until_handled(
         &self,
+        msgs: Vec<ConsumedMessage>,
+        call: &(dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync),
+    ) -> bool {
+        let first = self.call_once(call(msgs.clone())).await;
+        self.settle(msgs, first, call).await
+    }
+
+    /// Acts on `outcome` and keeps calling the handler until the messages are handled.
+    async fn settle(
+        &self,
         mut msgs: Vec<ConsumedMessage>,
+        mut outcome: Outcome,
         call: &(dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync),
     ) -> bool {
         loop {
-            let outcome = match AssertUnwindSafe(call(msgs.clone())).catch_unwind().await {
-                Ok(o) => o,
-                Err(panic) => {
-                    let what = panic_message(&*panic);
-                    tracing::error!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, panic = %what, "handler panicked; retrying in 1 s");
-                    Outcome::Retry(Duration::from_secs(1))
-                }
-            };
             self.shared.progress.fetch_add(1, Ordering::Relaxed);
             let delay = match outcome {
                 Outcome::Ack => return true,
@@ -166,6 +198,7 @@ impl Worker {
             for m in &mut msgs {
                 m.attempt += 1;
             }
+            outcome = self.call_once(call(msgs.clone())).await;
         }
     }
 
@@ -178,7 +211,7 @@ impl Worker {
                 .header("wharf.dlq.topic", m.topic.to_string())
                 .header("wharf.dlq.partition", m.partition.to_string())
                 .header("wharf.dlq.offset", m.offset.to_string());
-            for (k, v) in m.headers.iter() {
+            for (k, v) in m.headers() {
                 r = r.header(k.clone(), v.clone());
             }
             if let Some(k) = &m.key {
