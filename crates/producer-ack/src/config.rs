@@ -260,6 +260,25 @@ impl ProducerBuilder {
         Ok(Producer::start(self))
     }
 
+    /// Builds the producer to run under a wharf-core supervisor: returns its handle and the
+    /// [`ChildSpec`](wharf_core::supervisor::ChildSpec) to add to a supervisor (with `id`).
+    ///
+    /// The handle works at once (messages wait in the window, within their send timeout,
+    /// until the supervisor starts the child) and stays valid across the child's restarts:
+    /// the mailbox belongs to the handle, not to one run of the task. When the supervisor
+    /// shuts the child down, the producer stops taking messages and lets the window drain
+    /// within the child's shutdown grace; what is left then ends with [`Error::Closed`].
+    ///
+    /// The producer's task already restarts itself after a panic (up to 5 a minute); past
+    /// that, the child exits abnormally and its supervisor decides.
+    pub fn supervised(
+        self,
+        id: impl Into<String>,
+    ) -> Result<(Producer, wharf_core::supervisor::ChildSpec), Error> {
+        self.validate()?;
+        Ok(Producer::supervised(self, id.into()))
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let invalid = |what: &str| Err(Error::InvalidConfig(what.to_owned()));
         if !(self.service_url.starts_with("pulsar://")

@@ -122,39 +122,39 @@ enum Event {
 
 /// Runs the driver, and starts a fresh one if it panics (at most 5 times a minute). A panic
 /// drops the driver's messages, whose callers hear [`Error::Closed`]; the handles stay valid.
+///
+/// `Ok` once the producer was closed (its window is closed too); `Err` after too many
+/// panics, leaving the window open so that a parent supervisor can run it again.
 pub(crate) async fn supervise(
-    config: ProducerBuilder,
-    mut commands: mpsc::Receiver<Command>,
+    config: Arc<ProducerBuilder>,
+    commands: &mut mpsc::Receiver<Command>,
     window: Arc<Semaphore>,
     shared: Arc<Shared>,
-) {
+) -> Result<(), String> {
     use futures::FutureExt;
-    let config = Arc::new(config);
     let mut crashes: Vec<Instant> = Vec::new();
-    loop {
+    let outcome = loop {
         let driver = Driver::new(config.clone(), window.clone(), shared.clone());
-        let run = std::panic::AssertUnwindSafe(driver.run(&mut commands));
-        match run.catch_unwind().await {
-            Ok(()) => break,
-            Err(_) => {
-                let now = Instant::now();
-                crashes.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-                crashes.push(now);
-                tracing::error!(
-                    crashes = crashes.len(),
-                    "the producer's task panicked; restarting it"
-                );
-                if crashes.len() > 5 {
-                    tracing::error!(
-                        "the producer's task panicked more than 5 times in a minute; stopping it"
-                    );
-                    break;
-                }
-            }
+        let run = std::panic::AssertUnwindSafe(driver.run(commands));
+        if run.catch_unwind().await.is_ok() {
+            break Ok(());
         }
-    }
+        let now = Instant::now();
+        crashes.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        crashes.push(now);
+        tracing::error!(
+            crashes = crashes.len(),
+            "the producer's task panicked; restarting it"
+        );
+        if crashes.len() > 5 {
+            tracing::error!(
+                "the producer's task panicked more than 5 times in a minute; stopping it"
+            );
+            break Err("the producer's task panicked more than 5 times in a minute".to_owned());
+        }
+    };
     shared.connected.store(false, Ordering::Relaxed);
-    window.close();
+    outcome
 }
 
 /// The current connection attempt.

@@ -6,7 +6,9 @@
 //! - [`Producer`]: a supervised, cloneable producer for one topic (partitioned topics too),
 //!   built with [`ProducerBuilder`] (service URL, auth token, TLS, producer name, batching,
 //!   compression, send timeout, window). It starts even when the broker is down and connects
-//!   in the background with backoff.
+//!   in the background with backoff. [`start`](ProducerBuilder::start) runs it on its own;
+//!   [`supervised`](ProducerBuilder::supervised) returns the handle and a wharf-core
+//!   `ChildSpec` to put it under a supervisor.
 //! - Two ways to produce, with the same guarantee: every message ends **exactly once**, within
 //!   the send timeout, with the broker's [`MessageId`] or a typed [`Error`]:
 //!   - **block for the receipt**: [`Producer::produce`] (and [`Producer::produce_batch`], one

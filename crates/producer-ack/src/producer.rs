@@ -13,6 +13,8 @@ use crate::ack::{Ack, Notify, Slot};
 use crate::config::ProducerBuilder;
 use crate::driver::{self, Command, Envelope};
 use crate::{Error, Message, MessageId};
+use wharf_core::BoxError;
+use wharf_core::supervisor::{ChildContext, ChildSpec, Started};
 
 /// A supervised Pulsar producer for one topic (partitioned or not).
 ///
@@ -62,6 +64,61 @@ impl Producer {
     }
 
     pub(crate) fn start(config: ProducerBuilder) -> Producer {
+        let (producer, mut commands, parts) = Producer::new(config);
+        let (config, window, shared) = parts;
+        let span = driver_span(&config);
+        let run = async move {
+            if driver::supervise(config, &mut commands, window.clone(), shared)
+                .await
+                .is_err()
+            {
+                window.close();
+            }
+        };
+        tokio::spawn(run.instrument(span));
+        producer
+    }
+
+    /// A producer whose task runs as a child of a wharf-core supervisor.
+    pub(crate) fn supervised(config: ProducerBuilder, id: String) -> (Producer, ChildSpec) {
+        let (producer, commands, (config, window, shared)) = Producer::new(config);
+        let commands = Arc::new(tokio::sync::Mutex::new(commands));
+        let closer = producer.inner.commands.clone();
+        let spec = ChildSpec::new(id, move |ctx: ChildContext| {
+            let (commands, closer) = (commands.clone(), closer.clone());
+            let (config, window, shared) = (config.clone(), window.clone(), shared.clone());
+            async move {
+                let span = driver_span(&config);
+                let run = async move {
+                    // one incarnation at a time owns the mailbox; it outlives restarts
+                    let mut commands = commands.lock().await;
+                    let driver = driver::supervise(config, &mut commands, window, shared);
+                    tokio::pin!(driver);
+                    tokio::select! {
+                        outcome = &mut driver => outcome,
+                        () = ctx.cancelled() => {
+                            // shutdown: stop taking messages, let the window drain (the
+                            // supervisor's grace period bounds this)
+                            let (tx, _rx) = oneshot::channel();
+                            let (_, outcome) = tokio::join!(closer.send(Command::Close(tx)), driver);
+                            outcome
+                        }
+                    }
+                };
+                Ok::<_, BoxError>(Started::task(run.instrument(span)))
+            }
+        });
+        (producer, spec)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn new(
+        config: ProducerBuilder,
+    ) -> (
+        Producer,
+        mpsc::Receiver<Command>,
+        (Arc<ProducerBuilder>, Arc<Semaphore>, Arc<Shared>),
+    ) {
         let window = Arc::new(Semaphore::new(config.window));
         // every Produce command holds a window place, so `window` bounds the channel too
         let (commands, rx) = mpsc::channel(config.window + 8);
@@ -74,15 +131,10 @@ impl Producer {
             commands,
             shared: shared.clone(),
         };
-        let span = tracing::info_span!(
-            "pulsar_producer",
-            topic = %config.topic,
-            name = config.producer_name.as_deref().unwrap_or("")
-        );
-        tokio::spawn(driver::supervise(config, rx, window, shared).instrument(span));
-        Producer {
+        let producer = Producer {
             inner: Arc::new(inner),
-        }
+        };
+        (producer, rx, (Arc::new(config), window, shared))
     }
 
     /// The topic this producer writes to.
@@ -233,4 +285,12 @@ impl Producer {
             reason: "the producer was closed".to_owned(),
         }
     }
+}
+
+fn driver_span(config: &ProducerBuilder) -> tracing::Span {
+    tracing::info_span!(
+        "pulsar_producer",
+        topic = %config.topic,
+        name = config.producer_name.as_deref().unwrap_or("")
+    )
 }
