@@ -640,11 +640,13 @@ impl<H: Handler> Shard<H> {
                 slot.last_active_ms = self.now_ms;
                 let held = match result {
                     Ok(Outcome::Ack) => {
+                        self.counts.acked += 1;
                         settle_ack(&mut self.acks, &mut self.counts, delivery);
                         None
                     }
                     Ok(Outcome::Stop) => {
                         self.counts.stopped += 1;
+                        self.counts.acked += 1;
                         settle_ack(&mut self.acks, &mut self.counts, delivery);
                         None
                     }
@@ -668,12 +670,12 @@ impl<H: Handler> Shard<H> {
                         }))
                     }
                 };
-                if let Some(held) = held
-                    && let Some(slot) = self.slots.get_mut(key.as_bytes())
-                {
+                let slot = self.slots.get_mut(key.as_bytes())?;
+                if let Some(held) = held {
                     slot.held = Some(Box::new(held));
                 }
-                Some(key)
+                // The common case (acked, nothing queued, state kept) needs no further look.
+                (slot.has_work() || slot.state.is_none()).then_some(key)
             }
             Done::Request {
                 key,
@@ -977,7 +979,6 @@ fn dead_held(delivery: Delivery, attempt: u32, reason: String) -> Held {
 /// once, so the future is polled once here and dropped; one that waits (a network ack) joins
 /// the executor's pending acks and stays counted in flight until it answers.
 fn settle_ack(acks: &mut FuturesUnordered<AckFuture>, counts: &mut Counts, delivery: Delivery) {
-    counts.acked += 1;
     let mut answer: AckFuture = Box::pin(delivery.ack());
     match answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(Ok(())) => counts.settled += 1,
