@@ -48,7 +48,10 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -101,7 +104,11 @@ impl Handler for Counter {
         Ok(0)
     }
 
-    async fn handle_message(&self, count: &mut u64, msg: &Incoming<'_>) -> Result<Outcome, Infallible> {
+    async fn handle_message(
+        &self,
+        count: &mut u64,
+        msg: &Incoming<'_>,
+    ) -> Result<Outcome, Infallible> {
         *count += 1;
         if let Some(clock) = &self.clock {
             clock.record(msg.payload());
@@ -306,7 +313,9 @@ async fn ours_bytes_per_idle_key() -> f64 {
     // Warm up with one key, so that the queue and the consumer's buffers have grown to
     // their working size before counting starts.
     for _ in 0..IDLE_KEYS {
-        publisher.try_publish(Message::new("x").with_key("warm-up")).unwrap();
+        publisher
+            .try_publish(Message::new("x").with_key("warm-up"))
+            .unwrap();
     }
     wait_acked(&queue, IDLE_KEYS as u64).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -314,7 +323,9 @@ async fn ours_bytes_per_idle_key() -> f64 {
     LIVE.store(0, Ordering::Relaxed);
     COUNTING.store(true, Ordering::SeqCst);
     for i in 0..IDLE_KEYS {
-        publisher.try_publish(Message::new("x").with_key(format!("idle-{i}"))).unwrap();
+        publisher
+            .try_publish(Message::new("x").with_key(format!("idle-{i}")))
+            .unwrap();
     }
     wait_acked(&queue, 2 * IDLE_KEYS as u64).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -452,7 +463,10 @@ fn main() {
     });
 
     println!();
-    println!("{:<22} {:>14} {:>14} {:>8}  unit", "metric", "ours", "baseline", "ratio");
+    println!(
+        "{:<22} {:>14} {:>14} {:>8}  unit",
+        "metric", "ours", "baseline", "ratio"
+    );
     let mut json = Vec::new();
     for row in &rows {
         let ratio = row.ours / row.baseline;

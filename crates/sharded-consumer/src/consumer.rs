@@ -144,7 +144,11 @@ impl<H: Handler> ShardedConsumer<H> {
     /// [`Error::DeadLetterFailed`] if a message could not be dead-lettered (the consumer
     /// then stops as above, leaving the message unacknowledged);
     /// [`Error::Internal`] if an executor task failed.
-    pub async fn run<S: Source>(&self, mut source: S, stop: CancellationToken) -> Result<(), Error> {
+    pub async fn run<S: Source>(
+        &self,
+        mut source: S,
+        stop: CancellationToken,
+    ) -> Result<(), Error> {
         let inner = &self.inner;
         let config = inner.config.clone();
         let mut guards = Vec::with_capacity(inner.controls.len());
@@ -197,7 +201,9 @@ impl<H: Handler> ShardedConsumer<H> {
                 }
                 ended
             };
-            executors.0.push(tokio::spawn(task.instrument(span.clone())));
+            executors
+                .0
+                .push(tokio::spawn(task.instrument(span.clone())));
         }
 
         let reader = Reader::new(
@@ -249,7 +255,9 @@ impl<H: Handler> ShardedConsumer<H> {
             async move {
                 let source = make_source().await.map_err(Into::into)?;
                 let stop = ctx.token();
-                Ok::<_, BoxError>(Started::task(async move { consumer.run(source, stop).await }))
+                Ok::<_, BoxError>(Started::task(
+                    async move { consumer.run(source, stop).await },
+                ))
             }
         })
     }
@@ -302,8 +310,13 @@ impl<H: Handler> ShardedConsumer<H> {
         let key = self.check(key.into())?;
         let (reply, answer) = oneshot::channel();
         let request = Request::Start { reply };
-        self.ask(key.clone(), request, answer, self.inner.config.signal_timeout)
-            .await??;
+        self.ask(
+            key.clone(),
+            request,
+            answer,
+            self.inner.config.signal_timeout,
+        )
+        .await??;
         Ok(KeyActor {
             consumer: self.clone(),
             key,

@@ -10,11 +10,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_core::transport::{Delivery, Source};
 
+use crate::ShardKey;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::shard::Inbound;
 use crate::stats::Metrics;
-use crate::ShardKey;
 
 /// How long the reader pauses after the source reported a receive error (the source
 /// reconnects by itself; this only keeps a source that fails at once from spinning).

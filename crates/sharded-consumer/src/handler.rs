@@ -87,7 +87,8 @@ pub trait Handler: Send + Sync + 'static {
     /// Builds the state of `key`'s actor: on the first message or signal for the key, and
     /// again after the actor was restarted or stopped. An `Err` or a panic counts as a failed
     /// attempt of the message that needed the state.
-    fn init(&self, key: &ShardKey) -> impl Future<Output = Result<Self::State, Self::Error>> + Send;
+    fn init(&self, key: &ShardKey)
+    -> impl Future<Output = Result<Self::State, Self::Error>> + Send;
 
     /// Handles one message of the key, and says what to do with it (see [`Outcome`]).
     fn handle_message(

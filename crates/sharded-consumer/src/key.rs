@@ -222,27 +222,26 @@ impl KeyDecoder {
     ///
     /// [`KeyRejected`] with the reason: the message is dead-lettered with it.
     pub fn decode(&self, message: &Message) -> Result<ShardKey, KeyRejected> {
-        let bytes = match &self.from {
-            Origin::MessageKey => message
-                .key()
-                .cloned()
-                .ok_or_else(|| KeyRejected::new("the message has no key".to_owned()))?,
-            Origin::Header(name) => message
-                .headers()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| KeyRejected::new(format!("the message has no `{name}` header")))?,
-            Origin::Custom(f) => match catch_unwind(AssertUnwindSafe(|| f(message))) {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(reason)) => return Err(KeyRejected::new(reason)),
-                Err(panic) => {
-                    return Err(KeyRejected::new(format!(
-                        "the key function panicked: {}",
-                        panic_text(panic.as_ref())
-                    )));
-                }
-            },
-        };
+        let bytes =
+            match &self.from {
+                Origin::MessageKey => message
+                    .key()
+                    .cloned()
+                    .ok_or_else(|| KeyRejected::new("the message has no key".to_owned()))?,
+                Origin::Header(name) => message.headers().get(name).cloned().ok_or_else(|| {
+                    KeyRejected::new(format!("the message has no `{name}` header"))
+                })?,
+                Origin::Custom(f) => match catch_unwind(AssertUnwindSafe(|| f(message))) {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(reason)) => return Err(KeyRejected::new(reason)),
+                    Err(panic) => {
+                        return Err(KeyRejected::new(format!(
+                            "the key function panicked: {}",
+                            panic_text(panic.as_ref())
+                        )));
+                    }
+                },
+            };
         self.check(ShardKey(bytes))
     }
 

@@ -102,8 +102,15 @@ impl<H: Handler> Slot<H> {
 
 /// What a turn is started for.
 enum Work<H: Handler> {
-    Message { delivery: Delivery, attempt: u32 },
-    DeadLetter { delivery: Delivery, attempt: u32, reason: String },
+    Message {
+        delivery: Delivery,
+        attempt: u32,
+    },
+    DeadLetter {
+        delivery: Delivery,
+        attempt: u32,
+        reason: String,
+    },
     Request(Request<H>),
     Stop(StopReason),
 }
@@ -355,7 +362,7 @@ impl<H: Handler> Shard<H> {
             return progress;
         }
         while let Some(inbound) = self.stalled.pop_front() {
-            if let Err(inbound) = self.accept(inbound) {
+            if let Some(inbound) = self.accept(inbound) {
                 self.stalled.push_front(inbound);
                 return progress;
             }
@@ -374,7 +381,7 @@ impl<H: Handler> Shard<H> {
                     progress = true;
                     let mut batch = batch.into_iter();
                     while let Some(inbound) = batch.next() {
-                        if let Err(inbound) = self.accept(inbound) {
+                        if let Some(inbound) = self.accept(inbound) {
                             // That key's queue is full: hold the rest (in order) and take
                             // nothing new until it has room. The reader feels it as a full
                             // inbox, the source as a consumer that stopped reading.
@@ -397,8 +404,8 @@ impl<H: Handler> Shard<H> {
     // ----- accepting work -----
 
     /// Queues a delivery for its key, or starts it at once if the key is idle. Gives the
-    /// delivery back if the key's queue is full.
-    fn accept(&mut self, inbound: Inbound) -> Result<(), Inbound> {
+    /// delivery back (`Some`) if the key's queue is full.
+    fn accept(&mut self, inbound: Inbound) -> Option<Inbound> {
         let (key, delivery) = match inbound {
             Inbound::Message { key, delivery } => (key, delivery),
             Inbound::Rejected { delivery, reason } => {
@@ -407,7 +414,7 @@ impl<H: Handler> Shard<H> {
                 if let Some(done) = self.start(Box::pin(turn)) {
                     self.apply(done);
                 }
-                return Ok(());
+                return None;
             }
         };
         let max_queue = self.config.max_queue_per_key;
@@ -417,14 +424,14 @@ impl<H: Handler> Shard<H> {
                 slot.last_active_ms = self.now_ms;
                 if slot.busy || slot.has_work() || !room {
                     if slot.queue.len() >= max_queue {
-                        return Err(Inbound::Message { key, delivery });
+                        return Some(Inbound::Message { key, delivery });
                     }
                     slot.queue.push_back(delivery);
                     self.counts.queued += 1;
                     if !slot.busy {
                         self.run_key(key);
                     }
-                    return Ok(());
+                    return None;
                 }
                 slot.busy = true;
                 slot.state.take()
@@ -437,7 +444,7 @@ impl<H: Handler> Shard<H> {
                     self.counts.queued += 1;
                     self.slots.insert(key.compact(), slot);
                     self.run_key(key);
-                    return Ok(());
+                    return None;
                 }
                 slot.busy = true;
                 self.slots.insert(key.compact(), slot);
@@ -446,12 +453,18 @@ impl<H: Handler> Shard<H> {
         };
         // The fast path: an idle key starts its message at once, usually finishing it in the
         // same poll.
-        if let Some(done) = self.launch(key, state, Work::Message { delivery, attempt: 1 })
-            && let Some(key) = self.apply(done)
+        if let Some(done) = self.launch(
+            key,
+            state,
+            Work::Message {
+                delivery,
+                attempt: 1,
+            },
+        ) && let Some(key) = self.apply(done)
         {
             self.run_key(key);
         }
-        Ok(())
+        None
     }
 
     fn on_control(&mut self, control: Control<H>) {
@@ -479,7 +492,9 @@ impl<H: Handler> Shard<H> {
                     Some(slot) => slot,
                     None => {
                         self.counts.active += 1;
-                        self.slots.entry(key.compact()).or_insert_with(|| Slot::new(now_ms))
+                        self.slots
+                            .entry(key.compact())
+                            .or_insert_with(|| Slot::new(now_ms))
                     }
                 };
                 if slot.requests.len() >= max {
@@ -534,8 +549,7 @@ impl<H: Handler> Shard<H> {
                 }
                 return;
             }
-            if slot.held.as_ref().is_some_and(|h| h.due_at.is_some()) && slot.requests.is_empty()
-            {
+            if slot.held.as_ref().is_some_and(|h| h.due_at.is_some()) && slot.requests.is_empty() {
                 return; // waiting out a retry delay; its queue waits behind it
             }
             if !room {
@@ -651,13 +665,11 @@ impl<H: Handler> Shard<H> {
                         None
                     }
                     Ok(Outcome::DeadLetter(reason)) => Some(dead_held(delivery, attempt, reason)),
-                    Ok(Outcome::Retry(delay)) => Some(self.retry_or_give_up(
-                        &key,
-                        delivery,
-                        attempt,
-                        delay,
-                        || "the handler asked to retry".to_owned(),
-                    )),
+                    Ok(Outcome::Retry(delay)) => {
+                        Some(self.retry_or_give_up(&key, delivery, attempt, delay, || {
+                            "the handler asked to retry".to_owned()
+                        }))
+                    }
                     Err(failure) => {
                         self.counts.restarts += 1;
                         tracing::warn!(
@@ -980,7 +992,10 @@ fn dead_held(delivery: Delivery, attempt: u32, reason: String) -> Held {
 /// the executor's pending acks and stays counted in flight until it answers.
 fn settle_ack(acks: &mut FuturesUnordered<AckFuture>, counts: &mut Counts, delivery: Delivery) {
     let mut answer: AckFuture = Box::pin(delivery.ack());
-    match answer.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match answer
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(Ok(())) => counts.settled += 1,
         Poll::Ready(Err(e)) => {
             counts.settled += 1;

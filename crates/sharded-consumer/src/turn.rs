@@ -295,7 +295,8 @@ pub(crate) async fn dead_letter<H: Handler>(
             Ok(())
         }
         DeadLetter::Publish(target) => {
-            let message = dead_letter_message(&ctx.config.name, key.as_ref(), &delivery, &reason, attempts);
+            let message =
+                dead_letter_message(&ctx.config.name, key.as_ref(), &delivery, &reason, attempts);
             let published = publish(target, message, &origin).await;
             if published.is_ok() {
                 tracing::warn!(

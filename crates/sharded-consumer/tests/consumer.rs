@@ -137,7 +137,10 @@ fn start(
     let dead = MemoryQueue::new(10_000);
     let builder = ShardedConsumer::builder("test", Probe(recorder.clone()))
         .dead_letter(dead.publisher())
-        .retry(RetryPolicy::new(3, Backoff::constant(Duration::from_millis(10))));
+        .retry(RetryPolicy::new(
+            3,
+            Backoff::constant(Duration::from_millis(10)),
+        ));
     let consumer = tune(builder).build().unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn({
@@ -180,7 +183,11 @@ async fn signals_read_and_change_the_state_of_a_keys_actor() {
     running.publish("account-1", "m").await;
     running.acked(4).await;
     assert_eq!(c.signal("account-1", Signal::Get).await.unwrap(), 14);
-    assert_eq!(recorder.inits.lock().unwrap()["account-1"], 1, "one actor all along");
+    assert_eq!(
+        recorder.inits.lock().unwrap()["account-1"],
+        1,
+        "one actor all along"
+    );
     running.stop().await.unwrap();
 }
 
@@ -217,7 +224,9 @@ async fn a_signal_or_get_or_start_starts_the_actor_of_an_unseen_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_actor_is_evicted_with_terminate_and_restarted_by_its_next_message() {
     let recorder = Arc::new(Recorder::default());
-    let running = start(&recorder, |b| b.idle_timeout(Some(Duration::from_millis(50))));
+    let running = start(&recorder, |b| {
+        b.idle_timeout(Some(Duration::from_millis(50)))
+    });
     running.publish("sleepy", "m").await;
     running.acked(1).await;
     assert!(running.consumer.key_info("sleepy").await.unwrap().is_some());
@@ -247,7 +256,10 @@ async fn a_key_that_always_fails_does_not_slow_the_others() {
     let recorder = Arc::new(Recorder::default());
     // Each failing message waits 300 ms between tries, 3 tries, then is dead-lettered.
     let running = start(&recorder, |b| {
-        b.retry(RetryPolicy::new(3, Backoff::constant(Duration::from_millis(300))))
+        b.retry(RetryPolicy::new(
+            3,
+            Backoff::constant(Duration::from_millis(300)),
+        ))
     });
     for i in 0..5 {
         running.publish("bad", &format!("b{i}")).await;
@@ -270,7 +282,10 @@ async fn a_key_that_always_fails_does_not_slow_the_others() {
         good_took < Duration::from_millis(1_500),
         "good keys took {good_took:?} next to a failing key"
     );
-    assert!(bad_done < 5, "the failing key is still retrying ({bad_done} dead-lettered)");
+    assert!(
+        bad_done < 5,
+        "the failing key is still retrying ({bad_done} dead-lettered)"
+    );
 
     // The failing key's 5 messages: 3 tries each, 600 ms of waits each, then dead letters.
     running.acked(2_005).await;
@@ -278,9 +293,16 @@ async fn a_key_that_always_fails_does_not_slow_the_others() {
     assert_eq!(dead.len(), 5);
     let reason = dead[0].headers().get("wharf-dead-letter-reason").unwrap();
     let reason = String::from_utf8_lossy(reason);
-    assert!(reason.contains("gave up after 3 attempts") && reason.contains("bad always fails"), "{reason}");
+    assert!(
+        reason.contains("gave up after 3 attempts") && reason.contains("bad always fails"),
+        "{reason}"
+    );
     let order: Vec<_> = dead.iter().map(|m| m.payload().clone()).collect();
-    assert_eq!(order, ["b0", "b1", "b2", "b3", "b4"], "in order, even when failing");
+    assert_eq!(
+        order,
+        ["b0", "b1", "b2", "b3", "b4"],
+        "in order, even when failing"
+    );
     assert_eq!(running.consumer.stats().restarts, 15);
     running.stop().await.unwrap();
 }
@@ -296,12 +318,28 @@ async fn a_panic_restarts_only_its_keys_actor_with_a_fresh_state() {
     running.acked(3).await;
 
     let c = &running.consumer;
-    assert_eq!(c.signal("calm", Signal::Get).await.unwrap(), 2, "calm kept its state");
-    assert_eq!(c.signal("panicky", Signal::Get).await.unwrap(), 1, "retried once, handled");
+    assert_eq!(
+        c.signal("calm", Signal::Get).await.unwrap(),
+        2,
+        "calm kept its state"
+    );
+    assert_eq!(
+        c.signal("panicky", Signal::Get).await.unwrap(),
+        1,
+        "retried once, handled"
+    );
     let inits = recorder.inits.lock().unwrap().clone();
-    assert_eq!((inits["calm"], inits["panicky"]), (1, 2), "only the panicky key restarted");
+    assert_eq!(
+        (inits["calm"], inits["panicky"]),
+        (1, 2),
+        "only the panicky key restarted"
+    );
     assert_eq!(c.stats().restarts, 1);
-    assert_eq!(running.queue.stats().released, 0, "retried in the actor, not requeued");
+    assert_eq!(
+        running.queue.stats().released,
+        0,
+        "retried in the actor, not requeued"
+    );
     running.stop().await.unwrap();
 }
 
@@ -322,15 +360,30 @@ async fn undecodable_keys_and_dead_letter_outcomes_go_to_the_dead_letter_target_
     let dead = dead_letters(&running.dead).await;
     let reasons: Vec<String> = dead
         .iter()
-        .map(|m| String::from_utf8_lossy(m.headers().get("wharf-dead-letter-reason").unwrap()).into_owned())
+        .map(|m| {
+            String::from_utf8_lossy(m.headers().get("wharf-dead-letter-reason").unwrap())
+                .into_owned()
+        })
         .collect();
-    assert!(reasons.contains(&"the message has no key".to_owned()), "{reasons:?}");
-    assert!(reasons.contains(&"poison payload".to_owned()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"the message has no key".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"poison payload".to_owned()),
+        "{reasons:?}"
+    );
     let poison = dead.iter().find(|m| m.payload() == "poison").unwrap();
     assert_eq!(poison.headers().get("wharf-dead-letter-key").unwrap(), "k");
-    assert_eq!(poison.headers().get("wharf-dead-letter-origin").unwrap(), "memory:1");
+    assert_eq!(
+        poison.headers().get("wharf-dead-letter-origin").unwrap(),
+        "memory:1"
+    );
     let stats = running.consumer.stats();
-    assert_eq!((stats.dead_lettered, stats.rejected_keys, stats.acked), (2, 1, 1));
+    assert_eq!(
+        (stats.dead_lettered, stats.rejected_keys, stats.acked),
+        (2, 1, 1)
+    );
     running.stop().await.unwrap();
 }
 
@@ -383,7 +436,9 @@ async fn a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_order() {
     });
     let running = start(&recorder, |b| b.max_queue_per_key(8));
     for i in 0..600 {
-        running.publish(&format!("k{}", i % 7), &format!("{i}")).await;
+        running
+            .publish(&format!("k{}", i % 7), &format!("{i}"))
+            .await;
     }
     running.acked(150).await;
     let (queue, dead) = (running.queue.clone(), running.dead.clone());
@@ -400,19 +455,29 @@ async fn a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_order() {
         .build()
         .unwrap();
     queue.close();
-    consumer.run(queue.source(), CancellationToken::new()).await.unwrap();
+    consumer
+        .run(queue.source(), CancellationToken::new())
+        .await
+        .unwrap();
 
     let handled = recorder.handled.lock().unwrap().clone();
     let mut per_key: HashMap<String, Vec<usize>> = HashMap::new();
     for (key, payload) in &handled {
-        per_key.entry(key.clone()).or_default().push(payload.parse().unwrap());
+        per_key
+            .entry(key.clone())
+            .or_default()
+            .push(payload.parse().unwrap());
     }
     for (key, seqs) in &per_key {
         let mut sorted = seqs.clone();
         sorted.sort_unstable();
         assert_eq!(seqs, &sorted, "order of {key}");
     }
-    assert_eq!(handled.len(), 600, "each handled once: nothing lost, nothing twice");
+    assert_eq!(
+        handled.len(),
+        600,
+        "each handled once: nothing lost, nothing twice"
+    );
     assert_eq!(queue.stats().acked, 600);
 }
 
@@ -433,9 +498,16 @@ async fn a_dead_letter_target_that_refuses_stops_the_consumer_without_losing_the
     )
     .await
     .expect("the consumer gives up within its dead-letter attempts");
-    assert!(matches!(ended, Err(Error::DeadLetterFailed { attempts: 5, .. })), "{ended:?}");
+    assert!(
+        matches!(ended, Err(Error::DeadLetterFailed { attempts: 5, .. })),
+        "{ended:?}"
+    );
     let stats = queue.stats();
-    assert_eq!((stats.acked, stats.queued), (0, 1), "not acked: delivered again");
+    assert_eq!(
+        (stats.acked, stats.queued),
+        (0, 1),
+        "not acked: delivered again"
+    );
 }
 
 #[tokio::test]
@@ -453,6 +525,9 @@ async fn running_twice_at_once_is_refused() {
         .consumer
         .run(MemoryQueue::new(1).source(), CancellationToken::new())
         .await;
-    assert!(matches!(second, Err(Error::AlreadyRunning { .. })), "{second:?}");
+    assert!(
+        matches!(second, Err(Error::AlreadyRunning { .. })),
+        "{second:?}"
+    );
     running.stop().await.unwrap();
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wharf_core::transport::{Message, Publisher};
 use wharf_kafka_wrapper::{
-    ConsumerSpec, Handler as KafkaHandler, KafkaConfig, KafkaSource, KafkaWrapper, Outcome as KafkaOutcome,
-    ProducerSpec, TopicSpec,
+    ConsumerSpec, Handler as KafkaHandler, KafkaConfig, KafkaSource, KafkaWrapper,
+    Outcome as KafkaOutcome, ProducerSpec, TopicSpec,
 };
 use wharf_sharded_consumer::{Handler, Incoming, Outcome, ShardKey, ShardedConsumer};
 
@@ -35,14 +35,21 @@ impl Handler for Ordered {
         Ok(None)
     }
 
-    async fn handle_message(&self, last: &mut Option<u64>, msg: &Incoming<'_>) -> Result<Outcome, String> {
+    async fn handle_message(
+        &self,
+        last: &mut Option<u64>,
+        msg: &Incoming<'_>,
+    ) -> Result<Outcome, String> {
         let key = msg.key().as_str().unwrap().to_owned();
         let seq: u64 = std::str::from_utf8(msg.payload()).unwrap().parse().unwrap();
         // A fresh actor (first message, or after a restart) may start at any replayed point.
         if let Some(last) = *last
             && seq > last + 1
         {
-            self.gaps.lock().unwrap().push(format!("{key}: {seq} after {last}"));
+            self.gaps
+                .lock()
+                .unwrap()
+                .push(format!("{key}: {seq} after {last}"));
         }
         *last = Some(last.map_or(seq, |l| l.max(seq)));
         self.log.lock().unwrap().push((self.who, key, seq));
@@ -68,7 +75,10 @@ async fn wrapper(brokers: &str) -> KafkaWrapper {
 
 /// Publishes `per_key` messages to each of `keys` keys, payload = the key's sequence number.
 async fn produce(w: &KafkaWrapper, topic: &str, keys: usize, per_key: u64) {
-    let publisher = w.add_producer(ProducerSpec::new("producer")).unwrap().publisher(topic);
+    let publisher = w
+        .add_producer(ProducerSpec::new("producer"))
+        .unwrap()
+        .publisher(topic);
     let mut batch = Vec::new();
     for seq in 0..per_key {
         for k in 0..keys {
@@ -90,15 +100,30 @@ fn source(w: &KafkaWrapper, name: &str, group: &str, topic: &str) -> KafkaSource
     w.add_source(spec, 256).unwrap()
 }
 
-fn consumer(who: &'static str, log: &Log, gaps: &Arc<Mutex<Vec<String>>>) -> ShardedConsumer<Ordered> {
-    ShardedConsumer::builder(who, Ordered { who, log: log.clone(), gaps: gaps.clone() })
-        .discard_dead_letters()
-        .build()
-        .unwrap()
+fn consumer(
+    who: &'static str,
+    log: &Log,
+    gaps: &Arc<Mutex<Vec<String>>>,
+) -> ShardedConsumer<Ordered> {
+    ShardedConsumer::builder(
+        who,
+        Ordered {
+            who,
+            log: log.clone(),
+            gaps: gaps.clone(),
+        },
+    )
+    .discard_dead_letters()
+    .build()
+    .unwrap()
 }
 
 fn distinct(log: &Log) -> BTreeSet<(String, u64)> {
-    log.lock().unwrap().iter().map(|(_, k, s)| (k.clone(), *s)).collect()
+    log.lock()
+        .unwrap()
+        .iter()
+        .map(|(_, k, s)| (k.clone(), *s))
+        .collect()
 }
 
 async fn until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -114,11 +139,17 @@ async fn until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_order() {
-    let brokers = wharf_testkit::kafka().expect("Tansu (run scripts/install)").address().to_owned();
+    let brokers = wharf_testkit::kafka()
+        .expect("Tansu (run scripts/install)")
+        .address()
+        .to_owned();
     let topic = wharf_testkit::unique_name("sharded");
     let group = wharf_testkit::unique_name("sharded-group");
     let w = wrapper(&brokers).await;
-    w.admin().ensure_topics(&[TopicSpec::new(&topic, 4)]).await.unwrap();
+    w.admin()
+        .ensure_topics(&[TopicSpec::new(&topic, 4)])
+        .await
+        .unwrap();
     let (keys, per_key) = (40, 50u64);
     let total = keys * per_key as usize;
     produce(&w, &topic, keys, per_key).await;
@@ -129,39 +160,72 @@ async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_or
     // First run: stopped once about a third is handled.
     let stop = CancellationToken::new();
     let first = tokio::spawn({
-        let (sharded, source, stop) = (sharded.clone(), source(&w, "first", &group, &topic), stop.clone());
+        let (sharded, source, stop) = (
+            sharded.clone(),
+            source(&w, "first", &group, &topic),
+            stop.clone(),
+        );
         async move { sharded.run(source, stop).await }
     });
-    assert!(until(Duration::from_secs(60), || distinct(&log).len() >= total / 3).await, "first run started");
+    assert!(
+        until(Duration::from_secs(60), || distinct(&log).len()
+            >= total / 3)
+        .await,
+        "first run started"
+    );
     stop.cancel();
     first.await.unwrap().unwrap();
     let after_first = distinct(&log).len();
-    assert!(after_first < total, "stopped in the middle ({after_first} of {total})");
+    assert!(
+        after_first < total,
+        "stopped in the middle ({after_first} of {total})"
+    );
 
     // Second run of the same consumer on a new source of the same group.
     let stop = CancellationToken::new();
     let second = tokio::spawn({
-        let (sharded, source, stop) = (sharded.clone(), source(&w, "second", &group, &topic), stop.clone());
+        let (sharded, source, stop) = (
+            sharded.clone(),
+            source(&w, "second", &group, &topic),
+            stop.clone(),
+        );
         async move { sharded.run(source, stop).await }
     });
     let all = until(Duration::from_secs(90), || distinct(&log).len() == total).await;
     stop.cancel();
     second.await.unwrap().unwrap();
 
-    assert!(all, "nothing lost: {} of {total} handled", distinct(&log).len());
-    assert!(gaps.lock().unwrap().is_empty(), "per-key order: {:?}", gaps.lock().unwrap());
+    assert!(
+        all,
+        "nothing lost: {} of {total} handled",
+        distinct(&log).len()
+    );
+    assert!(
+        gaps.lock().unwrap().is_empty(),
+        "per-key order: {:?}",
+        gaps.lock().unwrap()
+    );
     let calls = log.lock().unwrap().len();
-    println!("{total} messages, {calls} calls ({} replayed after the restart)", calls - total);
+    println!(
+        "{total} messages, {calls} calls ({} replayed after the restart)",
+        calls - total
+    );
     w.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
-    let brokers = wharf_testkit::kafka().expect("Tansu (run scripts/install)").address().to_owned();
+    let brokers = wharf_testkit::kafka()
+        .expect("Tansu (run scripts/install)")
+        .address()
+        .to_owned();
     let topic = wharf_testkit::unique_name("sharded-pair");
     let group = wharf_testkit::unique_name("sharded-pair-group");
     let (a, b) = (wrapper(&brokers).await, wrapper(&brokers).await);
-    a.admin().ensure_topics(&[TopicSpec::new(&topic, 4)]).await.unwrap();
+    a.admin()
+        .ensure_topics(&[TopicSpec::new(&topic, 4)])
+        .await
+        .unwrap();
 
     let (log, gaps) = (Log::default(), Arc::new(Mutex::new(Vec::new())));
     let stop = CancellationToken::new();
@@ -175,8 +239,12 @@ async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
     // Wait until the group is stable: the 4 partitions split between the two members.
     let split = until(Duration::from_secs(60), || {
         let (pa, pb) = (
-            a.consumer("machine-a").map(|c| c.assignment().len()).unwrap_or(0),
-            b.consumer("machine-b").map(|c| c.assignment().len()).unwrap_or(0),
+            a.consumer("machine-a")
+                .map(|c| c.assignment().len())
+                .unwrap_or(0),
+            b.consumer("machine-b")
+                .map(|c| c.assignment().len())
+                .unwrap_or(0),
         );
         pa > 0 && pb > 0 && pa + pb == 4
     })
@@ -186,7 +254,10 @@ async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
     let (keys, per_key) = (30, 20u64);
     produce(&a, &topic, keys, per_key).await;
     let total = keys * per_key as usize;
-    assert!(until(Duration::from_secs(60), || distinct(&log).len() == total).await, "all handled");
+    assert!(
+        until(Duration::from_secs(60), || distinct(&log).len() == total).await,
+        "all handled"
+    );
     stop.cancel();
     for run in runs {
         run.await.unwrap().unwrap();
@@ -202,7 +273,11 @@ async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
     }
     let machines: BTreeSet<_> = owners.values().flatten().collect();
     assert_eq!(machines.len(), 2, "both machines handled keys");
-    assert!(gaps.lock().unwrap().is_empty(), "per-key order: {:?}", gaps.lock().unwrap());
+    assert!(
+        gaps.lock().unwrap().is_empty(),
+        "per-key order: {:?}",
+        gaps.lock().unwrap()
+    );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -49,13 +49,21 @@ impl Handler for ChaosHandler {
         Ok(Vec::new())
     }
 
-    async fn handle_message(&self, seen: &mut Vec<usize>, msg: &Incoming<'_>) -> Result<Outcome, String> {
+    async fn handle_message(
+        &self,
+        seen: &mut Vec<usize>,
+        msg: &Incoming<'_>,
+    ) -> Result<Outcome, String> {
         let seq: usize = std::str::from_utf8(msg.payload()).unwrap().parse().unwrap();
         let plan = self.0.plans[seq];
         let attempt = msg.attempt();
         let fail = attempt <= plan.fails;
-        self.0.calls.lock().unwrap().push((plan.key, seq, attempt, !fail));
-        if seq % 5 == 0 {
+        self.0
+            .calls
+            .lock()
+            .unwrap()
+            .push((plan.key, seq, attempt, !fail));
+        if seq.is_multiple_of(5) {
             tokio::task::yield_now().await; // some turns wait, most finish inline
         }
         if !fail {
@@ -115,7 +123,10 @@ async fn run_case(plans: Vec<Plan>, executors: usize, concurrency: usize, in_fli
 
     let consumer = ShardedConsumer::builder("property", ChaosHandler(chaos.clone()))
         .dead_letter(dead.publisher())
-        .retry(RetryPolicy::new(MAX_ATTEMPTS, Backoff::constant(Duration::from_millis(1))))
+        .retry(RetryPolicy::new(
+            MAX_ATTEMPTS,
+            Backoff::constant(Duration::from_millis(1)),
+        ))
         .executors(executors)
         .max_concurrency(concurrency)
         .max_in_flight(in_flight)
@@ -123,14 +134,21 @@ async fn run_case(plans: Vec<Plan>, executors: usize, concurrency: usize, in_fli
         .batch_size(8)
         .build()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), consumer.run(queue.source(), CancellationToken::new()))
-        .await
-        .expect("the stream is consumed within 30 s")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        consumer.run(queue.source(), CancellationToken::new()),
+    )
+    .await
+    .expect("the stream is consumed within 30 s")
+    .unwrap();
 
     // Settled once each: acked (handled or dead-lettered), never dropped or requeued.
     let stats = queue.stats();
-    assert_eq!((stats.acked, stats.released, stats.nacked, stats.held()), (n as u64, 0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.acked, stats.released, stats.nacked, stats.held()),
+        (n as u64, 0, 0, 0),
+        "{stats:?}"
+    );
 
     // Dead-lettered exactly the messages that had to be, once each.
     dead.close();
@@ -138,19 +156,34 @@ async fn run_case(plans: Vec<Plan>, executors: usize, concurrency: usize, in_fli
     let mut dead_seqs = Vec::new();
     while let Some(d) = dead_source.recv().await {
         let d = d.unwrap();
-        dead_seqs.push(std::str::from_utf8(d.message().payload()).unwrap().parse::<usize>().unwrap());
+        dead_seqs.push(
+            std::str::from_utf8(d.message().payload())
+                .unwrap()
+                .parse::<usize>()
+                .unwrap(),
+        );
         d.ack().await.unwrap();
     }
     let expected_dead: BTreeSet<usize> = (0..n).filter(|&s| plans[s].dead()).collect();
-    assert_eq!(dead_seqs.len(), expected_dead.len(), "each dead letter once");
-    assert_eq!(dead_seqs.iter().copied().collect::<BTreeSet<_>>(), expected_dead);
+    assert_eq!(
+        dead_seqs.len(),
+        expected_dead.len(),
+        "each dead letter once"
+    );
+    assert_eq!(
+        dead_seqs.iter().copied().collect::<BTreeSet<_>>(),
+        expected_dead
+    );
 
     // Handled successfully exactly the others, once each, and per key in order.
     let calls = chaos.calls.lock().unwrap().clone();
     let succeeded: Vec<usize> = calls.iter().filter(|c| c.3).map(|c| c.1).collect();
     let expected_ok: BTreeSet<usize> = (0..n).filter(|&s| !plans[s].dead()).collect();
     assert_eq!(succeeded.len(), expected_ok.len(), "each handled once");
-    assert_eq!(succeeded.iter().copied().collect::<BTreeSet<_>>(), expected_ok);
+    assert_eq!(
+        succeeded.iter().copied().collect::<BTreeSet<_>>(),
+        expected_ok
+    );
 
     let mut per_key: BTreeMap<u8, Vec<(usize, u32)>> = BTreeMap::new();
     for (key, seq, attempt, _) in &calls {
@@ -164,7 +197,10 @@ async fn run_case(plans: Vec<Plan>, executors: usize, concurrency: usize, in_fli
         assert_eq!(seen, sorted, "calls of key-{key} out of order");
         for window in seen.windows(2) {
             let ((s1, a1), (s2, a2)) = (window[0], window[1]);
-            assert!((s1 == s2 && a2 == a1 + 1) || (s1 < s2 && a2 == 1), "key-{key}: {window:?}");
+            assert!(
+                (s1 == s2 && a2 == a1 + 1) || (s1 < s2 && a2 == 1),
+                "key-{key}: {window:?}"
+            );
         }
     }
 }
