@@ -385,3 +385,74 @@ async fn slow_handlers_do_not_cause_rebalances() {
     assert_eq!(c.assignment().len(), 1);
     w.shutdown().await.unwrap();
 }
+
+/// The wrapper's threads hand work to the runtime it was started in; a current-thread
+/// runtime (the `#[tokio::test]` default) works too.
+#[tokio::test]
+async fn works_on_a_current_thread_runtime() {
+    let brokers = common::brokers();
+    let topic = common::topic("current");
+    let w = common::wrapper_with_topic(&brokers, &topic, 2).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let recs: Vec<Record> = (0..3000)
+        .map(|i| Record::new(&topic, i.to_string()))
+        .collect();
+    assert!(p.send_batch(recs).await.iter().all(Result::is_ok));
+    let c = w
+        .add_consumer(
+            ConsumerSpec::group(
+                "c",
+                common::topic("g"),
+                [topic.clone()],
+                Handler::per_message(|_| async { Outcome::Ack }),
+            )
+            .queue_per_partition(64),
+        )
+        .unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(30), || c.handled() == 3000).await,
+        "handled {}",
+        c.handled()
+    );
+    w.shutdown().await.unwrap();
+}
+
+/// A worker queue far smaller than the backlog, and a handler that stalls now and then: the
+/// partition is paused and resumed (bounded memory) and every message is still handled
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_pauses_and_resumes_without_loss_or_reordering() {
+    let brokers = common::brokers();
+    let topic = common::topic("bp");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let recs: Vec<Record> = (0..10_000)
+        .map(|i| Record::new(&topic, i.to_string()))
+        .collect();
+    assert!(p.send_batch(recs).await.iter().all(Result::is_ok));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let handler = Handler::per_message(move |m| {
+        let s = s.clone();
+        async move {
+            if m.offset() % 2500 == 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            s.lock().unwrap().push(m.offset());
+            Outcome::Ack
+        }
+    });
+    let c = w
+        .add_consumer(
+            ConsumerSpec::group("c", common::topic("g"), [topic.clone()], handler)
+                .queue_per_partition(64),
+        )
+        .unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(60), || c.handled() == 10_000).await,
+        "handled {}",
+        c.handled()
+    );
+    assert_eq!(*seen.lock().unwrap(), (0..10_000).collect::<Vec<i64>>());
+    w.shutdown().await.unwrap();
+}

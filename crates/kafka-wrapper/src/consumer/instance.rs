@@ -50,9 +50,6 @@ const PLAIN_DEFAULTS: &[(&str, &str)] = &[
 /// Most messages taken from librdkafka in one polling round.
 const ROUND: usize = 1024;
 
-/// Messages per chunk a worker queue is sized in.
-const CHUNK: usize = 64;
-
 /// How long the polling thread waits for room in a full worker queue before it pauses the
 /// partition instead.
 const FULL_WAIT: Duration = Duration::from_millis(100);
@@ -167,7 +164,9 @@ impl LoopState {
         if per_topic.contains_key(&partition) {
             return;
         }
-        let chunks = (self.shared.spec.queue_per_partition / CHUNK).max(2);
+        // Chunks hold up to ROUND messages each: the queue holds about
+        // `queue_per_partition` messages, and at least one chunk.
+        let chunks = (self.shared.spec.queue_per_partition / ROUND).max(1);
         let (tx, rx) = mpsc::channel(chunks);
         let (done_tx, done) = std::sync::mpsc::channel();
         let state = Arc::new(PartitionState {

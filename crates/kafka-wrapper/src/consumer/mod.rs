@@ -159,7 +159,7 @@ impl ConsumerSpec {
             handler,
             overrides: BTreeMap::new(),
             dead_letter_topic: None,
-            queue_per_partition: 1024,
+            queue_per_partition: 4096,
         }
     }
 
@@ -176,7 +176,8 @@ impl ConsumerSpec {
         self
     }
 
-    /// Messages fetched ahead per partition before that partition is paused (default 1024).
+    /// About how many fetched messages may wait per partition before that partition is
+    /// paused (default 4096; handed over in chunks of up to 1024, at least one chunk).
     pub fn queue_per_partition(mut self, n: usize) -> Self {
         self.queue_per_partition = n.max(1);
         self
