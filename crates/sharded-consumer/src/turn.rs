@@ -288,8 +288,8 @@ pub(crate) async fn dead_letter<H: Handler>(
     let result = match &ctx.config.dead_letter {
         DeadLetter::Discard => {
             tracing::error!(
-                consumer = %ctx.config.name, key = ?key.as_ref().map(ToString::to_string),
-                message = %origin, attempts, %reason,
+                consumer = %ctx.config.name, key = %key_text(key.as_ref()),
+                %origin, attempts, %reason,
                 "message cannot be handled; discarded (no dead-letter target configured)"
             );
             Ok(())
@@ -300,8 +300,8 @@ pub(crate) async fn dead_letter<H: Handler>(
             let published = publish(target, message, &origin).await;
             if published.is_ok() {
                 tracing::warn!(
-                    consumer = %ctx.config.name, key = ?key.as_ref().map(ToString::to_string),
-                    message = %origin, attempts, %reason, "message dead-lettered"
+                    consumer = %ctx.config.name, key = %key_text(key.as_ref()),
+                    %origin, attempts, %reason, "message dead-lettered"
                 );
             }
             published
@@ -364,11 +364,11 @@ async fn publish(target: &DeadLetterTarget, message: Message, origin: &str) -> R
         match sent {
             Ok(Ok(_receipt)) => return Ok(()),
             Ok(Err(e)) => {
-                tracing::warn!(message = %origin, attempt = attempt + 1, error = %e, "dead-letter publish failed");
+                tracing::warn!(%origin, attempt = attempt + 1, error = %e, "dead-letter publish failed");
                 last = Some(e);
             }
             Err(_elapsed) => {
-                tracing::warn!(message = %origin, attempt = attempt + 1, timeout = ?target.timeout, "dead-letter publish timed out");
+                tracing::warn!(%origin, attempt = attempt + 1, timeout = ?target.timeout, "dead-letter publish timed out");
                 last = Some(format!("no answer within {:?}", target.timeout).into());
             }
         }
@@ -378,6 +378,10 @@ async fn publish(target: &DeadLetterTarget, message: Message, origin: &str) -> R
         attempts: target.attempts,
         cause: last.unwrap_or_else(|| "no attempt was made".into()),
     })
+}
+
+fn key_text(key: Option<&ShardKey>) -> String {
+    key.map_or_else(|| "none (undecodable)".to_owned(), ToString::to_string)
 }
 
 /// A message's id for logs: its receipt, else its offset, else "without an id".
