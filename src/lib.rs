@@ -7,8 +7,40 @@
 //! - [`core`]: supervisors, restart-surviving handles, the `Publisher`/`Source` transport
 //!   traits and an in-memory transport (always on; it is `wharf-core`).
 //!
-//! Each capability crate is re-exported behind a feature of the same name, so a service
-//! can depend on `wharf` with the features it needs, or on one focused crate directly.
+//! - [`webhooks_emitter`] (feature `webhooks-emitter`): webhook events into AWS SQS.
+//! - [`producer_ack`] (feature `producer-ack`): a Pulsar producer with receipts and ack-later.
+//! - [`kafka_wrapper`] (feature `kafka-wrapper`): supervised Kafka producers and consumers.
+//! - [`sharded_consumer`] (feature `sharded-consumer`): one ordered, stateful actor per key.
+//! - [`job_partition`] (feature `job-partition`): Redis-backed jobs with partitions and keys.
+//!
+//! Each capability crate is re-exported behind a feature of the same name (`full` enables
+//! them all), so a service can depend on `wharf` with the features it needs, or on one
+//! focused crate directly. `examples/showcase.rs` composes all of them.
 
 #[doc(inline)]
 pub use wharf_core as core;
+
+/// Webhook events into AWS SQS (`wharf-webhooks-emitter`).
+#[cfg(feature = "webhooks-emitter")]
+#[doc(inline)]
+pub use wharf_webhooks_emitter as webhooks_emitter;
+
+/// A Pulsar producer that reports every message's outcome (`wharf-producer-ack`).
+#[cfg(feature = "producer-ack")]
+#[doc(inline)]
+pub use wharf_producer_ack as producer_ack;
+
+/// Supervised Kafka producers and consumers (`wharf-kafka-wrapper`).
+#[cfg(feature = "kafka-wrapper")]
+#[doc(inline)]
+pub use wharf_kafka_wrapper as kafka_wrapper;
+
+/// One stateful, ordered actor per sharding key (`wharf-sharded-consumer`).
+#[cfg(feature = "sharded-consumer")]
+#[doc(inline)]
+pub use wharf_sharded_consumer as sharded_consumer;
+
+/// Redis-backed jobs with partitions, keys and cancellation (`wharf-job-partition`).
+#[cfg(feature = "job-partition")]
+#[doc(inline)]
+pub use wharf_job_partition as job_partition;
