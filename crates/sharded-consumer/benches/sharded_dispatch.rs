@@ -67,6 +67,7 @@ const KEYS: usize = 10_000;
 const ROUNDS: usize = 5;
 const LATENCY_MESSAGES: usize = 200_000;
 const LATENCY_RATE: usize = 100_000;
+const LATENCY_ROUNDS: usize = 5;
 const IDLE_KEYS: usize = 100_000;
 
 /// Publish time and sequence of the latency rounds' messages, read by both handlers.
@@ -415,7 +416,7 @@ fn main() {
             pool.push(p);
         }
         let (mut ours_lat, mut pool_lat) = (Vec::new(), Vec::new());
-        for round in 0..3 {
+        for round in 0..LATENCY_ROUNDS {
             let o = latency(true).await;
             let p = latency(false).await;
             println!("latency round {round}: sharded p99 {o:>8.1} us   pool p99 {p:>8.1} us");
@@ -448,7 +449,7 @@ fn main() {
                 ours: median(ours_lat),
                 baseline: median(pool_lat),
                 baseline_label: pool_label,
-                params: serde_json::json!({"messages": LATENCY_MESSAGES, "rate_per_second": LATENCY_RATE, "keys": KEYS, "measured": "publish to handler call", "rounds": 3}),
+                params: serde_json::json!({"messages": LATENCY_MESSAGES, "rate_per_second": LATENCY_RATE, "keys": KEYS, "measured": "publish to handler call", "rounds": LATENCY_ROUNDS}),
             },
             Row {
                 metric: "bytes_per_idle_key",
