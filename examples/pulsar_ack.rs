@@ -32,7 +32,10 @@ async fn main() -> Result<(), BoxError> {
             (broker.url(), Some(broker))
         }
     };
-    let topic = format!("persistent://public/default/pulsar-ack-example-{}", std::process::id());
+    let topic = format!(
+        "persistent://public/default/pulsar-ack-example-{}",
+        std::process::id()
+    );
 
     let producer = Producer::builder(&url, &topic)
         .producer_name(format!("example-{}", std::process::id()))
