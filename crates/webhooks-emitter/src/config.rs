@@ -241,6 +241,7 @@ pub struct EmitterBuilder {
     pub(crate) client: Option<aws_sdk_sqs::Client>,
     pub(crate) max_message_bytes: usize,
     pub(crate) buffer_capacity: usize,
+    pub(crate) buffer_bytes: usize,
     pub(crate) full_policy: FullPolicy,
     pub(crate) linger: Duration,
     pub(crate) max_in_flight: Option<usize>,
@@ -272,6 +273,7 @@ impl fmt::Debug for EmitterBuilder {
             .field("client", &self.client.as_ref().map(|_| "<given>"))
             .field("max_message_bytes", &self.max_message_bytes)
             .field("buffer_capacity", &self.buffer_capacity)
+            .field("buffer_bytes", &self.buffer_bytes)
             .field("full_policy", &self.full_policy)
             .field("linger", &self.linger)
             .field("max_in_flight", &self.max_in_flight)
@@ -296,6 +298,7 @@ impl Default for EmitterBuilder {
             client: None,
             max_message_bytes: MAX_MESSAGE_BYTES,
             buffer_capacity: 10_000,
+            buffer_bytes: 64 * 1024 * 1024,
             full_policy: FullPolicy::Error,
             linger: Duration::from_millis(5),
             max_in_flight: None,
@@ -395,6 +398,14 @@ impl EmitterBuilder {
     /// This bounds memory whatever the endpoint does.
     pub fn buffer_capacity(mut self, events: usize) -> Self {
         self.buffer_capacity = events;
+        self
+    }
+
+    /// How many bytes of encoded events may wait to be sent, retries included (default
+    /// 64 MiB; at least `max_message_bytes`). With `buffer_capacity`, this bounds memory
+    /// whatever the size of the events.
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
         self
     }
 
@@ -514,6 +525,15 @@ impl EmitterBuilder {
                 format!(
                     "is {}, must be between 1 and 10,000,000",
                     self.buffer_capacity
+                ),
+            );
+        }
+        if self.buffer_bytes < self.max_message_bytes || self.buffer_bytes > (1 << 40) {
+            return bad(
+                "buffer_bytes",
+                format!(
+                    "is {}, must be at least max_message_bytes ({}) and at most 1 TiB",
+                    self.buffer_bytes, self.max_message_bytes
                 ),
             );
         }

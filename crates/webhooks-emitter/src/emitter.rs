@@ -86,6 +86,8 @@ pub(crate) struct Accounting {
     hook: Option<FailureHook>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) capacity: usize,
+    pub(crate) byte_permits: Arc<Semaphore>,
+    pub(crate) byte_capacity_kib: usize,
 }
 
 impl Accounting {
@@ -141,8 +143,15 @@ pub(crate) struct Pending {
     /// When it last became ready to send (for linger) or when its retry is due.
     pub(crate) queued_at: Instant,
     acct: Arc<Accounting>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Permits,
     done: bool,
+}
+
+/// An event's room in the buffer: one slot and its size in KiB, released when it is resolved.
+#[derive(Debug)]
+pub(crate) struct Permits {
+    _count: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
 }
 
 impl fmt::Debug for Pending {
@@ -377,6 +386,8 @@ impl Emitter {
             hook: b.on_failure,
             permits: Arc::new(Semaphore::new(b.buffer_capacity)),
             capacity: b.buffer_capacity,
+            byte_permits: Arc::new(Semaphore::new(b.buffer_bytes / 1024)),
+            byte_capacity_kib: b.buffer_bytes / 1024,
         });
         Emitter {
             shared: Arc::new(Shared {
@@ -440,7 +451,7 @@ impl Emitter {
     /// bad-input error (nothing was sent).
     pub async fn emit(&self, event: Event) -> Result<EventId, Error> {
         let msg = self.prepare(event)?;
-        let permit = self.permit(None).await?;
+        let permit = self.permit(None, msg.kib()).await?;
         self.enqueue(msg, None, None, permit)
     }
 
@@ -448,7 +459,7 @@ impl Emitter {
     /// synchronous code.
     pub fn try_emit(&self, event: Event) -> Result<EventId, Error> {
         let msg = self.prepare(event)?;
-        let permit = self.try_permit(Duration::ZERO)?;
+        let permit = self.try_permit(Duration::ZERO, msg.kib())?;
         self.enqueue(msg, None, None, permit)
     }
 
@@ -466,7 +477,7 @@ impl Emitter {
         let deadline = start + timeout;
         let msg = self.prepare(event)?;
         let event_id = msg.id;
-        let permit = self.permit(Some(deadline)).await?;
+        let permit = self.permit(Some(deadline), msg.kib()).await?;
         let (tx, rx) = oneshot::channel();
         let progress = Arc::new(Mutex::new(Progress::default()));
         let reply = SyncReply {
@@ -512,21 +523,33 @@ impl Emitter {
         }
     }
 
-    fn try_permit(&self, waited: Duration) -> Result<OwnedSemaphorePermit, Error> {
-        Arc::clone(&self.shared.acct.permits)
-            .try_acquire_owned()
-            .map_err(|_| Error::BufferFull {
-                capacity: self.shared.acct.capacity,
-                waited,
-            })
+    fn full(&self, waited: Duration) -> Error {
+        Error::BufferFull {
+            capacity: self.shared.acct.capacity,
+            bytes: self.shared.acct.byte_capacity_kib * 1024,
+            waited,
+        }
     }
 
-    async fn permit(&self, deadline: Option<Instant>) -> Result<OwnedSemaphorePermit, Error> {
+    fn try_permit(&self, waited: Duration, kib: u32) -> Result<Permits, Error> {
+        let count = Arc::clone(&self.shared.acct.permits)
+            .try_acquire_owned()
+            .map_err(|_| self.full(waited))?;
+        let bytes = Arc::clone(&self.shared.acct.byte_permits)
+            .try_acquire_many_owned(kib)
+            .map_err(|_| self.full(waited))?;
+        Ok(Permits {
+            _count: count,
+            _bytes: bytes,
+        })
+    }
+
+    async fn permit(&self, deadline: Option<Instant>, kib: u32) -> Result<Permits, Error> {
         let wait = match self.shared.full_policy {
-            FullPolicy::Error => return self.try_permit(Duration::ZERO),
+            FullPolicy::Error => return self.try_permit(Duration::ZERO, kib),
             FullPolicy::Wait(d) => d,
         };
-        if let Ok(p) = self.try_permit(Duration::ZERO) {
+        if let Ok(p) = self.try_permit(Duration::ZERO, kib) {
             return Ok(p);
         }
         let start = Instant::now();
@@ -534,13 +557,19 @@ impl Emitter {
         if let Some(d) = deadline {
             until = until.min(d);
         }
-        let sem = Arc::clone(&self.shared.acct.permits);
-        match tokio::time::timeout_at(until, sem.acquire_owned()).await {
+        let count = Arc::clone(&self.shared.acct.permits);
+        let bytes = Arc::clone(&self.shared.acct.byte_permits);
+        let both = async move {
+            let count = count.acquire_owned().await?;
+            let bytes = bytes.acquire_many_owned(kib).await?;
+            Ok::<_, tokio::sync::AcquireError>(Permits {
+                _count: count,
+                _bytes: bytes,
+            })
+        };
+        match tokio::time::timeout_at(until, both).await {
             Ok(Ok(p)) => Ok(p),
-            _ => Err(Error::BufferFull {
-                capacity: self.shared.acct.capacity,
-                waited: start.elapsed(),
-            }),
+            _ => Err(self.full(start.elapsed())),
         }
     }
 
@@ -549,7 +578,7 @@ impl Emitter {
         msg: Prepared,
         reply: Option<SyncReply>,
         deadline: Option<Instant>,
-        permit: OwnedSemaphorePermit,
+        permit: Permits,
     ) -> Result<EventId, Error> {
         let id = msg.id;
         let now = Instant::now();

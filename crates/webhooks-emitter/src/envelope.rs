@@ -43,6 +43,11 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// Its size in whole KiB (rounded up), the unit of the buffer's byte budget.
+    pub(crate) fn kib(&self) -> u32 {
+        u32::try_from(self.size.div_ceil(1024)).unwrap_or(u32::MAX)
+    }
+
     /// The batch entry for this event. Fails only if the SDK's builder finds a required
     /// field missing, which the fields set here rule out.
     pub(crate) fn entry(

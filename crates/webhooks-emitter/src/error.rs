@@ -32,12 +32,15 @@ pub enum Error {
     /// The bounded buffer is full (the endpoint is slow or unreachable) and the full policy
     /// said not to wait, or the wait allowed by the policy passed.
     #[error(
-        "the webhooks emitter's buffer is full ({capacity} events waiting to be sent, waited \
-         {waited:?}); slow down, raise `buffer_capacity`, or use FullPolicy::Wait"
+        "the webhooks emitter's buffer is full (at most {capacity} events or {bytes} bytes wait \
+         to be sent; waited {waited:?}); slow down, raise `buffer_capacity` or `buffer_bytes`, \
+         or use FullPolicy::Wait"
     )]
     BufferFull {
-        /// The configured buffer capacity.
+        /// The configured buffer capacity, in events.
         capacity: usize,
+        /// The configured buffer budget, in bytes.
+        bytes: usize,
         /// How long the call waited for room before giving up.
         waited: Duration,
     },

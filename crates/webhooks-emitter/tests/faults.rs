@@ -273,3 +273,40 @@ async fn with_a_hanging_endpoint_emit_returns_at_once_and_emit_sync_answers_with
         .collect();
     assert!(ids.len() >= 50, "{} distinct events arrived", ids.len());
 }
+
+#[tokio::test]
+async fn the_byte_budget_bounds_the_buffer_whatever_the_event_count() {
+    let moto = Moto::start_behind_proxy().unwrap();
+    let proxy = moto.proxy().unwrap();
+    let sqs = raw_client(&moto.endpoint()).await;
+    let url = create_queue(&sqs, "bytes", false, &[]).await;
+    let emitter = builder(&moto.endpoint(), &url)
+        .max_message_bytes(wharf_webhooks_emitter::LEGACY_MAX_MESSAGE_BYTES)
+        .buffer_bytes(1024 * 1024)
+        .retry(fast_retry())
+        .build()
+        .unwrap();
+    emitter.start().await.unwrap();
+    proxy.down().unwrap();
+    let event = || Event::new("p", "e", json!({"blob": "x".repeat(200 * 1024)})).unwrap();
+    for _ in 0..5 {
+        emitter.emit(event()).await.unwrap(); // 5 x ~200 KiB fit in 1 MiB
+    }
+    let over = emitter.emit(event()).await;
+    assert!(
+        matches!(
+            over,
+            Err(Error::BufferFull {
+                bytes: 1_048_576,
+                ..
+            })
+        ),
+        "{over:?}"
+    );
+    assert_eq!(emitter.stats().buffered, 5);
+    proxy.restore().unwrap();
+    let stats = wait_for(&emitter, Duration::from_secs(20), |s| s.sent == 5).await;
+    assert_eq!(stats.sent, 5);
+    emitter.emit(event()).await.unwrap(); // room again
+    assert_eq!(emitter.shutdown().await.unsent, 0);
+}
