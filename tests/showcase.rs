@@ -31,6 +31,15 @@ fn showcase_binary() -> PathBuf {
          (cargo test --workspace --all-features builds it)",
         binary.display()
     );
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/showcase.rs");
+    let built = binary.metadata().and_then(|m| m.modified()).unwrap();
+    let edited = source.metadata().and_then(|m| m.modified()).unwrap();
+    assert!(
+        built >= edited,
+        "{} is older than examples/showcase.rs: rebuild it (cargo test --workspace \
+         --all-features, or cargo build --example showcase --features full)",
+        binary.display()
+    );
     binary
 }
 
