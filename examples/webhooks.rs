@@ -25,7 +25,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let events: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000);
+    let events: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000);
 
     // Where SQS is: the scripts' moto, or one started here.
     let mut _owned_moto = None;
@@ -46,7 +49,9 @@ async fn main() -> Result<(), BoxError> {
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
             .region(aws_sdk_sqs::config::Region::new("us-east-1"))
             .endpoint_url(&endpoint)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new("example", "example", None, None, "example"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "example", "example", None, None, "example",
+            ))
             .build(),
     );
     let queue_name = format!("webhooks-example-{}", std::process::id());
@@ -86,7 +91,11 @@ async fn main() -> Result<(), BoxError> {
     }
     let emitted_in = start.elapsed();
     let confirmed = emitter
-        .emit_sync(Event::new("provider-0", "transaction.confirmed", json!({"last": true}))?)
+        .emit_sync(Event::new(
+            "provider-0",
+            "transaction.confirmed",
+            json!({"last": true}),
+        )?)
         .await?;
     ids.insert(confirmed.event_id.to_string());
     println!(
@@ -127,12 +136,20 @@ async fn main() -> Result<(), BoxError> {
                 seen.insert(id.to_string());
             }
             if let Some(handle) = m.receipt_handle() {
-                sqs.delete_message().queue_url(&queue_url).receipt_handle(handle).send().await?;
+                sqs.delete_message()
+                    .queue_url(&queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await?;
             }
         }
     }
     let missing = ids.difference(&seen).count();
-    println!("read back {} of {} events; missing {missing}", seen.len(), ids.len());
+    println!(
+        "read back {} of {} events; missing {missing}",
+        seen.len(),
+        ids.len()
+    );
     if missing > 0 {
         return Err(format!("{missing} events did not arrive").into());
     }
