@@ -109,8 +109,8 @@ impl fmt::Debug for Record {
 /// Where the broker stored a message: its receipt.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Delivered {
-    /// The topic.
-    pub topic: String,
+    /// The topic (shared among the receipts of one batch).
+    pub topic: Arc<str>,
     /// The partition the message landed on.
     pub partition: i32,
     /// Its offset in that partition.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::channel::oneshot;
 use rdkafka::ClientContext;
 use rdkafka::Message as _;
 use rdkafka::config::RDKafkaLogLevel;
@@ -13,7 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::config::{KafkaConfig, Redacted};
 use crate::error::{Error, Result};
@@ -114,7 +115,7 @@ impl Completion {
             Completion::Callback { topic, cb } => {
                 let cb = cb.lock().ok().and_then(|mut c| c.take());
                 if let Some(cb) = cb {
-                    cb(finish(topic, result));
+                    cb(finish(Arc::from(topic), result));
                 }
             }
         }
@@ -122,22 +123,42 @@ impl Completion {
 }
 
 /// A raw outcome as the public result.
-fn finish(topic: String, result: RawOutcome) -> Result<Delivered> {
+fn finish(topic: Arc<str>, result: RawOutcome) -> Result<Delivered> {
     match result {
         Ok((partition, offset)) => Ok(Delivered {
             topic,
             partition,
             offset,
         }),
-        Err(source) => Err(Error::Delivery { topic, source }),
+        Err(source) => Err(Error::Delivery {
+            topic: topic.to_string(),
+            source,
+        }),
     }
 }
 
 /// Waits for a raw outcome; a dropped sender means the message was purged.
-async fn outcome(rx: oneshot::Receiver<RawOutcome>, record: &Record) -> Result<Delivered> {
+async fn outcome(
+    rx: oneshot::Receiver<RawOutcome>,
+    record: &Record,
+    topic: &mut Option<Arc<str>>,
+) -> Result<Delivered> {
     match rx.await {
-        Ok(r) => finish(record.topic.clone(), r),
+        Ok(r) => finish(shared_topic(topic, &record.topic), r),
         Err(_) => Err(purged(record)),
+    }
+}
+
+/// The topic as an `Arc`, reusing the previous one when it is the same topic, so that a
+/// batch to one topic allocates its name once.
+fn shared_topic(cache: &mut Option<Arc<str>>, topic: &str) -> Arc<str> {
+    match cache {
+        Some(t) if &**t == topic => t.clone(),
+        _ => {
+            let t: Arc<str> = Arc::from(topic);
+            *cache = Some(t.clone());
+            t
+        }
     }
 }
 
@@ -231,7 +252,7 @@ impl ProducerInstance {
                 topic: record.topic.clone(),
                 source,
             })?;
-        outcome(rx, record).await
+        outcome(rx, record, &mut None).await
     }
 
     /// Waits for queued messages to be delivered, up to `grace`; then the instance can go.
@@ -367,7 +388,7 @@ impl Producer {
             let (tx, rx) = oneshot::channel();
             self.enqueue(&record, Box::new(Completion::Await(tx)))
                 .await?;
-            let result = outcome(rx, &record).await;
+            let result = outcome(rx, &record, &mut None).await;
             if self.should_resend(&result, &mut resends) {
                 continue;
             }
@@ -422,10 +443,11 @@ impl Producer {
             }
         }
         let mut out = Vec::with_capacity(pending.len());
+        let mut topic = None;
         for (p, record) in pending.into_iter().zip(records) {
             let result = match p {
                 Err(e) => Err(e),
-                Ok(rx) => outcome(rx, &record).await,
+                Ok(rx) => outcome(rx, &record, &mut topic).await,
             };
             let mut resends = 0;
             if self.should_resend(&result, &mut resends) {
