@@ -77,7 +77,7 @@ USAGE: showcase [OPTIONS]        (scripts/demo [OPTIONS] installs the brokers an
 
 OPTIONS:
   --duration SECS    how long the load generator runs (default 30)
-  --rate N           orders per second (default 100)
+  --rate N           orders per second (default 50)
   --customers N      distinct customers, the sharding and execution key (default 50)
   --chaos            during the run: cut the Kafka connection, restart the Pulsar broker,
                      make SQS unreachable for a while, kill a job worker; the summary shows
@@ -114,7 +114,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         duration: Duration::from_secs(30),
-        rate: 100,
+        rate: 50,
         customers: 50,
         chaos: false,
         drain: Duration::from_secs(60),
@@ -900,12 +900,16 @@ async fn run(args: Args) -> Result<u64, BoxError> {
         Some(moto) => sqs_client(&format!("http://{}", moto.direct_addr()), false),
         None => sqs.clone(),
     };
-    let sqs_reader = tokio::spawn(read_sqs(
-        reader_client,
-        queue_url.clone(),
-        sqs_seen.clone(),
-        sqs_finish.clone(),
-    ));
+    // Three readers: moto serves a ReceiveMessage slowly, and the queue must not pile up.
+    let mut sqs_readers = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        sqs_readers.spawn(read_sqs(
+            reader_client.clone(),
+            queue_url.clone(),
+            sqs_seen.clone(),
+            sqs_finish.clone(),
+        ));
+    }
 
     let tree = Supervisor::builder("showcase")
         .strategy(Strategy::OneForOne)
@@ -1013,7 +1017,7 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     let expected = produced.len();
     let reading = Instant::now();
     sqs_finish.send_replace(Some(expected));
-    let _ = sqs_reader.await;
+    while sqs_readers.join_next().await.is_some() {}
     let sqs_seen = std::mem::take(&mut lock(&sqs_seen).per_order);
     let sqs_read_in = reading.elapsed();
     let audit_seen = read_pulsar(&pulsar_client, &audit_topic, expected).await?;
