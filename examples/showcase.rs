@@ -138,7 +138,8 @@ fn parse_args() -> Result<Args, String> {
         };
         match flag.as_str() {
             "-h" | "--help" => {
-                println!("{HELP}");
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout(), "{HELP}"); // a closed pipe (| head) is fine
                 std::process::exit(0);
             }
             "--duration" => {
@@ -1123,6 +1124,13 @@ async fn run(args: Args) -> Result<u64, BoxError> {
             unexpected(&audit_seen)
         ),
     );
+    if dup(&sqs_seen) + dup(&audit_seen) > 0 {
+        println!(
+            "(duplicates: the same ticket delivered again, at least once: re-sent after a \
+             reconnect, or re-emitted by a job aborted mid-send; they carry the ticket id to \
+             dedupe on and are not extra tickets)"
+        );
+    }
     let faults = lock(&faults).clone();
     if args.chaos {
         println!("faults:");
