@@ -148,8 +148,21 @@ async fn wait_acked(queue: &MemoryQueue, n: u64) {
 // ----- ours -----
 
 fn sharded(clock: Option<Arc<Clock>>, idle: Option<Duration>) -> ShardedConsumer<Counter> {
-    ShardedConsumer::builder("bench", Counter { clock })
-        .discard_dead_letters()
+    let mut builder = ShardedConsumer::builder("bench", Counter { clock }).discard_dead_letters();
+    // Knobs for experiments; the figures of record use the defaults.
+    if let Some(n) = std::env::var("BENCH_EXECUTORS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.executors(n);
+    }
+    if let Some(n) = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.batch_size(n);
+    }
+    builder
         .idle_timeout(idle)
         .max_in_flight(20_000)
         .max_queue_per_key(256)
@@ -401,6 +414,24 @@ struct Row {
 }
 
 fn main() {
+    if std::env::var("BENCH_ONLY_THROUGHPUT").is_ok() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut all = Vec::new();
+            for _ in 0..ROUNDS {
+                let o = ours_throughput().await;
+                all.push(o);
+            }
+            println!(
+                "sharded throughput rounds: {all:?} median {:.0}",
+                median(all.clone())
+            );
+        });
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -171,7 +171,7 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
             retry: RetryPolicy::default(),
             dead_letter: None,
             signal_timeout: Duration::from_secs(5),
-            batch_size: 128,
+            batch_size: 512,
         }
     }
 
@@ -283,7 +283,7 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
         self
     }
 
-    /// How many deliveries the reading task hands to an executor at once (default 128).
+    /// How many deliveries the reading task hands to an executor at once (default 512).
     /// Larger batches cost fewer wake-ups; smaller ones lower latency under light load
     /// (a batch never waits to fill: what the source has ready is handed over at once).
     #[must_use]

@@ -61,6 +61,14 @@ impl Handler for Ordered {
     }
 }
 
+/// `RUST_LOG=info` (or finer) shows what the wrapper and the consumer do.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
 fn config(brokers: &str) -> KafkaConfig {
     KafkaConfig::new(brokers)
         .set("session.timeout.ms", "6000")
@@ -139,6 +147,7 @@ async fn until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_order() {
+    logs();
     let brokers = wharf_testkit::kafka()
         .expect("Tansu (run scripts/install)")
         .address()
@@ -215,6 +224,7 @@ async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_or
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
+    logs();
     let brokers = wharf_testkit::kafka()
         .expect("Tansu (run scripts/install)")
         .address()
