@@ -589,11 +589,10 @@ impl Chaos {
                 at,
                 outage: self.now() - at - recovered.unwrap_or(0.0),
                 recovered,
-                note: format!(
-                    "orders consumed again; proxy {:?}/{:?}",
-                    down.is_ok(),
-                    up.is_ok()
-                ),
+                note: match (down, up) {
+                    (Ok(()), Ok(())) => "orders consumed again".into(),
+                    (down, up) => format!("the fault proxy failed: {down:?} / {up:?}"),
+                },
             });
         } else {
             println!("  chaos: Kafka fault skipped (an external Kafka was given)");
