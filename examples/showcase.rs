@@ -163,6 +163,10 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
+    // Bounded: the generator keeps a counter per customer and the ledgers an entry per order.
+    if args.customers > 1_000_000 || args.rate > 100_000 {
+        return Err("--customers is limited to 1,000,000 and --rate to 100,000".into());
+    }
     Ok(args)
 }
 
