@@ -23,6 +23,8 @@ struct Ordered {
     who: &'static str,
     log: Log,
     gaps: Arc<Mutex<Vec<String>>>,
+    /// One permit per message: lets a test stop the consumer in the middle of a stream.
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Handler for Ordered {
@@ -40,6 +42,7 @@ impl Handler for Ordered {
         last: &mut Option<u64>,
         msg: &Incoming<'_>,
     ) -> Result<Outcome, String> {
+        self.gate.acquire().await.unwrap().forget();
         let key = msg.key().as_str().unwrap().to_owned();
         let seq: u64 = std::str::from_utf8(msg.payload()).unwrap().parse().unwrap();
         // A fresh actor (first message, or after a restart) may start at any replayed point.
@@ -112,6 +115,7 @@ fn consumer(
     who: &'static str,
     log: &Log,
     gaps: &Arc<Mutex<Vec<String>>>,
+    gate: &Arc<tokio::sync::Semaphore>,
 ) -> ShardedConsumer<Ordered> {
     ShardedConsumer::builder(
         who,
@@ -119,6 +123,7 @@ fn consumer(
             who,
             log: log.clone(),
             gaps: gaps.clone(),
+            gate: gate.clone(),
         },
     )
     .discard_dead_letters()
@@ -164,9 +169,10 @@ async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_or
     produce(&w, &topic, keys, per_key).await;
 
     let (log, gaps) = (Log::default(), Arc::new(Mutex::new(Vec::new())));
-    let sharded = consumer("restarted", &log, &gaps);
+    let gate = Arc::new(tokio::sync::Semaphore::new(total / 3));
+    let sharded = consumer("restarted", &log, &gaps, &gate);
 
-    // First run: stopped once about a third is handled.
+    // First run: stopped once a third is handled (the gate holds the rest back).
     let stop = CancellationToken::new();
     let first = tokio::spawn({
         let (sharded, source, stop) = (
@@ -182,7 +188,10 @@ async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_or
         .await,
         "first run started"
     );
+    // The handlers now wait at the gate: stop, then let the calls in progress finish.
     stop.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS - total);
     first.await.unwrap().unwrap();
     let after_first = distinct(&log).len();
     assert!(
@@ -241,7 +250,10 @@ async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
     let stop = CancellationToken::new();
     let mut runs = Vec::new();
     for (who, w) in [("machine-a", &a), ("machine-b", &b)] {
-        let sharded = consumer(who, &log, &gaps);
+        let open = Arc::new(tokio::sync::Semaphore::new(
+            tokio::sync::Semaphore::MAX_PERMITS,
+        ));
+        let sharded = consumer(who, &log, &gaps, &open);
         let source = source(w, who, &group, &topic);
         let stop = stop.clone();
         runs.push(tokio::spawn(async move { sharded.run(source, stop).await }));
