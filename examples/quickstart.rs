@@ -86,7 +86,9 @@ fn consumer_spec(queue: MemoryQueue, ledger: ServiceHandle<Ledger, LedgerReply>)
                         customer: customer.to_owned(),
                         amount,
                     };
-                    ledger.call(record).await?;
+                    if let LedgerReply::Total(total) = ledger.call(record).await? {
+                        tracing::debug!(customer, total, "order recorded");
+                    }
                     delivery.ack().await?;
                 }
             }))

@@ -26,7 +26,7 @@ async fn a_crashing_consumer_under_a_supervisor_loses_no_message() {
                     };
                     // Every third message crashes the consumer on its first attempt.
                     let n: u32 = std::str::from_utf8(delivery.message().payload())?.parse()?;
-                    if n % 3 == 0 && delivery.attempt() == 1 {
+                    if n.is_multiple_of(3) && delivery.attempt() == 1 {
                         return Err(format!("message {n} failed").into());
                     }
                     delivery.ack().await?;
