@@ -43,11 +43,11 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
-    /// A request to a key's actor got no answer in time. The signal may still be applied
-    /// later: it stays queued for the key.
+    /// A request to a key's actor got no answer in time. A signal that had not started when
+    /// its caller gave up is skipped; one that had started runs to its end.
     #[error(
         "no answer from the actor of key {key} within {after:?}; the consumer may be overloaded, \
-         restarting or stopped (the signal may still be applied later)"
+         restarting or stopped (a signal not started yet is skipped; retry later)"
     )]
     Timeout {
         /// The key.
