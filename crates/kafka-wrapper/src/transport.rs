@@ -88,7 +88,8 @@ impl Publisher for TopicPublisher {
 /// handled (committed once every earlier one is); `nack(delay)` delivers the same message
 /// again after `delay`; dropping a delivery unsettled delivers it again at once. Offsets are
 /// never committed past an unsettled delivery. Dropping the source removes its consumer from
-/// the wrapper (draining and committing).
+/// the wrapper at once (so the same spec can be added again right away, as a supervisor
+/// restarting the owner does); the old consumer drains and commits in the background.
 pub struct KafkaSource {
     rx: mpsc::Receiver<Delivery>,
     name: String,
@@ -184,11 +185,9 @@ impl Source for KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        let (w, name) = (self.wrapper.clone(), self.name.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = w.remove_consumer(&name).await;
-            });
-        }
+        // Free the name now, so a restarted owner can register the source again at once;
+        // the old consumer drains and commits in the background, and a new registration
+        // under the same name starts once it has left the group.
+        self.wrapper.retire_consumer(&self.name);
     }
 }

@@ -57,6 +57,10 @@ struct Inner {
     next_generation: AtomicU64,
     rebuilds: AtomicU64,
     task: Mutex<Option<JoinHandle<Result<()>>>>,
+    /// Consumers removed without waiting (a dropped `KafkaSource`) that are still draining:
+    /// a consumer registered again under the same name starts once its predecessor left
+    /// the group, since some brokers stall a group join while the old member is leaving.
+    retiring: Mutex<HashMap<String, watch::Receiver<bool>>>,
 }
 
 /// Supervised Kafka producers and consumers that rebuild themselves.
@@ -105,6 +109,7 @@ impl KafkaWrapper {
             next_generation: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
             task: Mutex::new(None),
+            retiring: Mutex::new(HashMap::new()),
         });
         inner.spawn_run();
         Ok(Self { inner })
@@ -168,7 +173,22 @@ impl KafkaWrapper {
             return Err(Error::Duplicate(spec.name));
         }
         let handle = ConsumerHandle::new(spec);
-        if let Some(g) = reg.generation.as_mut() {
+        let retiring = self
+            .inner
+            .retiring
+            .lock()
+            .ok()
+            .and_then(|r| r.get(handle.name()).cloned());
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        if let (Some(mut done), Some(rt)) = (retiring, runtime) {
+            // Start once the predecessor is gone (bounded by twice the grace).
+            let (w, h) = (self.clone(), handle.clone());
+            let wait = self.inner.config.shutdown_grace * 2;
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+                w.start_registered(&h);
+            });
+        } else if let Some(g) = reg.generation.as_mut() {
             let instance = ConsumerInstance::start(
                 &self.inner.config,
                 handle.shared.clone(),
@@ -181,24 +201,79 @@ impl KafkaWrapper {
         Ok(handle)
     }
 
+    /// Starts `handle`'s consumer in the current generation if it is still registered and
+    /// not running.
+    fn start_registered(&self, handle: &ConsumerHandle) {
+        let mut reg = self.inner.lock();
+        let registered = reg
+            .consumers
+            .get(handle.name())
+            .is_some_and(|h| Arc::ptr_eq(&h.shared, &handle.shared));
+        let Some(g) = reg.generation.as_mut() else {
+            return;
+        };
+        if !registered || g.consumers.contains_key(handle.name()) {
+            return;
+        }
+        match ConsumerInstance::start(
+            &self.inner.config,
+            handle.shared.clone(),
+            self.inner.context(&g.health, handle.name()),
+        ) {
+            Ok(i) => {
+                g.consumers.insert(handle.name().to_owned(), i);
+            }
+            Err(e) => {
+                tracing::error!(consumer = %handle.name(), error = %e, "could not start consumer")
+            }
+        }
+    }
+
+    /// Removes a consumer without waiting for it to drain (for `Drop`): its name is free at
+    /// once, and it shuts down in the background.
+    pub(crate) fn retire_consumer(&self, name: &str) {
+        let Ok(Some(instance)) = self.detach_consumer(name) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // dropping the instance tells its thread to stop and clean up
+        };
+        let (tx, rx) = watch::channel(false);
+        if let Ok(mut r) = self.inner.retiring.lock() {
+            r.insert(name.to_owned(), rx);
+        }
+        let (inner, name) = (self.inner.clone(), name.to_owned());
+        rt.spawn(async move {
+            instance.shutdown().await;
+            let _ = tx.send(true);
+            if let Ok(mut r) = inner.retiring.lock() {
+                r.remove(&name);
+            }
+        });
+    }
+
     /// Unregisters a consumer: it stops fetching, finishes in-flight messages (up to the
     /// shutdown grace), commits, and leaves its group.
     pub async fn remove_consumer(&self, name: &str) -> Result<()> {
-        let instance = {
-            let mut reg = self.inner.lock();
-            let h = reg
-                .consumers
-                .remove(name)
-                .ok_or_else(|| Error::Stopped(name.to_owned()))?;
-            h.shared.control.send_replace(None);
-            reg.generation
-                .as_mut()
-                .and_then(|g| g.consumers.remove(name))
-        };
-        if let Some(i) = instance {
+        if let Some(i) = self.detach_consumer(name)? {
             i.shutdown().await;
         }
         Ok(())
+    }
+
+    /// Takes a consumer out of the registry at once (its name is free again); the caller
+    /// shuts its running instance down.
+    pub(crate) fn detach_consumer(&self, name: &str) -> Result<Option<ConsumerInstance>> {
+        let mut reg = self.inner.lock();
+        let h = reg
+            .consumers
+            .remove(name)
+            .ok_or_else(|| Error::Stopped(name.to_owned()))?;
+        h.shared.control.send_replace(None);
+        Ok(reg
+            .generation
+            .as_mut()
+            .and_then(|g| g.consumers.remove(name)))
     }
 
     /// The handle of a registered producer.

@@ -83,3 +83,45 @@ async fn publish_returns_a_kafka_receipt_and_the_source_redelivers_nacked_and_dr
     drop(source);
     w.shutdown().await.unwrap();
 }
+
+/// A supervisor restarting the owner of a source registers the same spec again right after
+/// the old source was dropped: the name must be free at once, and nothing acked is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_source_can_be_registered_again_at_once() {
+    let brokers = common::brokers();
+    let topic = common::topic("resource");
+    let group = common::topic("g");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let publisher = w
+        .add_producer(ProducerSpec::new("p"))
+        .unwrap()
+        .publisher(&topic);
+    for m in ["a", "b"] {
+        publisher.publish(Message::new(m)).await.unwrap();
+    }
+    let spec = || {
+        ConsumerSpec::group(
+            "src",
+            &group,
+            [topic.clone()],
+            Handler::per_message(|_| async { Outcome::Ack }),
+        )
+    };
+    let mut source = w.add_source(spec(), 8).unwrap();
+    let d = next(&mut source).await;
+    assert_eq!(d.message().payload().as_ref(), b"a");
+    d.ack().await.unwrap();
+    drop(source);
+    let mut source = w
+        .add_source(spec(), 8)
+        .expect("the name is free as soon as the source is dropped");
+    let d = next(&mut source).await;
+    assert_eq!(
+        d.message().payload().as_ref(),
+        b"b",
+        "a was acked and committed; b comes next"
+    );
+    d.ack().await.unwrap();
+    drop(source);
+    w.shutdown().await.unwrap();
+}
