@@ -433,8 +433,36 @@ impl<H: Handler> Shard<H> {
                     }
                     return None;
                 }
+                // The fast path: an idle key starts its message at once, and a handler that
+                // does not wait is done within this poll; an `Ack` is applied to the entry
+                // in hand, without looking the key up again.
                 slot.busy = true;
-                slot.state.take()
+                let state = slot.state.take();
+                let span = tracing::trace_span!("sharded_message", %key, attempt = 1u32);
+                let turn = turn::message(self.ctx.clone(), key, state, delivery, 1);
+                let turn: Turn<H> = Box::pin(turn.instrument(span));
+                match start_turn(&mut self.running, &mut self.busy, turn)? {
+                    Done::Message {
+                        delivery,
+                        state,
+                        started,
+                        result: Ok(Outcome::Ack),
+                        ..
+                    } => {
+                        self.busy -= 1;
+                        slot.busy = false;
+                        slot.state = state;
+                        self.counts.started += u64::from(started);
+                        self.counts.acked += 1;
+                        settle_ack(&mut self.acks, &mut self.counts, delivery);
+                    }
+                    other => {
+                        if let Some(key) = self.apply(other) {
+                            self.run_key(key);
+                        }
+                    }
+                }
+                return None;
             }
             None => {
                 let mut slot = Slot::new(self.now_ms);
@@ -619,18 +647,8 @@ impl<H: Handler> Shard<H> {
         self.start(turn)
     }
 
-    fn start(&mut self, mut turn: Turn<H>) -> Option<Done<H>> {
-        self.busy += 1;
-        // A no-op waker: if the turn waits, the running set polls it again with its own
-        // waker before this executor sleeps, so no wake-up is lost.
-        let mut cx = Context::from_waker(Waker::noop());
-        match turn.as_mut().poll(&mut cx) {
-            Poll::Ready(done) => Some(done),
-            Poll::Pending => {
-                self.running.push(turn);
-                None
-            }
-        }
+    fn start(&mut self, turn: Turn<H>) -> Option<Done<H>> {
+        start_turn(&mut self.running, &mut self.busy, turn)
     }
 
     /// Applies a finished turn to its key; returns the key if it may have more work.
@@ -975,6 +993,26 @@ fn next_work<H: Handler>(slot: &mut Slot<H>, counts: &mut Counts) -> Option<Work
         delivery,
         attempt: 1,
     })
+}
+
+/// Polls a new turn once; a turn that finishes at once is handed back, one that waits
+/// joins the running set.
+fn start_turn<H: Handler>(
+    running: &mut FuturesUnordered<Turn<H>>,
+    busy: &mut usize,
+    mut turn: Turn<H>,
+) -> Option<Done<H>> {
+    *busy += 1;
+    // A no-op waker: if the turn waits, the running set polls it again with its own waker
+    // before this executor sleeps, so no wake-up is lost.
+    let mut cx = Context::from_waker(Waker::noop());
+    match turn.as_mut().poll(&mut cx) {
+        Poll::Ready(done) => Some(done),
+        Poll::Pending => {
+            running.push(turn);
+            None
+        }
+    }
 }
 
 fn dead_held(delivery: Delivery, attempt: u32, reason: String) -> Held {
