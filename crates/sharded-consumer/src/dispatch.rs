@@ -19,6 +19,10 @@ use crate::stats::Metrics;
 /// How long the reader pauses after the source reported a receive error (the source
 /// reconnects by itself; this only keeps a source that fails at once from spinning).
 const SOURCE_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// The longest a delivery waits in a partial batch while the source keeps delivering
+/// (checked every [`CLOCK_EVERY`] deliveries, so the clock is read rarely).
+const MAX_BATCH_DELAY: Duration = Duration::from_millis(1);
+const CLOCK_EVERY: u32 = 64;
 
 /// Which executor owns a key: the same answer in the reader and in the handles.
 #[derive(Debug, Clone)]
@@ -53,6 +57,9 @@ pub(crate) struct Reader {
     /// Budget units taken and not yet used by a delivery.
     credit: usize,
     rejected_round_robin: usize,
+    /// When each batch got its first delivery.
+    batch_started: Vec<Option<tokio::time::Instant>>,
+    since_clock: u32,
 }
 
 impl Reader {
@@ -64,10 +71,11 @@ impl Reader {
         stop: CancellationToken,
         metrics: Metrics,
     ) -> Self {
-        let batches = outboxes
+        let batches: Vec<Vec<Inbound>> = outboxes
             .iter()
             .map(|_| Vec::with_capacity(config.batch_size))
             .collect();
+        let batch_started = vec![None; batches.len()];
         Self {
             config,
             router,
@@ -78,6 +86,8 @@ impl Reader {
             metrics,
             credit: 0,
             rejected_round_robin: 0,
+            batch_started,
+            since_clock: 0,
         }
     }
 
@@ -142,6 +152,9 @@ impl Reader {
                     {
                         return;
                     }
+                    if !self.send_overdue().await {
+                        return;
+                    }
                 }
             }
         }
@@ -171,20 +184,26 @@ impl Reader {
         match self.config.decoder.decode(delivery.message()) {
             Ok(key) => {
                 let executor = self.router.executor_of(&key);
-                self.batches[executor].push(Inbound::Message { key, delivery });
+                self.push(executor, Inbound::Message { key, delivery });
                 executor
             }
             Err(rejected) => {
                 let executor = self.rejected_round_robin % self.batches.len();
                 self.rejected_round_robin = self.rejected_round_robin.wrapping_add(1);
                 tracing::warn!(consumer = %self.config.name, reason = rejected.reason(), "message rejected: its sharding key cannot be decoded");
-                self.batches[executor].push(Inbound::Rejected {
-                    delivery,
-                    reason: rejected.into_reason(),
-                });
+                let reason = rejected.into_reason();
+                self.push(executor, Inbound::Rejected { delivery, reason });
                 executor
             }
         }
+    }
+
+    fn push(&mut self, executor: usize, inbound: Inbound) {
+        let batch = &mut self.batches[executor];
+        if batch.is_empty() {
+            self.batch_started[executor] = Some(tokio::time::Instant::now());
+        }
+        batch.push(inbound);
     }
 
     /// Hands executor `i` its batch, waiting for room in its inbox. `false` when the
@@ -203,6 +222,27 @@ impl Reader {
             Vec::with_capacity(self.config.batch_size),
         );
         permit.send(batch);
+        self.batch_started[i] = None;
+        true
+    }
+
+    /// Hands over the batches that waited long enough under a steady stream (a source that
+    /// always has the next delivery ready never lets a partial batch go otherwise). The
+    /// clock is read once per batch and once per [`CLOCK_EVERY`] deliveries. `false` when
+    /// the consumer stops meanwhile.
+    async fn send_overdue(&mut self) -> bool {
+        self.since_clock += 1;
+        if self.since_clock < CLOCK_EVERY {
+            return true;
+        }
+        self.since_clock = 0;
+        let now = tokio::time::Instant::now();
+        for i in 0..self.batches.len() {
+            let overdue = self.batch_started[i].is_some_and(|t| now - t >= MAX_BATCH_DELAY);
+            if overdue && !self.send(i).await {
+                return false;
+            }
+        }
         true
     }
 
