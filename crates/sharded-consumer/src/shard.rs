@@ -231,7 +231,7 @@ impl<H: Handler> Shard<H> {
             progress |= self.poll_timer(cx);
             progress |= self.poll_controls(cx);
             progress |= self.poll_inbox(cx);
-            if let Some(result) = self.try_finish() {
+            if let Some(result) = self.try_finish(&mut progress) {
                 self.flush();
                 return Poll::Ready(result);
             }
@@ -868,8 +868,10 @@ impl<H: Handler> Shard<H> {
 
     // ----- stopping -----
 
-    /// Decides whether the executor is done; `Some` ends it.
-    fn try_finish(&mut self) -> Option<Result<(), Error>> {
+    /// Decides whether the executor is done; `Some` ends it. Sets `progress` when it
+    /// started stopping turns, so that they are polled with a real waker before the
+    /// executor sleeps.
+    fn try_finish(&mut self, progress: &mut bool) -> Option<Result<(), Error>> {
         if self.inbox_open {
             return None;
         }
@@ -888,6 +890,7 @@ impl<H: Handler> Shard<H> {
             }
             self.stopping = true;
             self.stop_all();
+            *progress = true;
         }
         if !self.running.is_empty() || !self.acks.is_empty() {
             return None;

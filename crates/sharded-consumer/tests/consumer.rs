@@ -531,3 +531,64 @@ async fn running_twice_at_once_is_refused() {
     );
     running.stop().await.unwrap();
 }
+
+/// `terminate` that waits (saving state to a store, say).
+struct SlowToStop(Arc<Mutex<Vec<String>>>);
+
+impl Handler for SlowToStop {
+    type State = ();
+    type Signal = std::convert::Infallible;
+    type Reply = ();
+    type Error = String;
+
+    async fn init(&self, _key: &ShardKey) -> Result<(), String> {
+        Ok(())
+    }
+    async fn handle_message(&self, _: &mut (), _msg: &Incoming<'_>) -> Result<Outcome, String> {
+        Ok(Outcome::Ack)
+    }
+    async fn handle_signal(&self, _: &mut (), signal: Self::Signal) -> Result<(), String> {
+        match signal {}
+    }
+    async fn terminate(&self, key: &ShardKey, _state: (), reason: StopReason) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.0.lock().unwrap().push(format!("{key} {reason:?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_terminate_that_waits() {
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let queue = MemoryQueue::new(16);
+    let consumer = ShardedConsumer::builder("slow-stop", SlowToStop(saved.clone()))
+        .discard_dead_letters()
+        .build()
+        .unwrap();
+    for key in ["a", "b", "c"] {
+        queue
+            .publisher()
+            .publish(Message::new("m").with_key(key))
+            .await
+            .unwrap();
+    }
+    let stop = CancellationToken::new();
+    let run = tokio::spawn({
+        let (c, s, stop) = (consumer.clone(), queue.source(), stop.clone());
+        async move { c.run(s, stop).await }
+    });
+    while queue.stats().acked < 3 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the run ends once every terminate has")
+        .unwrap()
+        .unwrap();
+    let mut saved = saved.lock().unwrap().clone();
+    saved.sort();
+    assert_eq!(
+        saved,
+        ["\"a\" Shutdown", "\"b\" Shutdown", "\"c\" Shutdown"]
+    );
+}
