@@ -225,6 +225,7 @@ impl<H: Handler> Shard<H> {
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         for _ in 0..ROUNDS_PER_POLL {
             self.tick();
+            let running_before = self.running.len();
             let mut progress = self.poll_turns(cx);
             progress |= self.poll_acks(cx);
             progress |= self.poll_stop(cx);
@@ -238,6 +239,9 @@ impl<H: Handler> Shard<H> {
             if self.counts.settled >= self.config.batch_size {
                 self.flush();
             }
+            // A turn that joined the running set this round has only been polled with a
+            // no-op waker: poll the set again before sleeping.
+            progress |= self.running.len() > running_before;
             if !progress {
                 self.flush();
                 return Poll::Pending;
