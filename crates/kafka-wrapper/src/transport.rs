@@ -94,6 +94,7 @@ pub struct KafkaSource {
     rx: mpsc::Receiver<Delivery>,
     name: String,
     wrapper: KafkaWrapper,
+    shared: std::sync::Arc<crate::consumer::ConsumerShared>,
 }
 
 impl fmt::Debug for KafkaSource {
@@ -166,11 +167,12 @@ impl KafkaWrapper {
         let mut spec = spec;
         spec.handler = handler;
         let name = spec.name.clone();
-        self.add_consumer(spec)?;
+        let handle = self.add_consumer(spec)?;
         Ok(KafkaSource {
             rx,
             name,
             wrapper: self.clone(),
+            shared: handle.shared,
         })
     }
 }
@@ -185,9 +187,16 @@ impl Source for KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        // Free the name now, so a restarted owner can register the source again at once;
-        // the old consumer drains and commits in the background, and a new registration
-        // under the same name starts once it has left the group.
-        self.wrapper.retire_consumer(&self.name);
+        // The name is free at once (a registration under it retires this consumer first),
+        // so a restarted owner can register the source again right away; the old consumer
+        // drains and commits in the background, and the new one starts once it left the
+        // group. The registry itself is touched from a task, not from inside `drop`.
+        self.shared
+            .released
+            .store(true, std::sync::atomic::Ordering::Release);
+        let (w, name, shared) = (self.wrapper.clone(), self.name.clone(), self.shared.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { w.retire_consumer_if(&name, Some(&shared)) });
+        }
     }
 }

@@ -168,6 +168,15 @@ impl KafkaWrapper {
 
     /// Registers a consumer and starts it in the current generation.
     pub fn add_consumer(&self, spec: ConsumerSpec) -> Result<ConsumerHandle> {
+        let released = self
+            .inner
+            .lock()
+            .consumers
+            .get(&spec.name)
+            .is_some_and(|h| h.shared.released.load(Ordering::Acquire));
+        if released {
+            self.retire_consumer(&spec.name);
+        }
         let mut reg = self.inner.lock();
         if reg.producers.contains_key(&spec.name) || reg.consumers.contains_key(&spec.name) {
             return Err(Error::Duplicate(spec.name));
@@ -232,6 +241,27 @@ impl KafkaWrapper {
     /// Removes a consumer without waiting for it to drain (for `Drop`): its name is free at
     /// once, and it shuts down in the background.
     pub(crate) fn retire_consumer(&self, name: &str) {
+        self.retire_consumer_if(name, None);
+    }
+
+    /// [`retire_consumer`](Self::retire_consumer), but only if `name` is still registered to
+    /// `expected` (not to a newer registration under the same name).
+    pub(crate) fn retire_consumer_if(
+        &self,
+        name: &str,
+        expected: Option<&Arc<crate::consumer::ConsumerShared>>,
+    ) {
+        if let Some(expected) = expected {
+            let same = self
+                .inner
+                .lock()
+                .consumers
+                .get(name)
+                .is_some_and(|h| Arc::ptr_eq(&h.shared, expected));
+            if !same {
+                return;
+            }
+        }
         let Ok(Some(instance)) = self.detach_consumer(name) else {
             return;
         };

@@ -501,6 +501,20 @@ impl LoopState {
     }
 }
 
+/// The default `max.poll.interval.ms` of group consumers. The polling thread never waits
+/// for handlers, only for a revoke's drain (the shutdown grace) and brief bookkeeping, so
+/// the interval can be far below librdkafka's 5 minutes. It is also the group's rebalance
+/// timeout: how long a join waits for a member that is leaving, which some brokers (Tansu)
+/// sit out in full. It must be at least `session.timeout.ms` (librdkafka: 45 s).
+fn max_poll_interval_ms(cc: &rdkafka::ClientConfig, grace: Duration) -> u64 {
+    let session: u64 = cc
+        .get("session.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(45_000);
+    let drain = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX / 4);
+    session.max(drain.saturating_mul(2).saturating_add(5_000))
+}
+
 /// A running incarnation of a consumer.
 pub(crate) struct ConsumerInstance {
     stop: Arc<AtomicBool>,
@@ -524,6 +538,12 @@ impl ConsumerInstance {
         let mut cc = config.client_config(defaults, &spec.overrides);
         if let Subscription::Group { group_id, .. } = &spec.subscription {
             cc.set("group.id", group_id);
+            if cc.get("max.poll.interval.ms").is_none() {
+                cc.set(
+                    "max.poll.interval.ms",
+                    max_poll_interval_ms(&cc, config.shutdown_grace).to_string(),
+                );
+            }
         } else if cc.get("group.id").is_none() {
             // librdkafka wants a group id even for assign(); nothing is committed to it.
             cc.set("group.id", format!("wharf-plain-{}", spec.name));

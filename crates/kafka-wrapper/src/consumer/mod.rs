@@ -232,6 +232,9 @@ pub(crate) struct ConsumerShared {
     pub(crate) lag: Mutex<Vec<PartitionLag>>,
     pub(crate) resume_at: Mutex<BTreeMap<(String, i32), i64>>,
     pub(crate) assignment: Mutex<Vec<(String, i32)>>,
+    /// Set when the `KafkaSource` fed by this consumer was dropped: the consumer is being
+    /// retired, and its name may be registered again.
+    pub(crate) released: AtomicBool,
 }
 
 /// A handle to a supervised consumer; it outlives rebuilds (pauses are re-applied to the
@@ -263,6 +266,7 @@ impl ConsumerHandle {
                 lag: Mutex::new(Vec::new()),
                 resume_at: Mutex::new(BTreeMap::new()),
                 assignment: Mutex::new(Vec::new()),
+                released: AtomicBool::new(false),
             }),
         }
     }
