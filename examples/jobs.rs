@@ -36,7 +36,12 @@ impl Job for Report {
     const NAME: &'static str = "report";
 
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
-        println!("  report {} for {} (attempt {})", self.month, self.customer, ctx.attempt());
+        println!(
+            "  report {} for {} (attempt {})",
+            self.month,
+            self.customer,
+            ctx.attempt()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }
@@ -121,22 +126,38 @@ async fn main() -> Result<(), BoxError> {
     println!("enqueueing 9 reports for 3 customers (at most 2 run at once, one per customer)");
     let reports: Vec<Report> = ["ada", "bob", "cyd"]
         .into_iter()
-        .flat_map(|c| (1..=3).map(move |m| Report { customer: c.into(), month: m }))
+        .flat_map(|c| {
+            (1..=3).map(move |m| Report {
+                customer: c.into(),
+                month: m,
+            })
+        })
         .collect();
     jobs.enqueue_bulk(PARTITION, "reports", &reports).await?;
     let again = jobs
-        .enqueue(PARTITION, "reports", &Report { customer: "ada".into(), month: 1 })
+        .enqueue(
+            PARTITION,
+            "reports",
+            &Report {
+                customer: "ada".into(),
+                month: 1,
+            },
+        )
         .await?;
     if let Enqueued::Duplicate(holder) = &again {
         println!("the same report again: Duplicate of job {holder}");
     }
     jobs.enqueue(PARTITION, "mail", &Flaky).await?;
-    jobs.enqueue_in(PARTITION, "mail", &Flaky, Duration::from_millis(500)).await?;
+    jobs.enqueue_in(PARTITION, "mail", &Flaky, Duration::from_millis(500))
+        .await?;
 
     let export = jobs.enqueue(PARTITION, "exports", &Export).await?;
     wait_for(&jobs, export.id(), JobState::Running).await?;
     let asked = Instant::now();
-    println!("cancelling the running export: {:?}", jobs.cancel(PARTITION, export.id()).await?);
+    println!(
+        "cancelling the running export: {:?}",
+        jobs.cancel(PARTITION, export.id()).await?
+    );
     wait_for(&jobs, export.id(), JobState::Cancelled).await?;
     println!("export cancelled after {:?}", asked.elapsed());
 
