@@ -1202,7 +1202,10 @@ mod tests {
         let c = Config::new("redis://app:s3cret@redis.internal:6379/2");
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("redis://***@redis.internal:6379/2"), "{shown}");
+        assert!(
+            shown.contains("redis://***@redis.internal:6379/2"),
+            "{shown}"
+        );
         let cluster = Config::cluster(["rediss://:hunter2@a:7000", "rediss://:hunter2@b:7000"]);
         assert!(!format!("{cluster:?}").contains("hunter2"));
     }
