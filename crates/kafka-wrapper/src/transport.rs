@@ -82,12 +82,20 @@ impl Publisher for TopicPublisher {
 
 /// A group consumer as wharf-core's [`Source`]: a stream of [`Delivery`] values.
 ///
-/// Per-partition order holds: a partition hands out its next message only once the current
-/// one is settled, so at most one delivery per assigned partition is in flight (spawn the
-/// handling of each delivery to work on partitions in parallel). `ack` marks the offset
-/// handled (committed once every earlier one is); `nack(delay)` delivers the same message
-/// again after `delay`; dropping a delivery unsettled delivers it again at once. Offsets are
-/// never committed past an unsettled delivery. Dropping the source removes its consumer from
+/// How many deliveries of one partition are out at once is the spec's
+/// [`in_flight_per_partition`](ConsumerSpec::in_flight_per_partition) (default 1):
+///
+/// - With 1, per-partition order holds: a partition hands out its next message only once
+///   the current one is settled (spawn the handling of each delivery to work on partitions
+///   in parallel).
+/// - With `n` > 1, up to `n` deliveries per partition are out at once, handed out in
+///   offset order, for a consumer that keeps the order it needs itself (per key, as
+///   `wharf-sharded-consumer` does). A nacked or dropped delivery comes back after newer
+///   ones.
+///
+/// `ack` marks the offset handled (committed once every earlier one is); `nack(delay)`
+/// delivers the same message again after `delay`; dropping a delivery unsettled delivers it
+/// again at once. Offsets are never committed past an unsettled delivery. Dropping the source removes its consumer from
 /// the wrapper at once (so the same spec can be added again right away, as a supervisor
 /// restarting the owner does); the old consumer drains and commits in the background.
 pub struct KafkaSource {

@@ -456,3 +456,135 @@ async fn backpressure_pauses_and_resumes_without_loss_or_reordering() {
     assert_eq!(*seen.lock().unwrap(), (0..10_000).collect::<Vec<i64>>());
     w.shutdown().await.unwrap();
 }
+
+/// A handler for [`ConsumerSpec::in_flight_per_partition`] tests: sleeps `work` per call,
+/// records the highest number of calls running at once, and keeps retrying `stuck` until
+/// `release` is set.
+#[allow(clippy::type_complexity)]
+fn concurrent_handler(
+    work: Duration,
+    stuck: i64,
+) -> (
+    Handler,
+    Arc<AtomicU64>,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<Mutex<Vec<i64>>>,
+) {
+    let running = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let (r, pk, rel, d) = (running, peak.clone(), release.clone(), done.clone());
+    let handler = Handler::per_message(move |m| {
+        let (r, pk, rel, d) = (r.clone(), pk.clone(), rel.clone(), d.clone());
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            pk.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(work).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            if m.offset() == stuck && !rel.load(Ordering::SeqCst) {
+                return Outcome::Retry(Duration::from_millis(50));
+            }
+            d.lock().unwrap().push(m.offset());
+            Outcome::Ack
+        }
+    });
+    (handler, peak, release, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_messages_of_one_partition_in_flight_commit_only_below_the_oldest_unfinished() {
+    let brokers = common::brokers();
+    let topic = common::topic("inflight");
+    let group = common::topic("g");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    // One at a time: Tansu reports the high watermark of a multi-record batch as one past
+    // its first record, which would make the lag below wrong.
+    for i in 0..40 {
+        p.send(Record::new(&topic, i.to_string()).partition(0))
+            .await
+            .unwrap();
+    }
+
+    let (handler, peak, release, done) = concurrent_handler(Duration::from_millis(50), 3);
+    let c = w
+        .add_consumer(
+            ConsumerSpec::group("first", &group, [topic.clone()], handler)
+                .in_flight_per_partition(8),
+        )
+        .unwrap();
+    // Everything but offset 3 is handled while 3 keeps failing: one stuck message no
+    // longer holds up its partition.
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 39).await);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        (4..=8).contains(&peak),
+        "up to 8 calls of one partition may run at once; the peak was {peak}"
+    );
+    // ...but the committable position stays at 3, below the oldest unfinished message.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lag = c.lag();
+    assert_eq!(lag.len(), 1, "{lag:?}");
+    assert_eq!(lag[0].position, 3, "{lag:?}");
+    assert_eq!(lag[0].lag, 37, "{lag:?}");
+    // Stop while 3 is still unfinished: a new member of the group starts again at 3.
+    w.remove_consumer("first").await.unwrap();
+    let mut first: Vec<i64> = done.lock().unwrap().clone();
+    first.sort_unstable();
+    assert_eq!(first, (0..40).filter(|o| *o != 3).collect::<Vec<_>>());
+
+    let (handler, _, release2, done2) = concurrent_handler(Duration::ZERO, -1);
+    release2.store(true, Ordering::SeqCst);
+    let c2 = w
+        .add_consumer(
+            ConsumerSpec::group("second", &group, [topic.clone()], handler)
+                .in_flight_per_partition(8),
+        )
+        .unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || c2.handled() == 37).await);
+    let mut second: Vec<i64> = done2.lock().unwrap().clone();
+    second.sort_unstable();
+    assert_eq!(
+        second,
+        (3..40).collect::<Vec<_>>(),
+        "redelivered from the oldest unfinished"
+    );
+    release.store(true, Ordering::SeqCst);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_message_holds_back_at_most_a_queue_of_newer_ones() {
+    let brokers = common::brokers();
+    let topic = common::topic("window");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let results = p
+        .send_batch(
+            (0..100)
+                .map(|i| Record::new(&topic, i.to_string()).partition(0))
+                .collect(),
+        )
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+    let (handler, _, release, _) = concurrent_handler(Duration::ZERO, 0);
+    let c = w
+        .add_consumer(
+            ConsumerSpec::group("c", common::topic("g"), [topic.clone()], handler)
+                .in_flight_per_partition(4)
+                .queue_per_partition(10),
+        )
+        .unwrap();
+    // Offset 0 is stuck: 9 newer messages fill the window of 10, then the partition waits.
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 9).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        c.handled(),
+        9,
+        "no more than the window may pass a stuck message"
+    );
+    release.store(true, Ordering::SeqCst);
+    assert!(common::eventually(Duration::from_secs(30), || c.handled() == 100).await);
+    w.shutdown().await.unwrap();
+}

@@ -120,6 +120,7 @@ pub struct ConsumerSpec {
     pub(crate) overrides: BTreeMap<String, String>,
     pub(crate) dead_letter_topic: Option<String>,
     pub(crate) queue_per_partition: usize,
+    pub(crate) in_flight_per_partition: usize,
 }
 
 impl ConsumerSpec {
@@ -160,6 +161,7 @@ impl ConsumerSpec {
             overrides: BTreeMap::new(),
             dead_letter_topic: None,
             queue_per_partition: 4096,
+            in_flight_per_partition: 1,
         }
     }
 
@@ -183,6 +185,26 @@ impl ConsumerSpec {
         self
     }
 
+    /// How many messages of one partition may be in the handler at once (default 1).
+    ///
+    /// With 1, a partition's messages are handled strictly one after another, in offset
+    /// order. With more, up to `n` handler calls (messages, or batches with
+    /// [`Handler::per_batch`]) of one partition run concurrently: they are *started* in
+    /// offset order, but may finish in any order, and a message whose handler asks to retry
+    /// is handled again after the delay, possibly after newer ones. Commits stay
+    /// at-least-once: a partition's offset is committed only below its oldest message not
+    /// yet handled. While an old message is still being retried, at most
+    /// [`queue_per_partition`](Self::queue_per_partition) newer messages of its partition
+    /// are handled past it; then the partition waits for it.
+    ///
+    /// Use it when the handler restores the order it needs itself, per key for example (as
+    /// `wharf-sharded-consumer` does), so that one partition can feed many keys in
+    /// parallel.
+    pub fn in_flight_per_partition(mut self, n: usize) -> Self {
+        self.in_flight_per_partition = n.max(1);
+        self
+    }
+
     /// The consumer's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -197,6 +219,8 @@ impl fmt::Debug for ConsumerSpec {
             .field("handler", &self.handler)
             .field("overrides", &Redacted(&self.overrides))
             .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("queue_per_partition", &self.queue_per_partition)
+            .field("in_flight_per_partition", &self.in_flight_per_partition)
             .finish()
     }
 }

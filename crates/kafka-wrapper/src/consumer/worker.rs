@@ -1,12 +1,15 @@
 //! One task per assigned partition: handles its messages in order.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +62,10 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) async fn run(mut self) {
+        let n = self.shared.spec.in_flight_per_partition;
+        if n > 1 {
+            return self.run_concurrent(n).await;
+        }
         loop {
             let chunk = tokio::select! {
                 biased;
@@ -80,6 +87,74 @@ impl Worker {
             };
             if !ok {
                 return;
+            }
+        }
+    }
+
+    /// Up to `n` handler calls at once, started in offset order. A stop ends the starting
+    /// of new calls; the calls under way finish (or, while waiting to retry, give up) first.
+    async fn run_concurrent(mut self, n: usize) {
+        let (_, closed) = mpsc::channel(1);
+        let mut rx = std::mem::replace(&mut self.rx, closed);
+        let this = &self;
+        let handler = this.handler.clone();
+        // Started messages not yet below the oldest unfinished one: bounds how far handling
+        // runs ahead of a message that is being retried.
+        let window_max = this.shared.spec.queue_per_partition.max(n);
+        let mut window: VecDeque<(i64, bool)> = VecDeque::new();
+        let mut queue: VecDeque<ConsumedMessage> = VecDeque::new();
+        let mut running = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            while running.len() < n && window.len() < window_max && !this.stop.is_cancelled() {
+                let unit: Vec<ConsumedMessage> = match &handler {
+                    HandlerKind::Message(_) => queue.pop_front().into_iter().collect(),
+                    HandlerKind::Batch { max, .. } => {
+                        let take = (*max).min(queue.len()).min(window_max - window.len());
+                        queue.drain(..take.max(1).min(queue.len())).collect()
+                    }
+                };
+                if unit.is_empty() {
+                    break;
+                }
+                window.extend(unit.iter().map(|m| (m.offset, false)));
+                let handler = handler.clone();
+                running.push(async move {
+                    let offsets: Vec<i64> = unit.iter().map(|m| m.offset).collect();
+                    let ok = match handler {
+                        HandlerKind::Message(f) => {
+                            let single = |mut v: Vec<ConsumedMessage>| f(v.remove(0));
+                            this.until_handled(unit, &single).await
+                        }
+                        HandlerKind::Batch { f, .. } => this.until_handled(unit, &*f).await,
+                    };
+                    (offsets, ok)
+                });
+            }
+            let stopped = this.stop.is_cancelled();
+            if running.is_empty() && (stopped || (!open && queue.is_empty())) {
+                return;
+            }
+            tokio::select! {
+                biased;
+                Some((mut offsets, ok)) = running.next(), if !running.is_empty() => {
+                    if ok {
+                        for o in &offsets {
+                            if let Ok(i) = window.binary_search_by_key(o, |(w, _)| *w) {
+                                window[i].1 = true;
+                            }
+                        }
+                        while window.front().is_some_and(|(_, done)| *done) {
+                            window.pop_front();
+                        }
+                        this.complete(&mut offsets);
+                    }
+                }
+                _ = this.stop.cancelled(), if !stopped => {}
+                m = rx.recv(), if open && queue.is_empty() && !stopped => match m {
+                    Some(chunk) => queue.extend(chunk),
+                    None => open = false,
+                },
             }
         }
     }
