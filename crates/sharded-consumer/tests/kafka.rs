@@ -326,3 +326,115 @@ async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Sleeps per message, records the most keys handled at once, and checks each key's order.
+struct Slow {
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+    log: Log,
+    gaps: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for Slow {
+    type State = Option<u64>;
+    type Signal = std::convert::Infallible;
+    type Reply = ();
+    type Error = String;
+
+    async fn init(&self, _key: &ShardKey) -> Result<Option<u64>, String> {
+        Ok(None)
+    }
+
+    async fn handle_message(
+        &self,
+        last: &mut Option<u64>,
+        msg: &Incoming<'_>,
+    ) -> Result<Outcome, String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.running.fetch_sub(1, SeqCst);
+        let key = msg.key().as_str().unwrap().to_owned();
+        let seq: u64 = std::str::from_utf8(msg.payload()).unwrap().parse().unwrap();
+        if last.is_some_and(|l| seq != l + 1) || (last.is_none() && seq != 0) {
+            self.gaps
+                .lock()
+                .unwrap()
+                .push(format!("{key}: {seq} after {last:?}"));
+        }
+        *last = Some(seq);
+        self.log.lock().unwrap().push(("slow", key, seq));
+        Ok(Outcome::Ack)
+    }
+
+    async fn handle_signal(&self, _: &mut Option<u64>, signal: Self::Signal) -> Result<(), String> {
+        match signal {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_one_kafka_partition_many_keys_are_handled_in_parallel_each_in_order() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    logs();
+    let brokers = wharf_testkit::kafka()
+        .expect("Tansu (run scripts/install)")
+        .address()
+        .to_owned();
+    let topic = wharf_testkit::unique_name("sharded-one");
+    let w = wrapper(&brokers).await;
+    w.admin()
+        .ensure_topics(&[TopicSpec::new(&topic, 1)])
+        .await
+        .unwrap();
+    let (keys, per_key) = (16, 10u64);
+    let total = keys * per_key as usize;
+    produce(&w, &topic, keys, per_key).await;
+
+    let spec = ConsumerSpec::group(
+        "one-partition",
+        wharf_testkit::unique_name("sharded-one-group"),
+        [topic.clone()],
+        KafkaHandler::per_message(|_| async { KafkaOutcome::Ack }),
+    )
+    .in_flight_per_partition(64);
+    let source = w.add_source(spec, 256).unwrap();
+    let (log, gaps) = (Log::default(), Arc::new(Mutex::new(Vec::new())));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sharded = ShardedConsumer::builder(
+        "one-partition",
+        Slow {
+            running: Arc::default(),
+            peak: peak.clone(),
+            log: log.clone(),
+            gaps: gaps.clone(),
+        },
+    )
+    .discard_dead_letters()
+    .build()
+    .unwrap();
+    let stop = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let run = tokio::spawn({
+        let (sharded, stop) = (sharded.clone(), stop.clone());
+        async move { sharded.run(source, stop).await }
+    });
+    let all = until(Duration::from_secs(60), || distinct(&log).len() == total).await;
+    let elapsed = started.elapsed();
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    assert!(all, "nothing lost: {} of {total}", distinct(&log).len());
+    assert!(
+        gaps.lock().unwrap().is_empty(),
+        "per-key order: {:?}",
+        gaps.lock().unwrap()
+    );
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    // One delivery per partition at a time would allow one key at a time (160 x 20 ms).
+    assert!(
+        peak >= 8,
+        "keys of one partition run in parallel: at most {peak} at once"
+    );
+    println!("{total} messages over 1 partition in {elapsed:?}, up to {peak} keys at once");
+    w.shutdown().await.unwrap();
+}
