@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use wharf_core::service::{ServiceHandle, mailbox};
 use wharf_core::supervisor::{ChildSpec, Started, Supervisor, SupervisorHandle};
+use wharf_testkit::bench::{self, median};
 
 const CAPACITY: usize = 1024;
 const ROUNDS: usize = 7;
@@ -95,11 +96,6 @@ async fn run_bare(tx: &Bare, callers: usize, per_caller: usize) -> f64 {
     (callers * per_caller) as f64 / began.elapsed().as_secs_f64()
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -119,7 +115,7 @@ fn main() {
                 ours.push(run_wharf(&handle, callers, per_caller).await);
                 base.push(run_bare(&bare, callers, per_caller).await);
             }
-            out.push((callers, per_caller, median(ours), median(base)));
+            out.push((callers, per_caller, median(&ours), median(&base)));
         }
         sup.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -163,12 +159,8 @@ fn main() {
             e["ratio"].as_f64().unwrap_or(0.0)
         );
     }
-    let out = std::env::var("WHARF_BENCH_OUT")
+    let out = std::env::var(bench::OUT_VAR)
         .unwrap_or_else(|_| "target/wharf-bench/core-mailbox.json".to_owned());
-    let path = std::path::Path::new(&out);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    std::fs::write(path, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
+    bench::write_report_to(std::path::Path::new(&out), &entries).unwrap();
     println!("wrote {out}");
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use wharf_job_partition::{Config, Job, JobContext, JobError, Jobs, Registry, Worker};
+use wharf_testkit::bench::{self, Entry, median};
 
 const CONCURRENCY: usize = 50;
 const KEYS: u64 = 1_000;
@@ -234,14 +235,6 @@ fn bullmq(url: &str, n: u64, round: u64) -> Option<Round> {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn bullmq_version() -> String {
     let p = bullmq_dir().join("node_modules/bullmq/package.json");
     std::fs::read_to_string(p)
@@ -287,25 +280,31 @@ async fn bench() {
         "bullmq_settings": "addBulk chunks of 1000, removeOnComplete 1000, 2 worker processes x concurrency 50",
         "wharf_settings": "enqueue_bulk chunks of 10000, default retention (keep 1000 finished), 2 worker processes x concurrency 50, claim batch 50",
     });
+    // Without BullMQ the baseline is NaN, which the report writes as null (ratio too).
     let row = |name: &str, ours: f64, base: f64, extra: &str| {
         let mut params = params.clone();
         if !extra.is_empty() {
             params["note"] = serde_json::Value::from(extra);
         }
-        serde_json::json!({
-            "name": name, "metric": name, "unit": "jobs/s", "higher_is_better": true,
-            "ours": ours, "baseline": if base.is_nan() { serde_json::Value::Null } else { base.into() },
-            "baseline_label": label, "ratio": if base.is_nan() { serde_json::Value::Null } else { (ours / base).into() },
-            "params": params,
-        })
+        Entry {
+            name: name.to_owned(),
+            metric: name.to_owned(),
+            unit: "jobs/s".to_owned(),
+            higher_is_better: true,
+            ours,
+            baseline: base,
+            baseline_label: label.clone(),
+            params,
+        }
+        .to_json()
     };
-    let (bq_e, bq_p) = (median(be), median(bp));
+    let (bq_e, bq_p) = (median(&be), median(&bp));
     let rows = vec![
-        row("enqueue_jobs_per_second", median(oe), bq_e, ""),
-        row("processing_jobs_per_second", median(op), bq_p, ""),
+        row("enqueue_jobs_per_second", median(&oe), bq_e, ""),
+        row("processing_jobs_per_second", median(&op), bq_p, ""),
         row(
             "processing_jobs_per_second_keyed",
-            median(ok),
+            median(&ok),
             bq_p,
             "wharf with execution keys over 1,000 keys; baseline is BullMQ unkeyed (open-source BullMQ has no per-key serialization)",
         ),
@@ -323,12 +322,8 @@ async fn bench() {
             r["ratio"].as_f64().unwrap_or(f64::NAN)
         );
     }
-    if let Ok(out) = std::env::var("WHARF_BENCH_OUT") {
-        if let Some(parent) = Path::new(&out).parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        std::fs::write(&out, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
-        println!("wrote {out}");
+    if let Some(out) = bench::write_report(&rows).unwrap() {
+        println!("wrote {}", out.display());
     }
 }
 

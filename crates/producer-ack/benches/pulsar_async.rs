@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use pulsar::{Pulsar, TokioExecutor};
 use tokio::sync::Notify;
 use wharf_producer_ack::{Error, MessageId, Producer};
+use wharf_testkit::bench::{Entry, median};
 
 const COUNT: usize = 20_000;
 const SIZE: usize = 100;
@@ -175,13 +176,13 @@ fn main() {
             peer_rounds.push(p);
         }
     }
-    let ours = support::median(&mut ours_rounds);
-    let raw = support::median(&mut raw_rounds);
+    let ours = median(&ours_rounds);
+    let raw = median(&raw_rounds);
     let params = serde_json::json!({"messages": COUNT, "payload_bytes": SIZE, "window": WINDOW, "rounds": ROUNDS, "batching": false});
-    let mut figures = vec![support::Figure {
-        name: "pulsar-async",
-        metric: "messages_per_second",
-        unit: "msg/s",
+    let mut figures = vec![Entry {
+        name: "pulsar-async".into(),
+        metric: "messages_per_second".into(),
+        unit: "msg/s".into(),
         higher_is_better: true,
         ours,
         baseline: raw,
@@ -189,13 +190,13 @@ fn main() {
         params: params.clone(),
     }];
     if !peer_rounds.is_empty() {
-        figures.push(support::Figure {
-            name: "pulsar-async",
-            metric: "messages_per_second",
-            unit: "msg/s",
+        figures.push(Entry {
+            name: "pulsar-async".into(),
+            metric: "messages_per_second".into(),
+            unit: "msg/s".into(),
             higher_is_better: true,
             ours,
-            baseline: support::median(&mut peer_rounds),
+            baseline: median(&peer_rounds),
             baseline_label: "peer: pulsar-client 3.13 (Python, C++ core) send_async, batching off"
                 .to_owned(),
             params,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pulsar::{Pulsar, TokioExecutor};
 use wharf_producer_ack::Producer;
+use wharf_testkit::bench::{Entry, median};
 
 const COUNT: usize = 2_000;
 const SIZE: usize = 100;
@@ -114,23 +115,23 @@ fn main() {
         serde_json::json!({"messages_per_round": COUNT, "payload_bytes": SIZE, "rounds": ROUNDS});
     let label = "raw pulsar crate 6.9: send_non_blocking then await the receipt".to_owned();
     support::report(&[
-        support::Figure {
-            name: "pulsar-sync",
-            metric: "p50_latency_us",
-            unit: "us",
+        Entry {
+            name: "pulsar-sync".into(),
+            metric: "p50_latency_us".into(),
+            unit: "us".into(),
             higher_is_better: false,
-            ours: support::median(&mut o50),
-            baseline: support::median(&mut r50),
+            ours: median(&o50),
+            baseline: median(&r50),
             baseline_label: label.clone(),
             params: params.clone(),
         },
-        support::Figure {
-            name: "pulsar-sync",
-            metric: "p99_latency_us",
-            unit: "us",
+        Entry {
+            name: "pulsar-sync".into(),
+            metric: "p99_latency_us".into(),
+            unit: "us".into(),
             higher_is_better: false,
-            ours: support::median(&mut o99),
-            baseline: support::median(&mut r99),
+            ours: median(&o99),
+            baseline: median(&r99),
             baseline_label: label,
             params,
         },

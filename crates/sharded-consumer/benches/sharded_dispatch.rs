@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_core::transport::{Delivery, MemoryQueue, Message, Publisher, Source};
 use wharf_sharded_consumer::{Handler, Incoming, Outcome, ShardKey, ShardedConsumer};
+use wharf_testkit::bench::{self, Entry, median};
 
 // ----- a counting allocator, switched on only while memory is measured -----
 
@@ -398,21 +399,6 @@ async fn task_per_key_bytes_per_idle_key() -> f64 {
 
 // ----- report -----
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
-}
-
-struct Row {
-    metric: &'static str,
-    unit: &'static str,
-    higher_is_better: bool,
-    ours: f64,
-    baseline: f64,
-    baseline_label: &'static str,
-    params: serde_json::Value,
-}
-
 fn main() {
     if std::env::var("BENCH_ONLY_THROUGHPUT").is_ok() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -427,7 +413,7 @@ fn main() {
             }
             println!(
                 "sharded throughput rounds: {all:?} median {:.0}",
-                median(all.clone())
+                median(&all)
             );
         });
         return;
@@ -463,32 +449,36 @@ fn main() {
             task_mem.push(t);
         }
         let pool_label = "fixed pool of workers chosen by key hash (Broadway partition_by)";
+        let name = "sharded-dispatch";
         vec![
-            Row {
-                metric: "messages_per_second",
-                unit: "messages/s",
+            Entry {
+                name: name.into(),
+                metric: "messages_per_second".into(),
+                unit: "messages/s".into(),
                 higher_is_better: true,
-                ours: median(ours),
-                baseline: median(pool),
-                baseline_label: pool_label,
+                ours: median(&ours),
+                baseline: median(&pool),
+                baseline_label: pool_label.into(),
                 params: serde_json::json!({"messages": MESSAGES, "keys": KEYS, "handler": "count per key", "source": "in-memory queue, pre-filled", "pool_workers": pool_size(), "cores": cores, "rounds": ROUNDS}),
             },
-            Row {
-                metric: "p99_latency_us",
-                unit: "us",
+            Entry {
+                name: name.into(),
+                metric: "p99_latency_us".into(),
+                unit: "us".into(),
                 higher_is_better: false,
-                ours: median(ours_lat),
-                baseline: median(pool_lat),
-                baseline_label: pool_label,
+                ours: median(&ours_lat),
+                baseline: median(&pool_lat),
+                baseline_label: pool_label.into(),
                 params: serde_json::json!({"messages": LATENCY_MESSAGES, "rate_per_second": LATENCY_RATE, "keys": KEYS, "measured": "publish to handler call", "rounds": LATENCY_ROUNDS}),
             },
-            Row {
-                metric: "bytes_per_idle_key",
-                unit: "bytes",
+            Entry {
+                name: name.into(),
+                metric: "bytes_per_idle_key".into(),
+                unit: "bytes".into(),
                 higher_is_better: false,
-                ours: median(ours_mem),
-                baseline: median(task_mem),
-                baseline_label: "a tokio task with its own mpsc channel (16) per key",
+                ours: median(&ours_mem),
+                baseline: median(&task_mem),
+                baseline_label: "a tokio task with its own mpsc channel (16) per key".into(),
                 params: serde_json::json!({"idle_keys": IDLE_KEYS, "state": "u64", "measured": "live heap bytes added (counting global allocator)", "rounds": 3}),
             },
         ]
@@ -501,28 +491,18 @@ fn main() {
     );
     let mut json = Vec::new();
     for row in &rows {
-        let ratio = row.ours / row.baseline;
         println!(
             "{:<22} {:>14.1} {:>14.1} {:>8.3}  {} (baseline: {})",
-            row.metric, row.ours, row.baseline, ratio, row.unit, row.baseline_label
+            row.metric,
+            row.ours,
+            row.baseline,
+            row.ratio(),
+            row.unit,
+            row.baseline_label
         );
-        json.push(serde_json::json!({
-            "name": "sharded-dispatch",
-            "metric": row.metric,
-            "unit": row.unit,
-            "higher_is_better": row.higher_is_better,
-            "ours": row.ours,
-            "baseline": row.baseline,
-            "baseline_label": row.baseline_label,
-            "ratio": ratio,
-            "params": row.params,
-        }));
+        json.push(row.to_json());
     }
-    if let Ok(out) = std::env::var("WHARF_BENCH_OUT") {
-        if let Some(dir) = std::path::Path::new(&out).parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-        println!("wrote {out}");
+    if let Some(out) = bench::write_report(&json).unwrap() {
+        println!("wrote {}", out.display());
     }
 }

@@ -14,6 +14,8 @@
 //!   metadata-driven connections go through it too; pulsar-lite always has one).
 //! - **[`FaultProxy`]**: a TCP proxy that cuts connections, refuses new ones, adds latency and
 //!   counts connections, with synchronous controls usable from any test.
+//! - **[`bench`]**: what the benchmarks share: the median of their rounds and the JSON report
+//!   they write to `$WHARF_BENCH_OUT`.
 //!
 //! | broker | binary | address form |
 //! |---|---|---|
@@ -91,6 +93,7 @@
 //! }
 //! ```
 
+pub mod bench;
 mod binary;
 mod controls;
 mod error;

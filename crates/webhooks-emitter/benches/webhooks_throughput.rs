@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::json;
+use wharf_testkit::bench::{self, median};
 use wharf_webhooks_emitter::{Emitter, Event, FullPolicy};
 
 const REGION: &str = "us-east-1";
@@ -140,16 +141,6 @@ async fn ours(endpoint: &str, queue_url: &str, events: usize) -> (f64, f64) {
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Empties the queue every 10 ms until stopped (see the module docs).
 fn purger(
     client: aws_sdk_sqs::Client,
@@ -263,9 +254,9 @@ fn main() {
     let emitter_cfg = "defaults: linger 5 ms, 4 requests in flight; FullPolicy::Wait";
     let server = "moto 5.2.5 (wharf-testkit) on loopback; queue purged every 10 ms on both sides";
     let (eps, beps, epr) = (
-        median(direct.ours_eps),
-        median(direct.base_eps),
-        median(direct.ours_epr),
+        median(&direct.ours_eps),
+        median(&direct.base_eps),
+        median(&direct.ours_epr),
     );
     let params =
         json!({"events": events, "rounds": rounds, "server": server, "emitter": emitter_cfg});
@@ -294,7 +285,7 @@ fn main() {
         "events_per_request", epr, 1.0, epr
     );
     if let Some(rtt) = rtt {
-        let (eps, beps) = (median(rtt.ours_eps), median(rtt.base_eps));
+        let (eps, beps) = (median(&rtt.ours_eps), median(&rtt.base_eps));
         let params = json!({"events": rtt_events, "rounds": rounds, "emitter": emitter_cfg,
             "server": "moto 5.2.5 behind wharf-testkit's FaultProxy with 5 ms latency per chunk each way; queue purged every 10 ms"});
         results.push(
@@ -310,12 +301,7 @@ fn main() {
             eps / beps
         );
     }
-    if let Ok(path) = std::env::var("WHARF_BENCH_OUT") {
-        let path = std::path::PathBuf::from(path);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    if let Some(path) = bench::write_report(&results).unwrap() {
         println!("wrote {}", path.display());
     }
 }
