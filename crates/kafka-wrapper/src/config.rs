@@ -158,7 +158,25 @@ impl KafkaConfig {
         for (k, v) in self.settings.iter().chain(overrides) {
             cc.set(k, v);
         }
+        // rdkafka takes librdkafka's log level from the `log` crate, which a tracing-only
+        // application leaves off: ask tracing instead, so enabling target `librdkafka`
+        // (with `debug` set for the contexts wanted) shows librdkafka's own lines.
+        cc.set_log_level(librdkafka_log_level());
         cc
+    }
+}
+
+/// The most verbose librdkafka level the current tracing subscriber would record.
+fn librdkafka_log_level() -> rdkafka::config::RDKafkaLogLevel {
+    use rdkafka::config::RDKafkaLogLevel;
+    if tracing::enabled!(target: "librdkafka", tracing::Level::DEBUG) {
+        RDKafkaLogLevel::Debug
+    } else if tracing::enabled!(target: "librdkafka", tracing::Level::INFO) {
+        RDKafkaLogLevel::Info
+    } else if tracing::enabled!(target: "librdkafka", tracing::Level::WARN) {
+        RDKafkaLogLevel::Warning
+    } else {
+        RDKafkaLogLevel::Error
     }
 }
 

@@ -57,10 +57,17 @@ struct Inner {
     next_generation: AtomicU64,
     rebuilds: AtomicU64,
     task: Mutex<Option<JoinHandle<Result<()>>>>,
-    /// Consumers removed without waiting (a dropped `KafkaSource`) that are still draining:
-    /// a consumer registered again under the same name starts once its predecessor left
-    /// the group, since some brokers stall a group join while the old member is leaving.
-    retiring: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Consumers being removed that are still draining, by name, with their group: a
+    /// consumer registered under the same name, or in the same group, starts once they left
+    /// the group. A join that overlaps a member's leave is an extra rebalance at best, and
+    /// Tansu never completes it (reproduced in tests/readd.rs).
+    retiring: Mutex<HashMap<String, Retiring>>,
+}
+
+/// A consumer on its way out: its group, and whether it is gone.
+struct Retiring {
+    group: Option<String>,
+    done: watch::Receiver<bool>,
 }
 
 /// Supervised Kafka producers and consumers that rebuild themselves.
@@ -167,34 +174,60 @@ impl KafkaWrapper {
     }
 
     /// Registers a consumer and starts it in the current generation.
+    ///
+    /// A consumer that another one under the same name, or in the same group, is leaving
+    /// (a dropped [`KafkaSource`](crate::KafkaSource), a `remove_consumer` under way)
+    /// starts once that one left the group, waiting at most twice the shutdown grace.
     pub fn add_consumer(&self, spec: ConsumerSpec) -> Result<ConsumerHandle> {
-        let released = self
+        let group = spec.group_id().map(str::to_owned);
+        let related = |name: &str, other: Option<&str>| {
+            name == spec.name || (group.is_some() && other == group.as_deref())
+        };
+        // Released sources under this name or of this group are retired first, so that
+        // the new consumer waits for them below.
+        let released: Vec<String> = self
             .inner
             .lock()
             .consumers
-            .get(&spec.name)
-            .is_some_and(|h| h.shared.released.load(Ordering::Acquire));
-        if released {
-            self.retire_consumer(&spec.name);
+            .iter()
+            .filter(|(n, h)| {
+                h.shared.released.load(Ordering::Acquire) && related(n, h.shared.spec.group_id())
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in released {
+            self.retire_consumer(&name);
         }
         let mut reg = self.inner.lock();
         if reg.producers.contains_key(&spec.name) || reg.consumers.contains_key(&spec.name) {
             return Err(Error::Duplicate(spec.name));
         }
+        let waits: Vec<watch::Receiver<bool>> = match self.inner.retiring.lock() {
+            Ok(mut r) => {
+                // An entry whose remover went away (its future dropped) is stale.
+                r.retain(|_, e| e.done.has_changed().is_ok());
+                r.iter()
+                    .filter(|(n, e)| related(n, e.group.as_deref()))
+                    .map(|(_, e)| e.done.clone())
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
         let handle = ConsumerHandle::new(spec);
-        let retiring = self
-            .inner
-            .retiring
-            .lock()
-            .ok()
-            .and_then(|r| r.get(handle.name()).cloned());
         let runtime = tokio::runtime::Handle::try_current().ok();
-        if let (Some(mut done), Some(rt)) = (retiring, runtime) {
-            // Start once the predecessor is gone (bounded by twice the grace).
+        if let (false, Some(rt)) = (waits.is_empty(), runtime) {
+            // Start once the predecessors are gone (bounded by twice the grace).
             let (w, h) = (self.clone(), handle.clone());
             let wait = self.inner.config.shutdown_grace * 2;
             rt.spawn(async move {
-                let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+                let all = futures::future::join_all(
+                    waits.into_iter().map(|mut d| async move {
+                        let _ = d.wait_for(|gone| *gone).await;
+                    }),
+                );
+                if tokio::time::timeout(wait, all).await.is_err() {
+                    tracing::warn!(consumer = %h.name(), "a consumer of the same name or group is still leaving after twice the shutdown grace; starting anyway");
+                }
                 w.start_registered(&h);
             });
         } else if let Some(g) = reg.generation.as_mut() {
@@ -268,24 +301,31 @@ impl KafkaWrapper {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return; // dropping the instance tells its thread to stop and clean up
         };
-        let (tx, rx) = watch::channel(false);
-        if let Ok(mut r) = self.inner.retiring.lock() {
-            r.insert(name.to_owned(), rx);
-        }
-        let (inner, name) = (self.inner.clone(), name.to_owned());
+        let leaving = self.leaving(name, instance.group_id());
         rt.spawn(async move {
             instance.shutdown().await;
-            let _ = tx.send(true);
-            if let Ok(mut r) = inner.retiring.lock() {
-                r.remove(&name);
-            }
+            drop(leaving);
         });
+    }
+
+    /// Records that consumer `name` of `group` is leaving, until the returned guard drops.
+    fn leaving(&self, name: &str, group: Option<String>) -> Leaving {
+        let (tx, done) = watch::channel(false);
+        if let Ok(mut r) = self.inner.retiring.lock() {
+            r.insert(name.to_owned(), Retiring { group, done });
+        }
+        Leaving {
+            inner: self.inner.clone(),
+            name: name.to_owned(),
+            tx,
+        }
     }
 
     /// Unregisters a consumer: it stops fetching, finishes in-flight messages (up to the
     /// shutdown grace), commits, and leaves its group.
     pub async fn remove_consumer(&self, name: &str) -> Result<()> {
         if let Some(i) = self.detach_consumer(name)? {
+            let _leaving = self.leaving(name, i.group_id());
             i.shutdown().await;
         }
         Ok(())
@@ -718,4 +758,25 @@ fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
         .unwrap_or(0);
     let jitter = 0.8 + f64::from(nanos % 1000) / 1000.0 * 0.4;
     base.mul_f64(jitter)
+}
+
+/// Marks a consumer as gone when dropped (after its shutdown, or if that was abandoned).
+struct Leaving {
+    inner: Arc<Inner>,
+    name: String,
+    tx: watch::Sender<bool>,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        let _ = self.tx.send(true);
+        if let Ok(mut r) = self.inner.retiring.lock() {
+            // Only this consumer's entry: a later one under the same name stays.
+            if r.get(&self.name)
+                .is_some_and(|e| e.done.same_channel(&self.tx.subscribe()))
+            {
+                r.remove(&self.name);
+            }
+        }
+    }
 }

@@ -209,6 +209,14 @@ impl ConsumerSpec {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The consumer group of a group consumer (`None` for a plain one).
+    pub fn group_id(&self) -> Option<&str> {
+        match &self.subscription {
+            Subscription::Group { group_id, .. } => Some(group_id),
+            Subscription::Partitions(_) => None,
+        }
+    }
 }
 
 impl fmt::Debug for ConsumerSpec {
