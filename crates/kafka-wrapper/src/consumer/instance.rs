@@ -8,7 +8,7 @@
 //! message each is handling (up to the grace period), and commits synchronously.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,10 +57,27 @@ const FULL_WAIT: Duration = Duration::from_millis(100);
 /// How often the polling thread stores committable offsets.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
+/// Messages of one partition gathered by the polling thread in the current round.
+struct Lane {
+    topic: Arc<str>,
+    partition: i32,
+    /// The partition's state when the lane was made; a different state in the slot means
+    /// the partition was revoked (and perhaps assigned again) since.
+    state: Arc<PartitionState>,
+    pending: Vec<ConsumedMessage>,
+}
+
+/// The polling thread's lanes, valid for one [`LoopState::epoch`].
+#[derive(Default)]
+struct Lanes {
+    lanes: Vec<Lane>,
+    /// The lane of the previous message: fetched messages come in runs per partition.
+    last: usize,
+    epoch: u64,
+}
+
 struct Slot {
     tx: mpsc::Sender<Vec<ConsumedMessage>>,
-    /// Fetched in this polling round, not yet handed over.
-    pending: Vec<ConsumedMessage>,
     /// Chunks that found the worker's queue full (the partition is then paused).
     stash: VecDeque<Vec<ConsumedMessage>>,
     backpressure_paused: bool,
@@ -77,6 +94,9 @@ pub(crate) struct LoopState {
     runtime: tokio::runtime::Handle,
     dead_letter: Option<Arc<DeadLetter>>,
     slots: Mutex<HashMap<Arc<str>, HashMap<i32, Slot>>>,
+    /// Bumped whenever a slot is added or removed, so the polling thread knows its
+    /// [`Lanes`] may point at partitions it no longer owns.
+    epoch: AtomicU64,
     grace: Duration,
     group: bool,
     reset_to_end: bool,
@@ -186,11 +206,11 @@ impl LoopState {
             _done: done_tx,
         };
         let task = self.runtime.spawn(worker.run());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         per_topic.insert(
             partition,
             Slot {
                 tx,
-                pending: Vec::new(),
                 stash: VecDeque::new(),
                 backpressure_paused: false,
                 state,
@@ -262,6 +282,7 @@ impl LoopState {
                 }
             }
             slots.retain(|_, ps| !ps.is_empty());
+            self.epoch.fetch_add(1, Ordering::AcqRel);
         }
         for s in &taken {
             s.stop.cancel();
@@ -313,67 +334,111 @@ impl LoopState {
         self.publish_assignment();
     }
 
-    /// Records a fetched message for its partition; [`hand_over`](Self::hand_over) passes
-    /// it to the worker at the end of the polling round.
-    fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
-        let Ok(mut slots) = self.slots.lock() else {
-            return;
+    /// Adds a fetched message to its partition's lane, taking the slots lock only for the
+    /// first message of a partition in a lane set; [`hand_over`](Self::hand_over) passes
+    /// the lanes to the workers at the end of the polling round.
+    fn take(
+        &self,
+        lanes: &mut Lanes,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+        consumer: &BaseConsumer<GroupCtx>,
+    ) {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if epoch != lanes.epoch {
+            // Partitions were assigned or revoked (in a rebalance callback of this very
+            // poll): hand over what was gathered under the old assignment, then look the
+            // partitions up again.
+            self.hand_over(lanes, consumer);
+            lanes.lanes.clear();
+            lanes.epoch = epoch;
+        }
+        let (topic, partition) = (m.topic(), m.partition());
+        let found = match lanes.lanes.get(lanes.last) {
+            Some(l) if l.partition == partition && *l.topic == *topic => Some(lanes.last),
+            _ => lanes
+                .lanes
+                .iter()
+                .position(|l| l.partition == partition && *l.topic == *topic),
         };
-        let Some(slot) = slots
-            .get_mut(m.topic())
-            .and_then(|ps| ps.get_mut(&m.partition()))
-        else {
-            return;
+        let index = match found {
+            Some(i) => i,
+            None => {
+                let Ok(slots) = self.slots.lock() else {
+                    return;
+                };
+                // Not assigned (any more): librdkafka fetches it again for its owner.
+                let Some(slot) = slots.get(topic).and_then(|ps| ps.get(&partition)) else {
+                    return;
+                };
+                lanes.lanes.push(Lane {
+                    topic: slot.state.topic.clone(),
+                    partition,
+                    state: slot.state.clone(),
+                    pending: Vec::new(),
+                });
+                lanes.lanes.len() - 1
+            }
         };
-        let msg = ConsumedMessage::from_borrowed(m, slot.state.topic.clone());
-        slot.pending.push(msg);
+        lanes.last = index;
+        let lane = &mut lanes.lanes[index];
+        lane.pending
+            .push(ConsumedMessage::from_borrowed(m, lane.topic.clone()));
     }
 
-    /// Hands each partition's fetched messages to its worker as one chunk. When a worker's
+    /// Hands each lane's messages to its partition's worker as one chunk. When a worker's
     /// queue is full, waits briefly for room (a fast handler frees it within moments, and
     /// pausing would make librdkafka drop and re-fetch what it prefetched); if there is still
     /// no room, stashes the chunk and pauses the partition until the worker catches up.
-    fn hand_over(&self, consumer: &BaseConsumer<GroupCtx>) {
+    /// A lane whose partition was revoked since it was made is dropped: its messages were
+    /// never counted as dispatched, so they stay uncommitted and are fetched again.
+    fn hand_over(&self, lanes: &mut Lanes, consumer: &BaseConsumer<GroupCtx>) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
-        for (t, ps) in slots.iter_mut() {
-            for (p, slot) in ps.iter_mut() {
-                if slot.pending.is_empty() {
-                    continue;
+        for lane in &mut lanes.lanes {
+            if lane.pending.is_empty() {
+                continue;
+            }
+            let chunk = std::mem::take(&mut lane.pending);
+            let Some(slot) = slots
+                .get_mut(&lane.topic)
+                .and_then(|ps| ps.get_mut(&lane.partition))
+            else {
+                continue;
+            };
+            if !Arc::ptr_eq(&slot.state, &lane.state) {
+                continue;
+            }
+            if let Ok(mut t) = slot.state.tracker.lock() {
+                for m in &chunk {
+                    t.dispatched(m.offset);
                 }
-                let chunk = std::mem::take(&mut slot.pending);
-                if let Ok(mut t) = slot.state.tracker.lock() {
-                    for m in &chunk {
-                        t.dispatched(m.offset);
-                    }
+            }
+            if !slot.stash.is_empty() {
+                slot.stash.push_back(chunk);
+                continue;
+            }
+            let chunk = match slot.tx.try_send(chunk) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Closed(_)) => continue,
+                Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
+            };
+            let tx = slot.tx.clone();
+            let waited = self
+                .runtime
+                .block_on(async { tokio::time::timeout(FULL_WAIT, tx.reserve_owned()).await });
+            match waited {
+                Ok(Ok(permit)) => {
+                    permit.send(chunk);
                 }
-                if !slot.stash.is_empty() {
+                Ok(Err(_)) => {}
+                Err(_) => {
                     slot.stash.push_back(chunk);
-                    continue;
-                }
-                let chunk = match slot.tx.try_send(chunk) {
-                    Ok(()) => continue,
-                    Err(mpsc::error::TrySendError::Closed(_)) => continue,
-                    Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
-                };
-                let tx = slot.tx.clone();
-                let waited = self
-                    .runtime
-                    .block_on(async { tokio::time::timeout(FULL_WAIT, tx.reserve_owned()).await });
-                match waited {
-                    Ok(Ok(permit)) => {
-                        permit.send(chunk);
-                    }
-                    Ok(Err(_)) => {}
-                    Err(_) => {
-                        slot.stash.push_back(chunk);
-                        if !slot.backpressure_paused {
-                            slot.backpressure_paused = true;
-                            let mut tpl = TopicPartitionList::new();
-                            tpl.add_partition(t, *p);
-                            let _ = consumer.pause(&tpl);
-                        }
+                    if !slot.backpressure_paused {
+                        slot.backpressure_paused = true;
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(&lane.topic, lane.partition);
+                        let _ = consumer.pause(&tpl);
                     }
                 }
             }
@@ -573,6 +638,7 @@ impl ConsumerInstance {
             runtime,
             dead_letter,
             slots: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
             grace: config.shutdown_grace,
             group,
             reset_to_end: matches!(
@@ -652,6 +718,11 @@ impl ConsumerInstance {
         }
     }
 
+    /// The consumer group, for group consumers.
+    pub(crate) fn group_id(&self) -> Option<String> {
+        self.state.shared.spec.group_id().map(str::to_owned)
+    }
+
     /// Lag per partition given high watermarks (`None` where unknown).
     pub(crate) fn lag_with(&self, marks: &HashMap<(String, i32), (i64, i64)>) -> Vec<PartitionLag> {
         let mut out = Vec::new();
@@ -693,6 +764,10 @@ fn poll_loop(
     let span = tracing::info_span!("kafka_consumer", consumer = %state.shared.spec.name);
     let _g = span.enter();
     let mut last_store = Instant::now();
+    let mut lanes = Lanes {
+        epoch: state.epoch.load(Ordering::Acquire),
+        ..Lanes::default()
+    };
     while !stop.load(Ordering::Acquire) {
         while let Ok(c) = control.try_recv() {
             state.apply(&consumer, c);
@@ -706,7 +781,7 @@ fn poll_loop(
                 None => break,
                 Some(Ok(m)) => {
                     taken += 1;
-                    state.take(&m);
+                    state.take(&mut lanes, &m, &consumer);
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "consumer poll error"),
             }
@@ -717,7 +792,7 @@ fn poll_loop(
                 .shared
                 .progress
                 .fetch_add(taken as u64, Ordering::Relaxed);
-            state.hand_over(&consumer);
+            state.hand_over(&mut lanes, &consumer);
         }
         if last_store.elapsed() >= STORE_EVERY {
             state.store_progress(&consumer);
