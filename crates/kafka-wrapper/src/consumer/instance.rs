@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tracker::OffsetTracker;
-use super::worker::{Base, DeadLetter, PartitionState, Worker};
+use super::worker::{Base, DeadLetter, Feed, PartitionState, Wake, Worker};
 use super::{ConsumerShared, Control, PartitionLag, StartAt, Subscription};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -80,6 +80,8 @@ struct Slot {
     tx: mpsc::Sender<Vec<ConsumedMessage>>,
     /// Chunks that found the worker's queue full (the partition is then paused).
     stash: VecDeque<Vec<ConsumedMessage>>,
+    /// Set when the worker reads the partition's own queue.
+    wake: Option<Arc<Wake>>,
     backpressure_paused: bool,
     state: Arc<PartitionState>,
     stop: CancellationToken,
@@ -97,6 +99,11 @@ pub(crate) struct LoopState {
     /// Bumped whenever a slot is added or removed, so the polling thread knows its
     /// [`Lanes`] may point at partitions it no longer owns.
     epoch: AtomicU64,
+    /// The consumer, to split each assigned partition's queue off for its worker. Weak:
+    /// the consumer owns this state through its context.
+    consumer: OnceLock<Weak<BaseConsumer<GroupCtx>>>,
+    /// A worker waits for its gate to open (see [`Wake::open`]).
+    gates_closed: AtomicBool,
     grace: Duration,
     group: bool,
     reset_to_end: bool,
@@ -196,8 +203,26 @@ impl LoopState {
             base,
         });
         let stop = CancellationToken::new();
+        // The partition's own queue, read by its worker; messages fetched before the split
+        // still come through the polling thread, and the gate keeps the worker on those
+        // until none can be left.
+        let split = self
+            .consumer
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|c| c.split_partition_queue(topic, partition));
+        let (queue, wake) = match split {
+            Some(mut queue) => {
+                let wake = Arc::new(Wake::default());
+                let w = wake.clone();
+                queue.set_nonempty_callback(move || w.notify.notify_one());
+                self.gates_closed.store(true, Ordering::Release);
+                (Some((queue, wake.clone())), Some(wake))
+            }
+            None => (None, None),
+        };
         let worker = Worker {
-            rx,
+            feed: Feed { rx, queue },
             state: state.clone(),
             handler: self.shared.spec.handler.kind.clone(),
             stop: stop.clone(),
@@ -212,6 +237,7 @@ impl LoopState {
             Slot {
                 tx,
                 stash: VecDeque::new(),
+                wake,
                 backpressure_paused: false,
                 state,
                 stop,
@@ -445,6 +471,23 @@ impl LoopState {
         }
     }
 
+    /// Opens the gates of workers that read their partition's own queue: called when the
+    /// main queue was found empty, so everything fetched before a split was handed over.
+    fn open_gates(&self) {
+        if !self.gates_closed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(slots) = self.slots.lock() {
+            for slot in slots.values().flat_map(HashMap::values) {
+                if let Some(w) = &slot.wake
+                    && !w.open.swap(true, Ordering::AcqRel)
+                {
+                    w.notify.notify_one();
+                }
+            }
+        }
+    }
+
     /// Moves stashed messages into worker queues; resumes partitions that drained.
     fn flush_stashes(&self, consumer: &BaseConsumer<GroupCtx>) {
         let all = self.shared.all_paused.load(Ordering::Acquire);
@@ -639,6 +682,8 @@ impl ConsumerInstance {
             dead_letter,
             slots: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
+            consumer: OnceLock::new(),
+            gates_closed: AtomicBool::new(false),
             grace: config.shutdown_grace,
             group,
             reset_to_end: matches!(
@@ -650,8 +695,9 @@ impl ConsumerInstance {
             base,
             state: state.clone(),
         };
-        let consumer: BaseConsumer<GroupCtx> =
-            cc.create_with_context(ctx).map_err(Error::Config)?;
+        let consumer: Arc<BaseConsumer<GroupCtx>> =
+            Arc::new(cc.create_with_context(ctx).map_err(Error::Config)?);
+        let _ = state.consumer.set(Arc::downgrade(&consumer));
         match &spec.subscription {
             Subscription::Group { topics, .. } => {
                 let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -664,6 +710,7 @@ impl ConsumerInstance {
                     .map(|r| r.clone())
                     .unwrap_or_default();
                 let mut tpl = TopicPartitionList::new();
+                let mut workers = Vec::new();
                 for (t, p, start) in parts {
                     let offset = match resume.get(&(t.clone(), *p)) {
                         Some(o) => Offset::Offset(*o),
@@ -680,13 +727,16 @@ impl ConsumerInstance {
                         Offset::End => Base::End,
                         _ => Base::Beginning,
                     };
-                    state.start_worker(t, *p, base);
+                    workers.push((t, *p, base));
                 }
                 consumer.assign(&tpl).map_err(Error::Config)?;
+                // After `assign`, which would undo earlier queue splits.
+                for (t, p, base) in workers {
+                    state.start_worker(t, p, base);
+                }
                 state.publish_assignment();
             }
         }
-        let consumer = Arc::new(consumer);
         let (control_tx, control_rx) = mpsc::channel(64);
         shared.control.send_replace(Some(control_tx));
         let stop = Arc::new(AtomicBool::new(false));
@@ -793,6 +843,9 @@ fn poll_loop(
                 .progress
                 .fetch_add(taken as u64, Ordering::Relaxed);
             state.hand_over(&mut lanes, &consumer);
+        }
+        if taken < ROUND {
+            state.open_gates();
         }
         if last_store.elapsed() >= STORE_EVERY {
             state.store_progress(&consumer);

@@ -29,8 +29,14 @@ impl OffsetTracker {
 
     /// `offset` was handled (acked or dead-lettered).
     pub(crate) fn completed(&mut self, offset: i64) {
-        if let Ok(i) = self.in_flight.binary_search_by_key(&offset, |(o, _)| *o) {
-            self.in_flight[i].1 = true;
+        // In order (one handler call at a time) the offset is the front one.
+        match self.in_flight.front_mut() {
+            Some((o, done)) if *o == offset => *done = true,
+            _ => {
+                if let Ok(i) = self.in_flight.binary_search_by_key(&offset, |(o, _)| *o) {
+                    self.in_flight[i].1 = true;
+                }
+            }
         }
         while self.in_flight.front().is_some_and(|(_, done)| *done) {
             self.in_flight.pop_front();

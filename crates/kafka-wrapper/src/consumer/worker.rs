@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,9 +10,11 @@ use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use tokio::sync::mpsc;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::instance::GroupCtx;
 use super::tracker::OffsetTracker;
 use super::{ConsumerShared, HandlerKind, Outcome};
 use crate::message::{ConsumedMessage, Record};
@@ -48,8 +50,109 @@ pub(crate) struct DeadLetter {
     pub(crate) producer: Arc<ProducerInstance>,
 }
 
-pub(crate) struct Worker {
+/// Wakes a worker that reads its partition's own queue: when the queue becomes non-empty
+/// (librdkafka's callback) and when the gate opens.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    /// Opened by the polling thread once nothing fetched for this partition before its
+    /// queue was split off can still come out of the consumer's main queue.
+    pub(crate) open: AtomicBool,
+    pub(crate) notify: Notify,
+}
+
+/// Where a worker gets its messages.
+pub(crate) struct Feed {
+    /// Chunks handed over by the polling thread: all messages when the partition has no
+    /// queue of its own, else only those fetched before the split (older than anything in
+    /// the queue, so they are handled first).
     pub(crate) rx: mpsc::Receiver<Vec<ConsumedMessage>>,
+    /// The partition's own librdkafka queue, read directly by the worker: no hand-over,
+    /// no copy between threads. librdkafka bounds what it prefetches into it.
+    pub(crate) queue: Option<(PartitionQueue<GroupCtx>, Arc<Wake>)>,
+}
+
+impl Feed {
+    /// The next chunk of messages, oldest first; `None` once the worker is to stop. Cancel
+    /// safe: messages stay in the channel or in librdkafka's queue until returned.
+    async fn next(
+        &mut self,
+        stop: &CancellationToken,
+        state: &PartitionState,
+        shared: &ConsumerShared,
+    ) -> Option<Vec<ConsumedMessage>> {
+        loop {
+            if stop.is_cancelled() {
+                return None;
+            }
+            match self.rx.try_recv() {
+                Ok(chunk) => return Some(chunk),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            let wake = match &self.queue {
+                None => {
+                    return tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => None,
+                        m = self.rx.recv() => m,
+                    };
+                }
+                Some((queue, wake)) => {
+                    if wake.open.load(Ordering::Acquire) {
+                        let chunk = take_from_queue(queue, state);
+                        if !chunk.is_empty() {
+                            shared
+                                .progress
+                                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            return Some(chunk);
+                        }
+                    }
+                    wake.clone()
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                m = self.rx.recv() => match m {
+                    Some(chunk) => return Some(chunk),
+                    None => return None,
+                },
+                _ = wake.notify.notified() => {}
+            }
+        }
+    }
+}
+
+/// Up to [`CHUNK`] messages waiting in the partition's queue, recorded as dispatched.
+fn take_from_queue(
+    queue: &PartitionQueue<GroupCtx>,
+    state: &PartitionState,
+) -> Vec<ConsumedMessage> {
+    let mut chunk = Vec::new();
+    while chunk.len() < CHUNK {
+        match queue.poll(Duration::ZERO) {
+            None => break,
+            Some(Ok(m)) => chunk.push(ConsumedMessage::from_borrowed(&m, state.topic.clone())),
+            Some(Err(e)) => {
+                tracing::debug!(topic = %state.topic, partition = state.partition, error = %e, "partition queue error");
+            }
+        }
+    }
+    if !chunk.is_empty()
+        && let Ok(mut t) = state.tracker.lock()
+    {
+        for m in &chunk {
+            t.dispatched(m.offset);
+        }
+    }
+    chunk
+}
+
+/// Most messages a worker takes from its partition's queue at once.
+const CHUNK: usize = 1024;
+
+pub(crate) struct Worker {
+    pub(crate) feed: Feed,
     pub(crate) state: Arc<PartitionState>,
     pub(crate) handler: HandlerKind,
     pub(crate) stop: CancellationToken,
@@ -67,10 +170,8 @@ impl Worker {
             return self.run_concurrent(n).await;
         }
         loop {
-            let chunk = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return,
-                m = self.rx.recv() => match m { Some(m) => m, None => return },
+            let Some(chunk) = self.feed.next(&self.stop, &self.state, &self.shared).await else {
+                return;
             };
             let ok = match self.handler.clone() {
                 HandlerKind::Message(f) => self.handle_each(chunk, &*f).await,
@@ -95,7 +196,13 @@ impl Worker {
     /// of new calls; the calls under way finish (or, while waiting to retry, give up) first.
     async fn run_concurrent(mut self, n: usize) {
         let (_, closed) = mpsc::channel(1);
-        let mut rx = std::mem::replace(&mut self.rx, closed);
+        let mut feed = std::mem::replace(
+            &mut self.feed,
+            Feed {
+                rx: closed,
+                queue: None,
+            },
+        );
         let this = &self;
         let handler = this.handler.clone();
         // Started messages not yet below the oldest unfinished one: bounds how far handling
@@ -151,7 +258,7 @@ impl Worker {
                     }
                 }
                 _ = this.stop.cancelled(), if !stopped => {}
-                m = rx.recv(), if open && queue.is_empty() && !stopped => match m {
+                m = feed.next(&this.stop, &this.state, &this.shared), if open && queue.is_empty() && !stopped => match m {
                     Some(chunk) => queue.extend(chunk),
                     None => open = false,
                 },
