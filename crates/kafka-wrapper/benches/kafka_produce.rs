@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use wharf_kafka_wrapper::{KafkaConfig, KafkaWrapper, ProducerSpec, Record, TopicSpec};
+use wharf_testkit::bench::{Entry, median, write_report};
 
 const MESSAGES: usize = 200_000;
 const SIZE: usize = 100;
@@ -85,11 +86,6 @@ async fn raw_round(brokers: &str, topic: &str) -> f64 {
     MESSAGES as f64 / elapsed.as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -118,8 +114,8 @@ fn main() {
         }
         // Rounds are paired in time, so the median of per-round ratios is also reported:
         // on a loaded 2-core machine it is steadier than the ratio of the medians.
-        let paired = median(ours.iter().zip(&raw).map(|(o, r)| o / r).collect());
-        let (o, r) = (median(ours), median(raw));
+        let paired = median(&ours.iter().zip(&raw).map(|(o, r)| o / r).collect::<Vec<_>>());
+        let (o, r) = (median(&ours), median(&raw));
         let ratio = o / r;
         println!();
         println!("kafka-produce ({MESSAGES} x {SIZE} B, acks=all, {ROUNDS} rounds, medians)");
@@ -128,22 +124,18 @@ fn main() {
         println!("{:<28} {:>14.0}", "rdkafka FutureProducer", r);
         println!("{:<28} {:>14.3}", "ratio (target >= 0.95)", ratio);
         println!("{:<28} {:>14.3}", "median of per-round ratios", paired);
-        let json = serde_json::json!([{
-            "name": "kafka-produce",
-            "metric": "messages_per_second",
-            "unit": "messages/s",
-            "higher_is_better": true,
-            "ours": o,
-            "baseline": r,
-            "baseline_label": "rdkafka FutureProducer",
-            "ratio": ratio,
-            "params": {"messages": MESSAGES, "message_bytes": SIZE, "acks": "all", "partitions": PARTITIONS, "rounds": ROUNDS, "paired_ratio_median": paired},
-        }]);
-        if let Ok(path) = std::env::var("WHARF_BENCH_OUT") {
-            if let Some(dir) = std::path::Path::new(&path).parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        let entry = Entry {
+            name: "kafka-produce".to_owned(),
+            metric: "messages_per_second".to_owned(),
+            unit: "messages/s".to_owned(),
+            higher_is_better: true,
+            ours: o,
+            baseline: r,
+            baseline_label: "rdkafka FutureProducer".to_owned(),
+            params: serde_json::json!({"messages": MESSAGES, "message_bytes": SIZE, "acks": "all", "partitions": PARTITIONS, "rounds": ROUNDS, "paired_ratio_median": paired}),
+        };
+        if let Ok(Some(path)) = write_report(&[entry.to_json()]) {
+            println!("wrote {}", path.display());
         }
         w.shutdown().await.unwrap();
     });
