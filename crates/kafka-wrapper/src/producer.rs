@@ -100,10 +100,76 @@ pub(crate) type RawOutcome = std::result::Result<(i32, i64), KafkaError>;
 pub(crate) enum Completion {
     Await(oneshot::Sender<RawOutcome>),
     // The mutex only makes the boxed closure `Sync`, as librdkafka's opaque needs.
-    Callback {
-        topic: String,
-        cb: Mutex<Option<Callback>>,
-    },
+    Callback(CallbackSlot),
+}
+
+/// A `send_with` callback waiting for its outcome. Dropped without one (the client went
+/// away without reporting), it counts as purged: the record is sent again, or the callback
+/// gets the purge error, never silence.
+pub(crate) struct CallbackSlot {
+    topic: String,
+    cb: Arc<Mutex<Option<Callback>>>,
+    /// What it takes to send the record again if a rebuild purges it.
+    resend: Option<Box<Resend>>,
+    fired: bool,
+}
+
+impl CallbackSlot {
+    fn fire(&mut self, result: RawOutcome) {
+        if std::mem::replace(&mut self.fired, true) {
+            return;
+        }
+        if let Some(r) = self.resend.take()
+            && is_purge(&result)
+            && r.resends < MAX_RESENDS
+            && !r.producer.shared.stopped.load(Ordering::Acquire)
+        {
+            // Purged by a rebuild: send it again through the next client; the callback
+            // gets the outcome of that send instead.
+            metrics::counter!("wharf_kafka_resent_after_rebuild_total", "producer" => r.producer.shared.spec.name.clone()).increment(1);
+            let Resend {
+                record,
+                producer,
+                runtime,
+                resends,
+            } = *r;
+            let cb = self.cb.clone();
+            runtime.spawn(async move {
+                producer.send_with_attempt(record, cb, resends + 1).await;
+            });
+            return;
+        }
+        let cb = self.cb.lock().ok().and_then(|mut c| c.take());
+        if let Some(cb) = cb {
+            cb(finish(Arc::from(self.topic.as_str()), result));
+        }
+    }
+}
+
+impl Drop for CallbackSlot {
+    fn drop(&mut self) {
+        self.fire(Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::PurgeQueue,
+        )));
+    }
+}
+
+/// A `send_with` record kept for sending again through the next client when a rebuild
+/// purges it from the old one.
+pub(crate) struct Resend {
+    record: Record,
+    producer: Producer,
+    runtime: tokio::runtime::Handle,
+    resends: u32,
+}
+
+fn is_purge(result: &RawOutcome) -> bool {
+    matches!(
+        result,
+        Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+        ))
+    )
 }
 
 impl Completion {
@@ -112,12 +178,7 @@ impl Completion {
             Completion::Await(tx) => {
                 let _ = tx.send(result);
             }
-            Completion::Callback { topic, cb } => {
-                let cb = cb.lock().ok().and_then(|mut c| c.take());
-                if let Some(cb) = cb {
-                    cb(finish(Arc::from(topic), result));
-                }
-            }
+            Completion::Callback(mut slot) => slot.fire(result),
         }
     }
 }
@@ -418,17 +479,58 @@ impl Producer {
     }
 
     /// Queues one record and returns; `on_delivery` is called once with its outcome, from
-    /// librdkafka's polling thread (keep it short: send it to a channel if it must do work).
+    /// librdkafka's polling thread or a tokio task (keep it short: send it to a channel if
+    /// it must do work). A record purged because a rebuild tore its client down is sent
+    /// again through the next client, as with [`send`](Self::send), and the callback gets
+    /// that outcome; it is never dropped without a call. If `send_with` itself returns an
+    /// error, the record was not queued and the callback is not called.
     pub async fn send_with<F>(&self, record: Record, on_delivery: F) -> Result<()>
     where
         F: FnOnce(Result<Delivered>) + Send + 'static,
     {
         let cb: Callback = Box::new(on_delivery);
-        let completion = Completion::Callback {
-            topic: record.topic.clone(),
-            cb: Mutex::new(Some(cb)),
-        };
+        let cb = Arc::new(Mutex::new(Some(cb)));
+        let completion = self.callback_completion(&record, cb, 0);
         self.enqueue(&record, Box::new(completion)).await
+    }
+
+    fn callback_completion(
+        &self,
+        record: &Record,
+        cb: Arc<Mutex<Option<Callback>>>,
+        resends: u32,
+    ) -> Completion {
+        let resend = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            Box::new(Resend {
+                record: record.clone(),
+                producer: self.clone(),
+                runtime,
+                resends,
+            })
+        });
+        Completion::Callback(CallbackSlot {
+            topic: record.topic.clone(),
+            cb,
+            resend,
+            fired: false,
+        })
+    }
+
+    /// Sends a purged `send_with` record again; if it cannot even be queued, the callback
+    /// gets that error.
+    async fn send_with_attempt(
+        &self,
+        record: Record,
+        cb: Arc<Mutex<Option<Callback>>>,
+        resends: u32,
+    ) {
+        let completion = self.callback_completion(&record, cb.clone(), resends);
+        if let Err(e) = self.enqueue(&record, Box::new(completion)).await {
+            let cb = cb.lock().ok().and_then(|mut c| c.take());
+            if let Some(cb) = cb {
+                cb(Err(e));
+            }
+        }
     }
 
     /// Sends every record and returns one result per record, in order. A record that could

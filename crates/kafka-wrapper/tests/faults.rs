@@ -372,3 +372,59 @@ async fn a_stalled_consumer_is_detected_and_rebuilt() {
     assert!(hung.load(Ordering::SeqCst));
     w.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_with_records_purged_by_a_rebuild_are_sent_again_and_the_callback_gets_the_receipt() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = kafka.bootstrap_servers();
+    let topic = common::topic("purged-callback");
+    create_topic(&brokers, &topic, 1).await;
+    // A short grace: the old client's flush gives up while Kafka is still down, so its
+    // queued records are purged rather than delivered late by it.
+    let config = common::config(&brokers)
+        .unreachable_after(Duration::from_secs(2))
+        .shutdown_grace(Duration::from_millis(500));
+    let w = KafkaWrapper::start(config).await.unwrap();
+    let p = w
+        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(60)))
+        .unwrap();
+    p.send(Record::new(&topic, "before")).await.unwrap();
+    kafka.proxy().unwrap().down().unwrap();
+    // Queued while Kafka is down: the rebuild tears their client down with them inside.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..20 {
+        let tx = tx.clone();
+        p.send_with(Record::new(&topic, format!("during-{i}")), move |r| {
+            let _ = tx.send(r);
+        })
+        .await
+        .unwrap();
+    }
+    drop(tx);
+    assert!(
+        common::eventually(Duration::from_secs(20), || w.rebuilds() >= 1).await,
+        "no rebuild while unreachable"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kafka.proxy().unwrap().restore().unwrap();
+    let mut offsets = Vec::new();
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("every callback is called")
+    {
+        let d = r.expect("a purged record is sent again, not failed");
+        offsets.push(d.offset);
+    }
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 20, "20 records, each delivered: {offsets:?}");
+    assert!(w.rebuilds() >= 1);
+    w.shutdown().await.unwrap();
+}
