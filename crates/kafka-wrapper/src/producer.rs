@@ -112,6 +112,9 @@ pub(crate) struct CallbackSlot {
     /// What it takes to send the record again if a rebuild purges it.
     resend: Option<Box<Resend>>,
     fired: bool,
+    /// Set while librdkafka holds the record: only then does a drop without an outcome
+    /// mean the client lost it (not queued at all is the caller's error instead).
+    armed: bool,
 }
 
 impl CallbackSlot {
@@ -148,9 +151,11 @@ impl CallbackSlot {
 
 impl Drop for CallbackSlot {
     fn drop(&mut self) {
-        self.fire(Err(KafkaError::MessageProduction(
-            RDKafkaErrorCode::PurgeQueue,
-        )));
+        if self.armed {
+            self.fire(Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::PurgeQueue,
+            )));
+        }
     }
 }
 
@@ -173,6 +178,13 @@ fn is_purge(result: &RawOutcome) -> bool {
 }
 
 impl Completion {
+    /// Marks whether librdkafka holds the record (see [`CallbackSlot::armed`]).
+    fn arm(&mut self, held: bool) {
+        if let Completion::Callback(slot) = self {
+            slot.armed = held;
+        }
+    }
+
     fn complete(self, result: RawOutcome) {
         match self {
             Completion::Await(tx) => {
@@ -284,8 +296,9 @@ impl ProducerInstance {
     fn try_enqueue(
         &self,
         record: &Record,
-        completion: Box<Completion>,
+        mut completion: Box<Completion>,
     ) -> std::result::Result<(), (KafkaError, Box<Completion>)> {
+        completion.arm(true);
         let mut br: BaseRecord<'_, [u8], [u8], Box<Completion>> =
             BaseRecord::with_opaque_to(&record.topic, completion).payload(record.payload.as_ref());
         if let Some(k) = &record.key {
@@ -300,9 +313,11 @@ impl ProducerInstance {
         if let Some(h) = record.owned_headers() {
             br = br.headers(h);
         }
-        self.producer
-            .send(br)
-            .map_err(|(e, br)| (e, br.delivery_opaque))
+        self.producer.send(br).map_err(|(e, br)| {
+            let mut completion = br.delivery_opaque;
+            completion.arm(false);
+            (e, completion)
+        })
     }
 
     /// Sends one record and waits for its receipt (no queue-full waiting: internal use).
@@ -513,6 +528,7 @@ impl Producer {
             cb,
             resend,
             fired: false,
+            armed: false,
         })
     }
 
