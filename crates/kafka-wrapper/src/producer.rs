@@ -98,9 +98,68 @@ pub(crate) type RawOutcome = std::result::Result<(i32, i64), KafkaError>;
 
 /// What to do when librdkafka reports the delivery of one message.
 pub(crate) enum Completion {
+    /// One [`Producer::send`] waiting for its outcome.
     Await(oneshot::Sender<RawOutcome>),
-    // The mutex only makes the boxed closure `Sync`, as librdkafka's opaque needs.
+    /// One [`Producer::send_with`] callback.
     Callback(CallbackSlot),
+    /// One record of a [`Producer::send_batch`].
+    Batch(BatchSlot),
+}
+
+/// The outcomes of one `send_batch`, filled in by delivery reports: one shared allocation
+/// for the batch instead of a channel per record.
+pub(crate) struct BatchState {
+    results: Mutex<Vec<Option<RawOutcome>>>,
+    /// Records without an outcome yet, plus one held by the sender until it queued them all.
+    remaining: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl BatchState {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self {
+            results: Mutex::new((0..n).map(|_| None).collect()),
+            remaining: std::sync::atomic::AtomicUsize::new(n + 1),
+            done: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Counts one outcome in; wakes the sender after the last.
+    fn settle(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// One record's place in a [`BatchState`]. Dropped without an outcome (not queued, or the
+/// client went away without reporting), it records a purge, so the batch always completes.
+pub(crate) struct BatchSlot {
+    state: Arc<BatchState>,
+    index: usize,
+    fired: bool,
+}
+
+impl BatchSlot {
+    fn fire(&mut self, result: RawOutcome) {
+        if std::mem::replace(&mut self.fired, true) {
+            return;
+        }
+        if let Ok(mut r) = self.state.results.lock()
+            && let Some(slot) = r.get_mut(self.index)
+        {
+            *slot = Some(result);
+        }
+        self.state.settle();
+    }
+}
+
+impl Drop for BatchSlot {
+    fn drop(&mut self) {
+        self.fire(Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::PurgeQueue,
+        )));
+    }
 }
 
 /// A `send_with` callback waiting for its outcome. Dropped without one (the client went
@@ -191,6 +250,7 @@ impl Completion {
                 let _ = tx.send(result);
             }
             Completion::Callback(mut slot) => slot.fire(result),
+            Completion::Batch(mut slot) => slot.fire(result),
         }
     }
 }
@@ -552,20 +612,44 @@ impl Producer {
     /// Sends every record and returns one result per record, in order. A record that could
     /// not be queued gets its error; the others are still sent.
     pub async fn send_batch(&self, records: Vec<Record>) -> Vec<Result<Delivered>> {
-        let mut pending = Vec::with_capacity(records.len());
-        for record in &records {
-            let (tx, rx) = oneshot::channel();
-            match self.enqueue(record, Box::new(Completion::Await(tx))).await {
-                Ok(()) => pending.push(Ok(rx)),
-                Err(e) => pending.push(Err(e)),
+        let state = BatchState::new(records.len());
+        let mut not_queued: Vec<Option<Error>> = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            let slot = BatchSlot {
+                state: state.clone(),
+                index,
+                fired: false,
+            };
+            if let Err(e) = self
+                .enqueue(record, Box::new(Completion::Batch(slot)))
+                .await
+            {
+                if not_queued.is_empty() {
+                    not_queued.resize_with(records.len(), || None);
+                }
+                not_queued[index] = Some(e);
             }
         }
-        let mut out = Vec::with_capacity(pending.len());
+        // Every slot settles once (by its delivery report, or as purged when dropped), and
+        // librdkafka reports every queued record within `message.timeout.ms`.
+        state.settle();
+        state.done.notified().await;
+        let results = match state.results.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(_) => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(records.len());
         let mut topic = None;
-        for (p, record) in pending.into_iter().zip(records) {
-            let result = match p {
-                Err(e) => Err(e),
-                Ok(rx) => outcome(rx, &record, &mut topic).await,
+        let mut results = results.into_iter();
+        for (index, record) in records.into_iter().enumerate() {
+            let raw = results.next().flatten();
+            if let Some(e) = not_queued.get_mut(index).and_then(Option::take) {
+                out.push(Err(e));
+                continue;
+            }
+            let result = match raw {
+                Some(r) => finish(shared_topic(&mut topic, &record.topic), r),
+                None => Err(purged(&record)),
             };
             let mut resends = 0;
             if self.should_resend(&result, &mut resends) {

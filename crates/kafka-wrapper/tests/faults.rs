@@ -374,7 +374,7 @@ async fn a_stalled_consumer_is_detected_and_rebuilt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_with_records_purged_by_a_rebuild_are_sent_again_and_the_callback_gets_the_receipt() {
+async fn records_purged_by_a_rebuild_are_sent_again_for_send_with_and_send_batch() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
         .with_test_writer()
@@ -408,6 +408,18 @@ async fn send_with_records_purged_by_a_rebuild_are_sent_again_and_the_callback_g
         .unwrap();
     }
     drop(tx);
+    // And a batch queued at the same time: its purged records are sent again too.
+    let batch = tokio::spawn({
+        let (p, topic) = (p.clone(), topic.clone());
+        async move {
+            p.send_batch(
+                (0..20)
+                    .map(|i| Record::new(&topic, format!("batch-{i}")))
+                    .collect(),
+            )
+            .await
+        }
+    });
     assert!(
         common::eventually(Duration::from_secs(20), || w.rebuilds() >= 1).await,
         "no rebuild while unreachable"
@@ -422,9 +434,20 @@ async fn send_with_records_purged_by_a_rebuild_are_sent_again_and_the_callback_g
         let d = r.expect("a purged record is sent again, not failed");
         offsets.push(d.offset);
     }
+    let batch = tokio::time::timeout(Duration::from_secs(60), batch)
+        .await
+        .expect("the batch completes")
+        .unwrap();
+    assert_eq!(batch.len(), 20);
+    for r in batch {
+        offsets.push(
+            r.expect("a purged batch record is sent again, not failed")
+                .offset,
+        );
+    }
     offsets.sort_unstable();
     offsets.dedup();
-    assert_eq!(offsets.len(), 20, "20 records, each delivered: {offsets:?}");
+    assert_eq!(offsets.len(), 40, "40 records, each delivered: {offsets:?}");
     assert!(w.rebuilds() >= 1);
     w.shutdown().await.unwrap();
 }
