@@ -23,7 +23,8 @@
 //!   [`Outcome::DeadLetter`] (to a topic). At least once: an offset is committed only after
 //!   every earlier message of its partition was handled; commits happen on revoke and on
 //!   shutdown after in-flight work drains. Per-partition order, pause and resume, and lag
-//!   ([`ConsumerHandle::lag`]).
+//!   ([`ConsumerHandle::lag`]); or several messages of one partition at once
+//!   ([`ConsumerSpec::in_flight_per_partition`]) for handlers that keep order per key.
 //! - Plain consumers of given partitions and offsets ([`ConsumerSpec::partitions`]),
 //!   supervised the same way.
 //! - [`Admin`]: create, delete, list and describe topics; read a range of messages from a
