@@ -95,6 +95,40 @@ mod tests {
         assert_eq!(t.committable(), Some(8));
     }
 
+    proptest::proptest! {
+        /// Whatever order handlers finish in (several in flight per partition), the
+        /// committable offset is the oldest unfinished one, or one past the last dispatched:
+        /// never past a message that was not handled.
+        #[test]
+        fn never_commits_past_an_unfinished_message(
+            gaps in proptest::collection::vec(1i64..4, 1..60),
+            order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..60),
+        ) {
+            let mut t = OffsetTracker::default();
+            let mut offsets = Vec::new();
+            let mut next = 100;
+            for g in gaps {
+                t.dispatched(next);
+                offsets.push(next);
+                next += g;
+            }
+            let mut pending = offsets.clone();
+            for i in order {
+                if pending.is_empty() {
+                    break;
+                }
+                let done = pending.remove(i.index(pending.len()));
+                t.completed(done);
+                let expected = pending
+                    .iter()
+                    .min()
+                    .copied()
+                    .unwrap_or(offsets[offsets.len() - 1] + 1);
+                proptest::prop_assert_eq!(t.committable(), Some(expected));
+            }
+        }
+    }
+
     #[test]
     fn abandoned_messages_are_not_committed() {
         let mut t = OffsetTracker::default();
