@@ -858,6 +858,12 @@ fn poll_loop(
         // Leave the group now rather than at the session timeout, so partitions move fast.
         let _ = consumer.unsubscribe_and_close();
     }
+    // Workers hold the consumer through their partition queues. Let an aborted one drop
+    // its queue first (briefly), so the consumer is closed here, not on a runtime thread.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Arc::strong_count(&consumer) > 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     tracing::info!("consumer stopped");
     drop(consumer);
 }
