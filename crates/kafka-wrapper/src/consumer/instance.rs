@@ -8,7 +8,7 @@
 //! message each is handling (up to the grace period), and commits synchronously.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -57,27 +57,10 @@ const FULL_WAIT: Duration = Duration::from_millis(100);
 /// How often the polling thread stores committable offsets.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
-/// Messages of one partition gathered by the polling thread in the current round.
-struct Lane {
-    topic: Arc<str>,
-    partition: i32,
-    /// The partition's state when the lane was made; a different state in the slot means
-    /// the partition was revoked (and perhaps assigned again) since.
-    state: Arc<PartitionState>,
-    pending: Vec<ConsumedMessage>,
-}
-
-/// The polling thread's lanes, valid for one [`LoopState::epoch`].
-#[derive(Default)]
-struct Lanes {
-    lanes: Vec<Lane>,
-    /// The lane of the previous message: fetched messages come in runs per partition.
-    last: usize,
-    epoch: u64,
-}
-
 struct Slot {
     tx: mpsc::Sender<Vec<ConsumedMessage>>,
+    /// Fetched in this polling round, not yet handed over.
+    pending: Vec<ConsumedMessage>,
     /// Chunks that found the worker's queue full (the partition is then paused).
     stash: VecDeque<Vec<ConsumedMessage>>,
     /// Set when the worker reads the partition's own queue.
@@ -96,9 +79,6 @@ pub(crate) struct LoopState {
     runtime: tokio::runtime::Handle,
     dead_letter: Option<Arc<DeadLetter>>,
     slots: Mutex<HashMap<Arc<str>, HashMap<i32, Slot>>>,
-    /// Bumped whenever a slot is added or removed, so the polling thread knows its
-    /// [`Lanes`] may point at partitions it no longer owns.
-    epoch: AtomicU64,
     /// The consumer, to split each assigned partition's queue off for its worker. Weak:
     /// the consumer owns this state through its context.
     consumer: OnceLock<Weak<BaseConsumer<GroupCtx>>>,
@@ -231,11 +211,11 @@ impl LoopState {
             _done: done_tx,
         };
         let task = self.runtime.spawn(worker.run());
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         per_topic.insert(
             partition,
             Slot {
                 tx,
+                pending: Vec::new(),
                 stash: VecDeque::new(),
                 wake,
                 backpressure_paused: false,
@@ -308,7 +288,6 @@ impl LoopState {
                 }
             }
             slots.retain(|_, ps| !ps.is_empty());
-            self.epoch.fetch_add(1, Ordering::AcqRel);
         }
         for s in &taken {
             s.stop.cancel();
@@ -360,111 +339,67 @@ impl LoopState {
         self.publish_assignment();
     }
 
-    /// Adds a fetched message to its partition's lane, taking the slots lock only for the
-    /// first message of a partition in a lane set; [`hand_over`](Self::hand_over) passes
-    /// the lanes to the workers at the end of the polling round.
-    fn take(
-        &self,
-        lanes: &mut Lanes,
-        m: &rdkafka::message::BorrowedMessage<'_>,
-        consumer: &BaseConsumer<GroupCtx>,
-    ) {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        if epoch != lanes.epoch {
-            // Partitions were assigned or revoked (in a rebalance callback of this very
-            // poll): hand over what was gathered under the old assignment, then look the
-            // partitions up again.
-            self.hand_over(lanes, consumer);
-            lanes.lanes.clear();
-            lanes.epoch = epoch;
-        }
-        let (topic, partition) = (m.topic(), m.partition());
-        let found = match lanes.lanes.get(lanes.last) {
-            Some(l) if l.partition == partition && *l.topic == *topic => Some(lanes.last),
-            _ => lanes
-                .lanes
-                .iter()
-                .position(|l| l.partition == partition && *l.topic == *topic),
-        };
-        let index = match found {
-            Some(i) => i,
-            None => {
-                let Ok(slots) = self.slots.lock() else {
-                    return;
-                };
-                // Not assigned (any more): librdkafka fetches it again for its owner.
-                let Some(slot) = slots.get(topic).and_then(|ps| ps.get(&partition)) else {
-                    return;
-                };
-                lanes.lanes.push(Lane {
-                    topic: slot.state.topic.clone(),
-                    partition,
-                    state: slot.state.clone(),
-                    pending: Vec::new(),
-                });
-                lanes.lanes.len() - 1
-            }
-        };
-        lanes.last = index;
-        let lane = &mut lanes.lanes[index];
-        lane.pending
-            .push(ConsumedMessage::from_borrowed(m, lane.topic.clone()));
-    }
-
-    /// Hands each lane's messages to its partition's worker as one chunk. When a worker's
-    /// queue is full, waits briefly for room (a fast handler frees it within moments, and
-    /// pausing would make librdkafka drop and re-fetch what it prefetched); if there is still
-    /// no room, stashes the chunk and pauses the partition until the worker catches up.
-    /// A lane whose partition was revoked since it was made is dropped: its messages were
-    /// never counted as dispatched, so they stay uncommitted and are fetched again.
-    fn hand_over(&self, lanes: &mut Lanes, consumer: &BaseConsumer<GroupCtx>) {
+    /// Records a fetched message for its partition; [`hand_over`](Self::hand_over) passes
+    /// it to the worker at the end of the polling round.
+    fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
         };
-        for lane in &mut lanes.lanes {
-            if lane.pending.is_empty() {
-                continue;
-            }
-            let chunk = std::mem::take(&mut lane.pending);
-            let Some(slot) = slots
-                .get_mut(&lane.topic)
-                .and_then(|ps| ps.get_mut(&lane.partition))
-            else {
-                continue;
-            };
-            if !Arc::ptr_eq(&slot.state, &lane.state) {
-                continue;
-            }
-            if let Ok(mut t) = slot.state.tracker.lock() {
-                for m in &chunk {
-                    t.dispatched(m.offset);
+        let Some(slot) = slots
+            .get_mut(m.topic())
+            .and_then(|ps| ps.get_mut(&m.partition()))
+        else {
+            return;
+        };
+        let msg = ConsumedMessage::from_borrowed(m, slot.state.topic.clone());
+        slot.pending.push(msg);
+    }
+
+    /// Hands each partition's fetched messages to its worker as one chunk. When a worker's
+    /// queue is full, waits briefly for room (a fast handler frees it within moments, and
+    /// pausing would make librdkafka drop and re-fetch what it prefetched); if there is still
+    /// no room, stashes the chunk and pauses the partition until the worker catches up.
+    fn hand_over(&self, consumer: &BaseConsumer<GroupCtx>) {
+        let Ok(mut slots) = self.slots.lock() else {
+            return;
+        };
+        for (t, ps) in slots.iter_mut() {
+            for (p, slot) in ps.iter_mut() {
+                if slot.pending.is_empty() {
+                    continue;
                 }
-            }
-            if !slot.stash.is_empty() {
-                slot.stash.push_back(chunk);
-                continue;
-            }
-            let chunk = match slot.tx.try_send(chunk) {
-                Ok(()) => continue,
-                Err(mpsc::error::TrySendError::Closed(_)) => continue,
-                Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
-            };
-            let tx = slot.tx.clone();
-            let waited = self
-                .runtime
-                .block_on(async { tokio::time::timeout(FULL_WAIT, tx.reserve_owned()).await });
-            match waited {
-                Ok(Ok(permit)) => {
-                    permit.send(chunk);
+                let chunk = std::mem::take(&mut slot.pending);
+                if let Ok(mut t) = slot.state.tracker.lock() {
+                    for m in &chunk {
+                        t.dispatched(m.offset);
+                    }
                 }
-                Ok(Err(_)) => {}
-                Err(_) => {
+                if !slot.stash.is_empty() {
                     slot.stash.push_back(chunk);
-                    if !slot.backpressure_paused {
-                        slot.backpressure_paused = true;
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition(&lane.topic, lane.partition);
-                        let _ = consumer.pause(&tpl);
+                    continue;
+                }
+                let chunk = match slot.tx.try_send(chunk) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Closed(_)) => continue,
+                    Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
+                };
+                let tx = slot.tx.clone();
+                let waited = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(FULL_WAIT, tx.reserve_owned()).await });
+                match waited {
+                    Ok(Ok(permit)) => {
+                        permit.send(chunk);
+                    }
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        slot.stash.push_back(chunk);
+                        if !slot.backpressure_paused {
+                            slot.backpressure_paused = true;
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(t, *p);
+                            let _ = consumer.pause(&tpl);
+                        }
                     }
                 }
             }
@@ -681,7 +616,6 @@ impl ConsumerInstance {
             runtime,
             dead_letter,
             slots: Mutex::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
             consumer: OnceLock::new(),
             gates_closed: AtomicBool::new(false),
             grace: config.shutdown_grace,
@@ -814,10 +748,6 @@ fn poll_loop(
     let span = tracing::info_span!("kafka_consumer", consumer = %state.shared.spec.name);
     let _g = span.enter();
     let mut last_store = Instant::now();
-    let mut lanes = Lanes {
-        epoch: state.epoch.load(Ordering::Acquire),
-        ..Lanes::default()
-    };
     while !stop.load(Ordering::Acquire) {
         while let Ok(c) = control.try_recv() {
             state.apply(&consumer, c);
@@ -831,7 +761,7 @@ fn poll_loop(
                 None => break,
                 Some(Ok(m)) => {
                     taken += 1;
-                    state.take(&mut lanes, &m, &consumer);
+                    state.take(&m);
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "consumer poll error"),
             }
@@ -842,7 +772,7 @@ fn poll_loop(
                 .shared
                 .progress
                 .fetch_add(taken as u64, Ordering::Relaxed);
-            state.hand_over(&mut lanes, &consumer);
+            state.hand_over(&consumer);
         }
         if taken < ROUND {
             state.open_gates();
