@@ -40,13 +40,12 @@ const SETTINGS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
 ];
 
+/// `$WHARF_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
 fn brokers() -> String {
-    std::env::var("WHARF_KAFKA_BROKERS").unwrap_or_else(|_| {
-        wharf_testkit::kafka()
-            .expect("start Tansu")
-            .address()
-            .to_owned()
-    })
+    wharf_testkit::kafka()
+        .expect("start Tansu (run scripts/install)")
+        .address()
+        .to_owned()
 }
 
 async fn wrapper_round(w: &KafkaWrapper, round: usize, topic: &str) -> f64 {

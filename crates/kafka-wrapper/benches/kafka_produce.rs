@@ -26,13 +26,12 @@ const SETTINGS: &[(&str, &str)] = &[
     ("queue.buffering.max.kbytes", "1048576"),
 ];
 
+/// `$WHARF_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
 fn brokers() -> String {
-    std::env::var("WHARF_KAFKA_BROKERS").unwrap_or_else(|_| {
-        wharf_testkit::kafka()
-            .expect("start Tansu")
-            .address()
-            .to_owned()
-    })
+    wharf_testkit::kafka()
+        .expect("start Tansu (run scripts/install)")
+        .address()
+        .to_owned()
 }
 
 async fn wrapper_round(w: &KafkaWrapper, name: &str, topic: &str) -> f64 {
