@@ -84,8 +84,22 @@ fn config(brokers: &str) -> KafkaConfig {
         .rebuild_backoff(Duration::from_millis(200), Duration::from_secs(2))
 }
 
-async fn wrapper(brokers: &str) -> KafkaWrapper {
+/// A wrapper on the test binary's shared Kafka (Tansu from wharf-testkit).
+async fn wrapper() -> KafkaWrapper {
+    let brokers = wharf_testkit::kafka()
+        .expect("Tansu (run scripts/install)")
+        .address();
     KafkaWrapper::start(config(brokers)).await.unwrap()
+}
+
+/// A new topic named after `prefix`, with `partitions` partitions.
+async fn new_topic(w: &KafkaWrapper, prefix: &str, partitions: i32) -> String {
+    let topic = wharf_testkit::unique_name(prefix);
+    w.admin()
+        .ensure_topics(&[TopicSpec::new(&topic, partitions)])
+        .await
+        .unwrap();
+    topic
 }
 
 /// Publishes `per_key` messages to each of `keys` keys, payload = the key's sequence number.
@@ -158,17 +172,9 @@ async fn until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_order() {
     let _alone = ONE_AT_A_TIME.lock().await;
     logs();
-    let brokers = wharf_testkit::kafka()
-        .expect("Tansu (run scripts/install)")
-        .address()
-        .to_owned();
-    let topic = wharf_testkit::unique_name("sharded");
+    let w = wrapper().await;
+    let topic = new_topic(&w, "sharded", 4).await;
     let group = wharf_testkit::unique_name("sharded-group");
-    let w = wrapper(&brokers).await;
-    w.admin()
-        .ensure_topics(&[TopicSpec::new(&topic, 4)])
-        .await
-        .unwrap();
     let (keys, per_key) = (40, 50u64);
     let total = keys * per_key as usize;
     produce(&w, &topic, keys, per_key).await;
@@ -253,17 +259,9 @@ async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_or
 async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
     let _alone = ONE_AT_A_TIME.lock().await;
     logs();
-    let brokers = wharf_testkit::kafka()
-        .expect("Tansu (run scripts/install)")
-        .address()
-        .to_owned();
-    let topic = wharf_testkit::unique_name("sharded-pair");
+    let (a, b) = (wrapper().await, wrapper().await);
+    let topic = new_topic(&a, "sharded-pair", 4).await;
     let group = wharf_testkit::unique_name("sharded-pair-group");
-    let (a, b) = (wrapper(&brokers).await, wrapper(&brokers).await);
-    a.admin()
-        .ensure_topics(&[TopicSpec::new(&topic, 4)])
-        .await
-        .unwrap();
 
     let (log, gaps) = (Log::default(), Arc::new(Mutex::new(Vec::new())));
     let stop = CancellationToken::new();
@@ -373,16 +371,8 @@ impl Handler for Slow {
 async fn over_one_kafka_partition_many_keys_are_handled_in_parallel_each_in_order() {
     let _alone = ONE_AT_A_TIME.lock().await;
     logs();
-    let brokers = wharf_testkit::kafka()
-        .expect("Tansu (run scripts/install)")
-        .address()
-        .to_owned();
-    let topic = wharf_testkit::unique_name("sharded-one");
-    let w = wrapper(&brokers).await;
-    w.admin()
-        .ensure_topics(&[TopicSpec::new(&topic, 1)])
-        .await
-        .unwrap();
+    let w = wrapper().await;
+    let topic = new_topic(&w, "sharded-one", 1).await;
     let (keys, per_key) = (16, 10u64);
     let total = keys * per_key as usize;
     produce(&w, &topic, keys, per_key).await;
