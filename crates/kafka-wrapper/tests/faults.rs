@@ -18,15 +18,22 @@ async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     w.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starts_while_kafka_is_unreachable_and_works_once_it_is_back() {
+/// A Tansu of this test's own behind the fault proxy, with a new one-partition topic named
+/// after `prefix`: (broker, bootstrap servers, topic).
+async fn proxied_tansu_with_topic(prefix: &str) -> (Tansu, String, String) {
     let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
         .await
         .unwrap()
         .unwrap();
     let brokers = kafka.bootstrap_servers();
-    let topic = common::topic("late");
+    let topic = common::topic(prefix);
     create_topic(&brokers, &topic, 1).await;
+    (kafka, brokers, topic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_kafka_is_unreachable_and_works_once_it_is_back() {
+    let (kafka, brokers, topic) = proxied_tansu_with_topic("late").await;
     let proxy = kafka.proxy().unwrap();
     proxy.down().unwrap();
 
@@ -233,13 +240,7 @@ async fn unreachable_brokers_trigger_rebuilds_until_the_configured_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_outage_longer_than_the_threshold_the_rebuilt_clients_work() {
-    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
-        .await
-        .unwrap()
-        .unwrap();
-    let brokers = kafka.bootstrap_servers();
-    let topic = common::topic("outage");
-    create_topic(&brokers, &topic, 1).await;
+    let (kafka, brokers, topic) = proxied_tansu_with_topic("outage").await;
     let config = common::config(&brokers).unreachable_after(Duration::from_secs(2));
     let w = KafkaWrapper::start(config).await.unwrap();
     let p = w.add_producer(ProducerSpec::new("p")).unwrap();
@@ -281,13 +282,7 @@ async fn after_an_outage_longer_than_the_threshold_the_rebuilt_clients_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_supervisor_a_wrapper_that_gave_up_is_restarted_with_its_registrations() {
     use wharf_core::supervisor::{Shutdown, Supervisor};
-    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
-        .await
-        .unwrap()
-        .unwrap();
-    let brokers = kafka.bootstrap_servers();
-    let topic = common::topic("sup");
-    create_topic(&brokers, &topic, 1).await;
+    let (kafka, brokers, topic) = proxied_tansu_with_topic("sup").await;
     kafka.proxy().unwrap().down().unwrap();
     let config = common::config(&brokers)
         .unreachable_after(Duration::from_millis(500))
@@ -379,13 +374,7 @@ async fn records_purged_by_a_rebuild_are_sent_again_for_send_with_and_send_batch
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
         .with_test_writer()
         .try_init();
-    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
-        .await
-        .unwrap()
-        .unwrap();
-    let brokers = kafka.bootstrap_servers();
-    let topic = common::topic("purged-callback");
-    create_topic(&brokers, &topic, 1).await;
+    let (kafka, brokers, topic) = proxied_tansu_with_topic("purged-callback").await;
     // A short grace: the old client's flush gives up while Kafka is still down, so its
     // queued records are purged rather than delivered late by it.
     let config = common::config(&brokers)
