@@ -182,7 +182,7 @@ impl CallbackSlot {
             return;
         }
         if let Some(r) = self.resend.take()
-            && is_purge(&result)
+            && result.as_ref().is_err_and(is_purge)
             && r.resends < MAX_RESENDS
             && !r.producer.shared.stopped.load(Ordering::Acquire)
         {
@@ -227,12 +227,13 @@ pub(crate) struct Resend {
     resends: u32,
 }
 
-fn is_purge(result: &RawOutcome) -> bool {
+/// The record was purged from a client torn down by a rebuild (never refused by Kafka).
+fn is_purge(error: &KafkaError) -> bool {
     matches!(
-        result,
-        Err(KafkaError::MessageProduction(
+        error,
+        KafkaError::MessageProduction(
             RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
-        ))
+        )
     )
 }
 
@@ -536,15 +537,7 @@ impl Producer {
     /// through the next client (a few times at most): the caller sees a receipt, not the
     /// rebuild. It may then be stored twice if the broker had taken the first copy.
     fn should_resend(&self, result: &Result<Delivered>, resends: &mut u32) -> bool {
-        let purged = matches!(
-            result,
-            Err(Error::Delivery {
-                source: KafkaError::MessageProduction(
-                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
-                ),
-                ..
-            })
-        );
+        let purged = matches!(result, Err(Error::Delivery { source, .. }) if is_purge(source));
         if purged && *resends < MAX_RESENDS && !self.shared.stopped.load(Ordering::Acquire) {
             *resends += 1;
             metrics::counter!("wharf_kafka_resent_after_rebuild_total", "producer" => self.shared.spec.name.clone()).increment(1);
