@@ -127,9 +127,10 @@
 //! each partition to one member, the producer's keyed partitioning puts all messages of a
 //! key in one partition, so each key is handled by exactly one machine at a time. When
 //! partitions move (a member joins or leaves), a key's next messages go to its new owner,
-//! whose actor starts with `init`: keep what must survive in a store `init` reads. Give the
-//! Kafka consumer spec `in_flight_per_partition(n)` so that the keys of one partition are
-//! handled in parallel too. See `docs/sharded-consumer.md`.
+//! whose actor starts with `init`: keep what must survive in a store `init` reads. The Kafka
+//! consumer spec's `in_flight_per_partition(n)` lets the keys of one partition run in
+//! parallel too, but it is experimental: under faults, per-key order is not yet guaranteed
+//! with it (see `docs/sharded-consumer.md`).
 //!
 //! ## Dead letters
 //! A dead-lettered message is published with its payload, key and headers unchanged, plus:
