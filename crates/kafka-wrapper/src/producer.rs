@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,10 @@ type Callback = Box<dyn FnOnce(Result<Delivered>) + Send>;
 
 /// How many times one message is sent again after rebuilds purged it.
 const MAX_RESENDS: u32 = 3;
+
+/// How long a retiring client gets to report the records it purged (librdkafka reports
+/// them at once; this only bounds a stuck client).
+const PURGE_REPORTS: Duration = Duration::from_secs(2);
 
 fn purged(record: &Record) -> Error {
     Error::Delivery {
@@ -186,19 +190,23 @@ impl CallbackSlot {
             && r.resends < MAX_RESENDS
             && !r.producer.shared.stopped.load(Ordering::Acquire)
         {
-            // Purged by a rebuild: send it again through the next client; the callback
-            // gets the outcome of that send instead.
+            // Purged by a rebuild: it goes to the next client, ahead of anything sent after
+            // it; the callback gets the outcome of that send instead.
             metrics::counter!("wharf_kafka_resent_after_rebuild_total", "producer" => r.producer.shared.spec.name.clone()).increment(1);
             let Resend {
                 record,
                 producer,
-                runtime,
                 resends,
+                seq,
             } = *r;
-            let cb = self.cb.clone();
-            runtime.spawn(async move {
-                producer.send_with_attempt(record, cb, resends + 1).await;
-            });
+            producer.queue_resend(
+                seq,
+                Pending {
+                    record,
+                    cb: self.cb.clone(),
+                    resends: resends + 1,
+                },
+            );
             return;
         }
         let cb = self.cb.lock().ok().and_then(|mut c| c.take());
@@ -223,8 +231,42 @@ impl Drop for CallbackSlot {
 pub(crate) struct Resend {
     record: Record,
     producer: Producer,
-    runtime: tokio::runtime::Handle,
     resends: u32,
+    /// Its place among the producer's `send_with` records, kept across resends.
+    seq: u64,
+}
+
+/// A purged `send_with` record waiting for the next client.
+pub(crate) struct Pending {
+    record: Record,
+    cb: Arc<Mutex<Option<Callback>>>,
+    resends: u32,
+}
+
+/// What became of one attempt to queue a record in the current client.
+enum Attempt {
+    Queued,
+    /// No client: the wrapper is rebuilding (or the producer was removed).
+    NoClient(Box<Completion>),
+    /// librdkafka's queue is full.
+    Full(Box<Completion>),
+    Failed(KafkaError),
+}
+
+/// Callbacks to tell of records that could not be sent again, called once no lock is held
+/// (a callback may send).
+#[derive(Default)]
+struct Failed(Vec<(Arc<Mutex<Option<Callback>>>, Error)>);
+
+impl Failed {
+    fn call(self) {
+        for (cb, error) in self.0 {
+            let cb = cb.lock().ok().and_then(|mut c| c.take());
+            if let Some(cb) = cb {
+                cb(Err(error));
+            }
+        }
+    }
 }
 
 /// The record was purged from a client torn down by a rebuild (never refused by Kafka).
@@ -395,7 +437,26 @@ impl ProducerInstance {
     /// Waits for queued messages to be delivered, up to `grace`; then the instance can go.
     pub(crate) fn flush(&self, grace: Duration) {
         if let Err(e) = self.producer.flush(grace) {
-            tracing::warn!(error = %e, in_flight = self.producer.in_flight_count(), "producer flush incomplete; undelivered messages fail with an error");
+            tracing::warn!(error = %e, in_flight = self.producer.in_flight_count(), "producer flush incomplete; the undelivered records are purged (sent again through the next client, or failed)");
+        }
+    }
+
+    /// Takes the instance out of service: waits up to `grace` for queued records to be
+    /// delivered, then purges the rest and waits for their reports, so that every record it
+    /// held has an outcome (or is waiting for the next client) before the next client is
+    /// installed. Nothing reported later could keep its order against newer records.
+    pub(crate) fn retire(&self, grace: Duration) {
+        self.flush(grace);
+        if self.producer.in_flight_count() == 0 {
+            return;
+        }
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        if self.producer.flush(PURGE_REPORTS).is_err() {
+            tracing::warn!(
+                left = self.producer.in_flight_count(),
+                "purged records still unreported; they are sent again when reported, possibly after newer ones"
+            );
         }
     }
 }
@@ -404,6 +465,19 @@ pub(crate) struct ProducerShared {
     pub(crate) spec: ProducerSpec,
     pub(crate) slot: watch::Sender<Option<Arc<ProducerInstance>>>,
     pub(crate) stopped: AtomicBool,
+    /// Numbers `send_with` records in the order they are sent.
+    next_seq: AtomicU64,
+    /// `send_with` records purged by a rebuild, by number: queued in the next client, in
+    /// this order, before it takes anything new. Bounded by what one client can hold.
+    pending: Mutex<BTreeMap<u64, Pending>>,
+}
+
+impl ProducerShared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A handle to a supervised producer. Cloneable; it outlives rebuilds of the client: a send
@@ -436,6 +510,8 @@ impl Producer {
                 spec,
                 slot,
                 stopped: AtomicBool::new(false),
+                next_seq: AtomicU64::new(0),
+                pending: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -466,48 +542,138 @@ impl Producer {
         }
     }
 
+    /// One attempt to queue `record` in the current client. The slot stays borrowed
+    /// meanwhile, so a client being retired (its slot emptied first) takes nothing new.
+    fn try_current(&self, record: &Record, completion: Box<Completion>) -> Attempt {
+        let slot = self.shared.slot.borrow();
+        let Some(instance) = slot.as_ref() else {
+            return Attempt::NoClient(completion);
+        };
+        match instance.try_enqueue(record, completion) {
+            Ok(()) => Attempt::Queued,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), c)) => {
+                Attempt::Full(c)
+            }
+            Err((source, _)) => Attempt::Failed(source),
+        }
+    }
+
     /// Queues `record`, waiting for room in the queue or for a rebuild to finish.
     async fn enqueue(&self, record: &Record, completion: Box<Completion>) -> Result<()> {
-        // Fast path: a current instance with room in its queue.
-        let first = match self.shared.slot.borrow().as_ref() {
-            Some(instance) => instance.try_enqueue(record, completion),
-            None => Err((
-                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                completion,
-            )),
+        let enqueue_error = |source| Error::Enqueue {
+            topic: record.topic.clone(),
+            source,
         };
-        let mut completion = match first {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), c)) => c,
-            Err((source, _)) => {
-                return Err(Error::Enqueue {
-                    topic: record.topic.clone(),
-                    source,
-                });
-            }
+        // Fast path: a current client with room in its queue.
+        let mut completion = match self.try_current(record, completion) {
+            Attempt::Queued => return Ok(()),
+            Attempt::Failed(source) => return Err(enqueue_error(source)),
+            Attempt::NoClient(c) | Attempt::Full(c) => c,
         };
         let deadline = Instant::now() + self.shared.spec.queue_timeout;
+        let mut slot = self.shared.slot.subscribe();
         loop {
             if self.shared.stopped.load(Ordering::Acquire) {
                 return Err(Error::Stopped(self.shared.spec.name.clone()));
             }
-            let instance = self.instance(deadline).await?;
-            match instance.try_enqueue(record, completion) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), c))
-                    if Instant::now() < deadline =>
-                {
-                    completion = c;
+            completion = match self.try_current(record, completion) {
+                Attempt::Queued => return Ok(()),
+                Attempt::Failed(source) => return Err(enqueue_error(source)),
+                Attempt::Full(c) => {
+                    if Instant::now() >= deadline {
+                        return Err(enqueue_error(KafkaError::MessageProduction(
+                            RDKafkaErrorCode::QueueFull,
+                        )));
+                    }
                     tokio::time::sleep(Duration::from_millis(5)).await;
+                    c
                 }
-                Err((source, _)) => {
-                    return Err(Error::Enqueue {
-                        topic: record.topic.clone(),
-                        source,
-                    });
+                Attempt::NoClient(c) => {
+                    let stopped = &self.shared.stopped;
+                    let installed =
+                        slot.wait_for(|i| i.is_some() || stopped.load(Ordering::Acquire));
+                    match tokio::time::timeout_at(deadline.into(), installed).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) => return Err(Error::Stopped(self.shared.spec.name.clone())),
+                        Err(_) => {
+                            return Err(Error::Unavailable {
+                                what: format!("producer `{}`", self.shared.spec.name),
+                                after: self.shared.spec.queue_timeout,
+                            });
+                        }
+                    }
+                    c
                 }
+            };
+        }
+    }
+
+    /// Makes `instance` the producer's client: the `send_with` records purged from the
+    /// previous one are queued in it first, in the order they were sent, and only then can
+    /// anything new reach it.
+    pub(crate) fn install(&self, instance: Arc<ProducerInstance>) {
+        let mut pending = self.shared.pending();
+        let resent = pending.len();
+        let failed = self.drain_into(&mut pending, &instance);
+        self.shared.slot.send_replace(Some(instance));
+        drop(pending);
+        if resent > 0 {
+            tracing::info!(producer = %self.shared.spec.name, records = resent, "records purged by the rebuild queued again, in the order they were sent");
+        }
+        failed.call();
+    }
+
+    /// Queues a purged `send_with` record for the next client. Normally there is none yet
+    /// (the old client is being retired) and it waits for [`install`](Self::install); a
+    /// purge reported after the next client took over is queued at once, after whatever
+    /// that client already holds.
+    fn queue_resend(&self, seq: u64, record: Pending) {
+        let mut pending = self.shared.pending();
+        pending.insert(seq, record);
+        let failed = {
+            let slot = self.shared.slot.borrow();
+            let Some(instance) = slot.as_ref() else {
+                return;
+            };
+            tracing::warn!(producer = %self.shared.spec.name, "a record purged after its client was retired is sent again behind newer records");
+            self.drain_into(&mut pending, instance)
+        };
+        drop(pending);
+        failed.call();
+    }
+
+    /// Queues every pending record in `instance`, oldest first. Those it refuses are
+    /// returned, for their callbacks to be told once the locks are released.
+    fn drain_into(
+        &self,
+        pending: &mut BTreeMap<u64, Pending>,
+        instance: &ProducerInstance,
+    ) -> Failed {
+        let mut failed = Failed::default();
+        for (seq, p) in std::mem::take(pending) {
+            let completion = self.callback_completion(&p.record, p.cb.clone(), p.resends, seq);
+            if let Err((source, _)) = instance.try_enqueue(&p.record, Box::new(completion)) {
+                let error = Error::Enqueue {
+                    topic: p.record.topic.clone(),
+                    source,
+                };
+                failed.0.push((p.cb, error));
             }
         }
+        failed
+    }
+
+    /// Fails every purged record still waiting for a client: the producer was removed, or
+    /// the wrapper stopped.
+    pub(crate) fn fail_pending(&self) {
+        let pending = std::mem::take(&mut *self.shared.pending());
+        let mut failed = Failed::default();
+        for p in pending.into_values() {
+            failed
+                .0
+                .push((p.cb, Error::Stopped(self.shared.spec.name.clone())));
+        }
+        failed.call();
     }
 
     /// Sends one record and resolves when the broker acknowledged it, with its partition and
@@ -558,7 +724,8 @@ impl Producer {
     {
         let cb: Callback = Box::new(on_delivery);
         let cb = Arc::new(Mutex::new(Some(cb)));
-        let completion = self.callback_completion(&record, cb, 0);
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        let completion = self.callback_completion(&record, cb, 0, seq);
         self.enqueue(&record, Box::new(completion)).await
     }
 
@@ -567,39 +734,20 @@ impl Producer {
         record: &Record,
         cb: Arc<Mutex<Option<Callback>>>,
         resends: u32,
+        seq: u64,
     ) -> Completion {
-        let resend = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            Box::new(Resend {
-                record: record.clone(),
-                producer: self.clone(),
-                runtime,
-                resends,
-            })
-        });
         Completion::Callback(CallbackSlot {
             topic: record.topic.clone(),
             cb,
-            resend,
+            resend: Some(Box::new(Resend {
+                record: record.clone(),
+                producer: self.clone(),
+                resends,
+                seq,
+            })),
             fired: false,
             armed: false,
         })
-    }
-
-    /// Sends a purged `send_with` record again; if it cannot even be queued, the callback
-    /// gets that error.
-    async fn send_with_attempt(
-        &self,
-        record: Record,
-        cb: Arc<Mutex<Option<Callback>>>,
-        resends: u32,
-    ) {
-        let completion = self.callback_completion(&record, cb.clone(), resends);
-        if let Err(e) = self.enqueue(&record, Box::new(completion)).await {
-            let cb = cb.lock().ok().and_then(|mut c| c.take());
-            if let Some(cb) = cb {
-                cb(Err(e));
-            }
-        }
     }
 
     /// Sends every record and returns one result per record, in order. A record that could

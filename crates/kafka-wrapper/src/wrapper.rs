@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::AdminClient;
-use rdkafka::producer::Producer as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -142,7 +141,7 @@ impl KafkaWrapper {
             )?);
             g.producers
                 .insert(producer.name().to_owned(), instance.clone());
-            producer.shared.slot.send_replace(Some(instance));
+            producer.install(instance);
         }
         reg.producers
             .insert(producer.name().to_owned(), producer.clone());
@@ -168,8 +167,9 @@ impl KafkaWrapper {
         producer.shared.slot.send_replace(None);
         if let Some(i) = instance {
             let grace = self.inner.config.shutdown_grace;
-            let _ = tokio::task::spawn_blocking(move || i.flush(grace)).await;
+            let _ = tokio::task::spawn_blocking(move || i.retire(grace)).await;
         }
+        producer.fail_pending();
         Ok(())
     }
 
@@ -516,7 +516,7 @@ impl Inner {
                 Ok(i) => {
                     let i = Arc::new(i);
                     g.producers.insert(name.clone(), i.clone());
-                    p.shared.slot.send_replace(Some(i));
+                    p.install(i);
                 }
                 Err(e) => tracing::error!(producer = %name, error = %e, "could not build producer"),
             }
@@ -556,18 +556,10 @@ impl Inner {
         let Some(g) = g else { return };
         let grace = self.config.shutdown_grace;
         let consumers = g.consumers.into_values().map(ConsumerInstance::shutdown);
-        let producers = g.producers.into_values().map(|p| {
-            tokio::task::spawn_blocking(move || {
-                p.flush(grace);
-                let left = p.producer.in_flight_count();
-                if left > 0 {
-                    tracing::warn!(
-                        undelivered = left,
-                        "producer torn down with undelivered messages; their sends fail"
-                    );
-                }
-            })
-        });
+        let producers = g
+            .producers
+            .into_values()
+            .map(|p| tokio::task::spawn_blocking(move || p.retire(grace)));
         futures::future::join_all(consumers).await;
         futures::future::join_all(producers).await;
     }
@@ -578,7 +570,7 @@ impl Inner {
             let (failure, was_healthy) = self.monitor(&shutdown).await;
             self.teardown().await;
             let Some(failure) = failure else {
-                self.state.send_replace(WrapperState::Stopped);
+                self.stopped();
                 return Ok(());
             };
             attempt = if was_healthy {
@@ -590,7 +582,7 @@ impl Inner {
             metrics::counter!("wharf_kafka_rebuilds_total").increment(1);
             tracing::warn!(reason = %failure, attempt, total, "rebuilding Kafka clients");
             if self.config.max_rebuilds.is_some_and(|max| attempt > max) {
-                self.state.send_replace(WrapperState::Stopped);
+                self.stopped();
                 tracing::error!(reason = %failure, attempts = attempt - 1, "giving up rebuilding Kafka clients");
                 return Err(Error::RebuildsExhausted {
                     attempts: attempt - 1,
@@ -601,13 +593,23 @@ impl Inner {
             let delay = backoff(self.config.backoff_min, self.config.backoff_max, attempt);
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    self.state.send_replace(WrapperState::Stopped);
+                    self.stopped();
                     return Ok(());
                 }
                 _ = tokio::time::sleep(delay) => {}
             }
             self.build_generation(self.next_generation.fetch_add(1, Ordering::Relaxed));
         }
+    }
+
+    /// The loop ends (shut down, or gave up): records purged by the last teardown have no
+    /// client to go to, so their callbacks are told.
+    fn stopped(&self) {
+        let producers: Vec<Producer> = self.lock().producers.values().cloned().collect();
+        for p in producers {
+            p.fail_pending();
+        }
+        self.state.send_replace(WrapperState::Stopped);
     }
 
     /// Watches the current generation until it fails (`Some(reason)`) or the wrapper shuts

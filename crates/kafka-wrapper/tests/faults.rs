@@ -440,3 +440,111 @@ async fn records_purged_by_a_rebuild_are_sent_again_for_send_with_and_send_batch
     assert!(w.rebuilds() >= 1);
     w.shutdown().await.unwrap();
 }
+
+/// A stream of `send_with` records to one partition while Kafka goes away long enough for
+/// a rebuild: the records the old client held are sent again through the new one before
+/// anything sent after them, so the partition keeps the order they were sent in (a record
+/// may be stored twice, never ahead of an earlier one's first copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_keeps_the_order_of_records_sent_with_send_with() {
+    const N: u64 = 4_000;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let (kafka, brokers, topic) = proxied_tansu_with_topic("purged-order").await;
+    let config = common::config(&brokers)
+        .unreachable_after(Duration::from_secs(2))
+        .shutdown_grace(Duration::from_millis(500));
+    let w = KafkaWrapper::start(config).await.unwrap();
+    let p = w
+        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(60)))
+        .unwrap();
+    p.send(Record::new(&topic, "-1")).await.unwrap();
+    let kafka = Arc::new(kafka);
+    let outage = tokio::spawn({
+        let (kafka, w) = (kafka.clone(), w.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            kafka.proxy().unwrap().down().unwrap();
+            let rebuilt = common::eventually(Duration::from_secs(20), || w.rebuilds() >= 1).await;
+            // Records keep coming while the new client cannot reach Kafka either.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            kafka.proxy().unwrap().restore().unwrap();
+            rebuilt
+        }
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..N {
+        if i % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let tx = tx.clone();
+        p.send_with(Record::new(&topic, i.to_string()), move |r| {
+            let _ = tx.send(r.map(|_| ()));
+        })
+        .await
+        .unwrap();
+    }
+    drop(tx);
+    assert!(
+        outage.await.unwrap(),
+        "no rebuild while Kafka was unreachable"
+    );
+    let mut delivered = 0;
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("every callback is called")
+    {
+        r.expect("a purged record is sent again, not failed");
+        delivered += 1;
+    }
+    assert_eq!(delivered, N);
+    // Read back with a plain consumer (Tansu's high watermark of a multi-record batch is one
+    // past its first record, so a watermark-bounded read would stop early).
+    let stored = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let s = stored.clone();
+    w.add_consumer(ConsumerSpec::partitions(
+        "read-back",
+        [(topic.clone(), 0, wharf_kafka_wrapper::StartAt::Beginning)],
+        Handler::per_message(move |m| {
+            let s = s.clone();
+            async move {
+                let seq = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+                s.lock().unwrap().push(seq);
+                Outcome::Ack
+            }
+        }),
+    ))
+    .unwrap();
+    let complete = |seqs: &[i64]| {
+        let mut seen = std::collections::HashSet::new();
+        seqs.iter().filter(|s| seen.insert(**s)).count() as u64 == N + 1
+    };
+    common::eventually(Duration::from_secs(60), || {
+        complete(&stored.lock().unwrap())
+    })
+    .await;
+    let seqs = stored.lock().unwrap().clone();
+    // The first copy of each record, in partition order, must be -1, 0, 1, 2, ...: count the
+    // records whose first copy came after that of a record sent later.
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<i64> = seqs.iter().copied().filter(|s| seen.insert(*s)).collect();
+    let mut highest = i64::MIN;
+    let mut overtaken = Vec::new();
+    for s in &firsts {
+        if *s < highest {
+            overtaken.push(*s);
+        }
+        highest = highest.max(*s);
+    }
+    assert_eq!(firsts.len() as u64, N + 1, "every record stored");
+    assert!(
+        overtaken.is_empty(),
+        "{} records stored after a record sent later (first: {:?}); rebuilds {}",
+        overtaken.len(),
+        &overtaken[..overtaken.len().min(10)],
+        w.rebuilds()
+    );
+    w.shutdown().await.unwrap();
+}
