@@ -10,7 +10,7 @@ use wharf_core::transport::{
     Acknowledger, Delivery, DeliveryInfo, Headers, Message, Publisher, Receipt, Source,
 };
 
-use crate::consumer::{ConsumerSpec, Handler, Outcome};
+use crate::consumer::{ConsumerSpec, Handler, HandlerKind, Outcome};
 use crate::error::{Error, Result};
 use crate::message::{ConsumedMessage, Delivered, Record};
 use crate::producer::Producer;
@@ -155,25 +155,62 @@ fn to_delivery(m: ConsumedMessage, ack: KafkaAck) -> Delivery {
     Delivery::new(msg, info, ack)
 }
 
+/// Where a `KafkaSource`'s consumer hands its messages out: the source's bounded channel.
+/// A worker reserves room before it takes the next message, so that a partition's messages
+/// go out in offset order however many are in flight.
+#[derive(Clone)]
+pub(crate) struct SourceSink {
+    tx: mpsc::Sender<Delivery>,
+}
+
+/// Room reserved in a source's channel for one delivery.
+pub(crate) struct Room(mpsc::OwnedPermit<Delivery>);
+
+impl Room {
+    /// Hands `m` out; the future resolves to what the source's user answered (a delivery
+    /// dropped unsettled counts as `Retry` at once).
+    pub(crate) fn hand_out(self, m: ConsumedMessage) -> BoxFuture<'static, Outcome> {
+        let (otx, orx) = oneshot::channel();
+        self.0.send(to_delivery(m, KafkaAck(otx)));
+        Box::pin(async move { orx.await.unwrap_or(Outcome::Retry(Duration::ZERO)) })
+    }
+}
+
+impl SourceSink {
+    /// Room for one delivery if there is some now; `None` when the channel is full (or the
+    /// source is gone: [`reserve`](Self::reserve) then says so).
+    pub(crate) fn try_reserve(&self) -> Option<Room> {
+        self.tx.clone().try_reserve_owned().ok().map(Room)
+    }
+
+    /// Waits for room (cancel safe); `None` when the source was dropped.
+    pub(crate) async fn reserve(&self) -> Option<Room> {
+        self.tx.clone().reserve_owned().await.ok().map(Room)
+    }
+
+    /// Hands `m` out once there is room and resolves to the answer. A source that is gone
+    /// (its consumer is being removed) keeps the offset: `Retry` after a second.
+    pub(crate) fn deliver(&self, m: ConsumedMessage) -> BoxFuture<'static, Outcome> {
+        let sink = self.clone();
+        Box::pin(async move {
+            match sink.reserve().await {
+                Some(room) => room.hand_out(m).await,
+                None => Outcome::Retry(Duration::from_secs(1)),
+            }
+        })
+    }
+}
+
 impl KafkaWrapper {
     /// Registers a group consumer whose messages come out of the returned [`KafkaSource`]
     /// instead of a handler. `spec`'s handler is replaced; `buffer` bounds the deliveries
     /// waiting in the source.
     pub fn add_source(&self, spec: ConsumerSpec, buffer: usize) -> Result<KafkaSource> {
         let (tx, rx) = mpsc::channel(buffer.max(1));
-        let handler = Handler::per_message(move |m: ConsumedMessage| {
-            let tx = tx.clone();
-            async move {
-                let (otx, orx) = oneshot::channel();
-                if tx.send(to_delivery(m, KafkaAck(otx))).await.is_err() {
-                    // The source is gone; its consumer is being removed. Keep the offset.
-                    return Outcome::Retry(Duration::from_secs(1));
-                }
-                orx.await.unwrap_or(Outcome::Retry(Duration::ZERO))
-            }
-        });
         let mut spec = spec;
-        spec.handler = handler;
+        spec.handler = Handler {
+            kind: HandlerKind::Source(SourceSink { tx }),
+        };
         let name = spec.name.clone();
         let handle = self.add_consumer(spec)?;
         Ok(KafkaSource {

@@ -548,3 +548,123 @@ async fn a_rebuild_keeps_the_order_of_records_sent_with_send_with() {
     );
     w.shutdown().await.unwrap();
 }
+
+/// Many deliveries per partition in flight through a `KafkaSource`, and the group member
+/// cut off for longer than its session timeout, so that the group drops it and it joins
+/// again (its partitions revoked and assigned again): every key's messages are still first
+/// handed out in the order they were produced. A message may come again (at least once),
+/// but never first after a later message of its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_many_in_flight_a_rejoin_hands_out_each_keys_messages_in_order() {
+    use std::collections::{HashMap, VecDeque};
+    use wharf_core::transport::Source as _;
+    const KEYS: u64 = 24;
+    const N: u64 = 6_000;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+    let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
+        .await
+        .unwrap()
+        .unwrap();
+    let brokers = kafka.bootstrap_servers();
+    let topic = common::topic("rejoin");
+    let w = common::wrapper_with_topic(&brokers, &topic, 4).await;
+    let spec = ConsumerSpec::group(
+        "src",
+        common::topic("g"),
+        [topic.clone()],
+        Handler::per_message(|_| async { Outcome::Ack }),
+    )
+    .in_flight_per_partition(256);
+    let mut source = w.add_source(spec, 1024).unwrap();
+    let handle = w.consumer("src").unwrap();
+    assert!(common::eventually(Duration::from_secs(30), || handle.assignment().len() == 4).await);
+
+    let p = w
+        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(60)))
+        .unwrap();
+    let producing = tokio::spawn({
+        let (p, topic) = (p.clone(), topic.clone());
+        async move {
+            for i in 0..N {
+                if i % 4 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let (key, seq) = (i % KEYS, i / KEYS);
+                p.send_with(
+                    Record::new(&topic, format!("{key}:{seq}")).key(format!("k{key}")),
+                    |r| {
+                        r.expect("delivered");
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    let kafka = Arc::new(kafka);
+    let cut = tokio::spawn({
+        let kafka = kafka.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            kafka.proxy().unwrap().down().unwrap();
+            tokio::time::sleep(Duration::from_secs(9)).await; // session timeout: 6 s
+            kafka.proxy().unwrap().restore().unwrap();
+        }
+    });
+
+    // Like a sharded consumer: per key, accept the next message, skip what was accepted
+    // before, and note a message that comes first after a later one of its key. Deliveries
+    // are settled 30 ms after they arrive, so hundreds per partition are out at once.
+    let last = (N - 1) / KEYS;
+    let mut next: HashMap<u64, u64> = HashMap::new();
+    let mut gaps = Vec::new();
+    let mut held = VecDeque::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while next.len() < KEYS as usize || next.values().any(|n| *n <= last) {
+        let now = tokio::time::Instant::now();
+        assert!(now < deadline, "not every message arrived: {next:?}");
+        while held.front().is_some_and(|(due, _)| *due <= now) {
+            let (_, d): (_, wharf_core::transport::Delivery) = held.pop_front().unwrap();
+            d.ack().await.unwrap();
+        }
+        let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(10), source.recv()).await
+        else {
+            continue;
+        };
+        let d = d.unwrap();
+        let text = std::str::from_utf8(d.message().payload())
+            .unwrap()
+            .to_owned();
+        let (key, seq) = text.split_once(':').unwrap();
+        let (key, seq): (u64, u64) = (key.parse().unwrap(), seq.parse().unwrap());
+        let expected = next.entry(key).or_insert(0);
+        if seq > *expected {
+            gaps.push((
+                key,
+                seq,
+                *expected,
+                d.info().partition,
+                d.info().offset,
+                d.attempt(),
+            ));
+        }
+        if seq >= *expected {
+            *expected = seq + 1;
+        }
+        held.push_back((now + Duration::from_millis(30), d));
+    }
+    producing.await.unwrap();
+    cut.await.unwrap();
+    assert!(
+        gaps.is_empty(),
+        "{} messages handed out before an earlier one of their key (key, seq, expected, partition, offset, attempt): {:?}",
+        gaps.len(),
+        &gaps[..gaps.len().min(10)]
+    );
+    drop(held);
+    drop(source);
+    w.shutdown().await.unwrap();
+}

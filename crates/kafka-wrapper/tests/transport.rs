@@ -125,3 +125,58 @@ async fn a_dropped_source_can_be_registered_again_at_once() {
     drop(source);
     w.shutdown().await.unwrap();
 }
+
+/// A backlog of a thousand messages on one partition and 256 deliveries in flight: they
+/// are handed out in offset order. (They used to come out partly reversed: tokio wakes the
+/// sends that ran out of its cooperative budget together, in reverse order.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_many_in_flight_deliveries_of_a_backlog_come_out_in_offset_order() {
+    let brokers = common::brokers();
+    let topic = common::topic("backlog");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let sent = p
+        .send_batch(
+            (0..1_000)
+                .map(|i| wharf_kafka_wrapper::Record::new(&topic, format!("{i}")).partition(0))
+                .collect(),
+        )
+        .await;
+    assert!(sent.iter().all(Result::is_ok));
+    let spec = ConsumerSpec::group(
+        "src",
+        common::topic("g"),
+        [topic.clone()],
+        Handler::per_message(|_| async { Outcome::Ack }),
+    )
+    .in_flight_per_partition(256);
+    let mut source = w.add_source(spec, 1024).unwrap();
+    let mut offsets = Vec::new();
+    let mut held = Vec::new();
+    while offsets.len() < 1_000 {
+        let d = next(&mut source).await;
+        offsets.push(d.info().offset.unwrap());
+        // Settled in bursts, so that hundreds are out at once.
+        held.push(d);
+        if held.len() == 256 {
+            for d in held.drain(..) {
+                d.ack().await.unwrap();
+            }
+        }
+    }
+    let out_of_order: Vec<(usize, u64)> = offsets
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| **o != *i as u64)
+        .map(|(i, o)| (i, *o))
+        .collect();
+    assert!(
+        out_of_order.is_empty(),
+        "{} deliveries out of offset order (position, offset): {:?}",
+        out_of_order.len(),
+        &out_of_order[..out_of_order.len().min(10)]
+    );
+    drop(held);
+    drop(source);
+    w.shutdown().await.unwrap();
+}

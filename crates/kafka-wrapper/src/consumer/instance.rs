@@ -54,6 +54,9 @@ const ROUND: usize = 1024;
 /// partition instead.
 const FULL_WAIT: Duration = Duration::from_millis(100);
 
+/// How long the polling thread waits for an aborted worker's task to be dropped.
+const ABORT_RELEASE: Duration = Duration::from_secs(1);
+
 /// How often the polling thread stores committable offsets.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
@@ -202,13 +205,16 @@ impl LoopState {
             None => (None, None),
         };
         let worker = Worker {
-            feed: Feed { rx, queue },
+            feed: Feed {
+                rx,
+                queue,
+                _done: Some(done_tx),
+            },
             state: state.clone(),
             handler: self.shared.spec.handler.kind.clone(),
             stop: stop.clone(),
             dead_letter: self.dead_letter.clone(),
             shared: self.shared.clone(),
-            _done: done_tx,
         };
         let task = self.runtime.spawn(worker.run());
         per_topic.insert(
@@ -293,6 +299,7 @@ impl LoopState {
             s.stop.cancel();
         }
         let deadline = Instant::now() + self.grace;
+        let mut aborted = Vec::new();
         for s in &taken {
             let left = deadline.saturating_duration_since(Instant::now());
             if let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
@@ -302,7 +309,18 @@ impl LoopState {
                 if !s.task.is_finished() {
                     tracing::warn!(consumer = %self.shared.spec.name, topic = %s.state.topic, partition = s.state.partition, "handler still busy after the grace period; aborted, its message will be delivered again");
                     s.task.abort();
+                    aborted.push(s);
                 }
+            }
+        }
+        // An aborted task is dropped by the runtime shortly after; until then its worker
+        // holds the partition's queue, whose drop would clear the wake-up of a new worker
+        // for the same partition (a re-assignment right after this revoke).
+        let released_by = Instant::now() + ABORT_RELEASE;
+        for s in aborted {
+            let left = released_by.saturating_duration_since(Instant::now());
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = s.done.recv_timeout(left) {
+                tracing::warn!(consumer = %self.shared.spec.name, topic = %s.state.topic, partition = s.state.partition, "an aborted handler has not let go of its partition yet (a handler blocking its thread?)");
             }
         }
         let mut tpl = TopicPartitionList::new();

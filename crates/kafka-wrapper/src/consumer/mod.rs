@@ -40,7 +40,12 @@ type BatchFn = dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Sen
 #[derive(Clone)]
 pub(crate) enum HandlerKind {
     Message(Arc<MessageFn>),
-    Batch { max: usize, f: Arc<BatchFn> },
+    Batch {
+        max: usize,
+        f: Arc<BatchFn>,
+    },
+    /// Hands messages out through a [`KafkaSource`](crate::KafkaSource).
+    Source(crate::transport::SourceSink),
 }
 
 /// The user's code that handles consumed messages.
@@ -57,6 +62,7 @@ impl fmt::Debug for Handler {
         match &self.kind {
             HandlerKind::Message(_) => f.write_str("Handler::PerMessage"),
             HandlerKind::Batch { max, .. } => write!(f, "Handler::PerBatch({max})"),
+            HandlerKind::Source(_) => f.write_str("Handler::Source"),
         }
     }
 }

@@ -19,6 +19,7 @@ use super::tracker::OffsetTracker;
 use super::{ConsumerShared, HandlerKind, Outcome};
 use crate::message::{ConsumedMessage, Record};
 use crate::producer::ProducerInstance;
+use crate::transport::Room;
 
 /// Offsets of one assigned partition, shared by its worker and the polling thread.
 #[derive(Debug)]
@@ -69,6 +70,11 @@ pub(crate) struct Feed {
     /// The partition's own librdkafka queue, read directly by the worker: no hand-over,
     /// no copy between threads. librdkafka bounds what it prefetches into it.
     pub(crate) queue: Option<(PartitionQueue<GroupCtx>, Arc<Wake>)>,
+    /// Dropped after `queue` when the worker's task ends (normally, by abort or by panic):
+    /// the polling thread waits on its receiver, so that by then the partition queue is
+    /// released. (Dropping a partition queue clears the wake-up callback of the partition
+    /// itself, which a new worker for the same partition may have set meanwhile.)
+    pub(crate) _done: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Feed {
@@ -118,6 +124,10 @@ impl Feed {
                     None => return None,
                 },
                 _ = wake.notify.notified() => {}
+                // A lost wake-up (librdkafka keeps one callback per partition, and anything
+                // that clears it leaves the queue silent) costs this much latency, not a
+                // stalled partition.
+                _ = tokio::time::sleep(RECHECK) => {}
             }
         }
     }
@@ -148,6 +158,9 @@ fn take_from_queue(
     chunk
 }
 
+/// How often an idle worker looks at its partition's queue without being woken.
+const RECHECK: Duration = Duration::from_millis(200);
+
 /// Most messages a worker takes from its partition's queue at once.
 const CHUNK: usize = 1024;
 
@@ -158,9 +171,6 @@ pub(crate) struct Worker {
     pub(crate) stop: CancellationToken,
     pub(crate) dead_letter: Option<Arc<DeadLetter>>,
     pub(crate) shared: Arc<ConsumerShared>,
-    /// Dropped when the task ends (normally, by abort or by panic): the polling thread
-    /// waits on its receiver when it drains.
-    pub(crate) _done: std::sync::mpsc::Sender<()>,
 }
 
 impl Worker {
@@ -175,6 +185,10 @@ impl Worker {
             };
             let ok = match self.handler.clone() {
                 HandlerKind::Message(f) => self.handle_each(chunk, &*f).await,
+                HandlerKind::Source(sink) => {
+                    let deliver = move |m| sink.deliver(m);
+                    self.handle_each(chunk, &deliver).await
+                }
                 HandlerKind::Batch { f, max } => {
                     let mut ok = true;
                     let mut chunk = chunk;
@@ -192,8 +206,14 @@ impl Worker {
         }
     }
 
-    /// Up to `n` handler calls at once, started in offset order. A stop ends the starting
-    /// of new calls; the calls under way finish (or, while waiting to retry, give up) first.
+    /// Up to `n` handler calls at once. The handler is *called* in offset order, and a
+    /// source's messages go out in offset order (each waits for room in the source's channel
+    /// before the next is taken); the calls then run concurrently. Nothing here relies on the
+    /// order in which the runtime first polls the calls: under tokio's cooperative budget,
+    /// calls woken together resume in reverse order.
+    ///
+    /// A stop ends the starting of new calls; the calls under way finish (or, while waiting
+    /// to retry, give up) first.
     async fn run_concurrent(mut self, n: usize) {
         let (_, closed) = mpsc::channel(1);
         let mut feed = std::mem::replace(
@@ -201,10 +221,12 @@ impl Worker {
             Feed {
                 rx: closed,
                 queue: None,
+                _done: None,
             },
         );
         let this = &self;
         let handler = this.handler.clone();
+        let retry = retry_call(&handler);
         // Started messages not yet below the oldest unfinished one: bounds how far handling
         // runs ahead of a message that is being retried.
         let window_max = this.shared.spec.queue_per_partition.max(n);
@@ -212,29 +234,56 @@ impl Worker {
         let mut queue: VecDeque<ConsumedMessage> = VecDeque::new();
         let mut running = FuturesUnordered::new();
         let mut open = true;
+        // A source's next message: room reserved in its channel, or waiting for room; once
+        // the source is gone (its consumer is being removed), messages wait to be retried.
+        let mut room: Option<Room> = None;
+        let mut full = false;
+        let mut gone = false;
         loop {
-            while running.len() < n && window.len() < window_max && !this.stop.is_cancelled() {
+            while !full
+                && !queue.is_empty()
+                && running.len() < n
+                && window.len() < window_max
+                && !this.stop.is_cancelled()
+            {
+                if let HandlerKind::Source(sink) = &handler
+                    && room.is_none()
+                    && !gone
+                {
+                    match sink.try_reserve() {
+                        Some(r) => room = Some(r),
+                        None => {
+                            full = true;
+                            break;
+                        }
+                    }
+                }
                 let unit: Vec<ConsumedMessage> = match &handler {
-                    HandlerKind::Message(_) => queue.pop_front().into_iter().collect(),
+                    HandlerKind::Message(_) | HandlerKind::Source(_) => {
+                        queue.pop_front().into_iter().collect()
+                    }
                     HandlerKind::Batch { max, .. } => {
                         let take = (*max).min(queue.len()).min(window_max - window.len());
-                        queue.drain(..take.max(1).min(queue.len())).collect()
+                        queue.drain(..take.max(1)).collect()
                     }
                 };
-                if unit.is_empty() {
-                    break;
-                }
                 window.extend(unit.iter().map(|m| (m.offset, false)));
-                let handler = handler.clone();
+                // The call is made here, in offset order; only its future runs concurrently.
+                let first = match &handler {
+                    HandlerKind::Message(f) => this.call(|| f(unit[0].clone())),
+                    HandlerKind::Batch { f, .. } => this.call(|| f(unit.clone())),
+                    HandlerKind::Source(_) => match room.take() {
+                        Some(r) => r.hand_out(unit[0].clone()),
+                        None => {
+                            Box::pin(std::future::ready(Outcome::Retry(Duration::from_secs(1))))
+                        }
+                    },
+                };
+                let retry = retry.clone();
                 running.push(async move {
                     let offsets: Vec<i64> = unit.iter().map(|m| m.offset).collect();
-                    let ok = match handler {
-                        HandlerKind::Message(f) => {
-                            let single = |mut v: Vec<ConsumedMessage>| f(v.remove(0));
-                            this.until_handled(unit, &single).await
-                        }
-                        HandlerKind::Batch { f, .. } => this.until_handled(unit, &*f).await,
-                    };
+                    let first = this.call_once(first).await;
+                    let ok = this.settle(unit, first, &*retry).await;
                     (offsets, ok)
                 });
             }
@@ -242,6 +291,7 @@ impl Worker {
             if running.is_empty() && (stopped || (!open && queue.is_empty())) {
                 return;
             }
+            let wait_for_room = full && !stopped && running.len() < n;
             tokio::select! {
                 biased;
                 Some((mut offsets, ok)) = running.next(), if !running.is_empty() => {
@@ -258,10 +308,31 @@ impl Worker {
                     }
                 }
                 _ = this.stop.cancelled(), if !stopped => {}
+                r = reserve(&handler), if wait_for_room => {
+                    full = false;
+                    gone = r.is_none();
+                    room = r;
+                }
                 m = feed.next(&this.stop, &this.state, &this.shared), if open && queue.is_empty() && !stopped => match m {
                     Some(chunk) => queue.extend(chunk),
                     None => open = false,
                 },
+            }
+        }
+    }
+
+    /// Calls the handler; a panic in the call itself (before its future) counts as a
+    /// `Retry` after a second, as a panic in the future does.
+    fn call(
+        &self,
+        call: impl FnOnce() -> BoxFuture<'static, Outcome>,
+    ) -> BoxFuture<'static, Outcome> {
+        match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+            Ok(future) => future,
+            Err(panic) => {
+                let what = panic_message(&*panic);
+                tracing::error!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, panic = %what, "handler panicked; retrying in 1 s");
+                Box::pin(std::future::ready(Outcome::Retry(Duration::from_secs(1))))
             }
         }
     }
@@ -280,7 +351,7 @@ impl Worker {
             }
             let offset = m.offset;
             // Fast path: one call that acks. Anything else goes through the retry loop.
-            let first = self.call_once(f(m.clone())).await;
+            let first = self.call_once(self.call(|| f(m.clone()))).await;
             if first != Outcome::Ack {
                 // Record what is done before waiting, so commits keep up meanwhile.
                 self.complete(&mut done);
@@ -347,7 +418,7 @@ impl Worker {
         msgs: Vec<ConsumedMessage>,
         call: &(dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync),
     ) -> bool {
-        let first = self.call_once(call(msgs.clone())).await;
+        let first = self.call_once(self.call(|| call(msgs.clone()))).await;
         self.settle(msgs, first, call).await
     }
 
@@ -380,7 +451,7 @@ impl Worker {
             for m in &mut msgs {
                 m.attempt += 1;
             }
-            outcome = self.call_once(call(msgs.clone())).await;
+            outcome = self.call_once(self.call(|| call(msgs.clone()))).await;
         }
     }
 
@@ -418,6 +489,28 @@ impl Worker {
             }
         }
         true
+    }
+}
+
+/// Calls the handler again for messages being retried (one message, or the batch).
+type RetryCall = Arc<dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync>;
+
+fn retry_call(handler: &HandlerKind) -> RetryCall {
+    match handler.clone() {
+        HandlerKind::Message(f) => Arc::new(move |mut v: Vec<ConsumedMessage>| f(v.remove(0))),
+        HandlerKind::Batch { f, .. } => f,
+        HandlerKind::Source(sink) => {
+            Arc::new(move |mut v: Vec<ConsumedMessage>| sink.deliver(v.remove(0)))
+        }
+    }
+}
+
+/// Waits for room in a source's channel (`None`: the source is gone). Only called for a
+/// source.
+async fn reserve(handler: &HandlerKind) -> Option<Room> {
+    match handler {
+        HandlerKind::Source(sink) => sink.reserve().await,
+        _ => None,
     }
 }
 
