@@ -863,7 +863,9 @@ async fn run(args: Args) -> Result<u64, BoxError> {
                     group.clone(),
                     [topic.clone()],
                     KafkaHandler::per_message(|_| async { KafkaOutcome::Ack }),
-                );
+                )
+                // Many customers of one partition at once; each customer stays in order.
+                .in_flight_per_partition(256);
                 let kafka = kafka.clone();
                 async move { kafka.add_source(spec, 1024) }
             })

@@ -89,9 +89,9 @@ impl Publisher for TopicPublisher {
 ///   the current one is settled (spawn the handling of each delivery to work on partitions
 ///   in parallel).
 /// - With `n` > 1, up to `n` deliveries per partition are out at once, handed out in
-///   offset order, for a consumer that keeps the order it needs itself (per key, as
-///   `wharf-sharded-consumer` does). A nacked or dropped delivery comes back after newer
-///   ones.
+///   offset order (also after a rebalance or a rebuild, from the committed offset on), for
+///   a consumer that keeps the order it needs itself (per key, as `wharf-sharded-consumer`
+///   does). A nacked or dropped delivery comes back after newer ones.
 ///
 /// `ack` marks the offset handled (committed once every earlier one is); `nack(delay)`
 /// delivers the same message again after `delay`; dropping a delivery unsettled delivers it

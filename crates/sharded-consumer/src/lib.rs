@@ -129,8 +129,8 @@
 //! partitions move (a member joins or leaves), a key's next messages go to its new owner,
 //! whose actor starts with `init`: keep what must survive in a store `init` reads. The Kafka
 //! consumer spec's `in_flight_per_partition(n)` lets the keys of one partition run in
-//! parallel too, but it is experimental: under faults, per-key order is not yet guaranteed
-//! with it (see `docs/sharded-consumer.md`).
+//! parallel too: the source hands deliveries out in offset order and this consumer keeps
+//! each key's order (see `docs/sharded-consumer.md`).
 //!
 //! ## Dead letters
 //! A dead-lettered message is published with its payload, key and headers unchanged, plus:

@@ -195,19 +195,19 @@ impl ConsumerSpec {
     ///
     /// With 1, a partition's messages are handled strictly one after another, in offset
     /// order. With more, up to `n` handler calls (messages, or batches with
-    /// [`Handler::per_batch`]) of one partition run concurrently: they are *started* in
-    /// offset order, but may finish in any order, and a message whose handler asks to retry
-    /// is handled again after the delay, possibly after newer ones. Commits stay
-    /// at-least-once: a partition's offset is committed only below its oldest message not
-    /// yet handled. While an old message is still being retried, at most
-    /// [`queue_per_partition`](Self::queue_per_partition) newer messages of its partition
-    /// are handled past it; then the partition waits for it.
+    /// [`Handler::per_batch`]) of one partition run concurrently. The handler function is
+    /// *called* in offset order (what it does before returning its future happens in that
+    /// order), and a [`KafkaSource`](crate::KafkaSource) hands its deliveries out in offset
+    /// order; the futures then run concurrently and may finish in any order. A message whose
+    /// handler asks to retry (a nacked or dropped delivery) is handled again after the
+    /// delay, after newer ones. Commits stay at-least-once: a partition's offset is committed
+    /// only below its oldest message not yet handled. While an old message is still being
+    /// retried, at most [`queue_per_partition`](Self::queue_per_partition) newer messages of
+    /// its partition are handled past it; then the partition waits for it.
     ///
-    /// Use it when the handler restores the order it needs itself, per key for example, so
-    /// that one partition can feed many keys in parallel. Experimental: in one chaos run of
-    /// the showcase through a `KafkaSource` with 256 in flight, some keys' messages reached
-    /// the consumer out of order; until that is explained, do not rely on per-key order
-    /// under faults with `n` > 1.
+    /// Use it when the handler keeps the order it needs itself, per key for example (as
+    /// `wharf-sharded-consumer` does over a `KafkaSource`), so that one partition can feed
+    /// many keys in parallel.
     pub fn in_flight_per_partition(mut self, n: usize) -> Self {
         self.in_flight_per_partition = n.max(1);
         self
