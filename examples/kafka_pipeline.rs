@@ -77,7 +77,7 @@ async fn main() -> Result<(), BoxError> {
             };
             let mut invoice = Record::new(topic, format!("invoice for {text}"));
             if let Some(customer) = order.key() {
-                invoice = invoice.key(customer.clone());
+                invoice = invoice.key(customer.to_vec());
             }
             match out.send(invoice).await {
                 Ok(_) => Outcome::Ack,
@@ -106,7 +106,7 @@ async fn main() -> Result<(), BoxError> {
             let s = s.clone();
             async move {
                 if let Ok(mut s) = s.lock() {
-                    s.insert(invoice.payload().clone());
+                    s.insert(invoice.payload().to_vec());
                 }
                 Outcome::Ack
             }

@@ -332,7 +332,7 @@ fn read_range(
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let m = ConsumedMessage::from_borrowed(&m, topic_arc.clone());
+                let m = ConsumedMessage::copied(&m, topic_arc.clone());
                 let last = m.offset >= to - 1;
                 if m.offset >= from && m.offset < to {
                     out.push(m);

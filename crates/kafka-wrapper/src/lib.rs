@@ -67,7 +67,7 @@
 //!         let invoice = format!("invoice for {}", String::from_utf8_lossy(order.payload()));
 //!         let mut record = Record::new("invoices", invoice);
 //!         if let Some(key) = order.key() {
-//!             record = record.key(key.clone()); // same key, same partition as the Java client
+//!             record = record.key(key.to_vec()); // same key, same partition as the Java client
 //!         }
 //!         match out.send(record).await {
 //!             Ok(_) => Outcome::Ack,                             // the offset may now be committed

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use wharf_core::BoxError;
@@ -133,11 +134,11 @@ fn to_delivery(m: ConsumedMessage, ack: KafkaAck) -> Delivery {
     let headers: Headers = m
         .headers()
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.into_owned(), Bytes::copy_from_slice(v)))
         .collect();
-    let mut msg = Message::new(m.payload().clone()).with_headers(headers);
+    let mut msg = Message::new(Bytes::copy_from_slice(m.payload())).with_headers(headers);
     if let Some(k) = m.key() {
-        msg = msg.with_key(k.clone());
+        msg = msg.with_key(Bytes::copy_from_slice(k));
     }
     if let Some(ts) = m.timestamp_ms().and_then(|t| u64::try_from(t).ok()) {
         msg = msg.with_event_time(SystemTime::UNIX_EPOCH + Duration::from_millis(ts));

@@ -75,7 +75,7 @@ async fn a_dead_lettered_message_goes_to_the_dead_letter_topic_with_its_origin()
         .unwrap();
     p.send(Record::new(&topic, "fine too")).await.unwrap();
     let handler = Handler::per_message(|m| async move {
-        if m.payload().as_ref() == b"poison" {
+        if m.payload() == b"poison" {
             Outcome::DeadLetter("cannot parse".into())
         } else {
             Outcome::Ack
@@ -95,13 +95,10 @@ async fn a_dead_lettered_message_goes_to_the_dead_letter_topic_with_its_origin()
         .unwrap();
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
-    assert_eq!(d.payload().as_ref(), b"poison");
-    assert_eq!(d.key().unwrap().as_ref(), b"k1");
-    assert_eq!(d.header("h").unwrap().as_ref(), b"v");
-    assert_eq!(
-        d.header("wharf.dlq.reason").unwrap().as_ref(),
-        b"cannot parse"
-    );
+    assert_eq!(d.payload(), b"poison");
+    assert_eq!(d.key().unwrap(), b"k1");
+    assert_eq!(d.header("h").unwrap(), b"v");
+    assert_eq!(d.header("wharf.dlq.reason").unwrap(), b"cannot parse");
     assert_eq!(text(d.header("wharf.dlq.topic").unwrap()), topic);
     assert_eq!(
         text(d.header("wharf.dlq.offset").unwrap()),
@@ -587,4 +584,77 @@ async fn a_retried_message_holds_back_at_most_a_queue_of_newer_ones() {
     release.store(true, Ordering::SeqCst);
     assert!(common::eventually(Duration::from_secs(30), || c.handled() == 100).await);
     w.shutdown().await.unwrap();
+}
+
+/// Consumed messages are read in place from librdkafka's buffer. One kept after its
+/// consumer is gone is still readable (it keeps the client alive, and letting go of it
+/// does not block); `detach` gives an equal owned copy; headers keep their order and
+/// repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_message_outlives_its_consumer_and_detach_copies_it() {
+    let brokers = common::brokers();
+    let topic = common::topic("kept");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let record = Record::new(&topic, "payload")
+        .key("k")
+        .header("h", "1")
+        .header("h", "2")
+        .header("other", "");
+    p.send(record).await.unwrap();
+    p.send(Record::new(&topic, "bare")).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    w.add_consumer(ConsumerSpec::group(
+        "c",
+        common::topic("g"),
+        [topic.clone()],
+        Handler::per_message(move |m| {
+            let tx = tx.clone();
+            async move {
+                tx.send(m).await.unwrap();
+                Outcome::Ack
+            }
+        }),
+    ))
+    .unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let (m, bare) = (next().await, next().await);
+    let detached = m.detach();
+    assert_eq!(m, detached);
+    assert!(bare.headers().is_empty() && bare.key().is_none());
+
+    w.remove_consumer("c").await.unwrap();
+    w.shutdown().await.unwrap();
+    drop(bare);
+    let headers = |m: &wharf_kafka_wrapper::ConsumedMessage| -> Vec<(String, Vec<u8>)> {
+        m.headers()
+            .iter()
+            .map(|(k, v)| (k.into_owned(), v.to_vec()))
+            .collect()
+    };
+    let expected = vec![
+        ("h".to_owned(), b"1".to_vec()),
+        ("h".to_owned(), b"2".to_vec()),
+        ("other".to_owned(), Vec::new()),
+    ];
+    assert_eq!(
+        (m.payload(), m.key(), m.header("h")),
+        (&b"payload"[..], Some(&b"k"[..]), Some(&b"1"[..])),
+        "read after the consumer was removed and the wrapper shut down"
+    );
+    assert_eq!(headers(&m), expected);
+    assert_eq!(headers(&detached), expected);
+    let t = std::time::Instant::now();
+    drop(m);
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "the last message lets its client close elsewhere: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(detached.payload(), b"payload");
 }

@@ -21,12 +21,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tracker::OffsetTracker;
-use super::worker::{Base, DeadLetter, Feed, PartitionState, Wake, Worker};
+use super::worker::{Base, BatchReader, DeadLetter, Feed, PartitionState, Split, Wake, Worker};
 use super::{ConsumerShared, Control, PartitionLag, StartAt, Subscription};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::health::HealthContext;
-use crate::message::ConsumedMessage;
+use crate::message::{ConsumedMessage, KeepAlive};
 use crate::producer::{ProducerInstance, ProducerSpec};
 
 /// librdkafka settings of group consumers unless the config or the spec says otherwise.
@@ -193,14 +193,27 @@ impl LoopState {
             .consumer
             .get()
             .and_then(Weak::upgrade)
-            .and_then(|c| c.split_partition_queue(topic, partition));
+            .and_then(|c| Some((c.split_partition_queue(topic, partition)?, c)));
         let (queue, wake) = match split {
-            Some(mut queue) => {
+            Some((mut queue, client)) => {
                 let wake = Arc::new(Wake::default());
                 let w = wake.clone();
                 queue.set_nonempty_callback(move || w.notify.notify_one());
                 self.gates_closed.store(true, Ordering::Release);
-                (Some((queue, wake.clone())), Some(wake))
+                match BatchReader::new(&client, topic, partition) {
+                    Some(reader) => {
+                        let split = Split {
+                            _queue: queue,
+                            reader,
+                            wake: wake.clone(),
+                            client: KeepAlive::new(client),
+                        };
+                        (Some(split), Some(wake))
+                    }
+                    // Cannot happen (the queue was just split off); read through the
+                    // polling thread then.
+                    None => (None, None),
+                }
             }
             None => (None, None),
         };
@@ -369,7 +382,9 @@ impl LoopState {
         else {
             return;
         };
-        let msg = ConsumedMessage::from_borrowed(m, slot.state.topic.clone());
+        // Few messages come this way (those fetched before a partition's queue was split
+        // off): copied.
+        let msg = ConsumedMessage::copied(m, slot.state.topic.clone());
         slot.pending.push(msg);
     }
 

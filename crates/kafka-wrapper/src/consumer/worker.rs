@@ -6,18 +6,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use rdkafka::bindings as rdsys;
 use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::instance::GroupCtx;
 use super::tracker::OffsetTracker;
 use super::{ConsumerShared, HandlerKind, Outcome};
-use crate::message::{ConsumedMessage, Record};
+use crate::message::{ConsumedMessage, Fetched, KeepAlive, RawMessage, Record};
 use crate::producer::ProducerInstance;
 use crate::transport::Room;
 
@@ -61,6 +64,18 @@ pub(crate) struct Wake {
     pub(crate) notify: Notify,
 }
 
+/// A partition's own queue, split off the consumer's, and what its worker needs to read it.
+pub(crate) struct Split {
+    /// rdkafka's handle: the split itself and its wake-up callback.
+    pub(crate) _queue: PartitionQueue<GroupCtx>,
+    /// A second handle to the same queue, read in batches.
+    pub(crate) reader: BatchReader,
+    pub(crate) wake: Arc<Wake>,
+    /// The consumer, for the messages taken from the queue to keep alive (after `queue`:
+    /// dropped after it).
+    pub(crate) client: KeepAlive,
+}
+
 /// Where a worker gets its messages.
 pub(crate) struct Feed {
     /// Chunks handed over by the polling thread: all messages when the partition has no
@@ -69,7 +84,7 @@ pub(crate) struct Feed {
     pub(crate) rx: mpsc::Receiver<Vec<ConsumedMessage>>,
     /// The partition's own librdkafka queue, read directly by the worker: no hand-over,
     /// no copy between threads. librdkafka bounds what it prefetches into it.
-    pub(crate) queue: Option<(PartitionQueue<GroupCtx>, Arc<Wake>)>,
+    pub(crate) queue: Option<Split>,
     /// Dropped after `queue` when the worker's task ends (normally, by abort or by panic):
     /// the polling thread waits on its receiver, so that by then the partition queue is
     /// released. (Dropping a partition queue clears the wake-up callback of the partition
@@ -95,7 +110,7 @@ impl Feed {
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
-            let wake = match &self.queue {
+            let wake = match &mut self.queue {
                 None => {
                     return tokio::select! {
                         biased;
@@ -103,9 +118,14 @@ impl Feed {
                         m = self.rx.recv() => m,
                     };
                 }
-                Some((queue, wake)) => {
+                Some(Split {
+                    reader,
+                    wake,
+                    client,
+                    ..
+                }) => {
                     if wake.open.load(Ordering::Acquire) {
-                        let chunk = take_from_queue(queue, state);
+                        let chunk = take_from_queue(reader, client, state);
                         if !chunk.is_empty() {
                             shared
                                 .progress
@@ -133,21 +153,93 @@ impl Feed {
     }
 }
 
-/// Up to [`CHUNK`] messages waiting in the partition's queue, recorded as dispatched.
+/// A handle of a partition's queue that takes many messages at once
+/// (`rd_kafka_consume_batch_queue`: one call per batch, no event per message).
+pub(crate) struct BatchReader {
+    queue: std::ptr::NonNull<rdsys::rd_kafka_queue_t>,
+    /// Where librdkafka writes the messages it hands over; empty between calls.
+    taken: Vec<*mut rdsys::rd_kafka_message_t>,
+}
+
+// SAFETY: librdkafka queues are thread-safe; the handle is destroyed once.
+unsafe impl Send for BatchReader {}
+unsafe impl Sync for BatchReader {}
+
+impl BatchReader {
+    /// A handle of the queue of `topic`/`partition` of `client` (split off already).
+    pub(crate) fn new(
+        client: &BaseConsumer<GroupCtx>,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Self> {
+        let topic = std::ffi::CString::new(topic).ok()?;
+        // SAFETY: a live client and a NUL-terminated topic; the queue handle is ours.
+        let queue = unsafe {
+            rdsys::rd_kafka_queue_get_partition(
+                client.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+            )
+        };
+        let queue = std::ptr::NonNull::new(queue)?;
+        Some(Self {
+            queue,
+            taken: Vec::new(),
+        })
+    }
+
+    /// Up to `max` messages waiting in the queue, without waiting.
+    fn take(&mut self, max: usize) -> Vec<RawMessage> {
+        self.taken.clear();
+        self.taken.reserve(max);
+        // SAFETY: room for `max` pointers; librdkafka fills the first `n`.
+        let n = unsafe {
+            rdsys::rd_kafka_consume_batch_queue(
+                self.queue.as_ptr(),
+                0,
+                self.taken.as_mut_ptr(),
+                max,
+            )
+        };
+        let Ok(n) = usize::try_from(n) else {
+            return Vec::new();
+        };
+        // SAFETY: librdkafka initialised `n` (at most `max`) entries.
+        unsafe { self.taken.set_len(n.min(max)) };
+        self.taken
+            .drain(..)
+            // SAFETY: consumed messages, now ours; the caller keeps the client alive.
+            .filter_map(|m| unsafe { RawMessage::from_ptr(m) })
+            .collect()
+    }
+}
+
+impl Drop for BatchReader {
+    fn drop(&mut self) {
+        // SAFETY: ours, destroyed once.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) }
+    }
+}
+
+/// Up to [`CHUNK`] messages waiting in the partition's queue, recorded as dispatched. They
+/// are read in place (nothing copied); together they keep `client` alive.
 fn take_from_queue(
-    queue: &PartitionQueue<GroupCtx>,
+    reader: &mut BatchReader,
+    client: &KeepAlive,
     state: &PartitionState,
 ) -> Vec<ConsumedMessage> {
-    let mut chunk = Vec::new();
-    while chunk.len() < CHUNK {
-        match queue.poll(Duration::ZERO) {
-            None => break,
-            Some(Ok(m)) => chunk.push(ConsumedMessage::from_borrowed(&m, state.topic.clone())),
-            Some(Err(e)) => {
-                tracing::debug!(topic = %state.topic, partition = state.partition, error = %e, "partition queue error");
-            }
+    let mut taken = reader.take(CHUNK);
+    taken.retain(|m| match m.error() {
+        None => true,
+        Some(e) => {
+            tracing::debug!(topic = %state.topic, partition = state.partition, error = ?e, "partition queue error");
+            false
         }
-    }
+    });
+    let chunk = match (taken.is_empty(), client.share()) {
+        (false, Some(client)) => Fetched::wrap(taken, state.topic.clone(), client),
+        _ => Vec::new(),
+    };
     if !chunk.is_empty()
         && let Ok(mut t) = state.tracker.lock()
     {
@@ -459,21 +551,21 @@ impl Worker {
     /// the worker is stopped.
     async fn dead_letter(&self, dl: &DeadLetter, msgs: &[ConsumedMessage], reason: &str) -> bool {
         for m in msgs {
-            let mut r = Record::new(dl.topic.clone(), m.payload.clone())
+            let mut r = Record::new(dl.topic.clone(), Bytes::copy_from_slice(m.payload()))
                 .header("wharf.dlq.reason", reason.to_owned())
-                .header("wharf.dlq.topic", m.topic.to_string())
+                .header("wharf.dlq.topic", m.topic().to_owned())
                 .header("wharf.dlq.partition", m.partition.to_string())
                 .header("wharf.dlq.offset", m.offset.to_string());
-            for (k, v) in m.headers() {
-                r = r.header(k.clone(), v.clone());
+            for (k, v) in m.headers().iter() {
+                r = r.header(k.into_owned(), Bytes::copy_from_slice(v));
             }
-            if let Some(k) = &m.key {
-                r = r.key(k.clone());
+            if let Some(k) = m.key() {
+                r = r.key(Bytes::copy_from_slice(k));
             }
             loop {
                 match dl.producer.send_one(&r).await {
                     Ok(d) => {
-                        tracing::info!(consumer = %self.shared.spec.name, from = %format!("{}/{}@{}", m.topic, m.partition, m.offset), to = %d, %reason, "dead-lettered");
+                        tracing::info!(consumer = %self.shared.spec.name, from = %format!("{}/{}@{}", m.topic(), m.partition, m.offset), to = %d, %reason, "dead-lettered");
                         metrics::counter!("wharf_kafka_dead_lettered_total", "consumer" => self.shared.spec.name.clone()).increment(1);
                         break;
                     }
