@@ -25,6 +25,8 @@
 //!   shutdown after in-flight work drains. Per-partition order, pause and resume, and lag
 //!   ([`ConsumerHandle::lag`]); or several messages of one partition at once
 //!   ([`ConsumerSpec::in_flight_per_partition`]) for handlers that keep order per key.
+//!   Handlers get [`ConsumedMessage`]s read in place from librdkafka's fetch buffer (no
+//!   copy, headers parsed only when asked; [`ConsumedMessage::detach`] for one to keep).
 //! - Plain consumers of given partitions and offsets ([`ConsumerSpec::partitions`]),
 //!   supervised the same way.
 //! - [`Admin`]: create, delete, list and describe topics; read a range of messages from a
