@@ -8,10 +8,34 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wharf_kafka_wrapper::{
-    ConsumerSpec, Error, Handler, KafkaWrapper, Outcome, ProducerSpec, Record, TopicSpec,
+    ConsumerSpec, Error, Handler, KafkaWrapper, Outcome, Producer, ProducerSpec, Record, TopicSpec,
     WrapperState,
 };
 use wharf_testkit::Tansu;
+
+/// Logs to the test's output as `RUST_LOG` says (nothing by default).
+fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A proxied Tansu with a new topic, a wrapper that rebuilds 2 s after Kafka became
+/// unreachable, and a producer on it. The short grace makes the old client's flush give up
+/// while Kafka is still down, so its queued records are purged rather than delivered late
+/// by it.
+async fn rebuilding_wrapper(prefix: &str) -> (Tansu, String, KafkaWrapper, Producer) {
+    let (kafka, brokers, topic) = proxied_tansu_with_topic(prefix).await;
+    let config = common::config(&brokers)
+        .unreachable_after(Duration::from_secs(2))
+        .shutdown_grace(Duration::from_millis(500));
+    let w = KafkaWrapper::start(config).await.unwrap();
+    let p = w
+        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(60)))
+        .unwrap();
+    (kafka, topic, w, p)
+}
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     let w = common::wrapper_with_topic(brokers, topic, partitions).await;
@@ -370,20 +394,8 @@ async fn a_stalled_consumer_is_detected_and_rebuilt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_purged_by_a_rebuild_are_sent_again_for_send_with_and_send_batch() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
-    let (kafka, brokers, topic) = proxied_tansu_with_topic("purged-callback").await;
-    // A short grace: the old client's flush gives up while Kafka is still down, so its
-    // queued records are purged rather than delivered late by it.
-    let config = common::config(&brokers)
-        .unreachable_after(Duration::from_secs(2))
-        .shutdown_grace(Duration::from_millis(500));
-    let w = KafkaWrapper::start(config).await.unwrap();
-    let p = w
-        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(60)))
-        .unwrap();
+    trace();
+    let (kafka, topic, w, p) = rebuilding_wrapper("purged-callback").await;
     p.send(Record::new(&topic, "before")).await.unwrap();
     kafka.proxy().unwrap().down().unwrap();
     // Queued while Kafka is down: the rebuild tears their client down with them inside.
@@ -448,18 +460,8 @@ async fn records_purged_by_a_rebuild_are_sent_again_for_send_with_and_send_batch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_keeps_the_order_of_records_sent_with_send_with() {
     const N: u64 = 4_000;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
-    let (kafka, brokers, topic) = proxied_tansu_with_topic("purged-order").await;
-    let config = common::config(&brokers)
-        .unreachable_after(Duration::from_secs(2))
-        .shutdown_grace(Duration::from_millis(500));
-    let w = KafkaWrapper::start(config).await.unwrap();
-    let p = w
-        .add_producer(ProducerSpec::new("p").queue_timeout(Duration::from_secs(60)))
-        .unwrap();
+    trace();
+    let (kafka, topic, w, p) = rebuilding_wrapper("purged-order").await;
     p.send(Record::new(&topic, "-1")).await.unwrap();
     let kafka = Arc::new(kafka);
     let outage = tokio::spawn({
@@ -560,10 +562,7 @@ async fn with_many_in_flight_a_rejoin_hands_out_each_keys_messages_in_order() {
     use wharf_core::transport::Source as _;
     const KEYS: u64 = 24;
     const N: u64 = 6_000;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    trace();
     let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
         .await
         .unwrap()
