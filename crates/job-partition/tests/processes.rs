@@ -200,30 +200,45 @@ async fn kill_9_of_a_worker_during_5000_jobs_loses_none_and_leaves_no_key_locked
         .await,
         "workers did not get going"
     );
-    // Kill it while it holds jobs (its worker id starts with its pid).
+    // Kill it while it holds jobs (its worker id starts with its pid). Jobs take 2 ms, so
+    // it is frozen first (SIGSTOP): what it holds then cannot change before the kill, and a
+    // moment when it holds none is skipped (thawed, tried again).
     let pid = format!("{}-", victim.0.id());
     let active = format!("{{wharf:{p}}}:q:q:active");
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            let ids: Vec<String> =
-                cmd(&jobs, redis::cmd("ZRANGE").arg(&active).arg(0).arg(-1)).await;
-            for id in ids {
-                let w: Option<String> = cmd(
-                    &jobs,
-                    redis::cmd("HGET")
-                        .arg(format!("{{wharf:{p}}}:job:{id}"))
-                        .arg("worker"),
-                )
-                .await;
-                if w.is_some_and(|w| w.starts_with(&pid)) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await,
-        "the victim never ran a job"
-    );
+    let held_by_victim = || async {
+        let ids: Vec<String> = cmd(&jobs, redis::cmd("ZRANGE").arg(&active).arg(0).arg(-1)).await;
+        let mut held = 0;
+        for id in ids {
+            let w: Option<String> = cmd(
+                &jobs,
+                redis::cmd("HGET")
+                    .arg(format!("{{wharf:{p}}}:job:{id}"))
+                    .arg("worker"),
+            )
+            .await;
+            held += usize::from(w.is_some_and(|w| w.starts_with(&pid)));
+        }
+        held
+    };
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(victim.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    };
+    let mut held = 0;
+    for _ in 0..100 {
+        signal("STOP");
+        held = held_by_victim().await;
+        if held > 0 {
+            break;
+        }
+        signal("CONT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held > 0, "the victim never held a job while frozen");
     victim.0.kill().unwrap(); // SIGKILL
     victim.0.wait().unwrap();
     let done = eventually(Duration::from_secs(90), || async {
