@@ -350,6 +350,28 @@ impl ConsumedMessage {
         }
     }
 
+    /// A message not taken from Kafka, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: &'static [u8],
+    ) -> Self {
+        ConsumedMessage {
+            partition,
+            offset,
+            timestamp_ms: None,
+            attempt: 1,
+            data: Data::Owned(Arc::new(Owned {
+                topic: Arc::from(topic),
+                key: None,
+                payload: Bytes::from_static(payload),
+                headers: Vec::new(),
+            })),
+        }
+    }
+
     fn raw(&self) -> Option<&RawMessage> {
         match &self.data {
             Data::InPlace { fetched, index } => fetched.messages.get(*index),

@@ -237,12 +237,71 @@ impl Drop for KafkaSource {
         // so a restarted owner can register the source again right away; the old consumer
         // drains and commits in the background, and the new one starts once it left the
         // group. The registry itself is touched from a task, not from inside `drop`.
+        //
+        // The channel is closed and drained rather than dropped: a worker that reserved room
+        // before the close can still send into it, and a delivery sent after the receiver is
+        // gone would sit there (its worker waiting for an answer until the grace period ends
+        // and then aborted, losing the acks it had not recorded yet). Draining until every
+        // reservation is used or dropped answers each such delivery: it is delivered again.
         self.shared
             .released
             .store(true, std::sync::atomic::Ordering::Release);
+        self.rx.close();
         let (w, name, shared) = (self.wrapper.clone(), self.name.clone(), self.shared.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { w.retire_consumer_if(&name, Some(&shared)) });
+            let (_, empty) = mpsc::channel(1);
+            let rx = std::mem::replace(&mut self.rx, empty);
+            rt.spawn(async move {
+                w.retire_consumer_if(&name, Some(&shared));
+                drain(rx).await;
+            });
         }
+    }
+}
+
+/// Closes a dropped source's channel and drops what comes out of it until no reservation
+/// is left, so that each delivery in it, or sent into it after the close, is answered
+/// (dropped unsettled: delivered again).
+async fn drain(mut rx: mpsc::Receiver<Delivery>) {
+    rx.close();
+    while rx.recv().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+    use super::*;
+
+    fn message(offset: i64) -> ConsumedMessage {
+        ConsumedMessage::for_test("t", 0, offset, b"m")
+    }
+
+    /// Room reserved before the source went away, used after: the delivery sent into it is
+    /// still answered. (With the receiver simply dropped, it sat in the channel and its
+    /// worker waited until the grace period and was aborted.)
+    #[tokio::test]
+    async fn a_delivery_sent_on_room_reserved_before_the_source_went_away_is_answered() {
+        let (tx, rx) = mpsc::channel(4);
+        let sink = SourceSink { tx };
+        let before = sink.deliver(message(0));
+        let room = sink.try_reserve().expect("room in an empty channel");
+        let drained = tokio::spawn(drain(rx));
+        tokio::task::yield_now().await;
+        assert!(
+            sink.try_reserve().is_none(),
+            "no room once the source is gone"
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(5), room.hand_out(message(1)))
+            .await
+            .expect("the delivery sent after the close is answered");
+        assert_eq!(answer, Outcome::Retry(Duration::ZERO), "delivered again");
+        let before = tokio::time::timeout(Duration::from_secs(5), before)
+            .await
+            .expect("the delivery sent before the close is answered");
+        assert!(matches!(before, Outcome::Retry(_)));
+        tokio::time::timeout(Duration::from_secs(5), drained)
+            .await
+            .expect("the drain ends once no room is reserved")
+            .expect("drain task");
     }
 }

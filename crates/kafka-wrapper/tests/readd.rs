@@ -84,3 +84,66 @@ async fn a_dropped_source_of_a_group_is_followed_by_a_new_one_that_gets_the_part
     println!("assignment times: {times:?}");
     w.shutdown().await.unwrap();
 }
+
+/// A handler keeps a message (which keeps the consumer's client alive). Removing the
+/// consumer still takes it out of the group at once: a new member of the group gets the
+/// partitions as fast as a first one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_consumer_whose_message_is_still_kept_leaves_its_group_at_once() {
+    let brokers = common::brokers();
+    let topic = common::topic("readd-kept");
+    let group = common::topic("readd-kept-g");
+    let w = common::wrapper_with_topic(&brokers, &topic, 2).await;
+    let p = w
+        .add_producer(wharf_kafka_wrapper::ProducerSpec::new("p"))
+        .unwrap();
+    p.send(wharf_kafka_wrapper::Record::new(&topic, "kept").partition(0))
+        .await
+        .unwrap();
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let k = kept.clone();
+    let started = Instant::now();
+    let keeper = w
+        .add_consumer(ConsumerSpec::group(
+            "keeper",
+            &group,
+            [topic.clone()],
+            Handler::per_message(move |m| {
+                k.lock().unwrap().push(m);
+                async { Outcome::Ack }
+            }),
+        ))
+        .unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(40), || !kept.lock().unwrap().is_empty()).await,
+        "the keeper got its message"
+    );
+    let first_join = started.elapsed();
+    drop(keeper);
+    w.remove_consumer("keeper").await.unwrap();
+    let started = Instant::now();
+    let next = w
+        .add_consumer(ConsumerSpec::group(
+            "next",
+            &group,
+            [topic.clone()],
+            Handler::per_message(|_| async { Outcome::Ack }),
+        ))
+        .unwrap();
+    let ok = common::eventually(Duration::from_secs(30), || next.assignment().len() == 2).await;
+    let second_join = started.elapsed();
+    assert!(
+        ok,
+        "the next member has no partitions after {second_join:?} (the first joined in {first_join:?}): the removed one is still in the group"
+    );
+    assert!(
+        second_join < first_join + Duration::from_secs(5),
+        "the next member took {second_join:?} to get the partitions, the first {first_join:?}"
+    );
+    assert_eq!(
+        kept.lock().unwrap()[0].payload(),
+        b"kept",
+        "the kept message is still readable"
+    );
+    w.shutdown().await.unwrap();
+}

@@ -57,6 +57,10 @@ const FULL_WAIT: Duration = Duration::from_millis(100);
 /// How long the polling thread waits for an aborted worker's task to be dropped.
 const ABORT_RELEASE: Duration = Duration::from_secs(1);
 
+/// How long a stopping group consumer serves its revoke (so that it leaves the group)
+/// before it gives up and leaves when its client closes.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+
 /// How often the polling thread stores committable offsets.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
@@ -819,7 +823,7 @@ fn poll_loop(
     state.stop_and_commit(&consumer, None);
     if state.group {
         // Leave the group now rather than at the session timeout, so partitions move fast.
-        let _ = consumer.unsubscribe_and_close();
+        consumer.leave_group(LEAVE_WAIT);
     }
     // Workers hold the consumer through their partition queues. Let an aborted one drop
     // its queue first (briefly), so the consumer is closed here, not on a runtime thread.
@@ -831,13 +835,31 @@ fn poll_loop(
     drop(consumer);
 }
 
-trait CloseExt {
-    fn unsubscribe_and_close(&self) -> Result<()>;
+trait LeaveExt {
+    /// Unsubscribes and serves the revoke that this posts, so that librdkafka sends its
+    /// LeaveGroup now. Otherwise the leave waits for the client to be closed, which waits
+    /// for the last message taken from it to be dropped (a message a handler kept, a worker
+    /// still being aborted); until then the member stays in the group, and a consumer joining
+    /// it waits for a rebalance that only ends when the member is timed out.
+    fn leave_group(&self, wait: Duration);
 }
 
-impl CloseExt for BaseConsumer<GroupCtx> {
-    fn unsubscribe_and_close(&self) -> Result<()> {
+impl LeaveExt for BaseConsumer<GroupCtx> {
+    fn leave_group(&self, wait: Duration) {
         self.unsubscribe();
-        Ok(())
+        let until = Instant::now() + wait;
+        loop {
+            if self.assignment().is_ok_and(|a| a.count() == 0) {
+                return;
+            }
+            if Instant::now() >= until {
+                tracing::debug!(
+                    "partitions still assigned after unsubscribing; the group is left when the client closes"
+                );
+                return;
+            }
+            // Messages that come out here are not handed to anyone (nor committed).
+            let _ = self.poll(Duration::from_millis(20));
+        }
     }
 }

@@ -443,7 +443,16 @@ impl Worker {
             }
             let offset = m.offset;
             // Fast path: one call that acks. Anything else goes through the retry loop.
-            let first = self.call_once(self.call(|| f(m.clone()))).await;
+            // A call that does not answer at once may outlast a stop (and be aborted at the
+            // grace period): what was handled before it is recorded first.
+            let mut call = std::pin::pin!(self.call_once(self.call(|| f(m.clone()))));
+            let first = match call.as_mut().now_or_never() {
+                Some(o) => o,
+                None => {
+                    self.complete(&mut done);
+                    call.await
+                }
+            };
             if first != Outcome::Ack {
                 // Record what is done before waiting, so commits keep up meanwhile.
                 self.complete(&mut done);
