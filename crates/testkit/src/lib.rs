@@ -12,8 +12,12 @@
 //!   restarted on the same port; dropping one kills it. `start_behind_proxy()` puts a
 //!   [`FaultProxy`] in front (for Kafka the broker advertises the proxy's address, so that
 //!   metadata-driven connections go through it too; pulsar-lite always has one).
-//! - **[`FaultProxy`]**: a TCP proxy that cuts connections, refuses new ones, adds latency and
-//!   counts connections, with synchronous controls usable from any test.
+//! - **[`FaultProxy`]**: a TCP proxy that cuts connections, refuses new ones, holds bytes
+//!   silently (a partition: no reset, no refusal), adds latency in one or both directions
+//!   (a broker that answers after the client's timeout) and counts connections, with
+//!   synchronous controls usable from any test.
+//! - **[`eventually`]** and [`eventually_some`]: wait on observable state with a deadline,
+//!   instead of sleeping and hoping.
 //! - **[`bench`]**: what the benchmarks share: the median of their rounds and the JSON report
 //!   they write to `$WHARF_BENCH_OUT`.
 //!
@@ -107,14 +111,16 @@ mod redis;
 mod shared;
 mod spawner;
 mod sqs;
+mod wait;
 
 pub use error::{Error, Result};
 pub use kafka::Tansu;
-pub use proxy::FaultProxy;
+pub use proxy::{Direction, FaultProxy};
 pub use pulsar::PulsarLite;
 pub use redis::RedisServer;
 pub use shared::{BrokerKind, Endpoint, kafka, pulsar, redis, sqs};
 pub use sqs::Moto;
+pub use wait::{NotYet, eventually, eventually_some};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

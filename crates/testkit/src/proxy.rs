@@ -30,6 +30,10 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 /// | [`down`](Self::down) | both: the broker looks dead |
 /// | [`restore`](Self::restore) | listens again on the same port |
 /// | [`set_latency`](Self::set_latency) | delays every chunk, in each direction, by a fixed time |
+/// | [`set_direction_latency`](Self::set_direction_latency) | delays one direction only: with [`Direction::ToClient`] the broker gets each request at once and its answer arrives late |
+/// | [`hold`](Self::hold) | stops forwarding in both directions *without* closing anything: a silent partition (no reset, no refusal; writers fill their socket buffers and wait) |
+/// | [`hold_direction`](Self::hold_direction) | the same for one direction only |
+/// | [`release`](Self::release) | forwards again; bytes held meanwhile are delivered, as TCP would after a partition heals |
 ///
 /// The proxy runs on a runtime of its own (two worker threads shared by every proxy of the
 /// process), so it works from any test, whatever its runtime, and outlives the test that created
@@ -60,7 +64,10 @@ struct Inner {
     /// Rewrite pulsar-lite's frames for the `pulsar` crate (see `pulsar_compat`).
     pulsar_compat: bool,
     upstream: Mutex<SocketAddr>,
-    latency_micros: AtomicU64,
+    /// Added delay per chunk, indexed by [`Direction::index`].
+    latency_micros: [AtomicU64; 2],
+    /// Directions currently held (bit [`Direction::bit`] set): nothing is forwarded that way.
+    hold_tx: watch::Sender<u8>,
     accepted: AtomicU64,
     active: AtomicUsize,
     /// Current generation of connections: every connection holds a clone of the token of its
@@ -71,6 +78,32 @@ struct Inner {
     accept_tx: watch::Sender<AcceptMode>,
     listener_state: Mutex<ListenerState>,
     listener_changed: Condvar,
+}
+
+/// One direction of a proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Direction {
+    /// Bytes the client sends: requests, on their way to the broker.
+    ToUpstream,
+    /// Bytes the broker sends: answers, on their way to the client.
+    ToClient,
+}
+
+impl Direction {
+    /// Both directions.
+    pub const BOTH: [Direction; 2] = [Direction::ToUpstream, Direction::ToClient];
+
+    fn index(self) -> usize {
+        match self {
+            Direction::ToUpstream => 0,
+            Direction::ToClient => 1,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self.index()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,11 +138,13 @@ impl FaultProxy {
             .map_err(|e| Error::io("reading the fault proxy's address", e))?;
         let (cut_tx, _) = watch::channel(0u64);
         let (accept_tx, accept_rx) = watch::channel(AcceptMode::Open);
+        let (hold_tx, _) = watch::channel(0u8);
         let inner = Arc::new(Inner {
             listen,
             pulsar_compat,
             upstream: Mutex::new(upstream),
-            latency_micros: AtomicU64::new(0),
+            latency_micros: [AtomicU64::new(0), AtomicU64::new(0)],
+            hold_tx,
             accepted: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             generation: Mutex::new(Arc::new(())),
@@ -217,13 +252,55 @@ impl FaultProxy {
     /// (say an hour) makes the broker look hung: connections open, nothing answers. A chunk
     /// already waiting keeps the latency it started with.
     pub fn set_latency(&self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.inner.latency_micros.store(micros, Ordering::Relaxed);
+        for direction in Direction::BOTH {
+            self.set_direction_latency(direction, latency);
+        }
     }
 
-    /// Removes the added latency.
+    /// Delays every chunk going `direction` by `latency` (the other direction keeps its own).
+    /// With [`Direction::ToClient`] the broker receives and carries out each request at once
+    /// while the client sees the answer only after `latency`: the "answered just after the
+    /// client's timeout" fault, where a request took effect although the client gave up.
+    pub fn set_direction_latency(&self, direction: Direction, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.inner.latency_micros[direction.index()].store(micros, Ordering::Relaxed);
+    }
+
+    /// Removes the added latency, in both directions.
     pub fn clear_latency(&self) {
         self.set_latency(Duration::ZERO);
+    }
+
+    /// Stops forwarding in both directions on open and new connections, closing nothing: the
+    /// link holds bytes silently, as a network partition does. Clients see no reset and no
+    /// refusal; their requests are simply never answered (until [`release`](Self::release)).
+    /// New connections are still accepted (the handshake completes, as it would with a
+    /// half-dead middlebox), and get nothing either.
+    pub fn hold(&self) {
+        for direction in Direction::BOTH {
+            self.hold_direction(direction);
+        }
+    }
+
+    /// Stops forwarding `direction` only (see [`hold`](Self::hold)): with
+    /// [`Direction::ToClient`] requests still reach the broker and take effect, but no answer
+    /// comes back.
+    pub fn hold_direction(&self, direction: Direction) {
+        self.inner
+            .hold_tx
+            .send_modify(|held| *held |= direction.bit());
+    }
+
+    /// Forwards again after [`hold`](Self::hold): the bytes held meanwhile are delivered in
+    /// order, as TCP delivers them when a partition heals. [`cut`](Self::cut) first if the
+    /// test wants them lost instead.
+    pub fn release(&self) {
+        self.inner.hold_tx.send_replace(0);
+    }
+
+    /// Whether any direction is held now.
+    pub fn is_held(&self) -> bool {
+        *self.inner.hold_tx.borrow() != 0
     }
 
     /// Connections accepted since the proxy started.
@@ -390,8 +467,20 @@ async fn connection(
         let (upstream_read, upstream_write) = upstream.into_split();
         let rewriter = inner.pulsar_compat.then(FrameRewriter::default);
         tokio::try_join!(
-            pump(client_read, upstream_write, &inner, None),
-            pump(upstream_read, client_write, &inner, rewriter),
+            pump(
+                client_read,
+                upstream_write,
+                &inner,
+                Direction::ToUpstream,
+                None
+            ),
+            pump(
+                upstream_read,
+                client_write,
+                &inner,
+                Direction::ToClient,
+                rewriter
+            ),
         )
         .map(|_| ())
     };
@@ -404,17 +493,23 @@ async fn connection(
     drop(token);
 }
 
-/// Copies one direction in bounded chunks, delaying each by the current latency; on EOF passes
-/// the half-close on. With a rewriter, forwards whole rewritten frames instead of raw chunks.
+/// Copies one direction in bounded chunks, delaying each by the current latency and waiting
+/// while the direction is held; on EOF passes the half-close on. With a rewriter, forwards
+/// whole rewritten frames instead of raw chunks.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     inner: &Inner,
+    direction: Direction,
     mut rewriter: Option<FrameRewriter>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut rewritten = Vec::new();
+    let mut held = inner.hold_tx.subscribe();
     loop {
+        // While held, stop reading too: the sender's socket buffers fill and its writes wait,
+        // exactly what a silent partition does to it.
+        wait_released(&mut held, direction).await;
         let n = from.read(&mut buf).await?;
         if n == 0 {
             if let Some(rewriter) = &rewriter {
@@ -433,10 +528,19 @@ async fn pump(
             }
             None => &buf[..n],
         };
-        let micros = inner.latency_micros.load(Ordering::Relaxed);
+        let micros = inner.latency_micros[direction.index()].load(Ordering::Relaxed);
         if micros > 0 {
             tokio::time::sleep(Duration::from_micros(micros)).await;
         }
+        // A chunk read just before a hold is held too, not slipped through.
+        wait_released(&mut held, direction).await;
         to.write_all(out).await?;
     }
+}
+
+/// Returns once `direction` is not held (at once if it is not). The sender lives as long as the
+/// proxy's `Inner`, which outlives every connection, so `wait_for` cannot fail while we wait;
+/// if it ever did, forwarding goes on rather than hanging the connection.
+async fn wait_released(held: &mut watch::Receiver<u8>, direction: Direction) {
+    let _ = held.wait_for(|h| h & direction.bit() == 0).await;
 }

@@ -257,3 +257,143 @@ fn restore_reports_a_taken_port_and_succeeds_once_it_is_free() {
     let mut client = connect(proxy.addr()).unwrap();
     assert_eq!(round_trip(&mut client, b"back"), b"back");
 }
+
+/// An echo server that also counts the bytes it received, so a test sees whether a request
+/// reached the upstream.
+fn counting_echo_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let received = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = std::sync::Arc::clone(&received);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let counter = std::sync::Arc::clone(&counter);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            counter.fetch_add(n, Ordering::SeqCst);
+                            if stream.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// Reads with a short timeout: `None` when nothing arrived (and the connection is still open).
+fn read_nothing_for(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 16];
+    let outcome = stream.read(&mut buf);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    matches!(outcome, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+}
+
+#[test]
+fn hold_forwards_nothing_and_closes_nothing_until_released() {
+    use std::sync::atomic::Ordering;
+    let (upstream, received) = counting_echo_server();
+    let proxy = FaultProxy::start(upstream).unwrap();
+    let mut client = connect(proxy.addr()).unwrap();
+    round_trip(&mut client, b"warm-up");
+    let before = received.load(Ordering::SeqCst);
+
+    proxy.hold();
+    assert!(proxy.is_held());
+    client.write_all(b"held").unwrap();
+    // Neither an answer nor a close: the read times out on an open connection.
+    assert!(read_nothing_for(&mut client, Duration::from_millis(500)));
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        before,
+        "a held request reached the upstream"
+    );
+    // A new connection is accepted, and held as well.
+    let mut second = connect(proxy.addr()).unwrap();
+    second.write_all(b"x").unwrap();
+    assert!(read_nothing_for(&mut second, Duration::from_millis(200)));
+
+    proxy.release();
+    let mut back = [0u8; 4];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(
+        &back, b"held",
+        "held bytes are delivered in order on release"
+    );
+    assert_eq!(proxy.connections_accepted(), 2);
+}
+
+#[test]
+fn holding_the_answers_lets_requests_take_effect_unanswered() {
+    use std::sync::atomic::Ordering;
+    let (upstream, received) = counting_echo_server();
+    let proxy = FaultProxy::start(upstream).unwrap();
+    let mut client = connect(proxy.addr()).unwrap();
+    round_trip(&mut client, b"warm-up");
+    let before = received.load(Ordering::SeqCst);
+
+    proxy.hold_direction(wharf_testkit::Direction::ToClient);
+    client.write_all(b"request").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::SeqCst) < before + 7 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(read_nothing_for(&mut client, Duration::from_millis(300)));
+    proxy.release();
+    let mut back = [0u8; 7];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"request");
+}
+
+#[test]
+fn a_one_way_delay_delivers_the_request_at_once_and_the_answer_late() {
+    use std::sync::atomic::Ordering;
+    let (upstream, received) = counting_echo_server();
+    let proxy = FaultProxy::start(upstream).unwrap();
+    let mut client = connect(proxy.addr()).unwrap();
+    round_trip(&mut client, b"warm-up");
+    let before = received.load(Ordering::SeqCst);
+
+    proxy.set_direction_latency(
+        wharf_testkit::Direction::ToClient,
+        Duration::from_millis(600),
+    );
+    let started = Instant::now();
+    client.write_all(b"late").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::SeqCst) < before + 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reached = started.elapsed();
+    let mut back = [0u8; 4];
+    client.read_exact(&mut back).unwrap();
+    let answered = started.elapsed();
+    assert!(
+        answered >= Duration::from_millis(600),
+        "answer arrived after {answered:?}, before the 600 ms delay"
+    );
+    // Derived from the configured delay: a request delayed like its answer would need 600 ms.
+    assert!(
+        reached < Duration::from_millis(600),
+        "the request reached the upstream only after {reached:?}: it was delayed too"
+    );
+}
