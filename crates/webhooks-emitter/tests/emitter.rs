@@ -830,6 +830,40 @@ async fn after_a_plain_worker_dies_its_events_fail_and_emit_refuses_new_ones_unt
     );
 }
 
+#[test]
+fn when_the_runtime_of_a_plain_worker_shuts_down_its_events_fail_and_emit_refuses_new_ones() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (emitter, failed) = runtime.block_on(async {
+        let (emitter, _sqs, _url, failed) =
+            recorded_emitter("rtdrop", |b| b.linger(Duration::from_secs(10))).await;
+        emitter.start().await.unwrap();
+        for i in 0..3 {
+            emitter
+                .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+                .await
+                .unwrap();
+        }
+        (emitter, failed)
+    });
+    drop(runtime); // drops the worker's task with its events
+
+    let stats = emitter.stats();
+    assert_eq!((stats.failed, stats.buffered), (3, 0), "{stats:?}");
+    assert_eq!(
+        failed.lock().unwrap().len(),
+        3,
+        "each event went to the hook"
+    );
+    match emitter.try_emit(Event::new("p", "e", json!({})).unwrap()) {
+        Err(Error::WorkerDied { reason, .. }) => assert!(reason.contains("dropped"), "{reason}"),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_crashed_supervised_worker_is_restarted_and_takes_over_every_buffered_event() {
     let (emitter, sqs, url, _failed) = recorded_emitter("crash", |b| {
