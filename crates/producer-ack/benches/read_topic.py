@@ -1,6 +1,6 @@
 """Reads a Pulsar topic from its earliest message with the official client (pulsar-client)
-and prints one JSON object per message: payload (hex), key, ordering_key (hex), properties,
-event_time. Used by wharf-producer-ack's tests to read back what was produced (the `pulsar`
+and prints one JSON object per message: message_id (ledger_id, entry_id, partition,
+batch_index; -1 for none), payload (hex), key, ordering_key (hex), properties, event_time. Used by wharf-producer-ack's tests to read back what was produced (the `pulsar`
 crate's consumer cannot decode pulsar-lite's message frames).
 
 usage: read_topic.py SERVICE_URL TOPIC EXPECTED_COUNT QUIET_SECONDS
@@ -29,7 +29,14 @@ def main() -> None:
         except pulsar.Timeout:
             break
         ordering_key = message.ordering_key() if hasattr(message, "ordering_key") else None
+        message_id = message.message_id()
         print(json.dumps({
+            "message_id": {
+                "ledger_id": message_id.ledger_id(),
+                "entry_id": message_id.entry_id(),
+                "partition": message_id.partition(),
+                "batch_index": message_id.batch_index(),
+            },
             "payload": message.data().hex(),
             "key": message.partition_key() or None,
             "ordering_key": ordering_key.hex() if isinstance(ordering_key, bytes) and ordering_key else None,

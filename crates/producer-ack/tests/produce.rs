@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use wharf_producer_ack::{Error, Message, MessageId, Producer, ack_channel};
 
@@ -71,6 +71,11 @@ async fn produce_batch_returns_one_result_per_message_in_order() {
         .map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
         .collect();
     assert_eq!(payloads, (0..200).collect::<Vec<_>>());
+    let read_ids: Vec<MessageId> = read.iter().map(|m| m.message_id).collect();
+    assert_eq!(
+        read_ids, ids,
+        "each result is the id its message was stored under"
+    );
 }
 
 #[tokio::test]
@@ -184,29 +189,69 @@ async fn the_producer_is_a_wharf_core_publisher() {
 }
 
 #[tokio::test]
-async fn batching_producer_still_reports_each_message() {
+async fn a_batching_producer_reports_each_message_with_its_own_id_and_result() {
+    const TOTAL: usize = 35;
+    const PER_BATCH: usize = 10;
     let url = common::shared_url();
     let topic = common::topic("batching");
     let producer = Producer::builder(&url, &topic)
         .batching(wharf_producer_ack::Batching {
-            max_messages: 10,
+            max_messages: PER_BATCH as u32,
             max_bytes: 64 * 1024,
             max_delay: Duration::from_millis(5),
         })
+        .send_timeout(Duration::from_secs(10))
         .start()
         .unwrap();
     let results = producer
-        .produce_batch((0..35u32).map(|i| format!("b{i}")))
+        .produce_batch((0..TOTAL).map(|i| format!("b{i}")))
         .await;
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let read = common::read_back(&url, &topic, 35, Duration::from_secs(5)).await;
+
+    // One result per message, each a success with an id of its own, in input order.
+    assert_eq!(results.len(), TOTAL);
+    let ids: Vec<MessageId> = results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|e| panic!("message {i} failed: {e}")))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "distinct ids, in input order: {ids:?}"
+    );
+    // Batched: messages share broker entries, each with its index inside the entry.
+    let mut entries: BTreeMap<(u64, u64), Vec<Option<i32>>> = BTreeMap::new();
+    for id in &ids {
+        entries
+            .entry((id.ledger_id, id.entry_id))
+            .or_default()
+            .push(id.batch_index);
+    }
+    assert!(
+        entries.len() < TOTAL,
+        "no two messages share an entry: not batched: {ids:?}"
+    );
+    for (entry, indexes) in &entries {
+        let expected: Vec<Option<i32>> = (0..indexes.len() as i32).map(Some).collect();
+        assert_eq!(indexes, &expected, "batch indexes of entry {entry:?}");
+        assert!(
+            indexes.len() <= PER_BATCH,
+            "entry {entry:?} holds {indexes:?}"
+        );
+    }
+
+    // What a consumer reads back: the same payloads, in order, under the same ids.
+    let read = common::read_back(&url, &topic, TOTAL, Duration::from_secs(5)).await;
     let payloads: Vec<String> = read
         .iter()
         .map(|m| String::from_utf8(m.payload.clone()).unwrap())
         .collect();
     assert_eq!(
         payloads,
-        (0..35).map(|i| format!("b{i}")).collect::<Vec<_>>()
+        (0..TOTAL).map(|i| format!("b{i}")).collect::<Vec<_>>()
     );
-    let _ = SystemTime::now();
+    let read_ids: Vec<MessageId> = read.iter().map(|m| m.message_id).collect();
+    assert_eq!(
+        read_ids, ids,
+        "the ids the producer reported are where the messages are"
+    );
 }

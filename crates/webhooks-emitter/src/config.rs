@@ -109,9 +109,20 @@ impl Default for RetryPolicy {
 }
 
 /// Fields removed from an event's data before it is sent, by event type, as the original
-/// offered. A pattern is `*` (every event), `prefix.*` (every event type starting with
-/// `prefix.`) or an exact event type. Fields are removed wherever they occur in the data
-/// (in nested objects and in objects inside arrays too).
+/// (`btrz_ex_webhooks_emitter`) offered. A pattern is:
+///
+/// - `*`: every event;
+/// - `prefix.*`: the event named `prefix` and every event below it (`prefix.created`,
+///   `prefix.created.v2`, ...). `transaction.*` applies to `transaction` itself, as in the
+///   original, whose wildcard rule is "the first segment of the event name, then `.*`";
+/// - any other pattern ending in `*`: every event type starting with what precedes the `*`;
+/// - anything else: that exact event type.
+///
+/// Every field the original removes is removed here too; this is stricter in two ways, on
+/// purpose: fields are removed wherever they occur in the data (in nested objects and in
+/// objects inside arrays too, where the original only looked at the top level), and a
+/// wildcard over several segments (`transaction.created.*`) applies to the events below it
+/// (the original never matched one).
 ///
 /// ```
 /// use wharf_webhooks_emitter::DeniedFields;
@@ -156,6 +167,12 @@ impl DeniedFields {
 fn pattern_matches(pattern: &str, event: &str) -> bool {
     if pattern == "*" {
         return true;
+    }
+    if let Some(prefix) = pattern.strip_suffix(".*") {
+        // `prefix.*` covers `prefix` itself and everything below it, as in the original.
+        return event
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
     }
     match pattern.strip_suffix('*') {
         Some(prefix) => event.starts_with(prefix),
@@ -226,8 +243,10 @@ impl QueueUrl {
 }
 
 /// Called with every event given to `emit` that fails permanently (rejected by SQS, retries
-/// exhausted, not sent at shutdown). Runs on the emitter's task: keep it short and
-/// non-blocking (push to a channel, write a counter).
+/// exhausted, not sent at shutdown, held by a worker that died). Runs on the emitter's task
+/// (or on whatever thread fails the event, such as one dropping the supervisor): keep it short
+/// and non-blocking (push to a channel, write a counter). A panic in it is caught, logged and
+/// counted (`Stats::callback_panics`); the event was already counted as failed.
 pub type FailureHook = Arc<dyn Fn(&FailedEvent) + Send + Sync>;
 
 /// Builds an [`Emitter`]. Every setting has a default a user would choose; only the queue
@@ -490,7 +509,8 @@ impl EmitterBuilder {
         self
     }
 
-    /// Called with each event given to `emit` that fails permanently.
+    /// Called with each event given to `emit` that fails permanently (see [`FailureHook`]; a
+    /// panic in it is caught and counted).
     pub fn on_failure(mut self, hook: impl Fn(&FailedEvent) + Send + Sync + 'static) -> Self {
         self.on_failure = Some(Arc::new(hook));
         self
@@ -574,6 +594,8 @@ impl EmitterBuilder {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn a_standard_queue_url_parses() {
@@ -620,6 +642,92 @@ mod tests {
         assert_eq!(d.for_event("transaction.created"), vec!["a", "b"]);
         assert_eq!(d.for_event("user.created"), vec!["a", "c"]);
         assert_eq!(d.for_event("user.deleted"), vec!["a"]);
+        assert_eq!(d.for_event("transactions.created"), vec!["a"]);
+    }
+
+    #[test]
+    fn a_wildcard_rule_applies_to_the_event_named_by_its_first_segment() {
+        let d = DeniedFields::new().deny("transaction.*", ["cardNumber"]);
+        assert_eq!(d.for_event("transaction"), vec!["cardNumber"]);
+        assert_eq!(d.for_event("transaction.created.v2"), vec!["cardNumber"]);
+        assert!(d.for_event("transactions").is_empty());
+        assert!(d.for_event("transact").is_empty());
+    }
+
+    /// The original's rule (lib/btrz_ex_webhooks_emitter.ex, `get_denied_fields`): the fields
+    /// under `*`, under `<first segment of the event name>.*` and under the event name.
+    fn original_denied_fields(rules: &[(String, Vec<String>)], event: &str) -> BTreeSet<String> {
+        let first_segment = event.split('.').next().unwrap_or_default();
+        let keys = [
+            "*".to_string(),
+            format!("{first_segment}.*"),
+            event.to_string(),
+        ];
+        rules
+            .iter()
+            .filter(|(pattern, _)| keys.contains(pattern))
+            .flat_map(|(_, fields)| fields.iter().cloned())
+            .collect()
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["transaction", "transactions", "user", "t", "a-b"])
+            .prop_map(str::to_string)
+    }
+
+    fn event_name() -> impl Strategy<Value = String> {
+        prop::collection::vec(segment(), 1..4).prop_map(|segments| segments.join("."))
+    }
+
+    /// Patterns the original understands: `*`, `<one segment>.*`, an exact event name.
+    fn original_pattern() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("*".to_string()),
+            segment().prop_map(|s| format!("{s}.*")),
+            event_name(),
+        ]
+    }
+
+    /// Any pattern, including a wildcard over several segments and a bare prefix.
+    fn any_pattern() -> impl Strategy<Value = String> {
+        prop_oneof![
+            original_pattern(),
+            event_name().prop_map(|e| format!("{e}.*")),
+            event_name().prop_map(|e| format!("{e}*")),
+        ]
+    }
+
+    fn rules(
+        pattern: impl Strategy<Value = String>,
+    ) -> impl Strategy<Value = Vec<(String, Vec<String>)>> {
+        prop::collection::vec((pattern, prop::collection::vec("[a-c]", 1..3)), 0..5)
+    }
+
+    fn denied(rules: &[(String, Vec<String>)], event: &str) -> BTreeSet<String> {
+        let d = rules.iter().fold(DeniedFields::new(), |d, (p, f)| {
+            d.deny(p.clone(), f.clone())
+        });
+        d.for_event(event).into_iter().map(str::to_string).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn with_the_originals_patterns_the_denied_fields_are_the_originals(
+            rules in rules(original_pattern()),
+            event in event_name(),
+        ) {
+            prop_assert_eq!(denied(&rules, &event), original_denied_fields(&rules, &event));
+        }
+
+        #[test]
+        fn whatever_the_patterns_every_field_the_original_denies_is_denied(
+            rules in rules(any_pattern()),
+            event in event_name(),
+        ) {
+            let ours = denied(&rules, &event);
+            let original = original_denied_fields(&rules, &event);
+            prop_assert!(ours.is_superset(&original), "ours {:?}, original {:?}", ours, original);
+        }
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! The `Emitter` handle: accepting events, the shared buffer, supervision and shutdown.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wharf_core::supervisor::{ChildSpec, Restart, Shutdown, Started};
+use wharf_core::supervisor::{ChildSpec, Restart, Shutdown, Started, panic_message};
 
 use crate::config::{EmitterBuilder, FailureHook, FullPolicy, QueueUrl, RetryPolicy};
 use crate::envelope::{self, EncodeOptions, Prepared};
@@ -60,6 +61,10 @@ pub struct Stats {
     pub requests: u64,
     /// Events accepted and not yet resolved (sent or failed).
     pub buffered: u64,
+    /// Panics caught in code the application handed to the emitter (the failure hook, and an
+    /// SQS client's interceptors, credentials provider or HTTP client). Each was logged; none
+    /// stopped the emitter or lost a count.
+    pub callback_panics: u64,
 }
 
 /// What a graceful shutdown achieved.
@@ -83,6 +88,7 @@ pub(crate) struct Accounting {
     retried: AtomicU64,
     failed: AtomicU64,
     requests: AtomicU64,
+    callback_panics: AtomicU64,
     hook: Option<FailureHook>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) capacity: usize,
@@ -106,6 +112,26 @@ impl Accounting {
         metrics::histogram!(m::BATCH_SIZE, "queue" => self.queue.clone()).record(entries as f64);
     }
 
+    /// Counts and logs a panic caught in the application's code (`callback` names which).
+    pub(crate) fn on_callback_panic(
+        &self,
+        callback: &'static str,
+        event_id: Option<EventId>,
+        message: &str,
+    ) {
+        self.callback_panics.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::CALLBACK_PANICS, "queue" => self.queue.clone(), "callback" => callback)
+            .increment(1);
+        tracing::error!(
+            queue = %self.queue,
+            callback,
+            event_id = event_id.map(tracing::field::display),
+            panic = message,
+            "a callback of the webhooks emitter panicked; the panic was caught and counted, \
+             the emitter carries on"
+        );
+    }
+
     pub(crate) fn buffered(&self) -> u64 {
         self.capacity
             .saturating_sub(self.permits.available_permits()) as u64
@@ -122,11 +148,26 @@ pub(crate) struct SyncReply {
     progress: Arc<Mutex<Progress>>,
 }
 
+/// What an `emit_sync` caller can tell when its own timeout passes, shared with the worker.
+/// The caller marks it `abandoned` under the same lock the worker takes to start an attempt,
+/// so either the caller sees the attempt (and says `maybe_sent: true`) or the worker sees the
+/// caller gone and never sends the event.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     attempts: u32,
+    /// A finished attempt may have reached SQS.
+    maybe_reached: bool,
+    /// An attempt is under way (or ended without a verdict).
     in_flight: bool,
     last_error: Option<String>,
+    /// The caller stopped waiting: the event must not be sent any more.
+    abandoned: bool,
+}
+
+impl Progress {
+    fn maybe_sent(&self) -> bool {
+        self.maybe_reached || self.in_flight
+    }
 }
 
 /// An accepted event until it is resolved. Dropping one unresolved counts it as failed, so
@@ -140,6 +181,11 @@ pub(crate) struct Pending {
     pub(crate) accepted: Instant,
     pub(crate) attempts: u32,
     pub(crate) last_error: Option<String>,
+    /// An attempt that has ended may have reached SQS.
+    maybe_reached: bool,
+    /// An attempt is under way, or ended without a verdict (its worker crashed or was
+    /// stopped): it may have reached SQS too.
+    in_flight: bool,
     /// When it last became ready to send (for linger) or when its retry is due.
     pub(crate) queued_at: Instant,
     acct: Arc<Accounting>,
@@ -171,24 +217,50 @@ impl Pending {
 
     /// The caller of `emit_sync` stopped waiting (it timed out itself).
     pub(crate) fn caller_gone(&self) -> bool {
-        self.reply.as_ref().is_some_and(|r| r.tx.is_closed())
+        self.reply.as_ref().is_some_and(|r| {
+            r.tx.is_closed() || r.progress.lock().map(|p| p.abandoned).unwrap_or(true)
+        })
     }
 
-    pub(crate) fn on_attempt(&mut self) {
-        self.attempts += 1;
-        if let Some(r) = &self.reply
-            && let Ok(mut p) = r.progress.lock()
-        {
-            p.attempts = self.attempts;
+    /// Whether a request carrying this event may have reached SQS. `false` is a promise that
+    /// none did: no attempt was made, or each one failed in a way that proves it never left.
+    pub(crate) fn maybe_sent(&self) -> bool {
+        self.maybe_reached || self.in_flight
+    }
+
+    /// Records the start of an attempt, before its request exists. Returns false, and records
+    /// nothing, if the `emit_sync` caller already gave up: the event must then not be sent,
+    /// because the caller was told `maybe_sent` as it stood.
+    #[must_use]
+    pub(crate) fn begin_attempt(&mut self) -> bool {
+        if let Some(r) = &self.reply {
+            let Ok(mut p) = r.progress.lock() else {
+                return false;
+            };
+            if p.abandoned || r.tx.is_closed() {
+                return false;
+            }
+            // An attempt that ended without a verdict (a crashed worker) may have arrived.
+            p.maybe_reached |= p.in_flight;
             p.in_flight = true;
+            p.attempts = self.attempts + 1;
         }
+        self.maybe_reached |= self.in_flight;
+        self.in_flight = true;
+        self.attempts += 1;
+        true
     }
 
-    pub(crate) fn on_transient(&mut self, error: String) {
+    /// Records the end of the attempt under way: whether its request may have reached SQS,
+    /// and the transient error that ended it.
+    pub(crate) fn end_attempt(&mut self, maybe_reached: bool, error: String) {
+        self.in_flight = false;
+        self.maybe_reached |= maybe_reached;
         if let Some(r) = &self.reply
             && let Ok(mut p) = r.progress.lock()
         {
             p.in_flight = false;
+            p.maybe_reached |= maybe_reached;
             p.last_error = Some(error.clone());
         }
         self.last_error = Some(error);
@@ -229,13 +301,22 @@ impl Pending {
             "webhook event failed permanently"
         );
         if let Some(hook) = &self.acct.hook {
-            hook(&FailedEvent {
+            let failed = FailedEvent {
                 event_id: self.msg.id,
                 event: self.msg.event.clone(),
                 provider_id: self.msg.provider_id.clone(),
                 body: std::mem::take(&mut self.msg.body),
                 error,
-            });
+            };
+            // The hook is the application's code: a panic in it must not unwind through the
+            // worker (nor abort the process when this runs in a drop during unwinding).
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| hook(&failed))) {
+                self.acct.on_callback_panic(
+                    "failure_hook",
+                    Some(self.msg.id),
+                    &panic_message(panic.as_ref()),
+                );
+            }
         }
     }
 }
@@ -244,10 +325,11 @@ impl Drop for Pending {
     fn drop(&mut self) {
         if !self.done {
             let id = self.msg.id;
+            let maybe_sent = self.maybe_sent();
             self.report_failure(Error::NotSent {
                 event_id: id,
                 reason: "the emitter was dropped before the event was sent".to_string(),
-                maybe_sent: false,
+                maybe_sent,
             });
         }
     }
@@ -256,12 +338,102 @@ impl Drop for Pending {
 /// Whether `emit` may put events into the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gate {
-    /// Accepting (also before the worker first starts: events wait in the buffer).
+    /// Accepting, as long as a worker runs or can be started (see [`Life::admit`]).
     Open,
     /// Drained by its supervisor; a restart reopens it.
     Paused,
     /// Shut down for good by `Emitter::shutdown`.
     Closed,
+}
+
+/// The gate and whether a worker runs or may run: what decides if an event is accepted.
+/// Changed under the write lock; `enqueue` holds the read lock while it checks and queues, so
+/// an event is either queued before a change (and taken care of by it) or refused after it.
+#[derive(Debug)]
+pub(crate) struct Life {
+    pub(crate) gate: Gate,
+    /// A worker is set up and has not ended.
+    pub(crate) running: bool,
+    /// A worker was set up at least once.
+    started: bool,
+    /// Live child specs: a supervisor holding one may start or restart the worker, which
+    /// takes over what is buffered.
+    specs: usize,
+    /// Why no worker will run again (set when an unsupervised worker died, or when the last
+    /// child spec went away while no worker ran); cleared by the next start.
+    died: Option<String>,
+}
+
+impl Life {
+    /// Whether a new event may be queued now, and if not, why.
+    fn admit(&self, queue: &str) -> Result<(), Error> {
+        let queue = queue.to_string();
+        match self.gate {
+            Gate::Paused | Gate::Closed => return Err(Error::Stopped { queue }),
+            Gate::Open => {}
+        }
+        if self.running {
+            return Ok(());
+        }
+        if let Some(reason) = &self.died {
+            return Err(Error::WorkerDied {
+                queue,
+                reason: reason.clone(),
+            });
+        }
+        if self.specs > 0 {
+            // Between a crash and the restart, or before the supervisor's first start: the
+            // next worker takes the event over.
+            return Ok(());
+        }
+        if !self.started {
+            return Err(Error::NotStarted { queue });
+        }
+        Err(Error::WorkerDied {
+            queue,
+            reason: "no worker runs and none will be started".to_string(),
+        })
+    }
+}
+
+/// Held by every child spec's start function: while one lives, a supervisor may (re)start the
+/// worker. When the last one goes (the supervisor stopped for good, or the spec was never
+/// used) and no worker runs, whatever is still buffered can never be sent and is failed.
+struct SpecGuard(Arc<Shared>);
+
+impl SpecGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        if let Ok(mut life) = shared.life.write() {
+            life.specs += 1;
+        }
+        SpecGuard(shared)
+    }
+}
+
+impl Drop for SpecGuard {
+    fn drop(&mut self) {
+        let orphaned = match self.0.life.write() {
+            Ok(mut life) => {
+                life.specs = life.specs.saturating_sub(1);
+                let orphaned = life.specs == 0 && !life.running;
+                if orphaned && life.gate == Gate::Open {
+                    life.died = Some(if life.started {
+                        "its supervisor stopped without restarting it".to_string()
+                    } else {
+                        "its child spec was dropped before a supervisor started it".to_string()
+                    });
+                }
+                orphaned
+            }
+            Err(_) => false,
+        };
+        if orphaned {
+            self.0.fail_parked(
+                "no worker runs and none will: the emitter's child spec is gone (its supervisor \
+                 stopped)",
+            );
+        }
+    }
 }
 
 /// Resolved settings the worker needs.
@@ -293,25 +465,100 @@ pub(crate) struct Shared {
     pub(crate) rx: Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
     /// Events a crashed worker held (in batches, retries, requests in flight).
     pub(crate) salvage: Mutex<Vec<Pending>>,
-    pub(crate) gate: RwLock<Gate>,
+    pub(crate) life: RwLock<Life>,
     pub(crate) closing: CancellationToken,
-    pub(crate) running: AtomicBool,
     pub(crate) report: watch::Sender<Option<ShutdownReport>>,
     pub(crate) client: tokio::sync::OnceCell<aws_sdk_sqs::Client>,
+    /// Test-only fault injection: a bump makes the running worker panic.
+    pub(crate) crash: watch::Sender<u64>,
 }
 
 impl Shared {
     pub(crate) fn set_gate(&self, gate: Gate) {
-        if let Ok(mut g) = self.gate.write() {
+        if let Ok(mut life) = self.life.write() {
             // Closed is final.
-            if *g != Gate::Closed {
-                *g = gate;
+            if life.gate != Gate::Closed {
+                life.gate = gate;
             }
         }
     }
 
-    pub(crate) fn gate(&self) -> Gate {
-        self.gate.read().map(|g| *g).unwrap_or(Gate::Closed)
+    pub(crate) fn is_running(&self) -> bool {
+        self.life.read().map(|l| l.running).unwrap_or(false)
+    }
+
+    /// A worker finished its setup: it takes the buffer over.
+    pub(crate) fn worker_started(&self) {
+        if let Ok(mut life) = self.life.write() {
+            if life.gate != Gate::Closed {
+                life.gate = Gate::Open;
+            }
+            life.running = true;
+            life.started = true;
+            life.died = None;
+        }
+    }
+
+    /// A worker ended (its `Drop`): what it held is in `salvage` by now.
+    pub(crate) fn worker_ended(&self) {
+        if let Ok(mut life) = self.life.write() {
+            life.running = false;
+        }
+    }
+
+    /// A worker that nothing restarts died: refuse new events from now on and fail every
+    /// event still buffered, so none waits forever.
+    pub(crate) fn worker_died(&self, reason: &str) {
+        if let Ok(mut life) = self.life.write() {
+            if life.running {
+                return; // a new worker took over meanwhile
+            }
+            if life.gate == Gate::Open {
+                life.died = Some(reason.to_string());
+            }
+        }
+        tracing::error!(
+            queue = %self.acct.queue,
+            reason,
+            "the webhooks emitter's worker died and nothing restarts it; its buffered events are \
+             failed and new events are refused (use Emitter::child_spec under a supervisor to \
+             have it restarted)"
+        );
+        self.fail_parked(&format!(
+            "the emitter's worker died ({reason}) and nothing restarts it"
+        ));
+    }
+
+    /// Fails every event waiting for a worker (in the channel or salvaged from a crashed
+    /// worker); returns how many.
+    pub(crate) fn fail_parked(&self, reason: &str) -> u64 {
+        let mut parked: Vec<Pending> = self
+            .salvage
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        if let Ok(mut slot) = self.rx.lock()
+            && let Some(rx) = slot.as_mut()
+        {
+            while let Ok(p) = rx.try_recv() {
+                parked.push(p);
+            }
+        }
+        let unsent = parked.len() as u64;
+        for p in parked {
+            let event_id = p.msg.id;
+            let maybe_sent = p.maybe_sent();
+            p.fail(Error::NotSent {
+                event_id,
+                reason: reason.to_string(),
+                maybe_sent,
+            });
+        }
+        if unsent > 0 {
+            tracing::warn!(unsent, queue = %self.acct.queue, reason, "webhooks emitter failed events no worker will send");
+        }
+        self.acct.update_gauge();
+        unsent
     }
 }
 
@@ -383,6 +630,7 @@ impl Emitter {
             retried: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            callback_panics: AtomicU64::new(0),
             hook: b.on_failure,
             permits: Arc::new(Semaphore::new(b.buffer_capacity)),
             capacity: b.buffer_capacity,
@@ -399,11 +647,17 @@ impl Emitter {
                 tx,
                 rx: Mutex::new(Some(rx)),
                 salvage: Mutex::new(Vec::new()),
-                gate: RwLock::new(Gate::Open),
+                life: RwLock::new(Life {
+                    gate: Gate::Open,
+                    running: false,
+                    started: false,
+                    specs: 0,
+                    died: None,
+                }),
                 closing: CancellationToken::new(),
-                running: AtomicBool::new(false),
                 report: watch::channel(None).0,
                 client: tokio::sync::OnceCell::new(),
+                crash: watch::channel(0).0,
             }),
         }
     }
@@ -439,6 +693,7 @@ impl Emitter {
             failed: a.failed.load(Ordering::Relaxed),
             requests: a.requests.load(Ordering::Relaxed),
             buffered: a.buffered(),
+            callback_panics: a.callback_panics.load(Ordering::Relaxed),
         }
     }
 
@@ -485,36 +740,47 @@ impl Emitter {
             progress: Arc::clone(&progress),
         };
         self.enqueue(msg, Some(reply), Some(deadline), permit)?;
-        match tokio::time::timeout_at(deadline, rx).await {
+        let answer = tokio::time::timeout_at(deadline, rx).await;
+        // Give up under the lock the worker takes to start an attempt: from here on it will
+        // not send the event, so `maybe_sent` below stays true to what happened.
+        let (attempts, maybe_sent, last_error) = match progress.lock() {
+            Ok(mut p) => {
+                p.abandoned = true;
+                (p.attempts, p.maybe_sent(), p.last_error.clone())
+            }
+            Err(_) => (0, true, None),
+        };
+        match answer {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::NotSent {
                 event_id,
                 reason: "the emitter stopped before answering".to_string(),
-                maybe_sent: true,
+                maybe_sent,
             }),
-            Err(_) => {
-                let p = progress
-                    .lock()
-                    .map(|p| (p.attempts, p.in_flight, p.last_error.clone()));
-                let (attempts, in_flight, last) = p.unwrap_or((0, true, None));
-                Err(Error::Timeout {
-                    event_id,
-                    after: timeout,
-                    attempts,
-                    maybe_sent: in_flight,
-                    last_error: last.unwrap_or_else(|| "none".to_string()),
-                })
-            }
+            Err(_) => Err(Error::Timeout {
+                event_id,
+                after: timeout,
+                attempts,
+                maybe_sent,
+                last_error: last_error.unwrap_or_else(|| "none".to_string()),
+            }),
         }
     }
 
     fn prepare(&self, event: Event) -> Result<Prepared, Error> {
-        match self.shared.gate() {
-            _ if self.shared.settings.is_none() => return Err(Error::Disabled),
-            Gate::Open => {}
-            Gate::Paused | Gate::Closed => return Err(self.stopped()),
+        if self.shared.settings.is_none() {
+            return Err(Error::Disabled);
         }
+        // Fail fast, before encoding; `enqueue` checks again, atomically with queuing.
+        self.admit()?;
         envelope::prepare(event, &self.shared.encode)
+    }
+
+    fn admit(&self) -> Result<(), Error> {
+        match self.shared.life.read() {
+            Ok(life) => life.admit(&self.shared.acct.queue),
+            Err(_) => Err(self.stopped()),
+        }
     }
 
     fn stopped(&self) -> Error {
@@ -595,23 +861,26 @@ impl Emitter {
             accepted: now,
             attempts: 0,
             last_error: None,
+            maybe_reached: false,
+            in_flight: false,
             queued_at: now,
             acct: Arc::clone(&self.shared.acct),
             _permit: permit,
             done: false,
         };
-        // The read lock makes "check the gate, then queue" atomic with respect to a drain,
-        // which takes the write lock to close the gate and then empties the queue.
-        let gate = self.shared.gate.read().map_err(|_| self.stopped())?;
-        if *gate != Gate::Open {
+        // The read lock makes "check, then queue" atomic with respect to a drain (which takes
+        // the write lock to close the gate, then empties the channel) and to a worker's death
+        // (which takes it to refuse new events, then fails what is in the channel).
+        let life = self.shared.life.read().map_err(|_| self.stopped())?;
+        if let Err(refused) = life.admit(&self.shared.acct.queue) {
             pending.done = true;
-            return Err(self.stopped());
+            return Err(refused);
         }
         if let Err(mpsc::error::SendError(mut p)) = self.shared.tx.send(pending) {
             p.done = true;
             return Err(self.stopped());
         }
-        drop(gate);
+        drop(life);
         self.shared.acct.emitted.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::EMITTED, "queue" => self.shared.acct.queue.clone()).increment(1);
         self.shared.acct.update_gauge();
@@ -627,9 +896,15 @@ impl Emitter {
     /// buffer within `drain_timeout`, reports the count not sent, and the supervisor's grace
     /// period is set a little longer than that. Restart is `Permanent`; events held by a
     /// crashed incarnation are taken over by the next one.
+    ///
+    /// While the spec exists, events are accepted even when no worker runs (between a crash
+    /// and its restart, or before the supervisor first starts it): the next worker takes them
+    /// over. Once the spec is gone (its supervisor stopped for good) with no worker running,
+    /// what is still buffered is failed and `emit` answers [`Error::WorkerDied`].
     pub fn child_spec(&self, id: impl Into<String>) -> ChildSpec {
-        let shared = Arc::clone(&self.shared);
-        let grace = shared
+        let guard = SpecGuard::new(Arc::clone(&self.shared));
+        let grace = self
+            .shared
             .settings
             .as_ref()
             .map(|s| {
@@ -639,9 +914,9 @@ impl Emitter {
             })
             .unwrap_or(Duration::from_secs(1));
         ChildSpec::new(id, move |ctx| {
-            let shared = Arc::clone(&shared);
+            let shared = Arc::clone(&guard.0);
             async move {
-                let Some(worker) = Worker::setup(shared).await? else {
+                let Some(worker) = Worker::setup(shared, true).await? else {
                     return Ok::<_, Error>(Started::Ignore);
                 };
                 let token = ctx.token();
@@ -655,11 +930,15 @@ impl Emitter {
         .shutdown(Shutdown::Timeout(grace))
     }
 
-    /// Starts the worker as a plain tokio task, without a supervisor (a panic is then not
-    /// restarted: prefer [`child_spec`](Self::child_spec)). Does nothing for a disabled
-    /// emitter. Stop it with [`shutdown`](Self::shutdown).
+    /// Starts the worker as a plain tokio task, without a supervisor. Does nothing for a
+    /// disabled emitter. Stop it with [`shutdown`](Self::shutdown).
+    ///
+    /// Nothing restarts a plain worker: if it dies (a panic, its runtime shutting down), the
+    /// events it held are failed (caller's error or failure hook, and the failed counter) and
+    /// `emit` answers [`Error::WorkerDied`] until `start` is called again. Prefer
+    /// [`child_spec`](Self::child_spec).
     pub async fn start(&self) -> Result<(), Error> {
-        let Some(worker) = Worker::setup(Arc::clone(&self.shared)).await? else {
+        let Some(worker) = Worker::setup(Arc::clone(&self.shared), false).await? else {
             tracing::info!("webhooks emitter disabled: no SQS queue configured");
             return Ok(());
         };
@@ -680,7 +959,7 @@ impl Emitter {
         let Some(settings) = &self.shared.settings else {
             return ShutdownReport::default();
         };
-        if self.shared.running.load(Ordering::SeqCst) {
+        if self.shared.is_running() {
             let limit = settings.drain_timeout + settings.request_timeout + Duration::from_secs(2);
             if let Ok(Ok(())) = tokio::time::timeout(limit, reports.changed()).await
                 && let Some(report) = *reports.borrow()
@@ -690,40 +969,21 @@ impl Emitter {
         }
         // No worker ran (never started, stopped by its supervisor, or it did not answer):
         // whatever is still buffered cannot be sent, and is counted.
-        self.fail_parked("the emitter was shut down while its worker was not running")
-    }
-
-    fn fail_parked(&self, reason: &str) -> ShutdownReport {
-        let mut parked: Vec<Pending> = self
+        let unsent = self
             .shared
-            .salvage
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default();
-        if let Ok(mut slot) = self.shared.rx.lock()
-            && let Some(rx) = slot.as_mut()
-        {
-            while let Ok(p) = rx.try_recv() {
-                parked.push(p);
-            }
-        }
-        let unsent = parked.len() as u64;
-        for p in parked {
-            let event_id = p.msg.id;
-            p.fail(Error::NotSent {
-                event_id,
-                reason: reason.to_string(),
-                maybe_sent: false,
-            });
-        }
-        if unsent > 0 {
-            tracing::warn!(unsent, queue = %self.shared.acct.queue, "webhooks emitter shut down with events it could not send");
-        }
-        self.shared.acct.update_gauge();
+            .fail_parked("the emitter was shut down while its worker was not running");
         ShutdownReport {
             sent: 0,
             unsent,
             elapsed: Duration::ZERO,
         }
+    }
+
+    /// Test-only fault injection: makes the running worker panic at its next wake-up, as a
+    /// bug in it would (to test what a worker's death does to the buffer and to `emit`).
+    /// Not for production use.
+    #[doc(hidden)]
+    pub fn crash_worker_for_tests(&self) {
+        self.shared.crash.send_modify(|n| *n += 1);
     }
 }

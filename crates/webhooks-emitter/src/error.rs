@@ -6,8 +6,8 @@ use crate::EventId;
 
 /// Everything that can go wrong when emitting a webhook event.
 ///
-/// Errors before anything is sent (bad input, bad configuration, a full buffer, a disabled or
-/// stopped emitter) are returned by `emit` and `emit_sync` themselves. Errors after the event
+/// Errors before anything is sent (bad input, bad configuration, a full buffer, a disabled,
+/// never started, dead or stopped emitter) are returned by `emit` and `emit_sync` themselves. Errors after the event
 /// was accepted (rejected by SQS, retries exhausted, timeout, shutdown) go to the
 /// `emit_sync` caller, or, for `emit`, to the failure hook, an error log line and the
 /// `wharf_webhooks_failed_total` counter.
@@ -22,6 +22,31 @@ pub enum Error {
          EmitterBuilder::queue_url to enable it"
     )]
     Disabled,
+    /// The emitter is enabled but its worker was never started, so nothing would ever send
+    /// the event: it is refused at once instead of waiting in the buffer.
+    #[error(
+        "the webhooks emitter for queue `{queue}` was never started, so it cannot send events; \
+         add `Emitter::child_spec` to a supervisor (or call `Emitter::start`) before emitting"
+    )]
+    NotStarted {
+        /// Name of the queue.
+        queue: String,
+    },
+    /// The emitter's worker died (it panicked, or its task was dropped or aborted) and nothing
+    /// will restart it: it was started with `Emitter::start`, or its supervisor gave up on it.
+    /// The events it held were failed (caller's error or failure hook, and the failed
+    /// counter); new events are refused at once.
+    #[error(
+        "the webhooks emitter for queue `{queue}` cannot send events: its worker died \
+         ({reason}) and nothing restarts it; start it again with `Emitter::start`, or run it \
+         under a supervisor with `Emitter::child_spec` so that it is restarted"
+    )]
+    WorkerDied {
+        /// Name of the queue.
+        queue: String,
+        /// What happened to the worker (a panic's message, an abort, a supervisor that gave up).
+        reason: String,
+    },
     /// The emitter was shut down (by `Emitter::shutdown` or by its supervisor) and takes no
     /// more events.
     #[error("the webhooks emitter for queue `{queue}` is stopped and takes no more events")]
@@ -130,22 +155,29 @@ pub enum Error {
     /// Transient failures (throttling, 5xx, network) went on for longer than the retry
     /// policy allows.
     #[error(
-        "webhook event {event_id} was not sent after {attempts} attempts over {elapsed:?}; last \
-         error: {last_error}"
+        "webhook event {event_id} was not sent after {attempts} attempts over {elapsed:?} \
+         (maybe sent: {maybe_sent}); last error: {last_error}"
     )]
     RetriesExhausted {
         /// The event's id.
         event_id: EventId,
         /// Attempts made.
         attempts: u32,
+        /// Whether a request carrying the event may have reached SQS (see
+        /// [`Error::Timeout`]'s `maybe_sent`).
+        maybe_sent: bool,
         /// Time since the event was accepted.
         elapsed: Duration,
         /// The last transient error.
         last_error: String,
     },
-    /// `emit_sync` did not get a confirmation within its timeout. If `maybe_sent` is true a
-    /// request carrying the event was in flight: it may still arrive (consumers dedupe on the
-    /// event id).
+    /// `emit_sync` did not get a confirmation within its timeout.
+    ///
+    /// `maybe_sent: false` is a promise: no request carrying the event can have reached SQS
+    /// (none was attempted, or every attempt failed in a way that proves it never left: a
+    /// refused or failed connection, a request SQS answered with a client error, an entry
+    /// SQS reported as failed). `maybe_sent: true` means it may be in the queue, or arrive
+    /// there later: emitting it again gives a duplicate (consumers dedupe on the event id).
     #[error(
         "webhook event {event_id} was not confirmed within {after:?} ({attempts} attempts; \
          maybe sent: {maybe_sent}; last error: {last_error})"
@@ -157,7 +189,8 @@ pub enum Error {
         after: Duration,
         /// Attempts made so far.
         attempts: u32,
-        /// Whether a request carrying the event may have reached SQS.
+        /// Whether a request carrying the event may have reached SQS; `false` is a promise
+        /// that it did not.
         maybe_sent: bool,
         /// The last transient error, or `none`.
         last_error: String,
@@ -173,7 +206,9 @@ pub enum Error {
         event_id: EventId,
         /// Why.
         reason: String,
-        /// Whether a request carrying the event was in flight when it was abandoned.
+        /// Whether a request carrying the event may have reached SQS (one was in flight when it
+        /// was abandoned, or an earlier attempt may have arrived); `false` is a promise that
+        /// none did.
         maybe_sent: bool,
     },
 }
@@ -183,6 +218,8 @@ impl Error {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Error::Disabled => "disabled",
+            Error::NotStarted { .. } => "not_started",
+            Error::WorkerDied { .. } => "worker_died",
             Error::Stopped { .. } => "stopped",
             Error::BufferFull { .. } => "buffer_full",
             Error::InvalidQueueUrl { .. } => "invalid_queue_url",

@@ -1,9 +1,11 @@
 //! A webhook event as the caller describes it, and its id.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use serde::Serialize;
+use wharf_core::supervisor::panic_message;
 
 use crate::Error;
 
@@ -54,14 +56,23 @@ impl Event {
     /// An event whose data is anything `serde` can encode as JSON.
     ///
     /// Fails with [`Error::Unencodable`] when the data cannot be encoded (a map with
-    /// non-string keys, a `Serialize` implementation that returns an error).
+    /// non-string keys, a `Serialize` implementation that returns an error or panics: the
+    /// panic is caught and reported, not propagated).
     pub fn new(
         provider_id: impl Into<String>,
         event: impl Into<String>,
         data: impl Serialize,
     ) -> Result<Self, Error> {
         let event = event.into();
-        let data = serde_json::to_value(data).map_err(|e| Error::Unencodable {
+        let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| serde_json::to_value(data)))
+            .map_err(|panic| Error::Unencodable {
+                event: event.clone(),
+                reason: format!(
+                    "its Serialize implementation panicked: {}",
+                    panic_message(panic.as_ref())
+                ),
+            })?;
+        let data = encoded.map_err(|e| Error::Unencodable {
             event: event.clone(),
             reason: e.to_string(),
         })?;

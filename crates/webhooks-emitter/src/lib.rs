@@ -66,6 +66,14 @@
 //! the same `id` (on FIFO queues the same `MessageDeduplicationId`), so consumers dedupe on
 //! `id`. Events are lost only if the process dies abruptly; a graceful shutdown sends what
 //! it can within `drain_timeout` and reports (and counts) the rest.
+//!
+//! A failure that carries `maybe_sent` ([`Error::Timeout`], [`Error::NotSent`],
+//! [`Error::RetriesExhausted`]) says `false` only when no request carrying the event can have
+//! reached SQS (none was attempted, or each attempt provably never left or was refused);
+//! otherwise `true`. `emit` refuses events no worker would send ([`Error::NotStarted`],
+//! [`Error::WorkerDied`]) instead of buffering them forever. Panics in the application's code
+//! (the failure hook, a `Serialize`, an SQS client's interceptors) are caught and counted,
+//! never propagated into the worker. See the guide (docs/webhooks-emitter.md) for the limits.
 
 mod config;
 mod emitter;

@@ -16,3 +16,7 @@ pub const BUFFERED: &str = "wharf_webhooks_buffered";
 pub const BATCH_SIZE: &str = "wharf_webhooks_batch_size";
 /// Counter: SendMessageBatch requests.
 pub const REQUESTS: &str = "wharf_webhooks_requests_total";
+/// Counter: panics caught in the application's code the emitter calls; label `callback`
+/// (`failure_hook`, or `sqs_client` for an interceptor, credentials provider or HTTP client
+/// passed in through `client` or `sdk_config`).
+pub const CALLBACK_PANICS: &str = "wharf_webhooks_callback_panics_total";

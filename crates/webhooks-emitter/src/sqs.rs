@@ -130,8 +130,24 @@ pub(crate) struct BatchOutcome {
 #[derive(Debug, Clone)]
 pub(crate) struct RequestFailure {
     pub(crate) retryable: bool,
+    /// Whether the request may have reached SQS and taken effect: false only when the error
+    /// proves it never left (or SQS refused it as a whole with a client error).
+    pub(crate) maybe_reached: bool,
     pub(crate) code: String,
     pub(crate) message: String,
+}
+
+impl RequestFailure {
+    /// A panic inside the SDK call (in an interceptor, credentials provider or HTTP client
+    /// the application passed in): the request may have been written before it.
+    pub(crate) fn panicked(message: String) -> Self {
+        RequestFailure {
+            retryable: true,
+            maybe_reached: true,
+            code: "Panic".to_string(),
+            message: format!("the SQS client panicked during the request: {message}"),
+        }
+    }
 }
 
 /// Sends one batch; resolves within the request timeout (plus connect time), always.
@@ -154,6 +170,7 @@ pub(crate) async fn send_batch(
         Err(_) => {
             return Err(RequestFailure {
                 retryable: true,
+                maybe_reached: true,
                 code: "Timeout".to_string(),
                 message: format!("no answer within {:?}", cfg.hard_limit()),
             });
@@ -187,7 +204,7 @@ pub(crate) async fn send_batch(
 fn classify<E, R>(err: SdkError<E, R>) -> RequestFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HasStatus,
+    R: std::fmt::Debug + HasStatus + 'static,
 {
     let message = DisplayErrorContext(&err).to_string();
     match &err {
@@ -197,22 +214,54 @@ where
             let retryable = status >= 500 || status == 429 || is_throttling(&code);
             RequestFailure {
                 retryable,
+                // A client error (4xx) refuses the request as a whole; after a server error
+                // SQS may have stored some entries.
+                maybe_reached: status >= 500,
                 code,
                 message,
             }
         }
         SdkError::ConstructionFailure(_) => RequestFailure {
             retryable: false,
+            maybe_reached: false,
             code: "ConstructionFailure".to_string(),
             message,
         },
-        // Timeouts, network errors, unreadable responses.
+        // Timeouts, network errors, unreadable responses: the request may have been written
+        // and carried out, unless the error shows the connection was never made.
         _ => RequestFailure {
             retryable: true,
+            maybe_reached: !never_connected(&err),
             code: "Transport".to_string(),
             message,
         },
     }
+}
+
+/// Whether an error proves that no byte of the request left: the connection to SQS could not
+/// be made (DNS, refused, connect timeout, TLS handshake). Only these: the SDK's own retries
+/// are off for every call, so no earlier attempt hides behind the error.
+fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(client_error) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+            && client_error.is_connect()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+            // An io::Error's `source` skips its payload: look at the payload itself.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The HTTP status of a raw response.
@@ -244,6 +293,22 @@ pub(crate) fn is_throttling(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_errors_from_making_the_connection_prove_a_request_never_left() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(never_connected(&refused));
+        let wrapped =
+            std::io::Error::other(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(never_connected(&wrapped));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(
+            !never_connected(&reset),
+            "a reset may follow a written request"
+        );
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert!(!never_connected(&timed_out));
+    }
 
     #[test]
     fn server_faults_and_throttling_are_retried_sender_faults_are_not() {

@@ -1,16 +1,18 @@
 //! The background worker: batching, sending, per-entry retries, draining.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use wharf_core::supervisor::panic_message;
 
 use crate::Error;
 use crate::config::RetryPolicy;
@@ -57,6 +59,12 @@ impl WorkerConfig {
 
 pub(crate) struct Worker {
     shared: Arc<Shared>,
+    /// Started by a child spec: its supervisor restarts it after a crash.
+    supervised: bool,
+    /// Ran to its end (drained); dropping it then is no death.
+    finished: bool,
+    /// Test-only fault injection (see `Emitter::crash_worker_for_tests`).
+    crash: watch::Receiver<u64>,
     cfg: WorkerConfig,
     client: aws_sdk_sqs::Client,
     rx: Option<mpsc::UnboundedReceiver<Pending>>,
@@ -79,11 +87,15 @@ enum Wake {
     Done(u64, Result<BatchOutcome, RequestFailure>),
     Event(Option<Pending>),
     Tick,
+    Crash,
 }
 
 impl Worker {
     /// Setup phase: `None` when no queue is configured (the child answers `Ignore`).
-    pub(crate) async fn setup(shared: Arc<Shared>) -> Result<Option<Worker>, Error> {
+    pub(crate) async fn setup(
+        shared: Arc<Shared>,
+        supervised: bool,
+    ) -> Result<Option<Worker>, Error> {
         let Some(settings) = &shared.settings else {
             return Ok(None);
         };
@@ -101,8 +113,7 @@ impl Worker {
                     .to_string(),
             });
         };
-        shared.set_gate(Gate::Open);
-        shared.running.store(true, Ordering::SeqCst);
+        shared.worker_started();
         let salvaged: Vec<Pending> = shared
             .salvage
             .lock()
@@ -116,6 +127,9 @@ impl Worker {
         }
         let intake_limit = (settings.max_in_flight * MAX_BATCH_ENTRIES * 2).max(100);
         Ok(Some(Worker {
+            supervised,
+            finished: false,
+            crash: shared.crash.subscribe(),
             cfg: WorkerConfig::new(settings),
             client,
             rx: Some(rx),
@@ -139,16 +153,33 @@ impl Worker {
 
     /// Run phase: until cancelled (then drain) or, after `Emitter::shutdown`, until drained
     /// and cancelled.
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
-        let span = tracing::info_span!("wharf_webhooks_emitter", queue = %self.shared.acct.queue);
-        async {
-            tracing::debug!("webhooks emitter worker running");
-            let report = self.serve(&cancel).await;
-            let _ = self.shared.report.send(Some(report));
-            cancel.cancelled().await;
+    ///
+    /// A panic inside is caught here. Under a supervisor it goes on to the supervisor (which
+    /// restarts the worker; the next one takes over what this one held). A plain worker has
+    /// nobody to restart it: its events are failed and `emit` refuses new ones.
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let shared = Arc::clone(&self.shared);
+        let supervised = self.supervised;
+        let span = tracing::info_span!("wharf_webhooks_emitter", queue = %shared.acct.queue);
+        let outcome = AssertUnwindSafe(self.run_to_end(cancel))
+            .catch_unwind()
+            .instrument(span)
+            .await;
+        // The worker is dropped by now: what it held is in `salvage`.
+        if let Err(panic) = outcome {
+            if supervised {
+                std::panic::resume_unwind(panic);
+            }
+            shared.worker_died(&format!("it panicked: {}", panic_message(panic.as_ref())));
         }
-        .instrument(span)
-        .await;
+    }
+
+    async fn run_to_end(mut self, cancel: CancellationToken) {
+        tracing::debug!("webhooks emitter worker running");
+        let report = self.serve(&cancel).await;
+        let _ = self.shared.report.send(Some(report));
+        self.finished = true;
+        cancel.cancelled().await;
     }
 
     async fn serve(&mut self, cancel: &CancellationToken) -> ShutdownReport {
@@ -178,6 +209,7 @@ impl Worker {
                 _ = self.shared.closing.cancelled(), if !draining => Wake::Cancel { final_: true },
                 Some((no, res)) = self.in_flight.next(), if !self.in_flight.is_empty() => Wake::Done(no, res),
                 p = recv(&mut self.rx), if intake => Wake::Event(p),
+                Ok(()) = self.crash.changed() => Wake::Crash,
                 _ = tokio::time::sleep_until(wake_at) => Wake::Tick,
             };
             match wake {
@@ -188,6 +220,7 @@ impl Worker {
                     self.pull_more();
                 }
                 Wake::Event(None) | Wake::Tick => {}
+                Wake::Crash => panic!("crash injected by a test (Emitter::crash_worker_for_tests)"),
             }
         }
     }
@@ -316,7 +349,11 @@ impl Worker {
         for mut p in batch {
             match p.msg.entry(&kept.len().to_string()) {
                 Ok(entry) => {
-                    p.on_attempt();
+                    if !p.begin_attempt() {
+                        // Its emit_sync caller gave up (and was told it was not sent).
+                        timeout(p);
+                        continue;
+                    }
                     entries.push(entry);
                     kept.push(p);
                 }
@@ -345,8 +382,21 @@ impl Worker {
             attempt = max_attempt
         );
         let fut = sqs::send_batch(self.client.clone(), self.cfg.send.clone(), entries);
-        self.in_flight
-            .push(Box::pin(async move { (no, fut.await) }.instrument(span)));
+        let acct = Arc::clone(&self.shared.acct);
+        let flight = async move {
+            // The SDK runs the application's interceptors, credentials provider and HTTP
+            // client (from `client` or `sdk_config`): a panic there fails this request only.
+            let result = match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    let message = panic_message(panic.as_ref());
+                    acct.on_callback_panic("sqs_client", None, &message);
+                    Err(RequestFailure::panicked(message))
+                }
+            };
+            (no, result)
+        };
+        self.in_flight.push(Box::pin(flight.instrument(span)));
         self.flights.insert(no, kept);
     }
 
@@ -373,7 +423,7 @@ impl Worker {
                 );
                 let mut back = Vec::new();
                 for mut p in batch {
-                    p.on_transient(failure.message.clone());
+                    p.end_attempt(failure.maybe_reached, failure.message.clone());
                     if let Some(p) = self.give_up_if_late(p, now + pause) {
                         back.push(p);
                     }
@@ -386,7 +436,8 @@ impl Worker {
             }
             Err(failure) => {
                 tracing::error!(error = %failure.message, entries = batch.len(), "SendMessageBatch rejected");
-                for p in batch {
+                for mut p in batch {
+                    p.end_attempt(failure.maybe_reached, failure.message.clone());
                     let event_id = p.msg.id;
                     p.fail(Error::Rejected {
                         event_id,
@@ -413,9 +464,14 @@ impl Worker {
         }
         let mut retry = Vec::new();
         for failed in outcome.failed {
-            let Some(p) = take(&failed.id) else { continue };
+            let Some(mut p) = take(&failed.id) else {
+                continue;
+            };
+            let error = format!("{}: {}", failed.code, failed.message);
+            // SQS answered that this entry failed: this attempt did not store it.
+            p.end_attempt(false, error.clone());
             if failed.retryable() {
-                retry.push((p, format!("{}: {}", failed.code, failed.message)));
+                retry.push(p);
             } else {
                 let event_id = p.msg.id;
                 p.fail(Error::Rejected {
@@ -425,21 +481,22 @@ impl Worker {
                 });
             }
         }
-        // An entry the response does not mention is treated as a transient failure.
-        for p in slots.into_iter().flatten() {
-            retry.push((
-                p,
+        // An entry the response does not mention is treated as a transient failure, one SQS
+        // may have carried out.
+        for mut p in slots.into_iter().flatten() {
+            p.end_attempt(
+                true,
                 "entry missing from the SendMessageBatch response".to_string(),
-            ));
+            );
+            retry.push(p);
         }
-        for (p, error) in retry {
-            self.retry_alone(p, error, now);
+        for p in retry {
+            self.retry_alone(p, now);
         }
     }
 
-    fn retry_alone(&mut self, mut p: Pending, error: String, now: Instant) {
-        tracing::debug!(event_id = %p.msg.id, %error, "batch entry failed transiently; retrying it alone");
-        p.on_transient(error);
+    fn retry_alone(&mut self, p: Pending, now: Instant) {
+        tracing::debug!(event_id = %p.msg.id, error = p.last_error.as_deref().unwrap_or(""), "batch entry failed transiently; retrying it alone");
         let due = now + self.settings().retry.delay(p.attempts);
         let Some(mut p) = self.give_up_if_late(p, due) else {
             return;
@@ -461,6 +518,7 @@ impl Worker {
             let error = Error::RetriesExhausted {
                 event_id: p.msg.id,
                 attempts: p.attempts,
+                maybe_sent: p.maybe_sent(),
                 elapsed: p.accepted.elapsed(),
                 last_error: p.last_error.clone().unwrap_or_default(),
             };
@@ -531,7 +589,7 @@ impl Worker {
         for (_, batch) in self.flights.drain() {
             for p in batch {
                 unsent += 1;
-                abandon(p, true);
+                abandon(p);
             }
         }
         for p in self
@@ -540,7 +598,7 @@ impl Worker {
             .chain(std::mem::take(&mut self.waiting).into_values())
         {
             unsent += 1;
-            abandon(p, false);
+            abandon(p);
         }
         let report = ShutdownReport {
             sent: self
@@ -564,8 +622,9 @@ impl Worker {
 impl Drop for Worker {
     /// On any exit (including a panic or an abort by the supervisor) the receiving end goes
     /// back to its slot and unresolved events to the salvage list, for the next incarnation.
+    /// A plain (unsupervised) worker dropped before it finished has no next incarnation: its
+    /// events are failed. (After a panic, `run` does that, with the panic's message.)
     fn drop(&mut self) {
-        self.shared.running.store(false, Ordering::SeqCst);
         if let Some(rx) = self.rx.take()
             && let Ok(mut slot) = self.shared.rx.lock()
         {
@@ -578,6 +637,13 @@ impl Drop for Worker {
             && let Ok(mut salvage) = self.shared.salvage.lock()
         {
             salvage.extend(left);
+        }
+        self.shared.worker_ended();
+        if !self.supervised && !self.finished && !std::thread::panicking() {
+            self.shared.worker_died(
+                "its task was dropped before the emitter was shut down (aborted, or its runtime \
+                 shut down)",
+            );
         }
     }
 }
@@ -596,14 +662,16 @@ fn timeout(p: Pending) {
         event_id,
         after,
         attempts: p.attempts,
-        maybe_sent: false,
+        maybe_sent: p.maybe_sent(),
         last_error: p.last_error.clone().unwrap_or_else(|| "none".to_string()),
     };
     p.fail(error);
 }
 
-fn abandon(p: Pending, maybe_sent: bool) {
+fn abandon(p: Pending) {
     let event_id = p.msg.id;
+    // A request still in flight may arrive: `maybe_sent` counts it.
+    let maybe_sent = p.maybe_sent();
     p.fail(Error::NotSent {
         event_id,
         reason: "the shutdown deadline passed before it could be sent".to_string(),
@@ -627,18 +695,23 @@ mod tests {
             .credentials("unit", "unit")
             .build()
             .unwrap();
+        // A live child spec: events are accepted before its worker starts.
+        let spec = emitter.child_spec("unit");
         for i in 0..n {
             emitter
                 .try_emit(Event::from_json("p", "e", serde_json::json!({ "i": i })))
                 .unwrap();
         }
-        let mut worker = Worker::setup(emitter.shared_for_tests())
+        let mut worker = Worker::setup(emitter.shared_for_tests(), true)
             .await
             .unwrap()
             .unwrap();
         worker.pull_all();
         let mut batch = worker.take_batch();
-        batch.iter_mut().for_each(Pending::on_attempt);
+        for p in &mut batch {
+            assert!(p.begin_attempt());
+        }
+        drop(spec);
         (emitter, worker, batch)
     }
 
@@ -692,6 +765,7 @@ mod tests {
             7,
             Err(RequestFailure {
                 retryable: true,
+                maybe_reached: false,
                 code: "Transport".into(),
                 message: "connection refused".into(),
             }),

@@ -85,6 +85,8 @@ pub use builder::{
 #[doc(inline)]
 pub use child_spec::{ChildContext, ChildSpec, ChildTask, Restart, Shutdown, Started};
 #[doc(inline)]
+pub use exit::panic_message;
+#[doc(inline)]
 pub use handle::{DynamicSupervisorHandle, SupervisorHandle};
 #[doc(inline)]
 pub use introspect::{ChildCounts, ChildId, ChildInfo, ChildSnapshot, ChildState, TreeSnapshot};

@@ -5,9 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use wharf_producer_ack::MessageId;
+
 /// A message as read back by a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBack {
+    /// Where the broker stored it, as the consumer saw it.
+    pub message_id: MessageId,
     pub payload: Vec<u8>,
     pub key: Option<String>,
     pub properties: BTreeMap<String, String>,
@@ -81,7 +85,15 @@ pub async fn read_back(url: &str, topic: &str, expected: usize, quiet: Duration)
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let hex = |v: &serde_json::Value| v.as_str().map(decode_hex);
+            let id = &v["message_id"];
+            let non_negative = |v: &serde_json::Value| v.as_i64().filter(|v| *v >= 0);
             ReadBack {
+                message_id: MessageId {
+                    ledger_id: id["ledger_id"].as_u64().unwrap(),
+                    entry_id: id["entry_id"].as_u64().unwrap(),
+                    partition: non_negative(&id["partition"]).map(|p| p as i32),
+                    batch_index: non_negative(&id["batch_index"]).map(|b| b as i32),
+                },
                 payload: hex(&v["payload"]).unwrap_or_default(),
                 key: v["key"].as_str().map(str::to_owned),
                 properties: v["properties"]

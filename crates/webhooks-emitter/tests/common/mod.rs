@@ -2,10 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
-use wharf_webhooks_emitter::{EmitterBuilder, Stats};
+use wharf_testkit::eventually;
+use wharf_webhooks_emitter::{Emitter, EmitterBuilder, Stats};
 
 pub const REGION: &str = "us-east-1";
 
@@ -63,44 +65,88 @@ pub fn builder(endpoint: &str, queue_url: &str) -> EmitterBuilder {
         .credentials("testing", "testing")
 }
 
-/// Receives (and deletes) messages until `n` arrived or `within` passed.
+/// One ReceiveMessage call (up to 10 messages), deleting what it got.
+async fn receive_once(client: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<Message> {
+    let resp = client
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .wait_time_seconds(0)
+        .visibility_timeout(60)
+        .send()
+        .await
+        .unwrap();
+    let msgs = resp.messages.unwrap_or_default();
+    for m in &msgs {
+        client
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(m.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    msgs
+}
+
+/// Receives (and deletes) messages until `n` arrived or `within` passed; returns what arrived.
 pub async fn receive(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
     n: usize,
     within: Duration,
 ) -> Vec<Message> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut out = Vec::new();
-    while out.len() < n && tokio::time::Instant::now() < deadline {
-        let resp = client
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .wait_time_seconds(0)
-            .visibility_timeout(60)
-            .send()
-            .await
-            .unwrap();
-        let msgs = resp.messages.unwrap_or_default();
-        if msgs.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        for m in &msgs {
-            client
-                .delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-        out.extend(msgs);
-    }
-    out
+    let got = Mutex::new(Vec::new());
+    let got_ref = &got;
+    let _ = eventually(
+        &format!("{n} messages in {queue_url}"),
+        within,
+        move || async move {
+            let batch = receive_once(client, queue_url).await;
+            let mut got = got_ref.lock().unwrap();
+            got.extend(batch);
+            got.len() >= n
+        },
+    )
+    .await;
+    got.into_inner().unwrap()
+}
+
+/// Reads the queue back fully: receives (and deletes) until it holds no message at all
+/// (visible, in flight or delayed). Call it once nothing writes to the queue any more.
+pub async fn read_all(client: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<Message> {
+    let got = Mutex::new(Vec::new());
+    let got_ref = &got;
+    eventually(
+        &format!("{queue_url} to be read empty"),
+        Duration::from_secs(30),
+        move || async move {
+            let batch = receive_once(client, queue_url).await;
+            let empty = batch.is_empty();
+            got_ref.lock().unwrap().extend(batch);
+            empty && queue_depth(client, queue_url).await == 0
+        },
+    )
+    .await
+    .unwrap();
+    got.into_inner().unwrap()
+}
+
+/// A check for `wharf_testkit::eventually_some`: the emitter's stats once `cond` holds.
+pub fn stats_where<'a>(
+    emitter: &'a Emitter,
+    cond: impl Fn(&Stats) -> bool + 'a,
+) -> impl FnMut() -> std::future::Ready<Option<Stats>> + 'a {
+    move || std::future::ready(Some(emitter.stats()).filter(|s| cond(s)))
+}
+
+/// The event ids in the bodies of `msgs`.
+pub fn body_ids(msgs: &[Message]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| body_json(m)["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// How many messages the queue holds (visible + in flight + delayed).
@@ -126,22 +172,6 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, queue_url: &str) -> usize
             .unwrap_or(0)
     })
     .sum()
-}
-
-/// Waits until `cond(stats)` holds, at most `within`.
-pub async fn wait_for(
-    emitter: &wharf_webhooks_emitter::Emitter,
-    within: Duration,
-    cond: impl Fn(&Stats) -> bool,
-) -> Stats {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let s = emitter.stats();
-        if cond(&s) || tokio::time::Instant::now() >= deadline {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 pub fn body_json(m: &Message) -> serde_json::Value {
