@@ -306,8 +306,9 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
     /// `tokio::task::spawn_blocking` and await it: that call waits instead of blocking, so
     /// the deadline cuts it on time (the blocking thread itself still runs to its end).
     ///
-    /// Set it above your slowest legitimate call, and keep a supervisor's shutdown grace
-    /// above it.
+    /// Set it well above your slowest legitimate call (the time a call holds its thread is
+    /// wall-clock time, so a loaded machine's preemption counts too), and keep a
+    /// supervisor's shutdown grace above it.
     #[must_use]
     pub fn handler_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.handler_timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
