@@ -1001,3 +1001,56 @@ async fn a_terminate_that_never_ends_does_not_hold_the_shutdown_past_its_deadlin
         .unwrap();
     assert!(began.elapsed() >= DEADLINE, "{:?}", began.elapsed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn signals_past_the_per_key_bound_are_refused_at_once() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let recorder = Arc::new(Recorder {
+        gate: Some(gate.clone()),
+        ..Recorder::default()
+    });
+    let running = start(&recorder, |b| {
+        b.max_signals_per_key(2)
+            .signal_timeout(Duration::from_secs(60))
+    });
+    running.publish("busy", "m").await;
+    eventually("the key is busy", WAIT, || async {
+        running
+            .consumer
+            .key_info("busy")
+            .await
+            .unwrap()
+            .is_some_and(|info| info.running)
+    })
+    .await
+    .unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let consumer = running.consumer.clone();
+            tokio::spawn(async move { consumer.signal("busy", Signal::Get).await })
+        })
+        .collect();
+    eventually("two signals wait", WAIT, || async {
+        running
+            .consumer
+            .key_info("busy")
+            .await
+            .unwrap()
+            .is_some_and(|info| info.signals_waiting == 2)
+    })
+    .await
+    .unwrap();
+    let began = tokio::time::Instant::now();
+    let third = running.consumer.signal("busy", Signal::Get).await;
+    assert!(
+        matches!(third, Err(Error::SignalQueueFull { capacity: 2, .. })),
+        "{third:?}"
+    );
+    assert_eq!(began.elapsed(), Duration::ZERO, "refused at once");
+    gate.add_permits(1);
+    for signal in waiting {
+        let answer = tokio::time::timeout(WAIT, signal).await.unwrap().unwrap();
+        assert_eq!(answer.unwrap(), 1, "served after the message");
+    }
+    running.stop().await.unwrap();
+}
