@@ -1,21 +1,34 @@
 //! Handles that outlive restarts: a supervised counter service and its callers.
+//!
+//! Time is paused: every call's timeout is a tokio timer, so a lost answer fails the test
+//! at that timeout instead of hanging it, at no wall-clock cost. Tests wait on what the
+//! service shows (its queue, the moment it holds a request), never on a sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
 use wharf_core::service::{ServiceHandle, mailbox};
 use wharf_core::supervisor::{ChildSpec, Started, Supervisor, SupervisorHandle};
 use wharf_core::{Backoff, Error};
+use wharf_testkit::eventually;
+
+/// Bounds every wait on observable state; reached only by a bug.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// The worked example: a counter whose state lives in its task.
 enum Cmd {
     /// Adds to the total and answers the new total.
     Add(u64),
-    /// Waits until the gate opens, then answers the total.
-    Hold(Arc<Notify>),
+    /// Says it has been taken (`entered`), then waits until the gate opens or the service is
+    /// asked to stop, then answers the total.
+    Hold {
+        entered: oneshot::Sender<()>,
+        gate: Arc<Notify>,
+    },
     /// Panics: a bug in the service.
     Crash,
     /// Returns an error from the run loop: a failure the service chose to die on.
@@ -36,8 +49,12 @@ fn counter_spec(mailbox: wharf_core::service::Mailbox<Cmd, u64>) -> ChildSpec {
                             total += n;
                             reply.send(total);
                         }
-                        Cmd::Hold(gate) => {
-                            gate.notified().await;
+                        Cmd::Hold { entered, gate } => {
+                            let _ = entered.send(());
+                            tokio::select! {
+                                () = gate.notified() => {}
+                                () = ctx.cancelled() => {}
+                            }
                             reply.send(total);
                         }
                         Cmd::Crash => panic!("counter bug"),
@@ -63,28 +80,36 @@ async fn start_counter(capacity: usize) -> (ServiceHandle<Cmd, u64>, SupervisorH
 }
 
 async fn wait_queued(handle: &ServiceHandle<Cmd, u64>, n: usize) {
-    for _ in 0..500 {
-        if handle.queued() == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("expected {n} queued, have {}", handle.queued());
+    eventually(&format!("{n} requests queued"), WAIT, || async {
+        handle.queued() == n
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; have {}", handle.queued()));
 }
 
-#[tokio::test]
+/// Sends a `Hold` and returns once the service has taken it (so whatever is sent next
+/// queues up behind it), with the gate that releases it and the pending call.
+async fn hold(counter: &ServiceHandle<Cmd, u64>) -> (Arc<Notify>, JoinHandle<Result<u64, Error>>) {
+    let gate = Arc::new(Notify::new());
+    let (entered, taken) = oneshot::channel();
+    let held = tokio::spawn({
+        let (counter, gate) = (counter.clone(), Arc::clone(&gate));
+        async move { counter.call(Cmd::Hold { entered, gate }).await }
+    });
+    tokio::time::timeout(WAIT, taken)
+        .await
+        .expect("the service takes the Hold")
+        .expect("the Hold reached the service");
+    (gate, held)
+}
+
+#[tokio::test(start_paused = true)]
 async fn requests_queued_during_a_crash_are_all_served_by_the_next_incarnation() {
     let (counter, sup) = start_counter(128).await;
     assert_eq!(counter.call(Cmd::Add(10)).await.unwrap(), 10);
 
     // Keep the service busy so what follows queues up behind it, in order.
-    let gate = Arc::new(Notify::new());
-    let held = tokio::spawn({
-        let (counter, gate) = (counter.clone(), Arc::clone(&gate));
-        async move { counter.call(Cmd::Hold(gate)).await }
-    });
-    wait_queued(&counter, 0).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (gate, held) = hold(&counter).await;
     let crash = tokio::spawn({
         let counter = counter.clone();
         async move { counter.call(Cmd::Crash).await }
@@ -118,7 +143,7 @@ async fn requests_queued_during_a_crash_are_all_served_by_the_next_incarnation()
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_service_that_returns_an_error_fails_only_the_request_it_was_handling() {
     let (counter, sup) = start_counter(16).await;
     let err = counter.call(Cmd::Fail).await.unwrap_err();
@@ -127,7 +152,7 @@ async fn a_service_that_returns_an_error_fails_only_the_request_it_was_handling(
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_same_handle_survives_many_crashes() {
     let (counter, sup) = start_counter(16).await;
     for _ in 0..5 {
@@ -137,15 +162,10 @@ async fn the_same_handle_survives_many_crashes() {
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn try_call_on_a_full_mailbox_fails_at_once_with_mailbox_full() {
     let (counter, sup) = start_counter(2).await;
-    let gate = Arc::new(Notify::new());
-    let held = tokio::spawn({
-        let (counter, gate) = (counter.clone(), Arc::clone(&gate));
-        async move { counter.call(Cmd::Hold(gate)).await }
-    });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (gate, held) = hold(&counter).await;
     let queued: Vec<_> = (0..2)
         .map(|_| {
             let counter = counter.clone();
@@ -166,39 +186,42 @@ async fn try_call_on_a_full_mailbox_fails_at_once_with_mailbox_full() {
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_to_a_stuck_service_times_out() {
     let (counter, sup) = start_counter(4).await;
     let counter = counter.with_call_timeout(Duration::from_millis(100));
     let gate = Arc::new(Notify::new());
+    let (entered, _taken) = oneshot::channel();
+    let began = tokio::time::Instant::now();
     let err = counter
-        .call(Cmd::Hold(Arc::clone(&gate)))
+        .call(Cmd::Hold {
+            entered,
+            gate: Arc::clone(&gate),
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_eq!(
+        began.elapsed(),
+        Duration::from_millis(100),
+        "at its timeout"
+    );
     gate.notify_one();
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn after_the_service_stops_for_good_queued_and_new_calls_fail_with_stopped() {
     let (counter, sup) = start_counter(8).await;
-    let gate = Arc::new(Notify::new());
-    let held = tokio::spawn({
-        let (counter, gate) = (counter.clone(), Arc::clone(&gate));
-        async move { counter.call(Cmd::Hold(gate)).await }
-    });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (_gate, held) = hold(&counter).await;
     let queued = tokio::spawn({
         let counter = counter.clone();
         async move { counter.call(Cmd::Add(1)).await }
     });
     wait_queued(&counter, 1).await;
-    // Shutting down stops the holder (it gets no answer) and drops the mailbox.
-    let stopping = tokio::spawn(async move { sup.shutdown().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    gate.notify_one();
-    stopping.await.unwrap().unwrap();
+    // Shutting down asks the holder to stop (it answers, or not, then leaves without taking
+    // the queued request) and drops the mailbox with that request in it.
+    sup.shutdown().await.unwrap();
     let held = held.await.unwrap();
     assert!(
         held.is_ok() || matches!(held, Err(Error::ServiceCrashed { .. })),

@@ -1,14 +1,22 @@
 //! Supervision behaviour, OTP semantics and wharf's additions.
+//!
+//! Time is paused (`start_paused = true`): tokio's clock moves only when every task is idle,
+//! so backoffs, grace periods and timeouts are exact, bounds derive from the configured
+//! durations, and negative checks ("X did not happen") wait for the engine to have answered
+//! a call, which it does only between two whole steps (an exit handled, a restart done).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use wharf_core::supervisor::{
     ChildSpec, ChildState, DynamicSupervisor, Restart, Shutdown, Started, Strategy, Supervisor,
 };
 use wharf_core::{Backoff, Error};
+use wharf_testkit::eventually;
 
 /// A shared, ordered log of what children did.
 #[derive(Clone, Default)]
@@ -64,13 +72,12 @@ fn flaky(id: &'static str, log: &Log, failures: u32, after: Duration) -> ChildSp
     })
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// How long a wait on observable state may take before the test fails. Generous: it only
+/// bounds a bug; a passing wait ends as soon as its condition holds.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// How long the engine waits for an aborted task to end (documented: "a second").
+const ABORT_WAIT: Duration = Duration::from_secs(1);
 
 fn fast() -> Backoff {
     Backoff::none()
@@ -78,7 +85,7 @@ fn fast() -> Backoff {
 
 // ----- 1. two-phase start -----
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_child_starts_only_after_the_previous_childs_setup_finished() {
     let log = Log::default();
     let slow_log = log.clone();
@@ -107,7 +114,7 @@ async fn a_child_starts_only_after_the_previous_childs_setup_finished() {
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_start_fails_the_supervisor_naming_the_child_and_cause() {
     let log = Log::default();
     let broken = ChildSpec::new("database", |_ctx| async {
@@ -133,7 +140,7 @@ async fn a_failed_start_fails_the_supervisor_naming_the_child_and_cause() {
     assert_eq!(log.entries(), vec!["start:first", "stop:first"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_panic_during_setup_fails_the_start_with_the_panic_message() {
     let boom = ChildSpec::new("boom", |_ctx| async {
         if true {
@@ -153,24 +160,30 @@ async fn a_panic_during_setup_fails_the_start_with_the_panic_message() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_setup_that_hangs_is_bounded_by_its_start_timeout() {
+    const START_TIMEOUT: Duration = Duration::from_millis(100);
     let hang = ChildSpec::new("hang", |_ctx| async {
         std::future::pending::<()>().await;
         Ok::<_, Error>(Started::Ignore)
     })
-    .start_timeout(Some(Duration::from_millis(100)));
+    .start_timeout(Some(START_TIMEOUT));
     let began = Instant::now();
     let err = Supervisor::builder("root")
         .child(hang)
         .start()
         .await
         .unwrap_err();
-    assert!(began.elapsed() < Duration::from_secs(2));
+    let took = began.elapsed();
+    // The setup is aborted at its timeout; the engine then waits at most ABORT_WAIT for it.
+    assert!(
+        took >= START_TIMEOUT && took < START_TIMEOUT + ABORT_WAIT,
+        "{took:?}"
+    );
     assert!(err.to_string().contains("did not finish within"), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ignore_keeps_the_spec_runs_nothing_and_the_rest_of_the_tree_starts() {
     let log = Log::default();
     let idle = ChildSpec::new("emitter", |_ctx| async { Ok::<_, Error>(Started::Ignore) });
@@ -188,7 +201,7 @@ async fn ignore_keeps_the_spec_runs_nothing_and_the_rest_of_the_tree_starts() {
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn duplicate_child_ids_are_refused() {
     let log = Log::default();
     let err = Supervisor::builder("root")
@@ -205,7 +218,7 @@ async fn duplicate_child_ids_are_refused() {
 
 // ----- 2. strategies, restart types, panics -----
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn one_for_one_restarts_only_the_child_that_failed() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
@@ -216,14 +229,22 @@ async fn one_for_one_restarts_only_the_child_that_failed() {
         .start()
         .await
         .unwrap();
-    eventually("b restarted", || log.count("start:b") == 2).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The engine answers `which_children` only between whole steps: once it shows `b`
+    // running again, the restart (and anything it would have done to a and c) is over.
+    eventually("b restarted", WAIT, || async {
+        let children = sup.which_children().await.unwrap();
+        children[1].restarts == 1 && children[1].state == ChildState::Running
+    })
+    .await
+    .unwrap();
+    let children = sup.which_children().await.unwrap();
+    assert_eq!((children[0].restarts, children[2].restarts), (0, 0));
     assert_eq!((log.count("start:a"), log.count("start:c")), (1, 1));
     assert_eq!(log.count("stop:a") + log.count("stop:c"), 0);
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn one_for_all_stops_the_others_in_reverse_order_and_restarts_all_in_order() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
@@ -235,7 +256,11 @@ async fn one_for_all_stops_the_others_in_reverse_order_and_restarts_all_in_order
         .start()
         .await
         .unwrap();
-    eventually("group restarted", || log.count("start:c") == 2).await;
+    eventually("group restarted", WAIT, || async {
+        log.count("start:c") == 2
+    })
+    .await
+    .unwrap();
     let after_first_start = log.entries()[3..].to_vec();
     assert_eq!(
         after_first_start,
@@ -244,7 +269,7 @@ async fn one_for_all_stops_the_others_in_reverse_order_and_restarts_all_in_order
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
@@ -256,7 +281,11 @@ async fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
         .start()
         .await
         .unwrap();
-    eventually("rest restarted", || log.count("start:c") == 2).await;
+    eventually("rest restarted", WAIT, || async {
+        log.count("start:c") == 2
+    })
+    .await
+    .unwrap();
     assert_eq!(log.count("start:a"), 1);
     assert_eq!(log.count("stop:a"), 0);
     assert_eq!(log.entries()[3..], ["stop:c", "start:b", "start:c"]);
@@ -282,7 +311,11 @@ fn exits(id: &'static str, how: &'static str, log: &Log) -> ChildSpec {
     })
 }
 
-async fn starts_after(spec: ChildSpec, log: &Log, id: &str) -> usize {
+/// Runs `spec` alone until its first exit has been handled; answers whether it was
+/// restarted. A static supervisor keeps a child that is not restarted as `Stopped`, and
+/// one that is restarted is `Restarting` or running again with a restart counted, so the
+/// decision is observable and nothing is left to a sleep.
+async fn restarted_after_its_exit(spec: ChildSpec) -> bool {
     let sup = Supervisor::builder("root")
         .backoff(fast())
         .intensity(100, Duration::from_secs(5))
@@ -290,12 +323,21 @@ async fn starts_after(spec: ChildSpec, log: &Log, id: &str) -> usize {
         .start()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let restarted = wharf_testkit::eventually_some("the exit handled", WAIT, || async {
+        let child = sup.which_children().await.unwrap().remove(0);
+        match (child.state, child.restarts) {
+            (ChildState::Stopped, 0) => Some(false),
+            (_, n) if n > 0 => Some(true),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap();
     sup.shutdown().await.unwrap();
-    log.count(&format!("start:{id}"))
+    restarted
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn restart_types_decide_which_exits_are_restarted() {
     let cases = [
         (Restart::Permanent, "normal", true),
@@ -309,16 +351,15 @@ async fn restart_types_decide_which_exits_are_restarted() {
     for (restart, how, restarted) in cases {
         let log = Log::default();
         let spec = exits("child", how, &log).restart(restart);
-        let starts = starts_after(spec, &log, "child").await;
         assert_eq!(
-            starts > 1,
+            restarted_after_its_exit(spec).await,
             restarted,
-            "{restart:?} after a {how} exit: {starts} starts"
+            "{restart:?} after a {how} exit"
         );
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_panic_is_an_abnormal_exit_and_its_message_is_reported() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
@@ -327,10 +368,13 @@ async fn a_panic_is_an_abnormal_exit_and_its_message_is_reported() {
         .start()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let children = sup.which_children().await.unwrap();
-    assert_eq!(children[0].state, ChildState::Restarting);
-    let last = children[0].last_exit.clone().unwrap();
+    let child = wharf_testkit::eventually_some("the panic handled", WAIT, || async {
+        let child = sup.which_children().await.unwrap().remove(0);
+        (child.state == ChildState::Restarting).then_some(child)
+    })
+    .await
+    .unwrap();
+    let last = child.last_exit.clone().unwrap();
     assert!(
         last.contains("panicked") && last.contains("bomb exploded"),
         "{last}"
@@ -340,7 +384,7 @@ async fn a_panic_is_an_abnormal_exit_and_its_message_is_reported() {
 
 // ----- 3. intensity and escalation -----
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn too_many_restarts_stop_the_children_and_escalate() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
@@ -373,7 +417,7 @@ async fn too_many_restarts_stop_the_children_and_escalate() {
     assert_eq!(log.count("stop:bystander"), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn restarts_spread_wider_than_the_period_do_not_escalate() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
@@ -383,15 +427,16 @@ async fn restarts_spread_wider_than_the_period_do_not_escalate() {
         .start()
         .await
         .unwrap();
-    eventually("all failures absorbed", || {
+    eventually("all failures absorbed", WAIT, || async {
         log.count("start:slowly-failing") == 5
     })
-    .await;
+    .await
+    .unwrap();
     assert!(!sup.is_finished());
     sup.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_nested_supervisor_escalates_to_its_parent_which_restarts_it() {
     let log = Log::default();
     let (inner, inner_handle) = Supervisor::builder("inner")
@@ -406,10 +451,11 @@ async fn a_nested_supervisor_escalates_to_its_parent_which_restarts_it() {
         .start()
         .await
         .unwrap();
-    eventually("inner restarted by root", || {
+    eventually("inner restarted by root", WAIT, || async {
         log.count("start:fragile") == 2
     })
-    .await;
+    .await
+    .unwrap();
     let tree = root.snapshot().await.unwrap();
     let inner_node = tree.find(&["inner"]).unwrap();
     assert_eq!(inner_node.restarts, 1);
@@ -431,7 +477,7 @@ async fn a_nested_supervisor_escalates_to_its_parent_which_restarts_it() {
 
 // ----- 4. shutdown -----
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_stops_children_in_reverse_start_order() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
@@ -472,32 +518,24 @@ fn stubborn(log: &Log, shutdown: Shutdown) -> ChildSpec {
     .shutdown(shutdown)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_child_that_ignores_cancellation_is_aborted_after_its_grace_period() {
+    const GRACE: Duration = Duration::from_millis(200);
     let log = Log::default();
     let sup = Supervisor::builder("root")
-        .child(stubborn(
-            &log,
-            Shutdown::Timeout(Duration::from_millis(200)),
-        ))
+        .child(stubborn(&log, Shutdown::Timeout(GRACE)))
         .start()
         .await
         .unwrap();
     let began = Instant::now();
     sup.shutdown().await.unwrap();
     let took = began.elapsed();
-    assert!(
-        took >= Duration::from_millis(200),
-        "aborted too early: {took:?}"
-    );
-    assert!(
-        took < Duration::from_secs(2),
-        "grace not enforced: {took:?}"
-    );
+    assert!(took >= GRACE, "aborted too early: {took:?}");
+    assert!(took < GRACE + ABORT_WAIT, "grace not enforced: {took:?}");
     assert_eq!(log.entries(), vec!["dropped, cancelled=true"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn brutal_shutdown_aborts_at_once_without_a_cancellation_signal() {
     let log = Log::default();
     let sup = Supervisor::builder("root")
@@ -507,27 +545,33 @@ async fn brutal_shutdown_aborts_at_once_without_a_cancellation_signal() {
         .unwrap();
     let began = Instant::now();
     sup.shutdown().await.unwrap();
-    assert!(began.elapsed() < Duration::from_millis(500));
+    // Aborted without a grace period: less than the default grace, and without a signal.
+    let Shutdown::Timeout(default_grace) = Shutdown::default() else {
+        unreachable!()
+    };
+    assert!(began.elapsed() < default_grace, "{:?}", began.elapsed());
     assert_eq!(log.entries(), vec!["dropped, cancelled=false"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cooperative_child_is_not_aborted() {
+    const GRACE: Duration = Duration::from_secs(10);
     let log = Log::default();
     let sup = Supervisor::builder("root")
-        .child(worker("polite", &log).shutdown(Shutdown::Timeout(Duration::from_secs(10))))
+        .child(worker("polite", &log).shutdown(Shutdown::Timeout(GRACE)))
         .start()
         .await
         .unwrap();
     let began = Instant::now();
     sup.shutdown().await.unwrap();
-    assert!(began.elapsed() < Duration::from_secs(1));
+    // It ended by itself, long before its grace ran out, and logged its own stop.
+    assert!(began.elapsed() < GRACE, "{:?}", began.elapsed());
     assert_eq!(log.entries(), vec!["start:polite", "stop:polite"]);
 }
 
 // ----- 5. dynamic supervisor -----
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_dynamic_supervisor_starts_lists_counts_and_terminates_children() {
     let log = Log::default();
     let dynamic = DynamicSupervisor::builder("sessions")
@@ -569,7 +613,7 @@ async fn a_dynamic_supervisor_starts_lists_counts_and_terminates_children() {
     assert_eq!(log.count("stop:session"), 4);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_dynamic_child_is_restarted_and_a_temporary_one_is_forgotten_when_it_ends() {
     let log = Log::default();
     let dynamic = DynamicSupervisor::builder("d")
@@ -585,16 +629,22 @@ async fn a_dynamic_child_is_restarted_and_a_temporary_one_is_forgotten_when_it_e
         .start_child(exits("once", "normal", &log).restart(Restart::Temporary))
         .await
         .unwrap();
-    eventually("flaky restarted", || log.count("start:flaky") == 2).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let children = dynamic.which_children().await.unwrap();
-    assert_eq!(children.len(), 1);
+    // The temporary child ends 10 ms after its start and is forgotten; the flaky one fails
+    // 10 ms after its start and comes back.
+    let children =
+        wharf_testkit::eventually_some("the temporary child forgotten", WAIT, || async {
+            let children = dynamic.which_children().await.unwrap();
+            (children.len() == 1 && children[0].restarts == 1).then_some(children)
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.count("start:flaky"), 2);
     assert_eq!(children[0].id, "flaky");
     assert_eq!(children[0].restarts, 1);
     dynamic.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_dynamic_child_whose_start_fails_is_not_kept() {
     let dynamic = DynamicSupervisor::builder("d").start().await.unwrap();
     let failing = ChildSpec::new("bad", |_ctx| async {
@@ -608,8 +658,9 @@ async fn a_dynamic_child_whose_start_fails_is_not_kept() {
 
 // ----- 6. backoff and introspection -----
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn restarts_wait_for_the_backoff_delay() {
+    const BACKOFF: Duration = Duration::from_millis(150);
     let log = Log::default();
     let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let seen = Arc::clone(&starts);
@@ -623,26 +674,27 @@ async fn restarts_wait_for_the_backoff_delay() {
         }
     });
     let sup = Supervisor::builder("root")
-        .backoff(Backoff::constant(Duration::from_millis(150)))
+        .backoff(Backoff::constant(BACKOFF))
         .intensity(10, Duration::from_secs(10))
         .child(spec)
         .start()
         .await
         .unwrap();
-    eventually("three starts", || starts.lock().unwrap().len() >= 3).await;
+    eventually("three starts", WAIT, || async {
+        starts.lock().unwrap().len() >= 3
+    })
+    .await
+    .unwrap();
     sup.shutdown().await.unwrap();
     let times = starts.lock().unwrap().clone();
     for pair in times.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(
-            gap >= Duration::from_millis(140),
-            "restart after only {gap:?}"
-        );
+        assert!(gap >= BACKOFF, "restart after only {gap:?}");
     }
     drop(log);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_snapshot_shows_the_whole_tree_with_states_and_restart_counts() {
     let log = Log::default();
     let (sub, _) = Supervisor::builder("brokers")
@@ -658,7 +710,11 @@ async fn a_snapshot_shows_the_whole_tree_with_states_and_restart_counts() {
         .start()
         .await
         .unwrap();
-    eventually("api restarted", || log.count("start:api") == 2).await;
+    eventually("api restarted", WAIT, || async {
+        log.count("start:api") == 2
+    })
+    .await
+    .unwrap();
     let tree = root.snapshot().await.unwrap();
     assert_eq!(tree.id, "app");
     assert_eq!(tree.restarts, 1);
@@ -676,7 +732,7 @@ async fn a_snapshot_shows_the_whole_tree_with_states_and_restart_counts() {
     root.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_stopped_supervisor_answers_calls_with_stopped() {
     let log = Log::default();
     let sup = Supervisor::builder("gone")
@@ -690,4 +746,139 @@ async fn a_stopped_supervisor_answers_calls_with_stopped() {
         matches!(err, Error::Stopped(ref id) if id == "gone"),
         "{err:?}"
     );
+}
+
+// ----- 7. group restarts and children that had ended (OTP's rule) -----
+
+/// A child that exits normally on its first run and runs until cancelled on later ones.
+fn done_once(id: &'static str, log: &Log, restart: Restart) -> ChildSpec {
+    let log = log.clone();
+    let runs = Arc::new(AtomicU32::new(0));
+    ChildSpec::new(id, move |ctx| {
+        let (log, runs) = (log.clone(), Arc::clone(&runs));
+        async move {
+            log.push(format!("start:{id}"));
+            let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
+            Ok::<_, Error>(Started::task(async move {
+                if !first {
+                    ctx.cancelled().await;
+                }
+                Ok::<_, Error>(())
+            }))
+        }
+    })
+    .restart(restart)
+}
+
+/// A child that runs until `fail` is notified, then fails (once); later runs wait for
+/// cancellation.
+fn fails_when_told(id: &'static str, log: &Log, fail: &Arc<tokio::sync::Notify>) -> ChildSpec {
+    let (log, fail) = (log.clone(), Arc::clone(fail));
+    let runs = Arc::new(AtomicU32::new(0));
+    ChildSpec::new(id, move |ctx| {
+        let (log, fail, runs) = (log.clone(), Arc::clone(&fail), Arc::clone(&runs));
+        async move {
+            log.push(format!("start:{id}"));
+            let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
+            Ok::<_, Error>(Started::task(async move {
+                if first {
+                    fail.notified().await;
+                    return Err(Error::Stopped(format!("{id} told to fail")));
+                }
+                ctx.cancelled().await;
+                Ok(())
+            }))
+        }
+    })
+}
+
+async fn child_state(sup: &wharf_core::supervisor::SupervisorHandle, id: &str) -> ChildState {
+    let children = sup.which_children().await.unwrap();
+    children.iter().find(|c| c.id == id).unwrap().state
+}
+
+/// OTP (`supervisor.erl`, `restart_multiple_children` → `terminate_children` →
+/// `start_children`) keeps a transient child that ended normally as a spec without a
+/// process, and a group restart starts every non-temporary spec of the group again.
+#[tokio::test(start_paused = true)]
+async fn a_group_restart_starts_again_a_transient_child_that_had_ended_normally() {
+    for strategy in [Strategy::OneForAll, Strategy::RestForOne] {
+        let log = Log::default();
+        let fail = Arc::new(tokio::sync::Notify::new());
+        let sup = Supervisor::builder("root")
+            .strategy(strategy)
+            .backoff(fast())
+            .child(worker("a", &log))
+            .child(fails_when_told("b", &log, &fail))
+            .child(done_once("finished", &log, Restart::Transient))
+            .child(worker("c", &log))
+            .start()
+            .await
+            .unwrap();
+        eventually("the transient child ended normally", WAIT, || async {
+            child_state(&sup, "finished").await == ChildState::Stopped
+        })
+        .await
+        .unwrap();
+
+        fail.notify_one();
+        eventually("the group restarted", WAIT, || async {
+            log.count("start:c") == 2
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            log.count("start:finished"),
+            2,
+            "{strategy:?}: restarted with its group"
+        );
+        assert_eq!(child_state(&sup, "finished").await, ChildState::Running);
+        sup.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_restart_leaves_temporary_children_stopped_whether_running_or_ended() {
+    for strategy in [Strategy::OneForAll, Strategy::RestForOne] {
+        let log = Log::default();
+        let fail = Arc::new(tokio::sync::Notify::new());
+        let sup = Supervisor::builder("root")
+            .strategy(strategy)
+            .backoff(fast())
+            .child(fails_when_told("b", &log, &fail))
+            .child(done_once("once", &log, Restart::Temporary))
+            .child(worker("running", &log).restart(Restart::Temporary))
+            .child(worker("c", &log))
+            .start()
+            .await
+            .unwrap();
+        eventually("the temporary child ended", WAIT, || async {
+            child_state(&sup, "once").await == ChildState::Stopped
+        })
+        .await
+        .unwrap();
+
+        fail.notify_one();
+        // The group starts in order; `c` comes after `once`, so once `c` started again the
+        // moment `once` would have been started has passed.
+        eventually("the group restarted", WAIT, || async {
+            log.count("start:c") == 2
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            log.count("start:once"),
+            1,
+            "{strategy:?}: a temporary child is never restarted"
+        );
+        assert_eq!(child_state(&sup, "once").await, ChildState::Stopped);
+        // A temporary child still running is stopped with its group and stays stopped.
+        assert_eq!(
+            (log.count("stop:running"), log.count("start:running")),
+            (1, 1),
+            "{strategy:?}"
+        );
+        assert_eq!(child_state(&sup, "running").await, ChildState::Stopped);
+        sup.shutdown().await.unwrap();
+    }
 }

@@ -163,6 +163,10 @@ fn sharded(clock: Option<Arc<Clock>>, idle: Option<Duration>) -> ShardedConsumer
     {
         builder = builder.batch_size(n);
     }
+    if std::env::var("BENCH_NO_HANDLER_TIMEOUT").is_ok() {
+        // What the per-call deadline (on by default) costs.
+        builder = builder.handler_timeout(None);
+    }
     builder
         .idle_timeout(idle)
         .max_in_flight(20_000)

@@ -14,7 +14,8 @@ use crate::{Error, Handler, KeyDecoder};
 /// tries after a failure.
 ///
 /// `max_attempts` counts calls of [`Handler::handle_message`] for one message in one
-/// consumer: failures (`Err`, panic, failed `init`) and [`Outcome::Retry`](crate::Outcome::Retry)
+/// consumer: failures (`Err`, panic, failed `init`, a call past the
+/// [`handler_timeout`](ShardedConsumerBuilder::handler_timeout)) and [`Outcome::Retry`](crate::Outcome::Retry)
 /// answers alike. After a failure the actor waits `backoff.delay(attempt - 1)`; after
 /// `Retry(delay)` it waits `delay`. When the last attempt fails, the message is
 /// dead-lettered with the reason: never requeued forever.
@@ -113,6 +114,7 @@ pub(crate) struct Config {
     pub(crate) retry: RetryPolicy,
     pub(crate) dead_letter: DeadLetter,
     pub(crate) signal_timeout: Duration,
+    pub(crate) handler_timeout: Option<Duration>,
     pub(crate) batch_size: usize,
 }
 
@@ -139,6 +141,7 @@ impl Config {
 /// | [`retry`](Self::retry) | [`RetryPolicy::default`] (5 attempts) | |
 /// | [`dead_letter`](Self::dead_letter) / [`discard_dead_letters`](Self::discard_dead_letters) | none: **required** | |
 /// | [`signal_timeout`](Self::signal_timeout) | 5 s | how long [`signal`](ShardedConsumer::signal) waits |
+/// | [`handler_timeout`](Self::handler_timeout) | 30 s | how long one handler call may take; `None` disables it |
 /// | [`executors`](Self::executors) | the number of CPUs | executor tasks running the actors |
 pub struct ShardedConsumerBuilder<H> {
     name: String,
@@ -153,10 +156,14 @@ pub struct ShardedConsumerBuilder<H> {
     retry: RetryPolicy,
     dead_letter: Option<DeadLetter>,
     signal_timeout: Duration,
+    handler_timeout: Option<Duration>,
     batch_size: usize,
 }
 
 impl<H: Handler> ShardedConsumerBuilder<H> {
+    /// The default [`handler_timeout`](Self::handler_timeout).
+    pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
     pub(crate) fn new(name: String, handler: H) -> Self {
         Self {
             name,
@@ -171,6 +178,7 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
             retry: RetryPolicy::default(),
             dead_letter: None,
             signal_timeout: Duration::from_secs(5),
+            handler_timeout: Some(Self::DEFAULT_HANDLER_TIMEOUT),
             batch_size: 512,
         }
     }
@@ -275,6 +283,38 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
         self
     }
 
+    /// How long one call of a [`Handler`] method (`init`, `handle_message`, `handle_signal`,
+    /// `terminate`) may take (default 30 s); `None` lets calls take as long as they take.
+    ///
+    /// A call past it is a failure like an `Err` or a panic, so a handler that never answers
+    /// cannot block its key (and its Kafka partition) forever:
+    /// - `init` or `handle_message`: a failed attempt of the message; the actor's state is
+    ///   dropped without `terminate` (the call may have left it half-changed) and rebuilt by
+    ///   `init`; the message is retried by the [`RetryPolicy`], then dead-lettered, and the
+    ///   key goes on with its next message;
+    /// - `handle_signal`: the caller gets [`Error::ActorFailed`] (if it still waits) and the
+    ///   state is dropped likewise;
+    /// - `terminate`: logged; the actor is stopped anyway.
+    ///
+    /// What happens to the late call: one that **waits** (an `.await` that does not resolve)
+    /// is dropped at that await point when the deadline passes, which runs its destructors
+    /// (a pending request is cancelled, a guard released). One that **blocks its thread**
+    /// (a synchronous call, a CPU loop) cannot be interrupted by anything: it runs on, and
+    /// holds its executor (the keys hashed to it, and their timers) until it returns; the
+    /// time it held the thread is measured, and when it comes back past the deadline the
+    /// call counts as failed even if it answered. Run blocking work with
+    /// `tokio::task::spawn_blocking` and await it: that call waits instead of blocking, so
+    /// the deadline cuts it on time (the blocking thread itself still runs to its end).
+    ///
+    /// Set it well above your slowest legitimate call (the time a call holds its thread is
+    /// wall-clock time, so a loaded machine's preemption counts too), and keep a
+    /// supervisor's shutdown grace above it.
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handler_timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+        self
+    }
+
     /// How many executor tasks run the actors (default: the number of CPUs). Keys are spread
     /// over executors by hash; each executor runs many keys concurrently.
     #[must_use]
@@ -327,6 +367,7 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
             retry: self.retry,
             dead_letter,
             signal_timeout: self.signal_timeout,
+            handler_timeout: self.handler_timeout,
             batch_size: self.batch_size,
         };
         Ok(ShardedConsumer::new(config, self.handler))
@@ -344,6 +385,7 @@ impl<H> fmt::Debug for ShardedConsumerBuilder<H> {
             .field("idle_timeout", &self.idle_timeout)
             .field("retry", &self.retry)
             .field("dead_letter", &self.dead_letter)
+            .field("handler_timeout", &self.handler_timeout)
             .finish_non_exhaustive()
     }
 }

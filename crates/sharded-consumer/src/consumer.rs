@@ -45,20 +45,21 @@ pub struct KeyInfo {
     pub signals_waiting: usize,
 }
 
-struct ControlLine<H: Handler> {
-    tx: mpsc::Sender<Control<H>>,
-    // Owned by the slot, not by one run: requests queued while the consumer restarts are
-    // served by its next run.
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Control<H>>>>,
+/// What the handles reach of the run in progress. It exists only while a run does: the
+/// control channels are made by each run and closed with it, so a request to a consumer that
+/// is not running fails at once with [`Error::Stopped`], and one still queued when the run
+/// ends fails then, instead of waiting out its timeout for a run that may never come.
+struct RunLines<H: Handler> {
+    controls: Vec<mpsc::Sender<Control<H>>>,
+    budget: Arc<Budget>,
 }
 
 struct Inner<H: Handler> {
     config: Arc<Config>,
     handler: Arc<H>,
     router: Router,
-    controls: Vec<ControlLine<H>>,
     totals: Arc<Totals>,
-    budget: Mutex<Option<Arc<Budget>>>,
+    run: Mutex<Option<RunLines<H>>>,
 }
 
 /// One stateful, ordered actor per sharding key, over any wharf [`Source`].
@@ -66,8 +67,8 @@ struct Inner<H: Handler> {
 /// Build it with [`builder`](Self::builder), then [`run`](Self::run) it on a source (or let a
 /// supervisor do it: [`child_spec`](Self::child_spec)). Clones share the consumer: keep one
 /// to send [`signal`](Self::signal)s, start actors ([`get_or_start`](Self::get_or_start)) and
-/// read [`stats`](Self::stats) while it runs. A clone stays valid across runs, so signals
-/// sent while a supervised consumer restarts are served by its next run.
+/// read [`stats`](Self::stats) while it runs. A clone stays valid across runs; between two
+/// runs (a supervisor restarting it) requests answer [`Error::Stopped`] at once: retry them.
 ///
 /// See the [crate docs](crate) for the design and the guarantees.
 pub struct ShardedConsumer<H: Handler> {
@@ -98,23 +99,13 @@ impl<H: Handler> ShardedConsumer<H> {
     }
 
     pub(crate) fn new(config: Config, handler: H) -> Self {
-        let controls = (0..config.shards)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
-                ControlLine {
-                    tx,
-                    rx: Arc::new(tokio::sync::Mutex::new(rx)),
-                }
-            })
-            .collect();
         Self {
             inner: Arc::new(Inner {
                 router: Router::new(config.shards),
                 config: Arc::new(config),
                 handler: Arc::new(handler),
-                controls,
                 totals: Arc::new(Totals::default()),
-                budget: Mutex::new(None),
+                run: Mutex::new(None),
             }),
         }
     }
@@ -134,9 +125,18 @@ impl<H: Handler> ShardedConsumer<H> {
     ///   ack, so the source delivers it again, newest first so that a queue that puts them
     ///   back at its front keeps each key's order); actors are stopped; `Ok(())`.
     ///
-    /// Bound `run` in time from outside (a supervisor's shutdown grace does): a handler
-    /// call that never ends keeps it waiting. Dropping the future aborts the executors at
-    /// once; their unsettled deliveries are released.
+    /// Every handler call in progress is bounded by the
+    /// [`handler_timeout`](ShardedConsumerBuilder::handler_timeout) (30 s by default), so a
+    /// stop waits at most that long for them, plus a `terminate` per actor, each bounded the
+    /// same way. With the timeout disabled, bound `run` in time from outside (a
+    /// supervisor's shutdown grace does). Dropping the future aborts the executors at once;
+    /// their unsettled deliveries are released.
+    ///
+    /// While a run is in progress, [`is_running`](Self::is_running) is `true` and requests
+    /// ([`signal`](Self::signal), [`get_or_start`](Self::get_or_start),
+    /// [`key_info`](Self::key_info)) are served; otherwise they answer [`Error::Stopped`] at
+    /// once. The run begins when this future is first polled: to send requests right after
+    /// starting one, use [`spawn`](Self::spawn), which is running when it returns.
     ///
     /// # Errors
     ///
@@ -144,35 +144,82 @@ impl<H: Handler> ShardedConsumer<H> {
     /// [`Error::DeadLetterFailed`] if a message could not be dead-lettered (the consumer
     /// then stops as above, leaving the message unacknowledged);
     /// [`Error::Internal`] if an executor task failed.
-    pub async fn run<S: Source>(
+    pub async fn run<S: Source>(&self, source: S, stop: CancellationToken) -> Result<(), Error> {
+        let begun = self.begin()?;
+        self.drive(begun, source, stop).await
+    }
+
+    /// Starts a [`run`](Self::run) on a task of its own and returns its handle. When it
+    /// returns `Ok`, the consumer is running: requests sent from then on are served (no
+    /// race with the task's first poll). Await the handle for the run's result; dropping it
+    /// leaves the run going (cancel `stop` to end it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyRunning`] if this consumer is already running (nothing is spawned).
+    /// The run's own errors come out of the handle, as from [`run`](Self::run).
+    pub fn spawn<S: Source + 'static>(
         &self,
+        source: S,
+        stop: CancellationToken,
+    ) -> Result<JoinHandle<Result<(), Error>>, Error> {
+        let begun = self.begin()?;
+        let consumer = self.clone();
+        Ok(tokio::spawn(async move {
+            consumer.drive(begun, source, stop).await
+        }))
+    }
+
+    /// Makes the run's control lines and in-flight budget and publishes them to the handles:
+    /// from here on the consumer is running, until the returned [`Begun`] is dropped.
+    fn begin(&self) -> Result<Begun<H>, Error> {
+        let config = &self.inner.config;
+        let metrics = Metrics::new(&config.name);
+        let (senders, controls): (Vec<_>, Vec<_>) = (0..config.shards)
+            .map(|_| mpsc::channel(CONTROL_CAPACITY))
+            .unzip();
+        let mut run = self.lock_run();
+        if run.is_some() {
+            return Err(Error::AlreadyRunning {
+                consumer: config.name.to_string(),
+            });
+        }
+        let budget = Arc::new(Budget::new(config.max_in_flight, metrics.in_flight.clone()));
+        *run = Some(RunLines {
+            controls: senders,
+            budget: budget.clone(),
+        });
+        Ok(Begun {
+            controls,
+            budget,
+            metrics,
+            running: Running(self.clone()),
+        })
+    }
+
+    async fn drive<S: Source>(
+        &self,
+        begun: Begun<H>,
         mut source: S,
         stop: CancellationToken,
     ) -> Result<(), Error> {
+        let Begun {
+            controls: receivers,
+            budget,
+            metrics,
+            // However the run ends (returns, or its future is dropped), the handles learn it.
+            running: _running,
+        } = begun;
         let inner = &self.inner;
         let config = inner.config.clone();
-        let mut guards = Vec::with_capacity(inner.controls.len());
-        for line in &inner.controls {
-            match line.rx.clone().try_lock_owned() {
-                Ok(guard) => guards.push(guard),
-                Err(_) => {
-                    return Err(Error::AlreadyRunning {
-                        consumer: config.name.to_string(),
-                    });
-                }
-            }
-        }
         // Ours to cancel too: a failing executor stops the whole run.
         let stop = stop.child_token();
-        let budget = Arc::new(Budget::new(config.max_in_flight));
-        *self.lock_budget() = Some(budget.clone());
-        let metrics = Metrics::new(&config.name);
         let span = tracing::info_span!("sharded_consumer", consumer = %config.name);
         tracing::info!(parent: &span, executors = config.shards, "sharded consumer started");
 
-        let mut outboxes = Vec::with_capacity(guards.len());
-        let mut executors = Executors(Vec::with_capacity(guards.len()));
-        for (index, controls) in guards.into_iter().enumerate() {
+        let mut outboxes = Vec::with_capacity(receivers.len());
+        let mut executors = Executors(Vec::with_capacity(receivers.len()));
+        for (index, controls) in receivers.into_iter().enumerate() {
             let (tx, inbox) = mpsc::channel(INBOX_BATCHES);
             outboxes.push(tx);
             let shard = Shard::new(ShardParts {
@@ -229,17 +276,19 @@ impl<H: Handler> ShardedConsumer<H> {
                 first_error.get_or_insert(error);
             }
         }
-        *self.lock_budget() = None;
         tracing::info!(parent: &span, failed = first_error.is_some(), "sharded consumer stopped");
         first_error.map_or(Ok(()), Err)
     }
 
     /// A child for a wharf-core supervisor: each start builds a source with `make_source`
     /// (the setup phase: a failure fails the start) and runs the consumer on it until the
-    /// supervisor stops it (see [`run`](Self::run)). A run that fails is restarted by the
-    /// supervisor's policy; unacknowledged messages are delivered again.
+    /// supervisor stops it (see [`run`](Self::run)). The consumer is running once the setup
+    /// has answered, so children started after it can send it requests at once. A run that
+    /// fails is restarted by the supervisor's policy; unacknowledged messages are delivered
+    /// again. Between two runs, requests answer [`Error::Stopped`] at once.
     ///
-    /// Give the child a shutdown grace longer than your handlers' longest call.
+    /// Give the child a shutdown grace longer than the
+    /// [`handler_timeout`](ShardedConsumerBuilder::handler_timeout).
     pub fn child_spec<S, F, Fut, E>(&self, id: impl Into<String>, make_source: F) -> ChildSpec
     where
         S: Source + 'static,
@@ -254,12 +303,20 @@ impl<H: Handler> ShardedConsumer<H> {
             let make_source = make_source.clone();
             async move {
                 let source = make_source().await.map_err(Into::into)?;
+                // Running once the setup answers, so that the children started after this
+                // one can send it requests at once.
+                let begun = consumer.begin()?;
                 let stop = ctx.token();
-                Ok::<_, BoxError>(Started::task(
-                    async move { consumer.run(source, stop).await },
-                ))
+                Ok::<_, BoxError>(Started::task(async move {
+                    consumer.drive(begun, source, stop).await
+                }))
             }
         })
+    }
+
+    /// Whether a [`run`](Self::run) of this consumer is in progress (it may be stopping).
+    pub fn is_running(&self) -> bool {
+        self.lock_run().is_some()
     }
 
     /// Sends `signal` to the actor of `key` (starting it with `init` if needed) and waits
@@ -271,9 +328,12 @@ impl<H: Handler> ShardedConsumer<H> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`], [`Error::Timeout`] (the signal is skipped if it had not started
-    /// yet), [`Error::SignalQueueFull`], [`Error::ActorFailed`] (the handler failed; the
-    /// actor was restarted), [`Error::Stopped`].
+    /// [`Error::InvalidKey`]; [`Error::Stopped`] at once when the consumer is not running,
+    /// and as soon as it stops when the signal was still waiting; [`Error::Timeout`] (the
+    /// signal is skipped if it had not started yet); [`Error::SignalQueueFull`];
+    /// [`Error::ActorFailed`] (the handler failed, panicked or exceeded its
+    /// [`handler_timeout`](ShardedConsumerBuilder::handler_timeout); the actor was
+    /// restarted).
     pub async fn signal(
         &self,
         key: impl Into<ShardKey>,
@@ -328,21 +388,22 @@ impl<H: Handler> ShardedConsumer<H> {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] if the consumer does not answer within its signal timeout (for
-    /// example because it is not running).
+    /// [`Error::Stopped`] at once if the consumer is not running; [`Error::Timeout`] if it
+    /// does not answer within its signal timeout (overloaded).
     pub async fn key_info(&self, key: impl Into<ShardKey>) -> Result<Option<KeyInfo>, Error> {
         let key = key.into();
         let timeout = self.inner.config.signal_timeout;
         let (reply, answer) = oneshot::channel();
-        let line = &self.inner.controls[self.inner.router.executor_of(&key)];
+        let Some(line) = self.control_line(&key) else {
+            return Err(self.stopped());
+        };
         let asked = async {
-            line.tx
-                .send(Control::Inspect {
-                    key: key.clone(),
-                    reply,
-                })
-                .await
-                .ok()?;
+            line.send(Control::Inspect {
+                key: key.clone(),
+                reply,
+            })
+            .await
+            .ok()?;
             answer.await.ok()
         };
         match tokio::time::timeout(timeout, asked).await {
@@ -355,10 +416,20 @@ impl<H: Handler> ShardedConsumer<H> {
         }
     }
 
-    /// The consumer's counts now.
+    /// The consumer's counts now. `in_flight` is 0 when the consumer is not running.
     pub fn stats(&self) -> Stats {
-        let in_flight = self.lock_budget().as_ref().map_or(0, |b| b.used());
+        let in_flight = self.lock_run().as_ref().map_or(0, |run| run.budget.used());
         self.inner.totals.snapshot(in_flight)
+    }
+
+    /// The control line of `key`'s executor in the run in progress; `None` when the
+    /// consumer is not running.
+    fn control_line(&self, key: &ShardKey) -> Option<mpsc::Sender<Control<H>>> {
+        let run = self.lock_run();
+        let run = run.as_ref()?;
+        run.controls
+            .get(self.inner.router.executor_of(key))
+            .cloned()
     }
 
     async fn ask<T>(
@@ -368,7 +439,9 @@ impl<H: Handler> ShardedConsumer<H> {
         answer: oneshot::Receiver<Result<T, Error>>,
         timeout: Duration,
     ) -> Result<Result<T, Error>, Error> {
-        let line = &self.inner.controls[self.inner.router.executor_of(&key)];
+        let Some(line) = self.control_line(&key) else {
+            return Err(self.stopped());
+        };
         let timed_out = || Error::Timeout {
             key: key.to_string(),
             after: timeout,
@@ -378,7 +451,7 @@ impl<H: Handler> ShardedConsumer<H> {
             key: key.clone(),
             request,
         };
-        match tokio::time::timeout_at(deadline, line.tx.send(control)).await {
+        match tokio::time::timeout_at(deadline, line.send(control)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(self.stopped()),
             Err(_) => return Err(timed_out()),
@@ -406,11 +479,31 @@ impl<H: Handler> ShardedConsumer<H> {
         }
     }
 
-    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Option<Arc<Budget>>> {
+    fn lock_run(&self) -> std::sync::MutexGuard<'_, Option<RunLines<H>>> {
         self.inner
-            .budget
+            .run
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A run that has begun (the handles reach it) and not yet been driven.
+struct Begun<H: Handler> {
+    controls: Vec<mpsc::Receiver<Control<H>>>,
+    budget: Arc<Budget>,
+    metrics: Metrics,
+    running: Running<H>,
+}
+
+/// Marks the end of a run, however it ends: the handles stop reaching it (requests answer
+/// [`Error::Stopped`]), and its in-flight count stops being reported.
+struct Running<H: Handler>(ShardedConsumer<H>);
+
+impl<H: Handler> Drop for Running<H> {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.lock_run().take() {
+            run.budget.retire();
+        }
     }
 }
 

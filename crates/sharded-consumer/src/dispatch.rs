@@ -54,7 +54,8 @@ pub(crate) struct Reader {
     batches: Vec<Vec<Inbound>>,
     stop: CancellationToken,
     metrics: Metrics,
-    /// Budget units taken and not yet used by a delivery.
+    /// Budget units taken and not yet used by a delivery. Given back before every wait, so
+    /// that while the consumer waits the budget counts only deliveries.
     credit: usize,
     rejected_round_robin: usize,
     /// When each batch got its first delivery.
@@ -118,15 +119,20 @@ impl Reader {
                     if !self.flush_all().await {
                         return;
                     }
-                    // Keep one unit for the delivery being waited for; give back the rest
-                    // so that the in-flight count stays honest while the source is idle.
-                    self.budget.give_back(self.credit - 1);
-                    self.credit = 1;
-                    tokio::select! {
+                    // Give back every unit held, so that the in-flight count is exact while
+                    // the source is idle (it used to keep one here, and an idle consumer
+                    // reported one delivery in flight). There was room when the wait began
+                    // and only this task takes, so the delivery waited for has room too.
+                    self.give_back_credit();
+                    let next = tokio::select! {
                         biased;
                         () = self.stop.cancelled() => return,
                         next = source.recv() => next,
+                    };
+                    if matches!(next, Some(Ok(_))) {
+                        self.credit = self.budget.take_for_received(self.config.batch_size);
                     }
+                    next
                 }
             };
             match next {
@@ -138,6 +144,7 @@ impl Reader {
                 Some(Err(error)) => {
                     self.metrics.source_errors.increment(1);
                     tracing::warn!(consumer = %self.config.name, error = %error, "receiving from the source failed; it will retry");
+                    self.give_back_credit();
                     tokio::select! {
                         biased;
                         () = self.stop.cancelled() => return,
@@ -206,9 +213,18 @@ impl Reader {
         batch.push(inbound);
     }
 
-    /// Hands executor `i` its batch, waiting for room in its inbox. `false` when the
-    /// consumer stops meanwhile (the batch stays, to be released).
+    fn give_back_credit(&mut self) {
+        self.budget.give_back(std::mem::take(&mut self.credit));
+    }
+
+    /// Hands executor `i` its batch, waiting for room in its inbox (after giving back the
+    /// budget it holds unused). `false` when the consumer stops meanwhile (the batch stays,
+    /// to be released).
     async fn send(&mut self, i: usize) -> bool {
+        if self.outboxes[i].capacity() == 0 {
+            // About to wait for the executor: hold no budget meanwhile.
+            self.budget.give_back(std::mem::take(&mut self.credit));
+        }
         let reserved = tokio::select! {
             biased;
             permit = self.outboxes[i].reserve() => permit.ok(),

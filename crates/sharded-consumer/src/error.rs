@@ -31,7 +31,8 @@ pub enum Error {
         /// The consumer's name.
         consumer: String,
     },
-    /// The consumer is stopping or not running, so the request was not served.
+    /// The consumer is stopping or not running, so the request was not served. Answered at
+    /// once: a request never waits for a run that may not come.
     #[error("sharded consumer `{consumer}` is not running (stopped or restarting); retry later")]
     Stopped {
         /// The consumer's name.
@@ -44,10 +45,11 @@ pub enum Error {
         reason: String,
     },
     /// A request to a key's actor got no answer in time. A signal that had not started when
-    /// its caller gave up is skipped; one that had started runs to its end.
+    /// its caller gave up is skipped; one that had started runs to its end (at most the
+    /// handler timeout).
     #[error(
-        "no answer from the actor of key {key} within {after:?}; the consumer may be overloaded, \
-         restarting or stopped (a signal not started yet is skipped; retry later)"
+        "no answer from the actor of key `{key}` within {after:?}; the consumer or the key may be \
+         overloaded (a signal not started yet is skipped; retry later)"
     )]
     Timeout {
         /// The key.
@@ -57,7 +59,7 @@ pub enum Error {
     },
     /// A key already has as many signals waiting as it may hold.
     #[error(
-        "the actor of key {key} already has {capacity} signals waiting; retry later or raise \
+        "the actor of key `{key}` already has {capacity} signals waiting; retry later or raise \
          `max_signals_per_key`"
     )]
     SignalQueueFull {
@@ -66,11 +68,12 @@ pub enum Error {
         /// The per-key bound.
         capacity: usize,
     },
-    /// The key's actor failed (its `init` or `handle_signal` returned an error or panicked)
-    /// while serving this request; the actor was restarted and its state rebuilt.
+    /// The key's actor failed (its `init` or `handle_signal` returned an error, panicked, or
+    /// exceeded the handler timeout) while serving this request; the actor was restarted and
+    /// its state rebuilt.
     #[error(
-        "the actor of key {key} failed while serving the request ({reason}); its state was dropped \
-         and will be rebuilt by `init`"
+        "the actor of key `{key}` failed while serving the request ({reason}); its state was \
+         dropped and will be rebuilt by `init`"
     )]
     ActorFailed {
         /// The key.

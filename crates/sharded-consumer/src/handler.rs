@@ -29,17 +29,27 @@ use crate::ShardKey;
 ///   `handle_message` answered [`Outcome::Ack`] or [`Outcome::Stop`], or after it was
 ///   dead-lettered. Delivery is at least once: after a crash of the process the source
 ///   delivers unacknowledged messages again, so handlers must be idempotent.
-/// - **Failures are contained.** An `Err` from, or a panic in, `init`, `handle_message` or
-///   `handle_signal` restarts **that key's actor alone**: its state is dropped (after
-///   `terminate` with [`StopReason::Failed`] for an `Err`; a panic loses the state) and the
-///   next call builds it again with `init`. The message is retried by the consumer's
-///   [`RetryPolicy`](crate::RetryPolicy), then dead-lettered. Other keys carry on.
+/// - **Failures are contained.** An `Err` from, a panic in, or a timeout of `init`,
+///   `handle_message` or `handle_signal` restarts **that key's actor alone**: its state is
+///   dropped (after `terminate` with [`StopReason::Failed`] for an `Err`; a panic or a
+///   timeout loses the state) and the next call builds it again with `init`. The message is
+///   retried by the consumer's [`RetryPolicy`](crate::RetryPolicy), then dead-lettered.
+///   Other keys carry on.
+/// - **Bounded calls.** Each call has the consumer's
+///   [`handler_timeout`](crate::ShardedConsumerBuilder::handler_timeout) (30 s by default)
+///   to answer; a call past it is a failure as above, so a handler that never answers
+///   cannot hold its key (or, over Kafka, its partition) forever. A call that waits is
+///   dropped at its await point when the deadline passes. A call that **blocks its thread**
+///   cannot be interrupted: it holds its executor (the keys hashed to it) until it returns,
+///   and is then failed if it held the thread past the deadline, even if it answered. Run
+///   blocking work with `tokio::task::spawn_blocking` and await it.
 /// - **Signals** ([`handle_signal`](Self::handle_signal)) run between two messages of the
 ///   key, with no ordering promise against messages: a signal may be served before messages
 ///   that arrived earlier and are still queued.
 /// - **Stopping.** [`terminate`](Self::terminate) is called with the state when the actor
 ///   stops while its state is intact: idle eviction, [`Outcome::Stop`], an `Err`, the
-///   consumer's shutdown. It is not called after a panic.
+///   consumer's shutdown. It is not called after a panic or a timeout (the state may be
+///   half-changed). It is bounded by the handler timeout too.
 ///
 /// # Example
 ///

@@ -14,16 +14,23 @@ use crate::panic_text;
 /// The key that picks a message's actor: messages with equal keys are handled by one actor,
 /// one at a time, in order.
 ///
-/// It is opaque bytes (cheap to clone: reference-counted). It prints as a quoted string when
-/// it is UTF-8, in hex otherwise, and never longer than 64 characters, so keys are safe to log.
+/// It is opaque bytes (cheap to clone: reference-counted).
+///
+/// `Display` shows the key as it is (`customer-42`), so that logs and error messages read
+/// naturally. It stays safe to log: bytes that are not UTF-8 show as `\xNN`, control
+/// characters and invisible formatting ones (bidirectional overrides, zero-width
+/// characters) as Rust escapes (`\n`, `\u{202e}`), and a key longer than 64 characters is
+/// cut, ending in `...`. `Debug` quotes it: `ShardKey("customer-42")`.
 ///
 /// ```
 /// use wharf_sharded_consumer::ShardKey;
 ///
 /// let key = ShardKey::from("customer-42");
 /// assert_eq!(key.as_str(), Some("customer-42"));
-/// assert_eq!(key.to_string(), "\"customer-42\"");
-/// assert_eq!(ShardKey::from(vec![0xff, 0x00]).to_string(), "0xff00");
+/// assert_eq!(key.to_string(), "customer-42");
+/// assert_eq!(format!("{key:?}"), r#"ShardKey("customer-42")"#);
+/// assert_eq!(ShardKey::from("line\nbreak").to_string(), r"line\nbreak");
+/// assert_eq!(ShardKey::from(vec![b'k', 0xff, 0x00]).to_string(), r"k\xff\u{0}");
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ShardKey(Bytes);
@@ -101,30 +108,45 @@ impl From<Bytes> for ShardKey {
 
 impl fmt::Display for ShardKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        /// Characters (or undecodable bytes) shown before the key is cut.
         const MAX: usize = 64;
-        match self.as_str() {
-            Some(text) if text.chars().count() <= MAX => write!(f, "{text:?}"),
-            Some(text) => {
-                let head: String = text.chars().take(MAX).collect();
-                write!(f, "{head:?}...")
+        let mut shown = 0;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if shown == MAX {
+                    return f.write_str("...");
+                }
+                shown += 1;
+                if needs_escape(c) {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    f.write_char(c)?;
+                }
             }
-            None => {
-                f.write_str("0x")?;
-                for byte in self.0.iter().take(MAX / 2) {
-                    write!(f, "{byte:02x}")?;
+            for byte in chunk.invalid() {
+                if shown == MAX {
+                    return f.write_str("...");
                 }
-                if self.0.len() > MAX / 2 {
-                    f.write_str("...")?;
-                }
-                Ok(())
+                shown += 1;
+                write!(f, "\\x{byte:02x}")?;
             }
         }
+        Ok(())
     }
+}
+
+/// Characters a log line must not carry raw: controls (newlines could forge log lines,
+/// escapes could drive a terminal) and invisible formatting (zero-width characters,
+/// bidirectional overrides, the byte-order mark) that make a key look like another.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 impl fmt::Debug for ShardKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ShardKey({self})")
+        write!(f, "ShardKey(\"{self}\")")
     }
 }
 
@@ -352,10 +374,48 @@ mod tests {
     }
 
     #[test]
-    fn binary_keys_print_in_hex_and_long_keys_are_cut() {
-        assert_eq!(ShardKey::from(vec![1u8, 0xab]).to_string(), "0x01ab");
+    fn a_printable_key_displays_as_it_is_without_quotes() {
+        assert_eq!(ShardKey::from("customer-42").to_string(), "customer-42");
+        assert_eq!(ShardKey::from("café 東京").to_string(), "café 東京");
+        assert_eq!(
+            format!("{:?}", ShardKey::from("customer-42")),
+            "ShardKey(\"customer-42\")"
+        );
+    }
+
+    #[test]
+    fn control_characters_and_invisible_formatting_are_escaped() {
+        assert_eq!(
+            ShardKey::from("a\nb\tc\u{1b}[31m").to_string(),
+            "a\\nb\\tc\\u{1b}[31m"
+        );
+        // A right-to-left override would make "admin\u{202e}txt" read as another key.
+        assert_eq!(
+            ShardKey::from("admin\u{202e}txt").to_string(),
+            "admin\\u{202e}txt"
+        );
+        assert_eq!(
+            ShardKey::from("zero\u{200b}width").to_string(),
+            "zero\\u{200b}width"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_and_the_rest_shown() {
+        assert_eq!(ShardKey::from(vec![1u8, 0xab]).to_string(), "\\u{1}\\xab");
+        assert_eq!(
+            ShardKey::from(b"order-\xff\xfe-7".to_vec()).to_string(),
+            "order-\\xff\\xfe-7"
+        );
+    }
+
+    #[test]
+    fn long_keys_are_cut_after_64_characters() {
         let long = ShardKey::from("k".repeat(100)).to_string();
-        assert!(long.ends_with("...") && long.len() < 80, "{long}");
+        assert_eq!(long, format!("{}...", "k".repeat(64)));
+        assert_eq!(ShardKey::from("k".repeat(64)).to_string(), "k".repeat(64));
+        let binary = ShardKey::from(vec![0xffu8; 100]).to_string();
+        assert_eq!(binary, format!("{}...", "\\xff".repeat(64)));
     }
 
     #[test]

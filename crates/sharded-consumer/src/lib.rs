@@ -12,8 +12,9 @@
 //!   key's first message or signal, found through a registry
 //!   ([`get_or_start`](ShardedConsumer::get_or_start)), stopped after an idle timeout; each
 //!   key strictly in order with one message in flight; keys in parallel up to a global
-//!   limit; bounded memory with backpressure on the source; failures contained to one key,
-//!   retried by a [`RetryPolicy`], then dead-lettered to any wharf `Publisher`.
+//!   limit; bounded memory with backpressure on the source; failures (an `Err`, a panic, a
+//!   call past the handler timeout) contained to one key, retried by a [`RetryPolicy`],
+//!   then dead-lettered to any wharf `Publisher`.
 //! - [`KeyDecoder`] and [`ShardKey`]: where the key comes from (the message key, a header, a
 //!   function), decoded without panics; messages with undecodable keys are dead-lettered
 //!   with the reason.
@@ -68,10 +69,8 @@
 //!     .build()?;
 //!
 //! let stop = CancellationToken::new();
-//! let running = tokio::spawn({
-//!     let (consumer, source, stop) = (consumer.clone(), queue.source(), stop.clone());
-//!     async move { consumer.run(source, stop).await }
-//! });
+//! // Running when `spawn` returns (`run(source, stop).await` runs it in place).
+//! let running = consumer.spawn(queue.source(), stop.clone())?;
 //!
 //! let publisher = queue.publisher();
 //! for n in 0..10 {
@@ -117,10 +116,17 @@
 //! | No message lost on restart | unsettled deliveries are released (not acked); Kafka commits only below the lowest unhandled offset of each partition |
 //! | Never requeued forever | every retry counts against [`RetryPolicy::max_attempts`], then dead-letter |
 //! | A failing key does not stop the others | failures restart only that key's actor; retry delays are timers, not sleeps |
+//! | A handler that never answers does not block its key | every handler call has [`handler_timeout`](ShardedConsumerBuilder::handler_timeout) (30 s by default); past it the call is dropped and counts as a failed attempt |
+//! | No request waits for a run that is not there | [`signal`](ShardedConsumer::signal) and friends answer [`Error::Stopped`] at once when the consumer is not running, and when it stops |
 //! | Bounded memory | `max_in_flight`, `max_queue_per_key`, `max_signals_per_key`, bounded mailboxes |
 //!
 //! Delivery is at least once: after a crash the source delivers again what was not
 //! acknowledged, so handlers must be idempotent.
+//!
+//! Limits: a handler that blocks its thread cannot be interrupted; it holds its executor
+//! (every key hashed to it, and that executor's retry timers and idle sweeps) until it
+//! returns, and only then is failed for its lateness. Run blocking work with
+//! `tokio::task::spawn_blocking` (see `docs/sharded-consumer.md`).
 //!
 //! ## Across machines
 //! Run one consumer per machine on a Kafka group consumer of the same group: Kafka gives
@@ -140,7 +146,8 @@
 //!
 //! ## Metrics
 //! Through the `metrics` facade, labelled `consumer`: gauges `wharf_sharded_keys_active`,
-//! `wharf_sharded_in_flight`, `wharf_sharded_queued_messages`,
+//! `wharf_sharded_in_flight` (deliveries received and not settled: 0 when the consumer is
+//! idle), `wharf_sharded_queued_messages`,
 //! `wharf_sharded_key_queue_depth_max` (deepest key queue, sampled at each registry sweep);
 //! counters `wharf_sharded_keys_started_total`, `wharf_sharded_keys_evicted_total`,
 //! `wharf_sharded_keys_stopped_total`, `wharf_sharded_key_restarts_total`,
@@ -153,6 +160,7 @@
 mod budget;
 mod config;
 mod consumer;
+mod deadline;
 mod dispatch;
 mod error;
 mod handler;

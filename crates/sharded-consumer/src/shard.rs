@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
@@ -142,7 +142,7 @@ pub(crate) struct Shard<H: Handler> {
     drained: Vec<Inbound>,
     inbox: mpsc::Receiver<Vec<Inbound>>,
     inbox_open: bool,
-    controls: OwnedMutexGuard<mpsc::Receiver<Control<H>>>,
+    controls: mpsc::Receiver<Control<H>>,
     stop_token: CancellationToken,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     cancelled: bool,
@@ -164,7 +164,7 @@ pub(crate) struct ShardParts<H: Handler> {
     pub(crate) handler: Arc<H>,
     pub(crate) config: Arc<Config>,
     pub(crate) inbox: mpsc::Receiver<Vec<Inbound>>,
-    pub(crate) controls: OwnedMutexGuard<mpsc::Receiver<Control<H>>>,
+    pub(crate) controls: mpsc::Receiver<Control<H>>,
     pub(crate) stop: CancellationToken,
     pub(crate) totals: Arc<Totals>,
     pub(crate) metrics: Metrics,
@@ -226,9 +226,11 @@ impl<H: Handler> Shard<H> {
         for _ in 0..ROUNDS_PER_POLL {
             self.tick();
             let running_before = self.running.len();
-            let mut progress = self.poll_turns(cx);
+            // The stop first: once it is seen, a turn that finishes below starts nothing
+            // new for its key (a waiting signal then answers `Stopped`).
+            let mut progress = self.poll_stop(cx);
+            progress |= self.poll_turns(cx);
             progress |= self.poll_acks(cx);
-            progress |= self.poll_stop(cx);
             progress |= self.poll_timer(cx);
             progress |= self.poll_controls(cx);
             progress |= self.poll_inbox(cx);
@@ -262,7 +264,6 @@ impl<H: Handler> Shard<H> {
         let settled = std::mem::take(&mut self.counts.settled);
         self.totals.flush(&mut self.counts, &self.metrics);
         self.budget.give_back(settled);
-        self.metrics.in_flight.set(self.budget.used() as f64);
     }
 
     // ----- sources of work -----

@@ -16,7 +16,10 @@ use metrics::{Counter, Gauge, counter, gauge};
 pub struct Stats {
     /// Keys with an actor in the registry now (running, queued, waiting, or idle).
     pub active_keys: u64,
-    /// Deliveries received and not yet settled.
+    /// Deliveries received and not yet settled: exact while the consumer waits (0 when it
+    /// is idle or not running); while the reader is taking a burst from the source it may
+    /// also count up to `batch_size` units the reader has reserved for deliveries it is
+    /// about to take.
     pub in_flight: u64,
     /// Messages waiting behind their key's current message.
     pub queued: u64,

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use wharf_core::transport::{Delivery, Message};
 
 use crate::config::{Config, DeadLetter, DeadLetterTarget};
+use crate::deadline::within;
 use crate::{Error, Handler, Incoming, Outcome, ShardKey, StopReason, panic_text};
 
 /// What one executor's turns share: the handler and the configuration. One per executor, so
@@ -90,18 +91,23 @@ pub(crate) enum Done<H: Handler> {
 }
 
 async fn init<H: Handler>(ctx: &ShardCtx<H>, key: &ShardKey) -> Result<H::State, Failure> {
-    match AssertUnwindSafe(ctx.handler.init(key)).catch_unwind().await {
-        Ok(Ok(state)) => {
+    let call = AssertUnwindSafe(ctx.handler.init(key)).catch_unwind();
+    match within(ctx.config.handler_timeout, call).await {
+        Ok(Ok(Ok(state))) => {
             tracing::debug!(consumer = %ctx.config.name, %key, "actor started");
             Ok(state)
         }
-        Ok(Err(e)) => Err(Failure {
+        Ok(Ok(Err(e))) => Err(Failure {
             what: "init failed",
             text: e.to_string(),
         }),
-        Err(panic) => Err(Failure {
+        Ok(Err(panic)) => Err(Failure {
             what: "init panicked",
             text: panic_text(panic.as_ref()),
+        }),
+        Err(late) => Err(Failure {
+            what: "init timed out",
+            text: late.to_string(),
         }),
     }
 }
@@ -112,15 +118,18 @@ async fn terminate<H: Handler>(
     state: H::State,
     reason: StopReason,
 ) {
-    let stopped = AssertUnwindSafe(ctx.handler.terminate(key, state, reason))
-        .catch_unwind()
-        .await;
-    if let Err(panic) = stopped {
-        tracing::error!(
+    let call = AssertUnwindSafe(ctx.handler.terminate(key, state, reason)).catch_unwind();
+    match within(ctx.config.handler_timeout, call).await {
+        Ok(Ok(())) => {}
+        Ok(Err(panic)) => tracing::error!(
             consumer = %ctx.config.name, %key, ?reason,
             panic = %panic_text(panic.as_ref()),
             "terminate panicked; the actor is stopped anyway"
-        );
+        ),
+        Err(late) => tracing::error!(
+            consumer = %ctx.config.name, %key, ?reason, %late,
+            "terminate timed out; the actor is stopped anyway"
+        ),
     }
 }
 
@@ -167,16 +176,15 @@ async fn handle<H: Handler>(
         Err(failure) => return (None, false, Err(failure)),
     };
     let incoming = Incoming::new(key, delivery, attempt);
-    let answer = AssertUnwindSafe(ctx.handler.handle_message(&mut state, &incoming))
-        .catch_unwind()
-        .await;
+    let call = AssertUnwindSafe(ctx.handler.handle_message(&mut state, &incoming)).catch_unwind();
+    let answer = within(ctx.config.handler_timeout, call).await;
     match answer {
-        Ok(Ok(Outcome::Stop)) => {
+        Ok(Ok(Ok(Outcome::Stop))) => {
             terminate(ctx, key, state, StopReason::Requested).await;
             (None, started, Ok(Outcome::Stop))
         }
-        Ok(Ok(outcome)) => (Some(state), started, Ok(outcome)),
-        Ok(Err(e)) => {
+        Ok(Ok(Ok(outcome))) => (Some(state), started, Ok(outcome)),
+        Ok(Ok(Err(e))) => {
             let failure = Failure {
                 what: "handle_message failed",
                 text: e.to_string(),
@@ -185,12 +193,21 @@ async fn handle<H: Handler>(
             (None, started, Err(failure))
         }
         // The state may be half-changed: it is dropped, and `init` builds a new one.
-        Err(panic) => (
+        Ok(Err(panic)) => (
             None,
             started,
             Err(Failure {
                 what: "handle_message panicked",
                 text: panic_text(panic.as_ref()),
+            }),
+        ),
+        // Cut off mid-way: the state may be half-changed too.
+        Err(late) => (
+            None,
+            started,
+            Err(Failure {
+                what: "handle_message timed out",
+                text: late.to_string(),
             }),
         ),
     }
@@ -230,15 +247,23 @@ pub(crate) async fn request<H: Handler>(
         }
         Request::Signal { signal, reply } => (signal, reply),
     };
-    let answer = AssertUnwindSafe(ctx.handler.handle_signal(&mut state, signal))
-        .catch_unwind()
-        .await;
+    let call = AssertUnwindSafe(ctx.handler.handle_signal(&mut state, signal)).catch_unwind();
+    let answer = within(ctx.config.handler_timeout, call).await;
     let (state, failed) = match answer {
-        Ok(Ok(answer)) => {
+        Ok(Ok(Ok(answer))) => {
             let _ = reply.send(Ok(answer));
             (Some(state), false)
         }
-        Ok(Err(e)) => {
+        Err(late) => {
+            let reason = format!("handle_signal timed out: {late}");
+            tracing::warn!(consumer = %ctx.config.name, %key, %late, "handle_signal timed out; restarting the actor with a fresh state");
+            let _ = reply.send(Err(Error::ActorFailed {
+                key: key.to_string(),
+                reason,
+            }));
+            (None, true)
+        }
+        Ok(Ok(Err(e))) => {
             let reason = format!("handle_signal failed: {e}");
             terminate(&ctx, &key, state, StopReason::Failed).await;
             let _ = reply.send(Err(Error::ActorFailed {
@@ -247,7 +272,7 @@ pub(crate) async fn request<H: Handler>(
             }));
             (None, true)
         }
-        Err(panic) => {
+        Ok(Err(panic)) => {
             let reason = format!("handle_signal panicked: {}", panic_text(panic.as_ref()));
             let _ = reply.send(Err(Error::ActorFailed {
                 key: key.to_string(),

@@ -1,4 +1,9 @@
-//! The sharded consumer on the in-memory queue: signals, eviction, failures, bounds.
+//! The sharded consumer on the in-memory queue: signals, eviction, failures, bounds,
+//! handlers that do not answer.
+//!
+//! Every wait has a deadline (`WAIT`, or one derived from the configured durations), so a
+//! bug fails a test instead of hanging it. Negative checks ("the consumer did not read
+//! more") run under paused time, where a sleep returns only once every task is idle.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -12,6 +17,10 @@ use wharf_core::transport::{MemoryQueue, Message, Publisher, Source};
 use wharf_sharded_consumer::{
     Error, Handler, Incoming, Outcome, RetryPolicy, ShardKey, ShardedConsumer, StopReason,
 };
+use wharf_testkit::eventually;
+
+/// Bounds every wait on observable state; reached only by a bug.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Records every call, per key; behaviour per key is set by the key's name.
 #[derive(Default)]
@@ -111,19 +120,19 @@ impl Running {
     }
 
     async fn acked(&self, n: u64) {
-        let wait = async {
-            while self.queue.stats().acked < n {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(20), wait)
-            .await
-            .unwrap_or_else(|_| panic!("{n} acks expected, got {:?}", self.queue.stats()));
+        eventually(&format!("{n} acks"), WAIT, || async {
+            self.queue.stats().acked >= n
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", self.queue.stats()));
     }
 
     async fn stop(self) -> Result<(), Error> {
         self.stop.cancel();
-        self.task.await.unwrap()
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the run ends once stopped")
+            .unwrap()
     }
 }
 
@@ -143,10 +152,8 @@ fn start(
         ));
     let consumer = tune(builder).build().unwrap();
     let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (consumer, source, stop) = (consumer.clone(), queue.source(), stop.clone());
-        async move { consumer.run(source, stop).await }
-    });
+    // Running when `spawn` returns: requests sent next are served.
+    let task = consumer.spawn(queue.source(), stop.clone()).unwrap();
     Running {
         queue,
         dead,
@@ -160,11 +167,15 @@ async fn dead_letters(dead: &MemoryQueue) -> Vec<Message> {
     dead.close();
     let mut source = dead.source();
     let mut out = Vec::new();
-    while let Some(d) = source.recv().await {
-        let d = d.unwrap();
-        out.push(d.message().clone());
-        d.ack().await.unwrap();
-    }
+    let drained = tokio::time::timeout(WAIT, async {
+        while let Some(d) = source.recv().await {
+            let d = d.unwrap();
+            out.push(d.message().clone());
+            d.ack().await.unwrap();
+        }
+    })
+    .await;
+    drained.expect("the dead-letter queue drains");
     out
 }
 
@@ -204,13 +215,9 @@ async fn a_signal_or_get_or_start_starts_the_actor_of_an_unseen_key() {
     assert_eq!(actor.signal(Signal::Add(2)).await.unwrap(), 2);
     assert_eq!(c.signal("other", Signal::Get).await.unwrap(), 0);
     // Counts are published at the end of the executor's round, just after the reply.
-    tokio::time::timeout(Duration::from_secs(2), async {
-        while c.stats().active_keys != 2 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("two actors");
+    eventually("two actors", WAIT, || async { c.stats().active_keys == 2 })
+        .await
+        .unwrap();
     assert!(matches!(
         c.signal("", Signal::Get).await,
         Err(Error::InvalidKey { .. })
@@ -231,13 +238,11 @@ async fn an_idle_actor_is_evicted_with_terminate_and_restarted_by_its_next_messa
     running.acked(1).await;
     assert!(running.consumer.key_info("sleepy").await.unwrap().is_some());
 
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while running.consumer.stats().evicted < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    eventually("evicted", WAIT, || async {
+        running.consumer.stats().evicted >= 1
     })
     .await
-    .expect("evicted within 5 s");
+    .unwrap();
     assert_eq!(running.consumer.key_info("sleepy").await.unwrap(), None);
     assert_eq!(
         recorder.terminated.lock().unwrap().as_slice(),
@@ -251,15 +256,15 @@ async fn an_idle_actor_is_evicted_with_terminate_and_restarted_by_its_next_messa
     running.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Paused time: the failing key's backoff is a timer, and time moves only when nothing
+/// else can run, so the healthy keys must all be done before its first retry is due.
+#[tokio::test(start_paused = true)]
 async fn a_key_that_always_fails_does_not_slow_the_others() {
+    const BACKOFF: Duration = Duration::from_millis(300);
     let recorder = Arc::new(Recorder::default());
     // Each failing message waits 300 ms between tries, 3 tries, then is dead-lettered.
     let running = start(&recorder, |b| {
-        b.retry(RetryPolicy::new(
-            3,
-            Backoff::constant(Duration::from_millis(300)),
-        ))
+        b.retry(RetryPolicy::new(3, Backoff::constant(BACKOFF)))
     });
     for i in 0..5 {
         running.publish("bad", &format!("b{i}")).await;
@@ -268,24 +273,18 @@ async fn a_key_that_always_fails_does_not_slow_the_others() {
     for i in 0..2_000 {
         running.publish(&format!("good-{}", i % 50), "m").await;
     }
-    let handled_fast = async {
-        while recorder.handled.lock().unwrap().len() < 2_000 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), handled_fast)
-        .await
-        .expect("good keys handled");
+    eventually("good keys handled", WAIT, || async {
+        recorder.handled.lock().unwrap().len() >= 2_000
+    })
+    .await
+    .unwrap();
     let good_took = started.elapsed();
     let bad_done = running.dead.stats().published;
     assert!(
-        good_took < Duration::from_millis(1_500),
+        good_took < BACKOFF,
         "good keys took {good_took:?} next to a failing key"
     );
-    assert!(
-        bad_done < 5,
-        "the failing key is still retrying ({bad_done} dead-lettered)"
-    );
+    assert_eq!(bad_done, 0, "the failing key is still in its first backoff");
 
     // The failing key's 5 messages: 3 tries each, 600 ms of waits each, then dead letters.
     running.acked(2_005).await;
@@ -405,7 +404,9 @@ async fn stop_terminates_the_actor_after_acking_and_the_next_message_starts_a_ne
     running.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Paused time: the sleep below returns only once every task (reader, executors) is idle,
+/// that is once the consumer has read all it was going to read.
+#[tokio::test(start_paused = true)]
 async fn a_full_consumer_stops_reading_the_source_instead_of_growing() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let recorder = Arc::new(Recorder {
@@ -418,9 +419,9 @@ async fn a_full_consumer_stops_reading_the_source_instead_of_growing() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stats = running.queue.stats();
-    assert!(stats.in_flight <= 8, "{stats:?}");
-    assert!(stats.queued >= 92, "the source keeps the rest: {stats:?}");
-    assert!(running.consumer.stats().in_flight <= 8);
+    assert_eq!(stats.in_flight, 8, "{stats:?}");
+    assert_eq!(stats.queued, 92, "the source keeps the rest: {stats:?}");
+    assert_eq!(running.consumer.stats().in_flight, 8);
 
     gate.add_permits(1_000);
     running.acked(100).await;
@@ -434,7 +435,7 @@ async fn a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_order() {
         gate: Some(slow.clone()),
         ..Recorder::default()
     });
-    let running = start(&recorder, |b| b.max_queue_per_key(8));
+    let running = start(&recorder, |b| b.max_queue_per_key(8).executors(2));
     for i in 0..600 {
         running
             .publish(&format!("k{}", i % 7), &format!("{i}"))
@@ -442,11 +443,27 @@ async fn a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_order() {
     }
     running.acked(150).await;
     let (queue, dead) = (running.queue.clone(), running.dead.clone());
-    // Stop while handlers wait: those in progress finish, the rest is released.
+    // Stop while handlers wait: those in progress finish, the rest is released. An executor
+    // answers `Stopped` to a signal once it has seen the stop; once every key's executor
+    // has, no new message starts, and the handlers may go on.
     running.stop.cancel();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually("every executor saw the stop", WAIT, || async {
+        for k in 0..7 {
+            let answer = running.consumer.signal(format!("k{k}"), Signal::Get).await;
+            if !matches!(answer, Err(Error::Stopped { .. })) {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap();
     slow.add_permits(10_000);
-    running.task.await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, running.task)
+        .await
+        .expect("the run ends once its handlers finished")
+        .unwrap()
+        .unwrap();
     assert_eq!(queue.stats().in_flight, 0);
     assert!(queue.stats().acked < 600, "stopped in the middle");
 
@@ -455,9 +472,9 @@ async fn a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_order() {
         .build()
         .unwrap();
     queue.close();
-    consumer
-        .run(queue.source(), CancellationToken::new())
+    tokio::time::timeout(WAIT, consumer.run(queue.source(), CancellationToken::new()))
         .await
+        .expect("the rest is consumed")
         .unwrap();
 
     let handled = recorder.handled.lock().unwrap().clone();
@@ -492,12 +509,9 @@ async fn a_dead_letter_target_that_refuses_stops_the_consumer_without_losing_the
         .build()
         .unwrap();
     queue.publisher().publish(Message::new("x")).await.unwrap(); // no key: dead letter
-    let ended = tokio::time::timeout(
-        Duration::from_secs(20),
-        consumer.run(queue.source(), CancellationToken::new()),
-    )
-    .await
-    .expect("the consumer gives up within its dead-letter attempts");
+    let ended = tokio::time::timeout(WAIT, consumer.run(queue.source(), CancellationToken::new()))
+        .await
+        .expect("the consumer gives up within its dead-letter attempts");
     assert!(
         matches!(ended, Err(Error::DeadLetterFailed { attempts: 5, .. })),
         "{ended:?}"
@@ -520,11 +534,23 @@ async fn building_without_a_dead_letter_policy_is_refused() {
 async fn running_twice_at_once_is_refused() {
     let recorder = Arc::new(Recorder::default());
     let running = start(&recorder, |b| b);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let second = running
+    assert!(running.consumer.is_running(), "running once spawned");
+    let again = running
         .consumer
-        .run(MemoryQueue::new(1).source(), CancellationToken::new())
-        .await;
+        .spawn(MemoryQueue::new(1).source(), CancellationToken::new());
+    assert!(
+        matches!(again, Err(Error::AlreadyRunning { .. })),
+        "{again:?}"
+    );
+    // Refused at once; were it not, this second run (whose source never ends) is cut off.
+    let second = tokio::time::timeout(
+        WAIT,
+        running
+            .consumer
+            .run(MemoryQueue::new(1).source(), CancellationToken::new()),
+    )
+    .await
+    .expect("a second run is refused at once, not run");
     assert!(
         matches!(second, Err(Error::AlreadyRunning { .. })),
         "{second:?}"
@@ -572,23 +598,459 @@ async fn shutdown_waits_for_a_terminate_that_waits() {
             .unwrap();
     }
     let stop = CancellationToken::new();
-    let run = tokio::spawn({
-        let (c, s, stop) = (consumer.clone(), queue.source(), stop.clone());
-        async move { c.run(s, stop).await }
-    });
-    while queue.stats().acked < 3 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let run = consumer.spawn(queue.source(), stop.clone()).unwrap();
+    eventually("3 acks", WAIT, || async { queue.stats().acked >= 3 })
+        .await
+        .unwrap();
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), run)
+    tokio::time::timeout(WAIT, run)
         .await
         .expect("the run ends once every terminate has")
         .unwrap()
         .unwrap();
     let mut saved = saved.lock().unwrap().clone();
     saved.sort();
-    assert_eq!(
-        saved,
-        ["\"a\" Shutdown", "\"b\" Shutdown", "\"c\" Shutdown"]
+    assert_eq!(saved, ["a Shutdown", "b Shutdown", "c Shutdown"]);
+}
+
+// ----- a consumer that is not running -----
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_that_is_not_running_answers_stopped_at_once() {
+    let recorder = Arc::new(Recorder::default());
+    let consumer = ShardedConsumer::builder("idle", Probe(recorder.clone()))
+        .discard_dead_letters()
+        .signal_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let began = tokio::time::Instant::now();
+    // Never run: nothing will ever answer, so waiting out the signal timeout helps nobody.
+    let signal = consumer.signal("k", Signal::Get).await;
+    assert!(matches!(signal, Err(Error::Stopped { .. })), "{signal:?}");
+    let started = consumer.get_or_start("k").await;
+    assert!(matches!(started, Err(Error::Stopped { .. })), "{started:?}");
+    let info = consumer.key_info("k").await;
+    assert!(matches!(info, Err(Error::Stopped { .. })), "{info:?}");
+    assert_eq!(began.elapsed(), Duration::ZERO, "answered at once");
+
+    // Ran and ended (its source ended): the same.
+    let queue = MemoryQueue::new(1);
+    queue.close();
+    tokio::time::timeout(WAIT, consumer.run(queue.source(), CancellationToken::new()))
+        .await
+        .expect("an ended source ends the run")
+        .unwrap();
+    assert!(!consumer.is_running());
+    let began = tokio::time::Instant::now();
+    let signal = consumer.signal("k", Signal::Get).await;
+    assert!(matches!(signal, Err(Error::Stopped { .. })), "{signal:?}");
+    assert_eq!(began.elapsed(), Duration::ZERO, "answered at once");
+    assert!(
+        recorder.inits.lock().unwrap().is_empty(),
+        "no actor started"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_waiting_for_its_key_when_the_run_stops_answers_stopped() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let recorder = Arc::new(Recorder {
+        gate: Some(gate.clone()),
+        ..Recorder::default()
+    });
+    let running = start(&recorder, |b| b.signal_timeout(Duration::from_secs(60)));
+    running.publish("busy", "m").await;
+    // The key's handler waits at the gate, so the signal waits behind it.
+    eventually("the message is being handled", WAIT, || async {
+        running
+            .consumer
+            .key_info("busy")
+            .await
+            .unwrap()
+            .is_some_and(|info| info.running)
+    })
+    .await
+    .unwrap();
+    let waiting = tokio::spawn({
+        let consumer = running.consumer.clone();
+        async move { consumer.signal("busy", Signal::Get).await }
+    });
+    eventually("the signal waits for the key", WAIT, || async {
+        running
+            .consumer
+            .key_info("busy")
+            .await
+            .unwrap()
+            .is_some_and(|info| info.signals_waiting == 1)
+    })
+    .await
+    .unwrap();
+    let began = tokio::time::Instant::now();
+    running.stop.cancel();
+    gate.add_permits(1);
+    let answer = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert!(matches!(answer, Err(Error::Stopped { .. })), "{answer:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "not at its timeout"
+    );
+    running.stop().await.unwrap();
+}
+
+// ----- keys in messages -----
+
+#[tokio::test(start_paused = true)]
+async fn errors_name_the_key_plainly() {
+    let consumer = ShardedConsumer::builder("keys", Hangs::default())
+        .discard_dead_letters()
+        .build()
+        .unwrap();
+    let queue = MemoryQueue::new(4);
+    let stop = CancellationToken::new();
+    let run = consumer.spawn(queue.source(), stop.clone()).unwrap();
+    let err = consumer
+        .signal_within("customer-42", HangSignal::Hang, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("key `customer-42`"), "{text}");
+    assert!(!text.contains('"'), "{text}");
+    // The hung signal call is cut at the default handler deadline (30 s), then the run ends.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+// ----- handlers that do not answer -----
+
+/// Hangs (pending forever) or blocks its thread on the messages and signals told to, and
+/// records everything else; counts the hung calls whose futures were dropped.
+#[derive(Default, Clone)]
+struct Hangs {
+    handled: Arc<Mutex<Vec<(String, String)>>>,
+    attempts: Arc<Mutex<Vec<u32>>>,
+    dropped: Arc<std::sync::atomic::AtomicU32>,
+    terminate_hangs: bool,
+}
+
+enum HangSignal {
+    Hang,
+    Get,
+}
+
+/// Counts its own drop: proof that a hung call's future was dropped, not left running.
+struct DropCount(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Handler for Hangs {
+    type State = ();
+    type Signal = HangSignal;
+    type Reply = usize;
+    type Error = String;
+
+    async fn init(&self, _key: &ShardKey) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn handle_message(&self, _: &mut (), msg: &Incoming<'_>) -> Result<Outcome, String> {
+        let key = msg.key().as_str().unwrap().to_owned();
+        let payload = String::from_utf8(msg.payload().to_vec()).unwrap();
+        match payload.as_str() {
+            "hang" => {
+                self.attempts.lock().unwrap().push(msg.attempt());
+                let _probe = DropCount(self.dropped.clone());
+                std::future::pending::<()>().await;
+            }
+            "block" => {
+                self.attempts.lock().unwrap().push(msg.attempt());
+                // Holds its thread past the deadline, then answers as if all was well.
+                std::thread::sleep(BLOCK);
+                return Ok(Outcome::Ack);
+            }
+            _ => {}
+        }
+        self.handled.lock().unwrap().push((key, payload));
+        Ok(Outcome::Ack)
+    }
+
+    async fn handle_signal(&self, _: &mut (), signal: HangSignal) -> Result<usize, String> {
+        match signal {
+            HangSignal::Hang => std::future::pending().await,
+            HangSignal::Get => Ok(self.handled.lock().unwrap().len()),
+        }
+    }
+
+    async fn terminate(&self, _key: &ShardKey, _state: (), _reason: StopReason) {
+        if self.terminate_hangs {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// How long the blocking handler holds its thread: longer than the deadline it is given.
+const BLOCK: Duration = Duration::from_millis(300);
+
+async fn publish_to(queue: &MemoryQueue, key: &str, payload: &str) {
+    queue
+        .publisher()
+        .publish(Message::new(payload.to_owned()).with_key(key.to_owned()))
+        .await
+        .unwrap();
+}
+
+fn handled_of(hangs: &Hangs, key: &str) -> Vec<String> {
+    hangs
+        .handled
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, p)| p.clone())
+        .collect()
+}
+
+/// Paused time: the default deadline (30 s) passes in no wall-clock time.
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_never_answers_is_a_failed_attempt_and_its_key_moves_on() {
+    const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+    const BACKOFF: Duration = Duration::from_secs(1);
+    let hangs = Hangs::default();
+    let queue = MemoryQueue::new(16);
+    let dead = MemoryQueue::new(16);
+    // The deadline is on by default: nothing configured here.
+    let consumer = ShardedConsumer::builder("hung", hangs.clone())
+        .dead_letter(dead.publisher())
+        .retry(RetryPolicy::new(2, Backoff::constant(BACKOFF)))
+        .build()
+        .unwrap();
+    for (key, payload) in [
+        ("stuck", "hang"),
+        ("stuck", "next-1"),
+        ("other", "x"),
+        ("stuck", "next-2"),
+    ] {
+        publish_to(&queue, key, payload).await;
+    }
+    let began = tokio::time::Instant::now();
+    let stop = CancellationToken::new();
+    let run = consumer.spawn(queue.source(), stop.clone()).unwrap();
+    eventually(
+        "the messages behind the hung one handled",
+        4 * DEFAULT_DEADLINE,
+        || async { handled_of(&hangs, "stuck") == ["next-1", "next-2"] },
+    )
+    .await
+    .unwrap();
+    // Two attempts, each cut at the deadline, a backoff between them, then the dead letter.
+    assert!(
+        began.elapsed() >= 2 * DEFAULT_DEADLINE + BACKOFF,
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(*hangs.attempts.lock().unwrap(), [1, 2]);
+    assert_eq!(
+        hangs.dropped.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "each hung call dropped"
+    );
+    assert_eq!(handled_of(&hangs, "other"), ["x"]);
+    let dead = dead_letters(&dead).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload(), "hang");
+    let reason =
+        String::from_utf8_lossy(dead[0].headers().get("wharf-dead-letter-reason").unwrap())
+            .into_owned();
+    assert!(reason.contains("gave up after 2 attempts"), "{reason}");
+    assert!(reason.contains("did not answer within 30s"), "{reason}");
+    assert_eq!(
+        queue.stats().acked,
+        4,
+        "the hung one acked once dead-lettered"
+    );
+    stop.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_blocks_its_thread_past_the_deadline_is_a_failed_attempt() {
+    const DEADLINE: Duration = Duration::from_millis(100);
+    let hangs = Hangs::default();
+    let queue = MemoryQueue::new(16);
+    let dead = MemoryQueue::new(16);
+    let consumer = ShardedConsumer::builder("blocked", hangs.clone())
+        .dead_letter(dead.publisher())
+        .retry(RetryPolicy::new(
+            2,
+            Backoff::constant(Duration::from_millis(10)),
+        ))
+        .handler_timeout(Some(DEADLINE))
+        .build()
+        .unwrap();
+    for (key, payload) in [("blocker", "block"), ("blocker", "next"), ("other", "x")] {
+        publish_to(&queue, key, payload).await;
+    }
+    let stop = CancellationToken::new();
+    let run = consumer.spawn(queue.source(), stop.clone()).unwrap();
+    eventually(
+        "the message behind the blocking one handled",
+        WAIT,
+        || async { handled_of(&hangs, "blocker").contains(&"next".to_owned()) },
+    )
+    .await
+    .unwrap();
+    // It answered `Ack` each time, but only after holding its thread past the deadline:
+    // both attempts failed, and the message went to the dead-letter target.
+    assert_eq!(*hangs.attempts.lock().unwrap(), [1, 2]);
+    assert_eq!(
+        handled_of(&hangs, "blocker"),
+        ["next"],
+        "the late answers do not count"
+    );
+    assert_eq!(handled_of(&hangs, "other"), ["x"]);
+    let dead = dead_letters(&dead).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload(), "block");
+    let reason =
+        String::from_utf8_lossy(dead[0].headers().get("wharf-dead-letter-reason").unwrap())
+            .into_owned();
+    assert!(reason.contains("blocked its thread"), "{reason}");
+    stop.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_handler_that_never_answers_fails_the_signal_and_frees_the_key() {
+    const DEADLINE: Duration = Duration::from_secs(2);
+    let hangs = Hangs::default();
+    let queue = MemoryQueue::new(16);
+    let consumer = ShardedConsumer::builder("hung-signal", hangs.clone())
+        .discard_dead_letters()
+        .handler_timeout(Some(DEADLINE))
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let run = consumer.spawn(queue.source(), stop.clone()).unwrap();
+    let err = consumer
+        .signal_within("k", HangSignal::Hang, 2 * DEADLINE)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::ActorFailed { reason, .. } => {
+            assert!(reason.contains("did not answer within 2s"), "{reason}")
+        }
+        other => panic!("expected ActorFailed, got {other:?}"),
+    }
+    publish_to(&queue, "k", "after").await;
+    eventually("the key handles its next message", WAIT, || async {
+        handled_of(&hangs, "k") == ["after"]
+    })
+    .await
+    .unwrap();
+    assert_eq!(consumer.signal("k", HangSignal::Get).await.unwrap(), 1);
+    stop.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminate_that_never_ends_does_not_hold_the_shutdown_past_its_deadline() {
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let hangs = Hangs {
+        terminate_hangs: true,
+        ..Hangs::default()
+    };
+    let queue = MemoryQueue::new(16);
+    let consumer = ShardedConsumer::builder("hung-terminate", hangs.clone())
+        .discard_dead_letters()
+        .handler_timeout(Some(DEADLINE))
+        .build()
+        .unwrap();
+    publish_to(&queue, "k", "m").await;
+    let stop = CancellationToken::new();
+    let run = consumer.spawn(queue.source(), stop.clone()).unwrap();
+    eventually("handled", WAIT, || async {
+        handled_of(&hangs, "k") == ["m"]
+    })
+    .await
+    .unwrap();
+    let began = tokio::time::Instant::now();
+    stop.cancel();
+    tokio::time::timeout(2 * DEADLINE, run)
+        .await
+        .expect("the run ends once the terminate's deadline passed")
+        .unwrap()
+        .unwrap();
+    assert!(began.elapsed() >= DEADLINE, "{:?}", began.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn signals_past_the_per_key_bound_are_refused_at_once() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let recorder = Arc::new(Recorder {
+        gate: Some(gate.clone()),
+        ..Recorder::default()
+    });
+    let running = start(&recorder, |b| {
+        b.max_signals_per_key(2)
+            .signal_timeout(Duration::from_secs(60))
+    });
+    running.publish("busy", "m").await;
+    eventually("the key is busy", WAIT, || async {
+        running
+            .consumer
+            .key_info("busy")
+            .await
+            .unwrap()
+            .is_some_and(|info| info.running)
+    })
+    .await
+    .unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let consumer = running.consumer.clone();
+            tokio::spawn(async move { consumer.signal("busy", Signal::Get).await })
+        })
+        .collect();
+    eventually("two signals wait", WAIT, || async {
+        running
+            .consumer
+            .key_info("busy")
+            .await
+            .unwrap()
+            .is_some_and(|info| info.signals_waiting == 2)
+    })
+    .await
+    .unwrap();
+    let began = tokio::time::Instant::now();
+    let third = running.consumer.signal("busy", Signal::Get).await;
+    assert!(
+        matches!(third, Err(Error::SignalQueueFull { capacity: 2, .. })),
+        "{third:?}"
+    );
+    assert_eq!(began.elapsed(), Duration::ZERO, "refused at once");
+    gate.add_permits(1);
+    for signal in waiting {
+        let answer = tokio::time::timeout(WAIT, signal).await.unwrap().unwrap();
+        assert_eq!(answer.unwrap(), 1, "served after the message");
+    }
+    running.stop().await.unwrap();
 }

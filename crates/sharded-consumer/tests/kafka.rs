@@ -1,5 +1,8 @@
 //! End to end over Kafka (Tansu, started by wharf-testkit) through wharf-kafka-wrapper's
 //! `KafkaSource`: a restart in the middle, and two consumers sharing one group.
+//!
+//! Every wait has a deadline: `eventually` on what the test can observe, `timeout` around
+//! every run it joins.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +15,21 @@ use wharf_kafka_wrapper::{
     ConsumerSpec, Handler as KafkaHandler, KafkaConfig, KafkaSource, KafkaWrapper,
     Outcome as KafkaOutcome, ProducerSpec, TopicSpec,
 };
-use wharf_sharded_consumer::{Handler, Incoming, Outcome, ShardKey, ShardedConsumer};
+use wharf_sharded_consumer::{Error, Handler, Incoming, Outcome, ShardKey, ShardedConsumer};
+use wharf_testkit::eventually;
+
+/// How long a run may take to end once stopped (its handlers are quick; the source's
+/// consumer leaves its group in the background).
+const STOPPING: Duration = Duration::from_secs(30);
+
+/// Joins a run, failing the test if it does not end within [`STOPPING`].
+async fn joined(run: tokio::task::JoinHandle<Result<(), Error>>) {
+    tokio::time::timeout(STOPPING, run)
+        .await
+        .expect("the run ends once stopped")
+        .unwrap()
+        .unwrap();
+}
 
 /// Every call: (consumer, key, sequence number within the key).
 type Log = Arc<Mutex<Vec<(&'static str, String, u64)>>>;
@@ -29,7 +46,8 @@ struct Ordered {
 
 impl Handler for Ordered {
     type State = Option<u64>;
-    type Signal = std::convert::Infallible;
+    /// A no-op: its answer (or `Stopped`) tells whether the key's executor still runs.
+    type Signal = ();
     type Reply = ();
     type Error = String;
 
@@ -59,8 +77,8 @@ impl Handler for Ordered {
         Ok(Outcome::Ack)
     }
 
-    async fn handle_signal(&self, _: &mut Option<u64>, signal: Self::Signal) -> Result<(), String> {
-        match signal {}
+    async fn handle_signal(&self, _: &mut Option<u64>, (): ()) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -157,15 +175,12 @@ fn distinct(log: &Log) -> BTreeSet<(String, u64)> {
         .collect()
 }
 
-async fn until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
+/// `eventually` for a synchronous check, answering whether it held in time (the callers
+/// add what they saw to their failure message).
+async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    eventually(what, within, || std::future::ready(check()))
+        .await
+        .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,21 +209,41 @@ async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_or
         async move { sharded.run(source, stop).await }
     });
     assert!(
-        until(Duration::from_secs(60), || distinct(&log).len()
+        until("a third handled", Duration::from_secs(60), || distinct(
+            &log
+        )
+        .len()
             >= total / 3)
         .await,
         "first run started"
     );
-    // The handlers now wait at the gate: stop, then let the calls in progress finish.
+    // The handlers now wait at the gate: stop, then let the calls in progress finish. An
+    // executor answers `Stopped` once it has seen the stop, and starts nothing new after;
+    // once every key's executor has, the gate may open without more being handled.
     stop.cancel();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("every executor saw the stop", STOPPING, || async {
+        for k in 0..keys {
+            let answer = sharded.signal(format!("key-{k}"), ()).await;
+            if !matches!(answer, Err(Error::Stopped { .. })) {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap();
     gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS - total);
-    first.await.unwrap().unwrap();
+    joined(first).await;
     // Dropping the source removes its Kafka consumer (it drains, commits, leaves the
     // group) in the background; the next source of the same group, on the same wrapper,
     // starts once it is gone.
     assert!(
-        until(Duration::from_secs(30), || w.consumer("first").is_none()).await,
+        until(
+            "the first consumer removed",
+            Duration::from_secs(30),
+            || { w.consumer("first").is_none() }
+        )
+        .await,
         "the first Kafka consumer is removed"
     );
     let after_first = distinct(&log).len();
@@ -227,7 +262,10 @@ async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_or
         );
         async move { sharded.run(source, stop).await }
     });
-    let all = until(Duration::from_secs(90), || distinct(&log).len() == total).await;
+    let all = until("all handled", Duration::from_secs(90), || {
+        distinct(&log).len() == total
+    })
+    .await;
     let diagnosis = format!(
         "consumer {:?}; source consumer: {:?}",
         sharded.stats(),
@@ -235,7 +273,7 @@ async fn over_kafka_a_restart_in_the_middle_loses_nothing_and_keeps_each_keys_or
             .map(|c| (c.assignment(), c.handled(), c.total_lag()))
     );
     stop.cancel();
-    second.await.unwrap().unwrap();
+    joined(second).await;
 
     assert!(
         all,
@@ -276,7 +314,7 @@ async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
         runs.push(tokio::spawn(async move { sharded.run(source, stop).await }));
     }
     // Wait until the group is stable: the 4 partitions split between the two members.
-    let split = until(Duration::from_secs(60), || {
+    let split = until("the group split", Duration::from_secs(60), || {
         let (pa, pb) = (
             a.consumer("machine-a")
                 .map(|c| c.assignment().len())
@@ -294,12 +332,15 @@ async fn two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them() {
     produce(&a, &topic, keys, per_key).await;
     let total = keys * per_key as usize;
     assert!(
-        until(Duration::from_secs(60), || distinct(&log).len() == total).await,
+        until("all handled", Duration::from_secs(60), || distinct(&log)
+            .len()
+            == total)
+        .await,
         "all handled"
     );
     stop.cancel();
     for run in runs {
-        run.await.unwrap().unwrap();
+        joined(run).await;
     }
 
     let mut owners: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
@@ -405,10 +446,13 @@ async fn over_one_kafka_partition_many_keys_are_handled_in_parallel_each_in_orde
         let (sharded, stop) = (sharded.clone(), stop.clone());
         async move { sharded.run(source, stop).await }
     });
-    let all = until(Duration::from_secs(60), || distinct(&log).len() == total).await;
+    let all = until("all handled", Duration::from_secs(60), || {
+        distinct(&log).len() == total
+    })
+    .await;
     let elapsed = started.elapsed();
     stop.cancel();
-    run.await.unwrap().unwrap();
+    joined(run).await;
     assert!(all, "nothing lost: {} of {total}", distinct(&log).len());
     assert!(
         gaps.lock().unwrap().is_empty(),

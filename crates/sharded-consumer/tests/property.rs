@@ -154,16 +154,20 @@ async fn run_case(plans: Vec<Plan>, executors: usize, concurrency: usize, in_fli
     dead.close();
     let mut dead_source = dead.source();
     let mut dead_seqs = Vec::new();
-    while let Some(d) = dead_source.recv().await {
-        let d = d.unwrap();
-        dead_seqs.push(
-            std::str::from_utf8(d.message().payload())
-                .unwrap()
-                .parse::<usize>()
-                .unwrap(),
-        );
-        d.ack().await.unwrap();
-    }
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(d) = dead_source.recv().await {
+            let d = d.unwrap();
+            dead_seqs.push(
+                std::str::from_utf8(d.message().payload())
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap(),
+            );
+            d.ack().await.unwrap();
+        }
+    })
+    .await;
+    drained.expect("the dead-letter queue drains within 30 s");
     let expected_dead: BTreeSet<usize> = (0..n).filter(|&s| plans[s].dead()).collect();
     assert_eq!(
         dead_seqs.len(),

@@ -15,6 +15,13 @@ use crate::supervisor::handle::{
 };
 
 /// Which children a supervisor restarts when one of them exits and must be restarted.
+///
+/// In a group restart (`OneForAll`, `RestForOne`) every child of the group starts again
+/// unless it is [`Restart::Temporary`](crate::supervisor::Restart::Temporary), including a
+/// child that had already ended by itself (a transient child that exited normally), as in
+/// OTP. Temporary children of the group are stopped and stay stopped. A transient child
+/// that did a one-off job and returned `Ok` therefore runs again with its group: make it
+/// temporary if it must run once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
     /// Only the child that exited.

@@ -398,21 +398,25 @@ impl Engine {
 
     /// one_for_all / rest_for_one: stops the other children of the group (reverse order)
     /// and schedules the group's restart.
+    ///
+    /// Every non-temporary child of the group starts again, whether it was running or had
+    /// ended, as OTP's `supervisor` does: a child that ended normally keeps its spec there
+    /// (a transient one is not restarted *alone*), and `restart_multiple_children` starts
+    /// every spec of the group; temporary children are dropped from the group instead.
     async fn begin_group(&mut self, from: usize, failed: usize, delay: Duration) {
         self.slots[failed].state = SlotState::Grouped;
         for idx in (from..self.slots.len()).rev() {
             if idx == failed {
                 continue;
             }
-            let was_running = matches!(self.slots[idx].state, SlotState::Running(_));
-            if was_running {
+            if matches!(self.slots[idx].state, SlotState::Running(_)) {
                 self.stop_slot(idx).await;
             }
             let slot = &mut self.slots[idx];
             let rejoin = match slot.state {
-                // Stopped by us just now: restarted with the group, unless temporary.
-                // Stopped before (finished for good): stays stopped.
-                SlotState::Stopped => was_running && slot.spec.restart != Restart::Temporary,
+                // Stopped by us just now, or ended by itself earlier (a transient child
+                // that exited normally): restarted with the group, unless temporary.
+                SlotState::Stopped => slot.spec.restart != Restart::Temporary,
                 // Ignored children run their start again with the group, as in OTP.
                 SlotState::Ignored | SlotState::Restarting { .. } | SlotState::Grouped => true,
                 SlotState::Running(_) => false,

@@ -25,6 +25,11 @@
 //!   the child's grace period ([`Shutdown`]), then abort.
 //! - **Ignore** keeps the spec and runs nothing; one_for_all and rest_for_one restarts run an
 //!   ignored child's start again, as OTP does.
+//! - **Group restarts start every non-temporary child of the group**, including one that had
+//!   ended by itself: a transient child that exited normally stays stopped only until its
+//!   group restarts (OTP's `supervisor` keeps its spec and `restart_multiple_children`
+//!   starts it with the others). Temporary children are stopped with the group and never
+//!   started again.
 //!
 //! ## Where wharf differs from OTP
 //! - **Backoff between restarts** (exponential, jittered), so a dead broker is not hammered.
