@@ -97,12 +97,13 @@ mod error;
 mod hooks;
 mod job;
 mod keys;
+mod metric_names;
 mod scripts;
 mod worker;
 
 #[doc(inline)]
 pub use client::{
-    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, MAX_ARGS_BYTES, QueueCounts,
+    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, Lease, MAX_ARGS_BYTES, QueueCounts,
     Retention,
 };
 #[doc(inline)]
@@ -124,7 +125,8 @@ pub mod testing {
 
     use crate::{Jobs, Result};
 
-    /// Claims up to `want` jobs as worker `worker`; answers (id, fencing token) pairs.
+    /// Claims up to `want` jobs as worker `worker` (which announces heartbeats every
+    /// `lease / 10`); answers (id, fencing token) pairs.
     pub async fn claim(
         jobs: &Jobs,
         partition: &str,
@@ -133,7 +135,9 @@ pub mod testing {
         lease: Duration,
         worker: &str,
     ) -> Result<Vec<(String, String)>> {
-        let c = jobs.claim(partition, queue, want, lease, worker).await?;
+        let c = jobs
+            .claim(partition, queue, want, lease, lease / 10, worker)
+            .await?;
         Ok(c.into_iter().map(|c| (c.id, c.token)).collect())
     }
 
@@ -144,7 +148,8 @@ pub mod testing {
 
     /// Fails a job under a lease token (to the dead set); 0 when fenced off.
     pub async fn fail(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<i64> {
-        jobs.fail(partition, id, token, "test failure", None).await
+        jobs.fail(partition, id, token, "test failure", None, false)
+            .await
     }
 
     /// Renews a lease; true if still held.
