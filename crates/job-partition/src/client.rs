@@ -912,7 +912,7 @@ impl Jobs {
                 } else {
                     "duplicate"
                 };
-                metrics::counter!("wharf_jobs_total", "partition" => partition.to_owned(),
+                metrics::counter!(crate::metric_names::METRIC_JOBS, "partition" => partition.to_owned(),
                     "queue" => queue.to_owned(), "state" => state)
                 .increment(1);
                 tracing::trace!(

@@ -109,8 +109,19 @@ struct Shared {
     /// Queues served, with how many loops serve each (for lease checks and trimming).
     queues: Mutex<HashMap<(String, String), usize>>,
     wake: Notify,
+    /// When the keeper's loop will look next (it is woken earlier only when needed).
+    planned: Mutex<Instant>,
     connected: AtomicBool,
     timing: Timing,
+}
+
+impl Shared {
+    /// Wakes the keeper's loop if it would otherwise look later than `t`.
+    fn wake_by(&self, t: Instant) {
+        if t < *lock(&self.planned) {
+            self.wake.notify_one();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,6 +151,7 @@ impl Keeper {
             held: Mutex::default(),
             queues: Mutex::default(),
             wake: Notify::new(),
+            planned: Mutex::new(Instant::now()),
             connected: AtomicBool::new(false),
             timing,
         });
@@ -173,10 +185,11 @@ impl Keeper {
     ) -> CancellationToken {
         let t = self.shared.timing;
         let stop = CancellationToken::new();
+        let lease_until = sent + t.lease - t.margin;
         let held = Held {
             queue: queue.to_owned(),
             name: job.name.clone(),
-            lease_until: sent + t.lease - t.margin,
+            lease_until,
             run_until: None,
             stop: stop.clone(),
             why: None,
@@ -185,7 +198,7 @@ impl Keeper {
             reported: false,
         };
         lock(&self.shared.held).insert(key, held);
-        self.shared.wake.notify_one();
+        self.shared.wake_by(lease_until);
         stop
     }
 
@@ -196,13 +209,21 @@ impl Keeper {
             abort.abort();
             return;
         };
-        h.run_until = run_for.map(|d| Instant::now() + d);
+        let run_until = run_for.map(|d| Instant::now() + d);
+        h.run_until = run_until;
+        let stopped_at = h.stopped_at;
         if h.why.is_some() {
             abort.abort();
         }
         h.abort = Some(abort);
         drop(held);
-        self.shared.wake.notify_one();
+        let report_after = self.shared.timing.report_after();
+        for t in run_until
+            .into_iter()
+            .chain(stopped_at.map(|t| t + report_after))
+        {
+            self.shared.wake_by(t);
+        }
     }
 
     /// Why the job was told to stop, if it was.
@@ -218,6 +239,7 @@ impl Keeper {
                 h.stop(why, now);
             }
         }
+        self.shared.wake_by(now + self.shared.timing.report_after());
     }
 
     /// How many jobs of a queue are held (their tasks have not ended or not been recorded).
@@ -247,7 +269,6 @@ impl Keeper {
         *lock(&self.shared.queues)
             .entry((partition.to_owned(), queue.to_owned()))
             .or_default() += 1;
-        self.shared.wake.notify_one();
     }
 
     /// Ends them (when the last loop of the queue stops).
@@ -333,6 +354,7 @@ async fn run(shared: Arc<Shared>, config: crate::Config, stop: CancellationToken
             }
         }
         let wake = next_wake(&shared, now).min(next_beat).min(next_check);
+        *lock(&shared.planned) = wake;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
@@ -355,6 +377,7 @@ async fn connect(
             Ok(jobs) => {
                 let _ = conn.set(jobs);
                 shared.connected.store(true, Ordering::Release);
+                // Heartbeats start now rather than at the next planned look.
                 shared.wake.notify_one();
                 return;
             }
@@ -482,6 +505,7 @@ async fn beat(
     }
     let until = sent + t.lease - t.margin;
     let now = Instant::now();
+    let mut stopped = false;
     let mut held = lock(&shared.held);
     for ((id, token), b) in snapshot.into_iter().zip(beats) {
         let key = JobKey {
@@ -498,11 +522,12 @@ async fn beat(
                     h.lease_until = until;
                 }
                 if b == Beat::CancelAsked {
-                    h.stop(Stop::Cancel, now);
+                    stopped |= h.stop(Stop::Cancel, now);
                 }
             }
             Beat::Lost => {
                 if h.stop(Stop::Lost, now) {
+                    stopped = true;
                     metrics::counter!(METRIC_JOBS, "partition" => partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
                         .increment(1);
                     tracing::warn!(id = %key.id, job = %h.name, "Redis says the job's lease was lost: stopped it here");
@@ -511,7 +536,9 @@ async fn beat(
         }
     }
     drop(held);
-    shared.wake.notify_one();
+    if stopped {
+        shared.wake_by(now + t.report_after());
+    }
 }
 
 fn beat_failed(failures: &AtomicU32, error: &str) {
