@@ -736,3 +736,44 @@ async fn a_job_may_let_later_jobs_of_its_key_pass_while_it_waits_to_retry() {
     let order = order_of_a_failing_job_and_two_more(true).await;
     assert_eq!(order, [0, 1, 2, 0], "A, B, C, A's retry");
 }
+
+#[derive(Clone)]
+struct PanicsFirst;
+
+impl Hooks for PanicsFirst {
+    fn before(&self, job: &JobEvent<'_>) {
+        if job.attempt == 1 {
+            panic!("a hook that panics");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_hook_panicked_is_not_kept_leased_and_runs_again_after_its_lease() {
+    let jobs = jobs().await;
+    let p = partition("hook-panic");
+    register_client(&p, &jobs);
+    let lease = Duration::from_secs(3);
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "q", 2)
+        .lease(lease)
+        .hooks(PanicsFirst)
+        .build()
+        .unwrap()
+        .start();
+    let job = Record {
+        xkey: Some("x".into()),
+        ..rec(1)
+    };
+    let id = jobs.enqueue(&p, "q", &job).await.unwrap();
+    eventually(
+        "the job to run again once its lease expired",
+        lease + Duration::from_secs(5),
+        || async { jobs.counts(&p, "q").await.unwrap().completed_total == 1 },
+    )
+    .await
+    .unwrap();
+    w.shutdown().await;
+    let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
+    assert_eq!((info.attempts, info.lease_expiries), (2, 1), "{info:?}");
+}

@@ -27,6 +27,15 @@ enum Outcome {
     Stopped(Stop),
 }
 
+/// Stops the lease thread renewing a job's lease when dropped.
+struct Release<'a>(&'a Keeper, &'a JobKey);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
+}
+
 pub(super) struct JobRun {
     pub(super) inner: Arc<Inner>,
     pub(super) keeper: Arc<Keeper>,
@@ -56,9 +65,11 @@ impl JobRun {
     }
 
     pub(super) async fn execute(&self, job: Claimed, stop: CancellationToken) {
+        // Only once the task has ended and the outcome is recorded does the lease thread stop
+        // renewing the lease; on every path, a panicking hook included, so a job nobody runs
+        // any more is not kept leased.
+        let _release = Release(&self.keeper, &self.key);
         self.run(&job, stop).await;
-        // Only now does the lease thread stop renewing the lease.
-        self.keeper.release(&self.key);
     }
 
     async fn run(&self, job: &Claimed, stop: CancellationToken) {
