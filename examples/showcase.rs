@@ -782,7 +782,11 @@ async fn run(args: Args) -> Result<u64, BoxError> {
         .await
         .map_err(|e| format!("Pulsar client for the read-back at {}: {e}", brokers.pulsar))?;
 
-    let jobs = Jobs::connect(JobsConfig::new(&brokers.redis)).await?;
+    // A 5 s lease must cover the lease margin (1 s), one heartbeat that times out and two
+    // heartbeat intervals: a 2 s response timeout leaves room (the default 5 s would not).
+    let jobs =
+        Jobs::connect(JobsConfig::new(&brokers.redis).response_timeout(Duration::from_secs(2)))
+            .await?;
     jobs.purge(PARTITION, QUEUE).await?;
 
     let app = Arc::new(App {

@@ -193,6 +193,11 @@ pub enum JobState {
     Parked,
     /// Running on a worker (under a lease).
     Running,
+    /// Still running, although its worker told it to stop (its `max_execution_time` passed,
+    /// it was cancelled, or the worker is shutting down) a while ago: its code blocks its
+    /// thread or ignores cancellation. It keeps its lease, execution key, queue key and queue
+    /// slot until its task really ends; [`JobInfo::stopping`] says why it was told to stop.
+    Stopping,
     /// Failed, waiting for its next attempt.
     Retrying,
     /// Finished successfully.
@@ -210,6 +215,7 @@ impl JobState {
             "queued" => Self::Queued,
             "parked" => Self::Parked,
             "running" => Self::Running,
+            "stopping" => Self::Stopping,
             "retrying" => Self::Retrying,
             "completed" => Self::Completed,
             "cancelled" => Self::Cancelled,
@@ -225,6 +231,7 @@ impl JobState {
             Self::Queued => "queued",
             Self::Parked => "parked",
             Self::Running => "running",
+            Self::Stopping => "stopping",
             Self::Retrying => "retrying",
             Self::Completed => "completed",
             Self::Cancelled => "cancelled",
@@ -259,6 +266,8 @@ pub struct JobInfo {
     pub lease_expiries: u32,
     /// Whether a cancel was asked while it ran.
     pub cancel_requested: bool,
+    /// For a [`JobState::Stopping`] job: why its worker told it to stop, and when.
+    pub stopping: Option<String>,
 }
 
 impl JobInfo {
@@ -266,11 +275,17 @@ impl JobInfo {
         let get = |k: &str| h.get(k).cloned().unwrap_or_default();
         let opt = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
         let num = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let stopping = opt("stopping");
+        // Redis keeps `running` (every script relies on it); the flag refines it.
+        let state = match JobState::parse(h.get("state")?)? {
+            JobState::Running if stopping.is_some() => JobState::Stopping,
+            s => s,
+        };
         Some(Self {
             id: id.to_owned(),
             name: get("name"),
             queue: get("queue"),
-            state: JobState::parse(h.get("state")?)?,
+            state,
             args: get("args"),
             attempts: num("attempts"),
             error: opt("error"),
@@ -278,6 +293,7 @@ impl JobInfo {
             execution_key: opt("xkey"),
             lease_expiries: num("lease_expiries"),
             cancel_requested: h.get("cancel").is_some_and(|v| v == "1"),
+            stopping,
         })
     }
 }
@@ -310,7 +326,7 @@ pub struct QueueCounts {
     pub lease_expired_total: u64,
     /// Whether the queue is paused (for every worker).
     pub paused: bool,
-    /// The global limit of jobs running at once (None: no limit).
+    /// The global limit of jobs running at once (None: no limit; `Some(0)`: no job starts).
     pub limit: Option<u32>,
 }
 
@@ -331,6 +347,58 @@ impl Default for Retention {
             keep_finished: 1_000,
             keep_finished_for: Duration::from_secs(86_400),
             keep_dead: 10_000,
+        }
+    }
+}
+
+/// Finished and dead jobs trimmed per queue per lease check (once a second per worker).
+const TRIM_PER_CALL: u32 = 500;
+
+/// A running job's lease, as [`Jobs::leases`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The job's id.
+    pub id: String,
+    /// Its registered name.
+    pub name: String,
+    /// The worker holding it (`<pid>-<random>`; empty if unknown).
+    pub worker: String,
+    /// How long until the lease expires (Redis' clock), in milliseconds; negative when it
+    /// expired and the next lease check has not requeued the job yet.
+    pub expires_in_ms: i64,
+    /// How long ago the lease was last taken or renewed, in milliseconds.
+    pub renewed_ms_ago: i64,
+    /// The heartbeat interval its worker announced, in milliseconds (0 if unknown).
+    pub heartbeat_ms: i64,
+    /// Whether its worker stopped renewing it: not renewed for five heartbeat intervals.
+    /// The job's queue slot and keys stay held until the lease expires.
+    pub stalled: bool,
+}
+
+impl Lease {
+    fn new(
+        now: i64,
+        id: &str,
+        name: &str,
+        worker: &str,
+        expiry: i64,
+        lease_ms: i64,
+        beat_ms: i64,
+    ) -> Self {
+        let renewed_ms_ago = if lease_ms > 0 {
+            now - (expiry - lease_ms)
+        } else {
+            0
+        };
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            worker: worker.to_owned(),
+            expires_in_ms: expiry - now,
+            renewed_ms_ago,
+            heartbeat_ms: beat_ms,
+            stalled: beat_ms > 0 && renewed_ms_ago > beat_ms.saturating_mul(5),
         }
     }
 }
@@ -515,6 +583,7 @@ fn poisoned() -> redis::RedisError {
 pub struct Jobs {
     conn: Conn,
     timeout: Duration,
+    config: Arc<Config>,
     known_partitions: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -669,8 +738,20 @@ impl Jobs {
         Ok(Self {
             conn,
             timeout: config.response_timeout,
+            config: Arc::new(config),
             known_partitions: Arc::default(),
         })
+    }
+
+    /// The configuration this handle connected with (a worker's lease thread opens its own
+    /// connection with it).
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How long one Redis call may take ([`Config::response_timeout`]).
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.timeout
     }
 
     async fn call<T: FromRedisValue>(&self, op: &'static str, cmd: &redis::Cmd) -> Result<T> {
@@ -831,7 +912,7 @@ impl Jobs {
                 } else {
                     "duplicate"
                 };
-                metrics::counter!("wharf_jobs_total", "partition" => partition.to_owned(),
+                metrics::counter!(crate::metric_names::METRIC_JOBS, "partition" => partition.to_owned(),
                     "queue" => queue.to_owned(), "state" => state)
                 .increment(1);
                 tracing::trace!(
@@ -922,10 +1003,7 @@ impl Jobs {
             retried_total: n("retried"),
             lease_expired_total: n("lease_expired"),
             paused: meta.get("paused").is_some_and(|v| v == "1"),
-            limit: meta
-                .get("limit")
-                .and_then(|v| v.parse().ok())
-                .filter(|l| *l > 0),
+            limit: meta.get("limit").and_then(|v| v.parse().ok()),
         })
     }
 
@@ -940,10 +1018,14 @@ impl Jobs {
     }
 
     /// Sets how many jobs of the queue may run at once across every worker process
-    /// (None: no limit beyond each worker's own concurrency). Takes effect at once.
+    /// (None: no limit beyond each worker's own concurrency). Takes effect at once for new
+    /// starts; running jobs are never stopped by it.
+    ///
+    /// `Some(0)` means zero: no job of the queue starts until the limit is raised (like
+    /// [`pause`](Self::pause), but kept apart from it). The queue need not exist yet: a
+    /// limit may be set before the first enqueue.
     pub async fn set_limit(&self, partition: &str, queue: &str, limit: Option<u32>) -> Result<()> {
-        self.set_meta(partition, queue, "limit", limit.filter(|l| *l > 0))
-            .await
+        self.set_meta(partition, queue, "limit", limit).await
     }
 
     async fn set_meta(
@@ -1079,6 +1161,7 @@ impl Jobs {
         queue: &str,
         want: usize,
         lease: Duration,
+        beat: Duration,
         worker: &str,
     ) -> Result<Vec<Claimed>> {
         let args = vec![
@@ -1086,6 +1169,7 @@ impl Jobs {
             want.to_string(),
             lease.as_millis().to_string(),
             worker.to_owned(),
+            beat.as_millis().to_string(),
         ];
         let flat: Vec<String> = self
             .script("claim", &scripts().claim, partition, args)
@@ -1142,7 +1226,8 @@ impl Jobs {
         Ok(v == 1)
     }
 
-    /// Records a failure: retry after `retry` or, with None, to the dead set.
+    /// Records a failure: retry after `retry` or, with None, to the dead set. With
+    /// `keep_xkey`, a job that will retry keeps its execution key through its backoff.
     /// Answers 1 (retry), 2 (dead) or 0 (lease lost: nothing changed).
     pub(crate) async fn fail(
         &self,
@@ -1151,6 +1236,7 @@ impl Jobs {
         token: &str,
         reason: &str,
         retry: Option<Duration>,
+        keep_xkey: bool,
     ) -> Result<i64> {
         let delay = retry.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let mut reason = reason.to_owned();
@@ -1161,7 +1247,14 @@ impl Jobs {
             }
             reason.truncate(cut);
         }
-        let args = vec![id.to_owned(), token.to_owned(), reason, delay.to_string()];
+        let keep = if keep_xkey { "1" } else { "0" };
+        let args = vec![
+            id.to_owned(),
+            token.to_owned(),
+            reason,
+            delay.to_string(),
+            keep.to_owned(),
+        ];
         self.script("fail", &scripts().fail, partition, args).await
     }
 
@@ -1174,9 +1267,64 @@ impl Jobs {
         Ok(v == 1)
     }
 
+    /// Requeues jobs whose lease expired and trims finished and dead jobs beyond retention
+    /// (by count and by age), a bounded number per call. Answers how many were requeued.
     pub(crate) async fn reap(&self, partition: &str, queue: &str) -> Result<u64> {
-        let args = vec![queue.to_owned(), "100".to_owned()];
+        let args = vec![
+            queue.to_owned(),
+            "100".to_owned(),
+            TRIM_PER_CALL.to_string(),
+        ];
         self.script("reap", &scripts().reap, partition, args).await
+    }
+
+    /// Flags a running job as told to stop but not ended (see [`JobState::Stopping`]);
+    /// false when the lease was lost.
+    pub(crate) async fn mark_stopping(
+        &self,
+        partition: &str,
+        id: &str,
+        token: &str,
+        reason: &str,
+    ) -> Result<bool> {
+        let args = vec![id.to_owned(), token.to_owned(), reason.to_owned()];
+        let v: i64 = self
+            .script("mark stopping", &scripts().mark_stopping, partition, args)
+            .await?;
+        Ok(v == 1)
+    }
+
+    /// The leases of a queue's running jobs, the soonest to expire first (at most `limit`).
+    ///
+    /// A lease whose worker stopped renewing it (a crashed or frozen process) is
+    /// [`stalled`](Lease::stalled): its job still counts against the queue's limit and holds
+    /// its keys until the lease expires, then the next lease check (every second, by any
+    /// worker of the queue) puts it back in its queue. This is where an operator sees why a
+    /// queue waits: `wharf-jobs leases PARTITION QUEUE` prints it.
+    pub async fn leases(&self, partition: &str, queue: &str, limit: usize) -> Result<Vec<Lease>> {
+        check_name("partition", partition)?;
+        check_name("queue", queue)?;
+        let args = vec![queue.to_owned(), limit.max(1).to_string()];
+        let flat: Vec<String> = self
+            .script("leases", &scripts().leases, partition, args)
+            .await?;
+        let Some((now, rows)) = flat.split_first() else {
+            return Err(Error::Protocol {
+                op: "leases",
+                detail: "empty answer".into(),
+            });
+        };
+        // Scores come back as Redis formats doubles; integers in practice.
+        let num = |v: &str| {
+            v.parse::<i64>()
+                .or_else(|_| v.parse::<f64>().map(|f| f as i64))
+                .unwrap_or(0)
+        };
+        let now = num(now);
+        Ok(rows
+            .chunks_exact(6)
+            .map(|r| Lease::new(now, &r[0], &r[1], &r[2], num(&r[3]), num(&r[4]), num(&r[5])))
+            .collect())
     }
 
     /// Checks that Redis answers.

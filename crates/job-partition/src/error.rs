@@ -42,6 +42,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A thread the worker needs could not be started.
+    #[error("could not start {what}: {source}; the system is out of threads or memory")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Redis answered something this crate did not expect (another writer on our keys?).
     #[error(
         "unexpected answer from redis to {op}: {detail}; are other programs writing wharf's keys?"

@@ -21,7 +21,9 @@ pub struct JobEvent<'a> {
 /// Called by a worker around each job. Every method has an empty default.
 ///
 /// Hooks run on the worker's task: keep them short and never block (send to a channel or
-/// spawn for slow work). A panic in a hook is not caught.
+/// spawn for slow work). A panic in a hook is not caught: it ends that job's run on this
+/// worker with nothing recorded, and the worker stops renewing the job's lease, so the job
+/// runs again once the lease expires (the interrupted attempt counts).
 pub trait Hooks: Send + Sync + 'static {
     /// Before `perform` starts.
     fn before(&self, _job: &JobEvent<'_>) {}

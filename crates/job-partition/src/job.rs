@@ -23,11 +23,22 @@ pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// - `perform` may run more than once for one enqueue: after a failure (when
 ///   [`retryable`](Job::retryable)) and after a worker crash (its lease expires and another
 ///   worker runs it). Make it idempotent, or key its side effects by [`JobContext::id`].
-/// - `perform` runs in its own task. It may be aborted at any `.await`: when the job is
-///   cancelled, when [`max_execution_time`](Job::max_execution_time) passes, or when the
-///   worker loses the job's lease. [`JobContext::cancelled`] lets it stop cleanly first.
+/// - `perform` runs in its own task. It is aborted at its next `.await` when the job is
+///   cancelled, when [`max_execution_time`](Job::max_execution_time) passes, when the
+///   worker can no longer prove it holds the job's lease, or at the end of a shutdown's
+///   grace. [`JobContext::cancelled`] lets it stop cleanly first.
+/// - Code between two `.await`s cannot be interrupted: a `std::thread::sleep`, a CPU loop or
+///   blocking I/O runs to its end. Until the task really ends the job stays running: it
+///   keeps its lease (renewed from a thread of the worker's own, so job code cannot starve
+///   it), its execution key, queue key and queue slot, and shows as
+///   [`JobState::Stopping`](crate::JobState) once it overstays a stop. Run blocking work
+///   with `tokio::task::spawn_blocking` and check [`JobContext::is_cancelled`] in it (see
+///   the guide, "What can be interrupted").
 /// - An `Err` or a panic is a failure: retried with [`backoff`](Job::backoff) while attempts
 ///   remain, then the job goes to the dead set with the error's message.
+/// - A job never starts more than [`max_attempts`](Job::max_attempts) times: an attempt cut
+///   short by a crash or a lost lease counts (it may have done part of its work); one handed
+///   back at a graceful shutdown does not.
 /// - [`queue_key`](Job::queue_key) and [`execution_key`](Job::execution_key) are computed
 ///   once, at enqueue, and stored with the job.
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -55,13 +66,26 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 
     /// How many attempts in all (first run included) before the job goes to the dead set.
+    /// An attempt interrupted by a worker crash or a lost lease counts: a job whose last
+    /// allowed attempt was interrupted goes to the dead set instead of starting again.
     fn max_attempts(&self) -> u32 {
         5
     }
 
-    /// Abort the job's task after this long, and count it as a failure.
+    /// Abort the job's task after this long, and count the attempt as a failure (also when
+    /// the task, unable to be interrupted, ends by itself later). A task blocked between
+    /// two `.await`s cannot be aborted: the job keeps its keys until it really ends.
     fn max_execution_time(&self) -> Option<Duration> {
         None
+    }
+
+    /// Whether the later jobs of this job's [`execution_key`](Job::execution_key) wait while
+    /// it waits out a retry's backoff (default `true`): the key's jobs then run in enqueue
+    /// order across retries (A, A's retry, B, C), and the key stays held meanwhile. Return
+    /// `false` to let later jobs of the key run during the backoff; the retry then takes
+    /// the key after them (A, B, C, A's retry).
+    fn execution_key_waits_for_retry(&self) -> bool {
+        true
     }
 
     /// The delay before attempt `attempt + 1`, after `attempt` (1-based) failed.
@@ -100,11 +124,15 @@ impl JobContext {
         self.attempt
     }
     /// Resolves when the job is being stopped (cancelled, timed out, lease lost, shutdown);
-    /// the task is aborted soon after regardless.
+    /// the task is aborted at the same moment, so this is useful in code the abort cannot
+    /// reach: a `select!` whose other branch is `spawn_blocking`, or a clone of the context
+    /// moved into the blocking closure (see [`is_cancelled`](Self::is_cancelled)).
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
     }
-    /// Whether the job is being stopped.
+    /// Whether the job is being stopped. Blocking code (run with `spawn_blocking`, holding
+    /// a clone of this context) should check it between steps and return early: nothing
+    /// else can stop it.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
@@ -116,6 +144,7 @@ pub(crate) struct Policy {
     pub(crate) retryable: bool,
     pub(crate) max_attempts: u32,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) keep_xkey_on_retry: bool,
 }
 
 /// A job decoded from its stored arguments, ready to run.
@@ -168,6 +197,7 @@ impl Registry {
                 retryable: job.retryable(),
                 max_attempts: job.max_attempts().max(1),
                 timeout: job.max_execution_time(),
+                keep_xkey_on_retry: job.execution_key_waits_for_retry(),
             };
             let retry_delay = job.backoff(attempt);
             Ok(Decoded {

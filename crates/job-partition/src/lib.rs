@@ -11,9 +11,12 @@
 //!   on any worker), inspect, count, pause, resume, purge, set global worker limits and
 //!   retention, list and re-enqueue dead jobs.
 //! - [`Worker`]: runs jobs of a [`Registry`] from any partitions and queues. Jobs are held
-//!   under **leases** renewed by heartbeats; a worker that dies (even `kill -9`) has its jobs
-//!   run again once their leases expire, and a **fencing token** keeps a worker that lost a
-//!   lease from completing or failing the job another worker took.
+//!   under **leases** renewed by heartbeats from a thread of the worker's own (job code
+//!   cannot starve it); a worker that dies (even `kill -9`) has its jobs run again once
+//!   their leases expire; a worker cut off from Redis stops its jobs *before* their leases
+//!   can expire, so an execution key never runs on two workers at once; and a **fencing
+//!   token** keeps a worker that lost a lease from completing or failing the job another
+//!   worker took.
 //! - [`Hooks`]: before, after, on error, on cancel, on dead.
 //!
 //! Use it when jobs must survive crashes and limits must hold globally (a queue limited to
@@ -33,6 +36,7 @@
 //! | serialize jobs touching one resource | [`Job::execution_key`] |
 //! | cap a queue across every machine | [`Jobs::set_limit`] |
 //! | stop a job | [`Jobs::cancel`] (waiting: removed; running: aborted within ~1 s) |
+//! | see why a queue waits (dead worker's leases) | [`Jobs::leases`], `wharf-jobs leases P Q` |
 //!
 //! ```no_run
 //! use serde::{Deserialize, Serialize};
@@ -75,7 +79,7 @@
 //! | `P queues` | set | the partition's queue names |
 //! | `P config` | hash | retention: `keep_done`, `keep_done_ms`, `keep_dead` |
 //! | `P seq` | string | enqueue sequence (FIFO order) |
-//! | `P job:<id>` | hash | name, args, queue, state, attempts, token, keys, error |
+//! | `P job:<id>` | hash | name, args, queue, state, attempts, token, keys, error, worker, `lease_ms`, `beat_ms`, `stopping` |
 //! | `Q wait` | zset | ready jobs by sequence |
 //! | `Q delayed` | zset | scheduled and retrying jobs by due time (ms) |
 //! | `Q active` | zset | running jobs by lease deadline (ms); its size is the global running count |
@@ -89,20 +93,26 @@
 //! ## Metrics
 //!
 //! `wharf_jobs_total{partition,queue,state}` with state `enqueued`, `duplicate`,
-//! `completed`, `retried`, `dead`, `cancelled`, `timed_out`, `lost_lease`; and the
-//! histogram `wharf_job_duration_seconds{partition,queue}`.
+//! `completed`, `retried`, `dead`, `cancelled`, `timed_out`, `lost_lease`,
+//! `stop_overdue` (told to stop, its task did not end); the histogram
+//! `wharf_job_duration_seconds{partition,queue}`; the gauges
+//! `wharf_jobs_stopping{partition,queue}` (this worker's jobs overstaying a stop),
+//! `wharf_jobs_stalled_leases{partition,queue}` and
+//! `wharf_jobs_stalled_lease_expires_in_seconds{partition,queue}` (leases a dead or frozen
+//! worker holds, and when the first frees).
 
 mod client;
 mod error;
 mod hooks;
 mod job;
 mod keys;
+mod metric_names;
 mod scripts;
 mod worker;
 
 #[doc(inline)]
 pub use client::{
-    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, MAX_ARGS_BYTES, QueueCounts,
+    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, Lease, MAX_ARGS_BYTES, QueueCounts,
     Retention,
 };
 #[doc(inline)]
@@ -124,7 +134,8 @@ pub mod testing {
 
     use crate::{Jobs, Result};
 
-    /// Claims up to `want` jobs as worker `worker`; answers (id, fencing token) pairs.
+    /// Claims up to `want` jobs as worker `worker` (which announces heartbeats every
+    /// `lease / 10`); answers (id, fencing token) pairs.
     pub async fn claim(
         jobs: &Jobs,
         partition: &str,
@@ -133,7 +144,9 @@ pub mod testing {
         lease: Duration,
         worker: &str,
     ) -> Result<Vec<(String, String)>> {
-        let c = jobs.claim(partition, queue, want, lease, worker).await?;
+        let c = jobs
+            .claim(partition, queue, want, lease, lease / 10, worker)
+            .await?;
         Ok(c.into_iter().map(|c| (c.id, c.token)).collect())
     }
 
@@ -144,7 +157,8 @@ pub mod testing {
 
     /// Fails a job under a lease token (to the dead set); 0 when fenced off.
     pub async fn fail(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<i64> {
-        jobs.fail(partition, id, token, "test failure", None).await
+        jobs.fail(partition, id, token, "test failure", None, false)
+            .await
     }
 
     /// Renews a lease; true if still held.

@@ -99,10 +99,36 @@ local function park(id, seq, q, xkey)
   redis.call('HSET', jk(id), 'state', 'parked')
 end
 
--- Does job h hold its execution key (running, or handed the key and queued)?
+-- Does job h hold its execution key (running, handed the key and queued, or waiting out
+-- a retry backoff that keeps the key)?
 local function holds(h)
   local st = redis.call('HGET', jk(h), 'state')
-  return st == 'running' or st == 'queued'
+  return st == 'running' or st == 'queued' or st == 'retrying'
+end
+
+-- Trim a queue's finished jobs beyond retention (by age, then by count) and its dead set
+-- by count: at most max job hashes per call, so one call never blocks Redis for long.
+local function trim(q, t, max)
+  local keep_n, keep_ms, keep_dead = cfg()
+  local left = max
+  local dk = qk(q, 'done')
+  if keep_ms > 0 then
+    local old = redis.call('ZRANGEBYSCORE', dk, '-inf', t - keep_ms, 'LIMIT', 0, left)
+    for _, o in ipairs(old) do redis.call('DEL', jk(o)) redis.call('ZREM', dk, o) end
+    left = left - #old
+  end
+  local over = redis.call('ZCARD', dk) - math.max(keep_n, 0)
+  if over > 0 and left > 0 then
+    local old = redis.call('ZPOPMIN', dk, math.min(over, left))
+    for i = 1, #old, 2 do redis.call('DEL', jk(old[i])) end
+    left = left - #old / 2
+  end
+  local xk = qk(q, 'dead')
+  over = redis.call('ZCARD', xk) - math.max(keep_dead, 0)
+  if over > 0 and left > 0 then
+    local old = redis.call('ZPOPMIN', xk, math.min(over, left))
+    for i = 1, #old, 2 do redis.call('DEL', jk(old[i])) end
+  end
 end
 "#;
 
@@ -151,9 +177,11 @@ end
 return out
 "#;
 
-/// ARGV: P, queue, want, lease_ms, worker. Returns flat: id, token, attempt, name, args, enq_at.
+/// ARGV: P, queue, want, lease_ms, worker, beat_ms. Returns flat: id, token, attempt, name,
+/// args, enq_at. A queue `limit` of 0 starts nothing (a missing limit is no limit).
 const CLAIM: &str = r#"
 local q, want, lease, worker = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local beat = ARGV[6] or '0'
 local t = now_ms()
 local due = redis.call('ZRANGEBYSCORE', qk(q, 'delayed'), '-inf', t, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
@@ -166,8 +194,8 @@ for _, id in ipairs(due) do
 end
 local meta = redis.call('HMGET', qk(q, 'meta'), 'paused', 'limit')
 if meta[1] == '1' then return {} end
-local lim = tonumber(meta[2] or '0') or 0
-if lim > 0 then
+local lim = tonumber(meta[2] or '')
+if lim then
   local free = lim - redis.call('ZCARD', qk(q, 'active'))
   if free < want then want = free end
 end
@@ -201,7 +229,8 @@ while want > 0 and budget > 0 do
   if run then
     local tok = redis.call('HINCRBY', j, 'token', 1)
     local att = redis.call('HINCRBY', j, 'attempts', 1)
-    redis.call('HSET', j, 'state', 'running', 'worker', worker, 'started_at', t)
+    redis.call('HSET', j, 'state', 'running', 'worker', worker, 'started_at', t,
+      'lease_ms', lease, 'beat_ms', beat)
     redis.call('ZADD', qk(q, 'active'), t + lease, id)
     local f = redis.call('HMGET', j, 'name', 'args', 'enq_at')
     out[#out + 1] = id
@@ -243,22 +272,25 @@ local t = now_ms()
 redis.call('ZREM', qk(f[3], 'active'), id)
 release_xkey(id, f[5])
 release_qkey(id, f[4])
-redis.call('HDEL', jk(id), 'worker', 'cancel')
+redis.call('HDEL', jk(id), 'worker', 'cancel', 'stopping')
 finish(id, f[3], outcome, t)
 return 1
 "#;
 
-/// ARGV: P, id, token, reason, retry_delay_ms (negative: dead). Returns 1 retry, 2 dead, 0 lost.
+/// ARGV: P, id, token, reason, retry_delay_ms (negative: dead), keep_xkey (1: a retrying job
+/// keeps its execution key through its backoff, so later jobs of the key wait for it).
+/// Returns 1 retry, 2 dead, 0 lost.
 const FAIL: &str = r#"
 local id, tok, reason, delay = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local keep = ARGV[6] == '1'
 local j = jk(id)
 local f = redis.call('HMGET', j, 'state', 'token', 'queue', 'qkey', 'xkey')
 if f[1] ~= 'running' or f[2] ~= tok then return 0 end
 local t = now_ms()
 local q = f[3]
 redis.call('ZREM', qk(q, 'active'), id)
-release_xkey(id, f[5])
-redis.call('HDEL', j, 'worker')
+if delay < 0 or not keep then release_xkey(id, f[5]) end
+redis.call('HDEL', j, 'worker', 'stopping')
 redis.call('HSET', j, 'error', reason)
 if delay >= 0 then
   redis.call('HSET', j, 'state', 'retrying', 'run_at', t + delay)
@@ -292,10 +324,11 @@ finish(id, q, 'cancelled', now_ms())
 return 'cancelled'
 "#;
 
-/// ARGV: P, queue, max. Requeues (or finishes as cancelled) jobs whose lease expired.
-/// A requeued job keeps its execution key and its place (its original sequence number).
+/// ARGV: P, queue, max, trim_max. Requeues (or finishes as cancelled) jobs whose lease
+/// expired, then trims finished and dead jobs beyond retention (so an idle queue is trimmed
+/// too). A requeued job keeps its execution key and its place (its original sequence number).
 const REAP: &str = r#"
-local q, max = ARGV[2], tonumber(ARGV[3])
+local q, max, trim_max = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4] or '0')
 local t = now_ms()
 local ex = redis.call('ZRANGEBYSCORE', qk(q, 'active'), '-inf', t, 'LIMIT', 0, max)
 for _, id in ipairs(ex) do
@@ -303,7 +336,7 @@ for _, id in ipairs(ex) do
   local j = jk(id)
   local f = redis.call('HMGET', j, 'state', 'cancel', 'qkey', 'xkey', 'seq')
   if f[1] == 'running' then
-    redis.call('HDEL', j, 'worker')
+    redis.call('HDEL', j, 'worker', 'stopping')
     redis.call('HINCRBY', qk(q, 'meta'), 'lease_expired', 1)
     if f[2] == '1' then
       release_xkey(id, f[4])
@@ -316,7 +349,36 @@ for _, id in ipairs(ex) do
     end
   end
 end
+if trim_max > 0 then trim(q, t, trim_max) end
 return #ex
+"#;
+
+/// ARGV: P, queue, max. Returns flat: Redis' time (ms), then per lease (soonest expiry
+/// first): id, name, worker, expiry_ms, lease_ms, beat_ms.
+const LEASES: &str = r#"
+local q, max = ARGV[2], tonumber(ARGV[3])
+local out = { tostring(now_ms()) }
+local act = redis.call('ZRANGE', qk(q, 'active'), 0, max - 1, 'WITHSCORES')
+for i = 1, #act, 2 do
+  local f = redis.call('HMGET', jk(act[i]), 'name', 'worker', 'lease_ms', 'beat_ms')
+  out[#out + 1] = act[i]
+  out[#out + 1] = f[1] or ''
+  out[#out + 1] = f[2] or ''
+  out[#out + 1] = act[i + 1]
+  out[#out + 1] = f[3] or '0'
+  out[#out + 1] = f[4] or '0'
+end
+return out
+"#;
+
+/// ARGV: P, id, token, reason. Flags a running job whose task was told to stop and has not
+/// ended. Returns 1, or 0 when the lease was lost.
+const MARK_STOPPING: &str = r#"
+local id, tok, reason = ARGV[2], ARGV[3], ARGV[4]
+local f = redis.call('HMGET', jk(id), 'state', 'token')
+if f[1] ~= 'running' or f[2] ~= tok then return 0 end
+redis.call('HSET', jk(id), 'stopping', reason)
+return 1
 "#;
 
 /// ARGV: P, id, token. Puts a running job back at its place in its queue (worker shutdown);
@@ -328,7 +390,7 @@ local j = jk(id)
 local f = redis.call('HMGET', j, 'state', 'token', 'queue', 'seq')
 if f[1] ~= 'running' or f[2] ~= tok then return 0 end
 redis.call('ZREM', qk(f[3], 'active'), id)
-redis.call('HDEL', j, 'worker')
+redis.call('HDEL', j, 'worker', 'stopping')
 redis.call('HINCRBY', j, 'attempts', -1)
 redis.call('HSET', j, 'state', 'queued')
 redis.call('ZADD', qk(f[3], 'wait'), f[4], id)
@@ -391,6 +453,8 @@ pub(crate) struct Scripts {
     pub(crate) release: Script,
     pub(crate) purge: Script,
     pub(crate) retry_dead: Script,
+    pub(crate) leases: Script,
+    pub(crate) mark_stopping: Script,
 }
 
 fn build(body: &str) -> Script {
@@ -411,5 +475,7 @@ pub(crate) fn scripts() -> &'static Scripts {
         release: build(RELEASE),
         purge: build(PURGE),
         retry_dead: build(RETRY_DEAD),
+        leases: build(LEASES),
+        mark_stopping: build(MARK_STOPPING),
     })
 }

@@ -4,9 +4,10 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
-use wharf_job_partition::JobState;
+use wharf_job_partition::{JobState, Registry, Worker};
 
 fn cli(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wharf-jobs"))
@@ -58,4 +59,105 @@ fn the_cli_answers_bad_usage_with_status_2() {
     let (code, out) = cli(&["frobnicate"]);
     assert_eq!(code, 2);
     assert!(out.contains("usage: wharf-jobs"));
+}
+
+#[tokio::test]
+async fn limit_zero_means_zero_in_the_cli_and_the_library_and_none_lifts_it() {
+    let jobs = jobs().await;
+    let p = partition("cli-zero");
+    register_client(&p, &jobs);
+    jobs.enqueue(&p, "q", &Record::default()).await.unwrap();
+    let (code, out) = cli(&["limit", &p, "q", "0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 (no job of the queue starts)"), "{out}");
+    assert_eq!(jobs.counts(&p, "q").await.unwrap().limit, Some(0));
+    let (_, out) = cli(&["queues", &p]);
+    assert!(out.contains("limit=0"), "{out}");
+
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "q", 4)
+        .build()
+        .unwrap()
+        .start();
+    // A job due at once is moved to the ready jobs by the same atomic claim that applies the
+    // limit: once it has moved, a claim has run and had to start nothing.
+    jobs.enqueue_in(&p, "q", &Record::default(), Duration::from_millis(1))
+        .await
+        .unwrap();
+    eventually("a claim on the queue", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().scheduled == 0
+    })
+    .await
+    .unwrap();
+    let c = jobs.counts(&p, "q").await.unwrap();
+    assert_eq!(
+        (c.queued, c.running, c.completed_total),
+        (2, 0, 0),
+        "limit 0 let jobs start: {c:?}"
+    );
+
+    // The library agrees: Some(0) is zero too, None lifts the limit.
+    jobs.set_limit(&p, "q", Some(0)).await.unwrap();
+    assert_eq!(jobs.counts(&p, "q").await.unwrap().limit, Some(0));
+    let (code, out) = cli(&["limit", &p, "q", "none"]);
+    assert_eq!(code, 0, "{out}");
+    eventually("both jobs to complete", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 2
+    })
+    .await
+    .unwrap();
+    w.shutdown().await;
+    assert_eq!(jobs.counts(&p, "q").await.unwrap().limit, None);
+}
+
+#[tokio::test]
+async fn pause_and_limit_of_a_misspelled_partition_or_queue_fail_and_create_nothing() {
+    let jobs = jobs().await;
+    let p = partition("cli-spell");
+    jobs.enqueue(&p, "mail", &Record::default()).await.unwrap();
+    let ghost = partition("cli-nosuch");
+
+    for args in [
+        vec!["pause", ghost.as_str(), "mail"],
+        vec!["limit", ghost.as_str(), "mail", "3"],
+        vec!["resume", ghost.as_str(), "mail"],
+    ] {
+        let (code, out) = cli(&args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        assert!(out.contains(&format!("no partition `{ghost}`")), "{out}");
+    }
+    assert!(!jobs.partitions().await.unwrap().contains(&ghost));
+
+    for args in [
+        vec!["pause", p.as_str(), "mial"],
+        vec!["limit", p.as_str(), "mial", "0"],
+        vec!["purge", p.as_str(), "mial"],
+        vec!["dead", p.as_str(), "mial"],
+    ] {
+        let (code, out) = cli(&args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        assert!(out.contains("no queue `mial`"), "{out}");
+        assert!(out.contains("its queues: mail"), "{out}");
+    }
+    assert_eq!(jobs.queues(&p).await.unwrap(), ["mail"]);
+    let (code, out) = cli(&["queues", &ghost]);
+    assert_eq!(code, 1, "{out}");
+
+    // On purpose: --create sets up a queue before its first job.
+    let (code, out) = cli(&["--create", "pause", &p, "later"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(jobs.counts(&p, "later").await.unwrap().paused);
+}
+
+#[tokio::test]
+async fn show_and_cancel_of_an_unknown_job_exit_1_with_a_message() {
+    let jobs = jobs().await;
+    let p = partition("cli-unknown");
+    jobs.enqueue(&p, "q", &Record::default()).await.unwrap();
+    let (code, out) = cli(&["show", &p, "no-such-id"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no job no-such-id"), "{out}");
+    let (code, out) = cli(&["cancel", &p, "no-such-id"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing cancelled"), "{out}");
 }

@@ -162,10 +162,11 @@ async fn partitions_on_a_redis_cluster_keep_queue_keys_execution_keys_and_cancel
     }
     let w = builder.build().unwrap().start();
     for p in &parts {
-        let done = eventually(Duration::from_secs(30), || async {
+        let done = eventually("completed_total == 50", Duration::from_secs(30), || async {
             jobs.counts(p, "q").await.unwrap().completed_total == 50
         })
-        .await;
+        .await
+        .is_ok();
         assert!(
             done,
             "partition {p}: {:?}",

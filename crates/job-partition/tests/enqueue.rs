@@ -66,7 +66,8 @@ async fn delayed_and_timed_jobs_wait_for_their_time() {
     let jobs = jobs().await;
     let p = partition("sched");
     register_client(&p, &jobs);
-    jobs.enqueue_in(&p, "q", &rec(1), Duration::from_millis(600))
+    let soon = jobs
+        .enqueue_in(&p, "q", &rec(1), Duration::from_millis(600))
         .await
         .unwrap();
     let at = SystemTime::now() + Duration::from_secs(3600);
@@ -82,18 +83,28 @@ async fn delayed_and_timed_jobs_wait_for_their_time() {
         .build()
         .unwrap()
         .start();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let runs: Option<i64> = cmd(
-        &jobs,
-        redis::cmd("HGET").arg(format!("{{{p}}}:runs")).arg(1),
-    )
-    .await;
-    assert_eq!(runs, None, "the delayed job ran before its delay");
-    let done = eventually(Duration::from_secs(5), || async {
+    let done = eventually("completed_total == 1", Duration::from_secs(5), || async {
         jobs.counts(&p, "q").await.unwrap().completed_total == 1
     })
-    .await;
+    .await
+    .is_ok();
     assert!(done, "the delayed job did not run after its delay");
+    // When it started, against when it was due: both on Redis' clock, stored with the job.
+    let (enqueued, due, started): (u64, u64, u64) = cmd(
+        &jobs,
+        redis::cmd("HMGET")
+            .arg(format!("{{wharf:{p}}}:job:{}", soon.id()))
+            .arg("enq_at")
+            .arg("run_at")
+            .arg("started_at"),
+    )
+    .await;
+    assert_eq!(due, enqueued + 600);
+    assert!(
+        started >= due,
+        "the delayed job started {} ms before its time",
+        due - started
+    );
     assert_eq!(
         jobs.counts(&p, "q").await.unwrap().scheduled,
         1,
@@ -127,22 +138,36 @@ async fn a_paused_queue_starts_nothing_until_resumed() {
     jobs.enqueue_bulk(&p, "q", &(0..5).map(rec).collect::<Vec<_>>())
         .await
         .unwrap();
+    // Due at once: the claim script moves it to the ready jobs before it checks the pause,
+    // in the same atomic call, so seeing it moved proves a claim ran on the paused queue.
+    jobs.enqueue_in(&p, "q", &rec(5), Duration::from_millis(1))
+        .await
+        .unwrap();
     let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
         .queue(&p, "q", 4)
         .build()
         .unwrap()
         .start();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually(
+        "a claim on the paused queue (the due job moved to ready)",
+        Duration::from_secs(5),
+        || async { jobs.counts(&p, "q").await.unwrap().scheduled == 0 },
+    )
+    .await
+    .unwrap();
     let c = jobs.counts(&p, "q").await.unwrap();
     assert!(c.paused);
-    assert_eq!(c.queued, 5, "a paused queue ran jobs");
-    jobs.resume(&p, "q").await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().completed_total == 5
-        })
-        .await
+    assert_eq!(
+        (c.queued, c.running, c.completed_total),
+        (6, 0, 0),
+        "a paused queue ran jobs"
     );
+    jobs.resume(&p, "q").await.unwrap();
+    eventually("completed_total == 6", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 6
+    })
+    .await
+    .unwrap();
     w.shutdown().await;
 }
 
@@ -202,10 +227,11 @@ async fn unknown_names_and_undecodable_arguments_go_to_the_dead_set_with_the_rea
         .unwrap()
         .start();
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually("dead == 2", Duration::from_secs(5), || async {
             jobs.counts(&p, "q").await.unwrap().dead == 2
         })
-        .await,
+        .await
+        .is_ok(),
         "the bad jobs did not reach the dead set"
     );
     w.shutdown().await;
@@ -261,24 +287,22 @@ async fn a_dead_job_can_be_re_enqueued_and_the_dead_set_purged() {
         .build()
         .unwrap()
         .start();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().dead == 2
-        })
-        .await
-    );
+    eventually("dead == 2", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().dead == 2
+    })
+    .await
+    .unwrap();
     // Attempts start again from 1: job a fails only its first attempt... so it fails again.
     // Re-enqueued with fresh attempts, it gets max_attempts (1) more: still dead.
     assert_eq!(
         jobs.retry_dead(&p, a.id()).await.unwrap(),
         Enqueued::Queued(a.id().to_owned())
     );
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().dead_total == 3
-        })
-        .await
-    );
+    eventually("dead_total == 3", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().dead_total == 3
+    })
+    .await
+    .unwrap();
     w.shutdown().await;
     assert_eq!(jobs.purge_dead(&p, "q").await.unwrap(), 2);
     assert!(jobs.job(&p, b.id()).await.unwrap().is_none());
@@ -310,13 +334,16 @@ async fn the_dead_set_and_finished_jobs_are_bounded_by_retention() {
         .build()
         .unwrap()
         .start();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
+    eventually(
+        "20 completed and 20 dead",
+        Duration::from_secs(10),
+        || async {
             let c = jobs.counts(&p, "q").await.unwrap();
             c.completed_total == 20 && c.dead_total == 20
-        })
-        .await
-    );
+        },
+    )
+    .await
+    .unwrap();
     w.shutdown().await;
     let c = jobs.counts(&p, "q").await.unwrap();
     assert_eq!((c.finished_kept, c.dead), (10, 5));
@@ -352,4 +379,54 @@ async fn arguments_over_the_size_limit_are_refused_with_advice() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("pass a reference"), "{err}");
+}
+
+#[tokio::test]
+async fn finished_jobs_older_than_retention_are_trimmed_on_an_idle_queue() {
+    let jobs = jobs().await;
+    let p = partition("retention-age");
+    register_client(&p, &jobs);
+    let keep_for = Duration::from_secs(2);
+    jobs.set_retention(
+        &p,
+        Retention {
+            keep_finished_for: keep_for,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    jobs.enqueue_bulk(&p, "q", &(0..3).map(rec).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "q", 4)
+        .build()
+        .unwrap()
+        .start();
+    eventually(
+        "the three jobs to complete",
+        Duration::from_secs(5),
+        || async { jobs.counts(&p, "q").await.unwrap().completed_total == 3 },
+    )
+    .await
+    .unwrap();
+    // Nothing finishes from now on: the queue is idle, its worker still serves it. The
+    // jobs age out after `keep_for`; the worker's lease check (every second) trims them.
+    let c = jobs.counts(&p, "q").await.unwrap();
+    assert_eq!(c.finished_kept, 3, "trimmed before their time: {c:?}");
+    let trimmed = eventually(
+        "the finished jobs to be trimmed by age",
+        keep_for + Duration::from_secs(5),
+        || async { jobs.counts(&p, "q").await.unwrap().finished_kept == 0 },
+    )
+    .await;
+    w.shutdown().await;
+    trimmed.unwrap();
+    let keys: Vec<String> = cmd(
+        &jobs,
+        redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:job:*")),
+    )
+    .await;
+    assert!(keys.is_empty(), "job hashes kept past retention: {keys:?}");
 }

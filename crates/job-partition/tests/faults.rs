@@ -35,25 +35,29 @@ async fn workers_ride_out_a_redis_outage_without_losing_or_locking_anything() {
         .build()
         .unwrap()
         .start();
-    assert!(
-        eventually(Duration::from_secs(30), || async {
+    eventually(
+        "a quarter of the jobs to complete",
+        Duration::from_secs(30),
+        || async {
             jobs.counts(&p, "q")
                 .await
                 .is_ok_and(|c| c.completed_total >= total / 4)
-        })
-        .await
-    );
+        },
+    )
+    .await
+    .unwrap();
     // Cut every connection and refuse new ones for a second and a half.
     proxy.down().unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.restore().unwrap();
 
-    let done = eventually(Duration::from_secs(60), || async {
+    let done = eventually("every job to complete", Duration::from_secs(60), || async {
         jobs.counts(&p, "q")
             .await
             .is_ok_and(|c| c.completed_total == total)
     })
-    .await;
+    .await
+    .is_ok();
     let c = jobs.counts(&p, "q").await.unwrap();
     assert!(done, "work did not resume after the outage: {c:?}");
     w.shutdown().await;

@@ -37,13 +37,16 @@ async fn jobs_are_counted_per_partition_queue_and_state() {
         .build()
         .unwrap()
         .start();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
+    eventually(
+        "2 completed and 1 dead",
+        Duration::from_secs(10),
+        || async {
             let c = jobs.counts(&p, "q").await.unwrap();
             c.completed_total == 2 && c.dead_total == 1
-        })
-        .await
-    );
+        },
+    )
+    .await
+    .unwrap();
     w.shutdown().await;
 
     // One snapshot: taking one drains the recorder's counters.

@@ -109,14 +109,19 @@ async fn the_master_is_found_through_sentinel_and_found_again_after_a_failover()
 
     // Let the replica catch up and the sentinel learn about it, then kill the master.
     assert!(
-        eventually(Duration::from_secs(20), || async {
-            let out = Command::new("redis-cli")
-                .args(["-p", &s.to_string(), "sentinel", "replicas", "wharf"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).contains(&r.to_string())
-        })
-        .await,
+        eventually(
+            "the sentinel to see the replica",
+            Duration::from_secs(20),
+            || async {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &s.to_string(), "sentinel", "replicas", "wharf"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains(&r.to_string())
+            }
+        )
+        .await
+        .is_ok(),
         "the sentinel never saw the replica"
     );
     // Replication is asynchronous: wait until the replica really holds what the master has
@@ -132,22 +137,28 @@ async fn the_master_is_found_through_sentinel_and_found_again_after_a_failover()
             .unwrap_or(0)
     };
     assert!(
-        eventually(Duration::from_secs(20), || async {
+        eventually("the replica to sync", Duration::from_secs(20), || async {
             let on_master = dbsize(m);
             on_master > 0 && dbsize(r) == on_master
         })
-        .await,
+        .await
+        .is_ok(),
         "the replica did not sync"
     );
     master.0.kill().unwrap();
     master.0.wait().unwrap();
 
-    let recovered = eventually(Duration::from_secs(40), || async {
-        jobs.enqueue("sent", "q", &common::Record::default())
-            .await
-            .is_ok()
-    })
-    .await;
+    let recovered = eventually(
+        "an enqueue to reach the new master",
+        Duration::from_secs(40),
+        || async {
+            jobs.enqueue("sent", "q", &common::Record::default())
+                .await
+                .is_ok()
+        },
+    )
+    .await
+    .is_ok();
     assert!(
         recovered,
         "calls did not reach the new master after the failover"

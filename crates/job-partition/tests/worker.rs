@@ -83,12 +83,11 @@ async fn a_failing_job_is_retried_with_backoff_until_it_succeeds_and_hooks_see_e
         )
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().completed_total == 1
-        })
-        .await
-    );
+    eventually("completed_total == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 1
+    })
+    .await
+    .unwrap();
     w.shutdown().await;
     let c = jobs.counts(&p, "q").await.unwrap();
     assert_eq!(c.retried_total, 2);
@@ -120,22 +119,20 @@ async fn after_the_last_attempt_a_job_is_dead_and_its_queue_key_released() {
     };
     let id = jobs.enqueue(&p, "q", &job).await.unwrap();
     // While it waits to retry, the queue key still holds.
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().retried_total >= 1
-        })
-        .await
-    );
+    eventually("retried_total >= 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().retried_total >= 1
+    })
+    .await
+    .unwrap();
     assert!(matches!(
         jobs.enqueue(&p, "q", &job).await.unwrap(),
         wharf_job_partition::Enqueued::Duplicate(_)
     ));
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().dead == 1
-        })
-        .await
-    );
+    eventually("dead == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().dead == 1
+    })
+    .await
+    .unwrap();
     w.shutdown().await;
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
     assert_eq!((info.state, info.attempts), (JobState::Dead, 3));
@@ -160,22 +157,28 @@ async fn max_execution_time_aborts_the_job_and_counts_as_a_failure() {
     };
     let id = jobs.enqueue(&p, "q", &job).await.unwrap();
     let t = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().dead == 1
-        })
-        .await
-    );
+    eventually("dead == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().dead == 1
+    })
+    .await
+    .unwrap();
     assert!(t.elapsed() < Duration::from_secs(3));
     w.shutdown().await;
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
     assert!(info.error.unwrap().contains("max_execution_time"));
-    let runs: Option<i64> = cmd(
+    // The abort itself, seen by the job's own code: its future was dropped mid-sleep (a run
+    // that reached its end would say so), and before the job was recorded dead.
+    let run = runs(&p);
+    assert_eq!(run.len(), 1, "{run:?}");
+    assert!(run[0].aborted, "the job's task was not aborted: {run:?}");
+    let ran_for = run[0].ended.unwrap() - run[0].started;
+    assert!(ran_for < Duration::from_secs(10), "it slept to its end");
+    let marker: Option<i64> = cmd(
         &jobs,
         redis::cmd("HGET").arg(format!("{{{p}}}:runs")).arg(1),
     )
     .await;
-    assert_eq!(runs, None, "the aborted job ran to its end");
+    assert_eq!(marker, None, "the aborted job reached its end");
 }
 
 #[tokio::test]
@@ -201,32 +204,40 @@ async fn a_running_job_is_aborted_within_a_second_of_its_cancel_and_on_cancel_ru
         )
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().running == 1
-        })
-        .await
-    );
+    eventually("running == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().running == 1
+    })
+    .await
+    .unwrap();
     let t = Instant::now();
     assert_eq!(
         jobs.cancel(&p, id.id()).await.unwrap(),
         CancelOutcome::Cancelling
     );
     assert!(
-        eventually(Duration::from_secs(1), || async {
-            jobs.job(&p, id.id()).await.unwrap().unwrap().state == JobState::Cancelled
-        })
-        .await,
+        eventually(
+            "the job to be cancelled",
+            Duration::from_secs(1),
+            || async { jobs.job(&p, id.id()).await.unwrap().unwrap().state == JobState::Cancelled }
+        )
+        .await
+        .is_ok(),
         "not cancelled within 1 s"
     );
     assert!(t.elapsed() < Duration::from_secs(1));
+    // The abort itself: the job's future was dropped mid-sleep, before `cancelled` was
+    // recorded (the run's end is before the cancel was observed, not 30 s after its start).
+    let run = runs(&p);
+    assert_eq!(run.len(), 1, "{run:?}");
+    assert!(
+        run[0].aborted,
+        "the task was not aborted mid-sleep: {run:?}"
+    );
+    assert!(run[0].ended.unwrap() <= Instant::now());
     w.shutdown().await;
     assert_eq!(*seen.0.lock().unwrap(), ["before 1", "cancel"]);
     let cur: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:cur"))).await;
-    assert_eq!(
-        cur, 1,
-        "the task was not aborted mid-sleep (it reached its end)"
-    );
+    assert_eq!(cur, 1, "the task reached the end of its sleep");
 }
 
 #[tokio::test]
@@ -283,12 +294,13 @@ async fn jobs_of_an_execution_key_never_overlap_and_start_in_enqueue_order() {
     let w1 = worker(&jobs, &p, 8);
     let w2 = worker(&jobs, &p, 8);
     let total = u64::from(keys * per_key);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            jobs.counts(&p, "q").await.unwrap().completed_total == total
-        })
-        .await
-    );
+    eventually(
+        "completed_total == total",
+        Duration::from_secs(30),
+        || async { jobs.counts(&p, "q").await.unwrap().completed_total == total },
+    )
+    .await
+    .unwrap();
     w1.shutdown().await;
     w2.shutdown().await;
     let overlap: Option<i64> = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:overlap"))).await;
@@ -336,12 +348,11 @@ async fn the_queue_limit_holds_across_workers_and_changes_at_run_time() {
     .unwrap();
     let w1 = worker(&jobs, &p, 10);
     let w2 = worker(&jobs, &p, 10);
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            jobs.counts(&p, "q").await.unwrap().completed_total == 30
-        })
-        .await
-    );
+    eventually("completed_total == 30", Duration::from_secs(20), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 30
+    })
+    .await
+    .unwrap();
     let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:max"))).await;
     assert_eq!(
         max, 3,
@@ -360,12 +371,11 @@ async fn the_queue_limit_holds_across_workers_and_changes_at_run_time() {
     )
     .await
     .unwrap();
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            jobs.counts(&p, "q").await.unwrap().completed_total == 70
-        })
-        .await
-    );
+    eventually("completed_total == 70", Duration::from_secs(20), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 70
+    })
+    .await
+    .unwrap();
     w1.shutdown().await;
     w2.shutdown().await;
     let max: i64 = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p}}}:max"))).await;
@@ -394,12 +404,11 @@ async fn a_job_whose_worker_stopped_heartbeating_runs_again_after_its_lease() {
         .await
         .unwrap();
     let w = worker(&jobs, &p, 2);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().completed_total == 1
-        })
-        .await
-    );
+    eventually("completed_total == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 1
+    })
+    .await
+    .unwrap();
     w.shutdown().await;
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
     assert_eq!((info.attempts, info.lease_expiries), (2, 1));
@@ -442,12 +451,11 @@ async fn a_panicking_job_is_a_failure_not_a_dead_worker() {
     .start();
     let boom = jobs.enqueue(&p, "q", &Boom).await.unwrap();
     jobs.enqueue(&p, "q", &rec(1)).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().completed_total == 1
-        })
-        .await
-    );
+    eventually("completed_total == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 1
+    })
+    .await
+    .unwrap();
     w.shutdown().await;
     let info = jobs.job(&p, boom.id()).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Dead);
@@ -467,12 +475,11 @@ async fn queues_can_be_added_to_and_removed_from_a_running_worker() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(jobs.counts(&p, "late").await.unwrap().queued, 1);
     w.add_queue(&p, "late", 2).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "late").await.unwrap().completed_total == 1
-        })
-        .await
-    );
+    eventually("completed_total == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "late").await.unwrap().completed_total == 1
+    })
+    .await
+    .unwrap();
     w.remove_queue(&p, "late").await;
     jobs.enqueue(&p, "late", &rec(2)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -501,12 +508,11 @@ async fn a_worker_runs_as_a_supervised_child_and_stops_with_its_supervisor() {
         .await
         .unwrap();
     jobs.enqueue(&p, "q", &rec(1)).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().completed_total == 1
-        })
-        .await
-    );
+    eventually("completed_total == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 1
+    })
+    .await
+    .unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(10), sup.shutdown()).await;
     assert!(
         stopped.is_ok_and(|r| r.is_ok()),
@@ -587,12 +593,11 @@ async fn a_job_still_running_after_the_shutdown_grace_goes_back_to_its_queue_at_
         )
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            jobs.counts(&p, "q").await.unwrap().running == 1
-        })
-        .await
-    );
+    eventually("running == 1", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().running == 1
+    })
+    .await
+    .unwrap();
     let t = Instant::now();
     w.shutdown().await;
     assert!(
@@ -603,4 +608,172 @@ async fn a_job_still_running_after_the_shutdown_grace_goes_back_to_its_queue_at_
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
     assert_eq!((info.state, info.attempts), (JobState::Queued, 0));
     assert_eq!(jobs.counts(&p, "q").await.unwrap().running, 0);
+}
+
+/// Appends its `seq` to `{p}:order` under execution key `k`; fails its first attempt when
+/// `fail_first`; retries after 300 ms.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InLine {
+    seq: u32,
+    fail_first: bool,
+}
+
+impl InLine {
+    async fn run(
+        &self,
+        ctx: &wharf_job_partition::JobContext,
+    ) -> Result<(), wharf_job_partition::JobError> {
+        let p = ctx.partition();
+        let _: i64 = cmd(
+            &client(p),
+            redis::cmd("RPUSH")
+                .arg(format!("{{{p}}}:order"))
+                .arg(self.seq),
+        )
+        .await;
+        if self.fail_first && ctx.attempt() == 1 {
+            return Err("planned failure".into());
+        }
+        Ok(())
+    }
+}
+
+impl wharf_job_partition::Job for InLine {
+    const NAME: &'static str = "in_line";
+    async fn perform(
+        self,
+        ctx: wharf_job_partition::JobContext,
+    ) -> Result<(), wharf_job_partition::JobError> {
+        self.run(&ctx).await
+    }
+    fn execution_key(&self) -> Option<String> {
+        Some("k".into())
+    }
+    fn backoff(&self, _attempt: u32) -> Duration {
+        Duration::from_millis(300)
+    }
+}
+
+/// The same, but lets later jobs of its key pass while it waits to retry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LetsPass(InLine);
+
+impl wharf_job_partition::Job for LetsPass {
+    const NAME: &'static str = "lets_pass";
+    async fn perform(
+        self,
+        ctx: wharf_job_partition::JobContext,
+    ) -> Result<(), wharf_job_partition::JobError> {
+        self.0.run(&ctx).await
+    }
+    fn execution_key(&self) -> Option<String> {
+        Some("k".into())
+    }
+    fn backoff(&self, _attempt: u32) -> Duration {
+        Duration::from_millis(300)
+    }
+    fn execution_key_waits_for_retry(&self) -> bool {
+        false
+    }
+}
+
+async fn order_of_a_failing_job_and_two_more(first_lets_pass: bool) -> Vec<u32> {
+    let jobs = jobs().await;
+    let p = partition("fifo-retry");
+    register_client(&p, &jobs);
+    let a = InLine {
+        seq: 0,
+        fail_first: true,
+    };
+    if first_lets_pass {
+        jobs.enqueue(&p, "q", &LetsPass(a)).await.unwrap();
+    } else {
+        jobs.enqueue(&p, "q", &a).await.unwrap();
+    }
+    for seq in [1, 2] {
+        let job = InLine {
+            seq,
+            fail_first: false,
+        };
+        jobs.enqueue(&p, "q", &job).await.unwrap();
+    }
+    let w = Worker::builder(
+        jobs.clone(),
+        Registry::new().register::<InLine>().register::<LetsPass>(),
+    )
+    .queue(&p, "q", 4)
+    .build()
+    .unwrap()
+    .start();
+    eventually(
+        "the three jobs to complete",
+        Duration::from_secs(10),
+        || async { jobs.counts(&p, "q").await.unwrap().completed_total == 3 },
+    )
+    .await
+    .unwrap();
+    w.shutdown().await;
+    let locks: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("{{wharf:{p}}}:x*"))).await;
+    assert!(locks.is_empty(), "execution keys left locked: {locks:?}");
+    cmd(
+        &jobs,
+        redis::cmd("LRANGE")
+            .arg(format!("{{{p}}}:order"))
+            .arg(0)
+            .arg(-1),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_retrying_job_keeps_its_place_on_its_execution_key_by_default() {
+    let order = order_of_a_failing_job_and_two_more(false).await;
+    assert_eq!(order, [0, 0, 1, 2], "A, A's retry, B, C");
+}
+
+#[tokio::test]
+async fn a_job_may_let_later_jobs_of_its_key_pass_while_it_waits_to_retry() {
+    let order = order_of_a_failing_job_and_two_more(true).await;
+    assert_eq!(order, [0, 1, 2, 0], "A, B, C, A's retry");
+}
+
+#[derive(Clone)]
+struct PanicsFirst;
+
+impl Hooks for PanicsFirst {
+    fn before(&self, job: &JobEvent<'_>) {
+        if job.attempt == 1 {
+            panic!("a hook that panics");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_hook_panicked_is_not_kept_leased_and_runs_again_after_its_lease() {
+    let jobs = jobs().await;
+    let p = partition("hook-panic");
+    register_client(&p, &jobs);
+    let lease = Duration::from_secs(3);
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "q", 2)
+        .lease(lease)
+        .hooks(PanicsFirst)
+        .build()
+        .unwrap()
+        .start();
+    let job = Record {
+        xkey: Some("x".into()),
+        ..rec(1)
+    };
+    let id = jobs.enqueue(&p, "q", &job).await.unwrap();
+    eventually(
+        "the job to run again once its lease expired",
+        lease + Duration::from_secs(5),
+        || async { jobs.counts(&p, "q").await.unwrap().completed_total == 1 },
+    )
+    .await
+    .unwrap();
+    w.shutdown().await;
+    let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
+    assert_eq!((info.attempts, info.lease_expiries), (2, 1), "{info:?}");
 }

@@ -5,16 +5,18 @@
 
 use std::process::ExitCode;
 
-use wharf_job_partition::{CancelOutcome, Config, Enqueued, Jobs};
+use wharf_job_partition::{CancelOutcome, Config, Enqueued, Jobs, Lease};
 
 const USAGE: &str = "\
 wharf-jobs: inspect and administer wharf-job-partition jobs in Redis
 
-usage: wharf-jobs [--url REDIS_URL] COMMAND [ARGS]
+usage: wharf-jobs [--url REDIS_URL] [--create] COMMAND [ARGS]
 
 commands:
   partitions                          list partitions
   queues PARTITION                    list a partition's queues with counts per state
+  leases PARTITION QUEUE              list the leases of the queue's running jobs, and
+                                      which ones a dead worker holds (until when)
   show PARTITION JOB_ID               show one job
   cancel PARTITION JOB_ID             cancel a waiting or running job
   dead PARTITION QUEUE [N]            list the newest N (default 20) dead jobs
@@ -24,9 +26,26 @@ commands:
   pause PARTITION QUEUE               stop every worker starting jobs of the queue
   resume PARTITION QUEUE              let workers start jobs of the queue again
   limit PARTITION QUEUE N|none        set the queue's global limit of running jobs
+                                      (0: no job starts; none: no limit)
 
+A PARTITION or QUEUE that does not exist is an error (a misspelling must not create a
+queue); --create lets pause, resume and limit set up a queue before its first job.
 The URL comes from --url or WHARF_REDIS_URL (default redis://127.0.0.1:6379).
-Exit status: 0 done, 1 failed, 2 bad usage.";
+Exit status: 0 done, 1 failed (also: unknown partition, queue or job), 2 bad usage.";
+
+/// Why a command did not succeed.
+enum Fail {
+    /// The words are not a command: exit 2.
+    Usage,
+    /// The command failed: exit 1 with this message.
+    Error(String),
+}
+
+impl From<wharf_job_partition::Error> for Fail {
+    fn from(e: wharf_job_partition::Error) -> Self {
+        Fail::Error(e.to_string())
+    }
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -40,6 +59,8 @@ async fn main() -> ExitCode {
         config = Config::new(args[i + 1].clone());
         args.drain(i..=i + 1);
     }
+    let create = args.iter().any(|a| a == "--create");
+    args.retain(|a| a != "--create");
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     if matches!(
         words.first().copied(),
@@ -55,63 +76,82 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(&jobs, &words).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
+    match run(&jobs, &words, create).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Usage) => {
             eprintln!("bad usage\n\n{USAGE}");
             ExitCode::from(2)
         }
-        Err(e) => {
+        Err(Fail::Error(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Runs one command; Ok(false) when the words are not a command.
-async fn run(jobs: &Jobs, words: &[&str]) -> wharf_job_partition::Result<bool> {
+/// The partition must exist.
+async fn known_partition(jobs: &Jobs, p: &str) -> Result<(), Fail> {
+    let all = jobs.partitions().await?;
+    if all.iter().any(|k| k == p) {
+        return Ok(());
+    }
+    Err(Fail::Error(format!(
+        "no partition `{p}` (known: {}); check the spelling",
+        list(&all)
+    )))
+}
+
+/// The queue must exist, unless `create` (then the partition need not exist either).
+async fn known_queue(jobs: &Jobs, p: &str, q: &str, create: bool) -> Result<(), Fail> {
+    if create {
+        return Ok(());
+    }
+    known_partition(jobs, p).await?;
+    let all = jobs.queues(p).await?;
+    if all.iter().any(|k| k == q) {
+        return Ok(());
+    }
+    Err(Fail::Error(format!(
+        "no queue `{q}` in partition `{p}` (its queues: {}); check the spelling, or pass --create to set up a queue before its first job",
+        list(&all)
+    )))
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn secs(ms: i64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// One line about a queue's stalled leases, if any.
+fn stalled_note(leases: &[Lease]) -> Option<String> {
+    let stalled: Vec<&Lease> = leases.iter().filter(|l| l.stalled).collect();
+    let soonest = stalled.iter().map(|l| l.expires_in_ms).min()?;
+    Some(format!(
+        "{} stalled lease(s) held by a dead or frozen worker; the first frees in {}",
+        stalled.len(),
+        secs(soonest.max(0))
+    ))
+}
+
+/// Runs one command.
+async fn run(jobs: &Jobs, words: &[&str], create: bool) -> Result<(), Fail> {
     match words {
         ["partitions"] => {
             for p in jobs.partitions().await? {
                 println!("{p}");
             }
         }
-        ["queues", p] => {
-            println!(
-                "{:<24} {:>8} {:>9} {:>7} {:>7} {:>6} {:>10} {:>9} {:>6}  settings",
-                "queue",
-                "queued",
-                "scheduled",
-                "parked",
-                "running",
-                "dead",
-                "completed",
-                "cancelled",
-                "leases"
-            );
-            for q in jobs.queues(p).await? {
-                let c = jobs.counts(p, &q).await?;
-                let mut settings = Vec::new();
-                if c.paused {
-                    settings.push("paused".to_owned());
-                }
-                if let Some(l) = c.limit {
-                    settings.push(format!("limit={l}"));
-                }
-                println!(
-                    "{:<24} {:>8} {:>9} {:>7} {:>7} {:>6} {:>10} {:>9} {:>6}  {}",
-                    q,
-                    c.queued,
-                    c.scheduled,
-                    c.parked,
-                    c.running,
-                    c.dead,
-                    c.completed_total,
-                    c.cancelled_total,
-                    c.lease_expired_total,
-                    settings.join(" ")
-                );
-            }
+        ["queues", p] => queues(jobs, p).await?,
+        ["leases", p, q] => {
+            known_queue(jobs, p, q, false).await?;
+            leases(jobs, p, q).await?;
         }
         ["show", p, id] => match jobs.job(p, id).await? {
             Some(j) => {
@@ -125,9 +165,16 @@ async fn run(jobs: &Jobs, words: &[&str]) -> wharf_job_partition::Result<bool> {
                 println!("execution_key:   {}", j.execution_key.unwrap_or_default());
                 println!("lease_expiries:  {}", j.lease_expiries);
                 println!("cancel_asked:    {}", j.cancel_requested);
+                if let Some(s) = j.stopping {
+                    println!("stopping:        {s}");
+                }
                 println!("error:           {}", j.error.unwrap_or_default());
             }
-            None => println!("no job {id} in partition {p} (unknown, or trimmed by retention)"),
+            None => {
+                return Err(Fail::Error(format!(
+                    "no job {id} in partition {p} (unknown, or trimmed by retention)"
+                )));
+            }
         },
         ["cancel", p, id] => match jobs.cancel(p, id).await? {
             CancelOutcome::Cancelled => println!("cancelled"),
@@ -135,17 +182,19 @@ async fn run(jobs: &Jobs, words: &[&str]) -> wharf_job_partition::Result<bool> {
                 println!("running: its worker aborts it within about a second")
             }
             CancelOutcome::AlreadyFinished(s) => println!("already finished: {s}"),
-            CancelOutcome::Unknown => println!("no such job"),
+            CancelOutcome::Unknown => {
+                return Err(Fail::Error(format!(
+                    "no job {id} in partition {p} (unknown, or trimmed by retention): nothing cancelled"
+                )));
+            }
             other => println!("{other:?}"),
         },
         ["dead", p, q] | ["dead", p, q, _] => {
             let n = match words.get(3) {
-                Some(n) => match n.parse() {
-                    Ok(n) => n,
-                    Err(_) => return Ok(false),
-                },
+                Some(n) => n.parse().map_err(|_| Fail::Usage)?,
                 None => 20,
             };
+            known_queue(jobs, p, q, false).await?;
             for j in jobs.dead(p, q, n).await? {
                 println!(
                     "{}  {}  attempts={}  {}",
@@ -160,31 +209,119 @@ async fn run(jobs: &Jobs, words: &[&str]) -> wharf_job_partition::Result<bool> {
             Enqueued::Queued(id) => println!("re-enqueued {id}"),
             Enqueued::Duplicate(h) => println!("not re-enqueued: job {h} holds its queue key"),
         },
-        ["purge", p, q] => println!("deleted {} waiting jobs", jobs.purge(p, q).await?),
-        ["purge-dead", p, q] => println!("deleted {} dead jobs", jobs.purge_dead(p, q).await?),
+        ["purge", p, q] => {
+            known_queue(jobs, p, q, false).await?;
+            println!("deleted {} waiting jobs", jobs.purge(p, q).await?);
+        }
+        ["purge-dead", p, q] => {
+            known_queue(jobs, p, q, false).await?;
+            println!("deleted {} dead jobs", jobs.purge_dead(p, q).await?);
+        }
         ["pause", p, q] => {
+            known_queue(jobs, p, q, create).await?;
             jobs.pause(p, q).await?;
             println!("paused {p}/{q}");
         }
         ["resume", p, q] => {
+            known_queue(jobs, p, q, create).await?;
             jobs.resume(p, q).await?;
             println!("resumed {p}/{q}");
         }
         ["limit", p, q, n] => {
             let limit = match *n {
-                "none" | "0" => None,
-                n => match n.parse() {
-                    Ok(n) => Some(n),
-                    Err(_) => return Ok(false),
-                },
+                "none" => None,
+                n => Some(n.parse::<u32>().map_err(|_| Fail::Usage)?),
             };
+            known_queue(jobs, p, q, create).await?;
             jobs.set_limit(p, q, limit).await?;
-            println!(
-                "limit of {p}/{q}: {}",
-                limit.map_or("none".into(), |l: u32| l.to_string())
-            );
+            match limit {
+                None => println!("limit of {p}/{q}: none (no global limit)"),
+                Some(0) => println!("limit of {p}/{q}: 0 (no job of the queue starts)"),
+                Some(l) => println!("limit of {p}/{q}: {l}"),
+            }
         }
-        _ => return Ok(false),
+        _ => return Err(Fail::Usage),
     }
-    Ok(true)
+    Ok(())
+}
+
+async fn queues(jobs: &Jobs, p: &str) -> Result<(), Fail> {
+    known_partition(jobs, p).await?;
+    println!(
+        "{:<24} {:>8} {:>9} {:>7} {:>7} {:>6} {:>10} {:>9} {:>6}  settings",
+        "queue",
+        "queued",
+        "scheduled",
+        "parked",
+        "running",
+        "dead",
+        "completed",
+        "cancelled",
+        "leases"
+    );
+    for q in jobs.queues(p).await? {
+        let c = jobs.counts(p, &q).await?;
+        let mut settings = Vec::new();
+        if c.paused {
+            settings.push("paused".to_owned());
+        }
+        if let Some(l) = c.limit {
+            settings.push(format!("limit={l}"));
+        }
+        if c.running > 0
+            && let Some(note) = stalled_note(&jobs.leases(p, &q, 100).await?)
+        {
+            settings.push(format!("({note})"));
+        }
+        println!(
+            "{:<24} {:>8} {:>9} {:>7} {:>7} {:>6} {:>10} {:>9} {:>6}  {}",
+            q,
+            c.queued,
+            c.scheduled,
+            c.parked,
+            c.running,
+            c.dead,
+            c.completed_total,
+            c.cancelled_total,
+            c.lease_expired_total,
+            settings.join(" ")
+        );
+    }
+    Ok(())
+}
+
+async fn leases(jobs: &Jobs, p: &str, q: &str) -> Result<(), Fail> {
+    let leases = jobs.leases(p, q, 1000).await?;
+    let c = jobs.counts(p, q).await?;
+    println!(
+        "{} running{}",
+        c.running,
+        c.limit.map_or(String::new(), |l| format!(" (limit {l})"))
+    );
+    for l in &leases {
+        let state = if l.expires_in_ms < 0 {
+            format!(
+                "EXPIRED {} ago: the next lease check puts it back in its queue",
+                secs(-l.expires_in_ms)
+            )
+        } else if l.stalled {
+            format!(
+                "STALLED: not renewed for {} (its worker beats every {} ms: dead or frozen); holds its slot and keys until the lease expires in {}",
+                secs(l.renewed_ms_ago),
+                l.heartbeat_ms,
+                secs(l.expires_in_ms)
+            )
+        } else {
+            format!(
+                "renewed {} ago, expires in {}",
+                secs(l.renewed_ms_ago),
+                secs(l.expires_in_ms)
+            )
+        };
+        println!("{}  {}  worker={}  {}", l.id, l.name, l.worker, state);
+    }
+    if let Some(note) = stalled_note(&leases) {
+        println!("waiting: {note}");
+    }
+    Ok(())
 }

@@ -1,11 +1,23 @@
 //! Test support: a real `redis-server` per test binary (wharf-testkit), a client per test,
 //! and the job types the tests run.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use wharf_job_partition::{Config, Jobs};
+pub use wharf_testkit::eventually;
+
+/// The response timeout of the tests' clients: short enough for the 3 s leases the tests
+/// use (a lease must cover margin + response timeout + 2 heartbeats), long enough for a
+/// loaded machine.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The URL of this test binary's Redis: wharf-testkit's shared `redis-server` (or
 /// `WHARF_REDIS_URL`, which worker processes spawned by the tests inherit).
@@ -18,7 +30,9 @@ pub fn redis_url() -> String {
 
 /// A connected client.
 pub async fn jobs() -> Jobs {
-    Jobs::connect(Config::new(redis_url())).await.unwrap()
+    Jobs::connect(Config::new(redis_url()).response_timeout(RESPONSE_TIMEOUT))
+        .await
+        .unwrap()
 }
 
 /// A partition name no other test uses.
@@ -26,20 +40,96 @@ pub fn partition(tag: &str) -> String {
     format!("{tag}-{:08x}", rand::random::<u32>())
 }
 
-/// Polls `f` until it is true or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f().await {
-            return true;
+// ---- runs seen in this process ---------------------------------------------------------
+
+/// One run of a job's `perform` in this process: when it started and when its code stopped
+/// running (its future returned, or was dropped: aborted).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: String,
+    pub attempt: u32,
+    pub started: Instant,
+    pub ended: Option<Instant>,
+    pub aborted: bool,
+}
+
+static RUNS: OnceLock<Mutex<HashMap<String, Vec<Run>>>> = OnceLock::new();
+
+/// The runs of a partition's jobs in this process so far.
+pub fn runs(partition: &str) -> Vec<Run> {
+    RUNS.get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .get(partition)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Records a run: created when `perform` starts; `done()` when it reaches its end. Dropped
+/// without `done()` (the future was dropped mid-way), it records an abort.
+pub struct RunGuard {
+    partition: String,
+    index: usize,
+    /// Also count the abort in Redis (`{p}:aborted`), for runs in another process.
+    mark_in_redis: bool,
+    finished: bool,
+}
+
+impl RunGuard {
+    pub fn start(ctx: &JobContext) -> Self {
+        let mut all = RUNS.get_or_init(Default::default).lock().unwrap();
+        let v = all.entry(ctx.partition().to_owned()).or_default();
+        v.push(Run {
+            id: ctx.id().to_owned(),
+            attempt: ctx.attempt(),
+            started: Instant::now(),
+            ended: None,
+            aborted: false,
+        });
+        Self {
+            partition: ctx.partition().to_owned(),
+            index: v.len() - 1,
+            mark_in_redis: false,
+            finished: false,
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    false
+
+    fn end(&mut self, aborted: bool) {
+        let mut all = RUNS.get_or_init(Default::default).lock().unwrap();
+        if let Some(r) = all
+            .get_mut(&self.partition)
+            .and_then(|v| v.get_mut(self.index))
+        {
+            r.ended = Some(Instant::now());
+            r.aborted = aborted;
+        }
+    }
+
+    pub fn done(mut self) {
+        self.finished = true;
+        self.end(false);
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.end(true);
+        if self.mark_in_redis {
+            // A plain blocking connection: this runs in a destructor.
+            let url = redis_url();
+            let mut c = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_connection_with_timeout(Duration::from_secs(5))
+                .unwrap();
+            let _: i64 = redis::cmd("INCR")
+                .arg(format!("{{{}}}:aborted", self.partition))
+                .query(&mut c)
+                .unwrap();
+        }
+    }
 }
 
 // ---- job types used by the tests ----------------------------------------------------------
@@ -89,6 +179,9 @@ pub struct Record {
     pub xkey: Option<String>,
     pub timeout_ms: Option<u64>,
     pub attempts: Option<u32>,
+    /// Count an abort in Redis too (`{p}:aborted`): for runs in another process.
+    #[serde(default)]
+    pub mark_abort: bool,
 }
 
 const ENTER: &str = "local c = redis.call('INCR', KEYS[1]) \
@@ -98,6 +191,8 @@ impl Job for Record {
     const NAME: &'static str = "record";
 
     async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        let mut guard = RunGuard::start(&ctx);
+        guard.mark_in_redis = self.mark_abort;
         let p = ctx.partition().to_owned();
         let jobs = client(&p);
         let _: i64 = cmd(
@@ -122,6 +217,7 @@ impl Job for Record {
         }
         let _: i64 = cmd(&jobs, redis::cmd("DECR").arg(format!("{{{p}}}:cur"))).await;
         if ctx.attempt() <= self.fail_times {
+            guard.done();
             return Err(format!("planned failure {}", ctx.attempt()).into());
         }
         let _: i64 = cmd(
@@ -132,6 +228,7 @@ impl Job for Record {
                 .arg(1),
         )
         .await;
+        guard.done();
         Ok(())
     }
 
@@ -195,5 +292,67 @@ impl Job for Ordered {
 
     fn execution_key(&self) -> Option<String> {
         Some(format!("k{}", self.key))
+    }
+}
+
+/// Blocks its thread (`std::thread::sleep`) for `block_ms`: job code no abort can reach.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Blocker {
+    pub key: String,
+    pub block_ms: u64,
+    pub timeout_ms: u64,
+    pub attempts: u32,
+}
+
+impl Job for Blocker {
+    const NAME: &'static str = "blocker";
+
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        let guard = RunGuard::start(&ctx);
+        std::thread::sleep(Duration::from_millis(self.block_ms));
+        guard.done();
+        Ok(())
+    }
+
+    fn execution_key(&self) -> Option<String> {
+        Some(self.key.clone())
+    }
+    fn max_execution_time(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.timeout_ms))
+    }
+    fn max_attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+/// Waits cooperatively (10 ms sleeps) for `first_ms` on its first attempt and `again_ms`
+/// on later ones, under execution key `key`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Hold {
+    pub key: String,
+    pub first_ms: u64,
+    pub again_ms: u64,
+}
+
+impl Job for Hold {
+    const NAME: &'static str = "hold";
+
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        let guard = RunGuard::start(&ctx);
+        let ms = if ctx.attempt() == 1 {
+            self.first_ms
+        } else {
+            self.again_ms
+        };
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        guard.done();
+        Ok(())
+    }
+
+    fn execution_key(&self) -> Option<String> {
+        Some(self.key.clone())
     }
 }

@@ -1,0 +1,586 @@
+//! The lease keeper: a thread of its own, with its own runtime and Redis connection, that
+//! renews the leases of a worker's running jobs and stops every job whose lease it can no
+//! longer prove, whatever the job code and the worker's other Redis calls are doing.
+//!
+//! The rule it keeps: a job runs only while `lease_until` (on this machine's monotonic
+//! clock) is in the future, where `lease_until = start of the last call that renewed the
+//! lease + lease - margin`. The start of the call (taken before the request is written) is
+//! never later than the moment Redis ran it, and Redis set the lease to its own time then
+//! plus `lease`, so `lease_until` is reached at least `margin` before the lease can expire
+//! in Redis, however long the answer took or whether it ever came.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+// std's clock, not tokio's: the worker's runtime may run on paused time in tests; the
+// keeper's deadlines are real.
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use wharf_core::Backoff;
+
+use crate::client::{Beat, Claimed, Jobs};
+use crate::metric_names::{METRIC_JOBS, METRIC_STALLED, METRIC_STALLED_EXPIRY, METRIC_STOPPING};
+
+/// What stopped a running job before it finished by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// A cancel was asked (`Jobs::cancel`).
+    Cancel,
+    /// The worker could not prove it still holds the lease (or Redis said it does not).
+    Lost,
+    /// Shutdown's grace passed.
+    Shutdown,
+    /// `max_execution_time` passed.
+    TimedOut,
+}
+
+impl Stop {
+    fn reason(self) -> &'static str {
+        match self {
+            Stop::Cancel => "cancelled",
+            Stop::Lost => "lease could not be renewed",
+            Stop::Shutdown => "worker shutting down",
+            Stop::TimedOut => "max_execution_time passed",
+        }
+    }
+}
+
+/// The timing a keeper works with (checked by `WorkerBuilder::build`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) lease: Duration,
+    pub(crate) margin: Duration,
+    pub(crate) beat: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) reap_every: Duration,
+}
+
+impl Timing {
+    /// How long a job may overstay a stop before it is reported as not ending.
+    fn report_after(&self) -> Duration {
+        self.beat.max(Duration::from_millis(500))
+    }
+}
+
+/// Identifies a held lease: (partition, id, fencing token). The token tells apart two runs
+/// of one job on one worker: an old task that could not be stopped, and a new claim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct JobKey {
+    pub(crate) partition: String,
+    pub(crate) id: String,
+    pub(crate) token: String,
+}
+
+struct Held {
+    queue: String,
+    name: String,
+    /// The local lease deadline: past it the job is stopped.
+    lease_until: Instant,
+    /// `max_execution_time`, from the task's start.
+    run_until: Option<Instant>,
+    stop: CancellationToken,
+    why: Option<Stop>,
+    stopped_at: Option<Instant>,
+    abort: Option<AbortHandle>,
+    reported: bool,
+}
+
+impl Held {
+    fn stop(&mut self, why: Stop, now: Instant) -> bool {
+        let first = self.why.is_none();
+        if first {
+            self.why = Some(why);
+            self.stopped_at = Some(now);
+        }
+        self.stop.cancel();
+        if let Some(a) = &self.abort {
+            a.abort();
+        }
+        first
+    }
+}
+
+struct Shared {
+    held: Mutex<HashMap<JobKey, Held>>,
+    /// Queues served, with how many loops serve each (for lease checks and trimming).
+    queues: Mutex<HashMap<(String, String), usize>>,
+    wake: Notify,
+    /// When the keeper's loop will look next (it is woken earlier only when needed).
+    planned: Mutex<Instant>,
+    connected: AtomicBool,
+    timing: Timing,
+}
+
+impl Shared {
+    /// Wakes the keeper's loop if it would otherwise look later than `t`.
+    fn wake_by(&self, t: Instant) {
+        if t < *lock(&self.planned) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps stay consistent under a panic (every change is one insert or field write).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The handle to a keeper thread; dropping the last one stops the thread.
+pub(crate) struct Keeper {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Keeper {
+    /// Starts the keeper's thread; it connects to Redis with `jobs`' configuration.
+    pub(crate) fn spawn(jobs: &Jobs, timing: Timing, worker: &str) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let shared = Arc::new(Shared {
+            held: Mutex::default(),
+            queues: Mutex::default(),
+            wake: Notify::new(),
+            planned: Mutex::new(Instant::now()),
+            connected: AtomicBool::new(false),
+            timing,
+        });
+        let stop = CancellationToken::new();
+        let config = jobs.config().clone();
+        let (s, t) = (Arc::clone(&shared), stop.clone());
+        let span = tracing::info_span!("wharf_jobs_leases", worker = %worker);
+        std::thread::Builder::new()
+            .name("wharf-jobs-leases".into())
+            .spawn(move || {
+                let _enter = span.enter();
+                rt.block_on(run(s, config, t));
+            })?;
+        Ok(Self { shared, stop })
+    }
+
+    /// Whether the keeper's own connection is up (no job is claimed before it is).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Holds a claimed job: its lease is renewed from now on, and it is stopped at
+    /// `sent + lease - margin` unless a renewal moves that on. `sent` is when the claim
+    /// call started. Answers the token that stops the job.
+    pub(crate) fn hold(
+        &self,
+        key: JobKey,
+        queue: &str,
+        job: &Claimed,
+        sent: Instant,
+    ) -> CancellationToken {
+        let t = self.shared.timing;
+        let stop = CancellationToken::new();
+        let lease_until = sent + t.lease - t.margin;
+        let held = Held {
+            queue: queue.to_owned(),
+            name: job.name.clone(),
+            lease_until,
+            run_until: None,
+            stop: stop.clone(),
+            why: None,
+            stopped_at: None,
+            abort: None,
+            reported: false,
+        };
+        lock(&self.shared.held).insert(key, held);
+        self.shared.wake_by(lease_until);
+        stop
+    }
+
+    /// The job's task started: `abort` stops it, `run_for` is its `max_execution_time`.
+    pub(crate) fn started(&self, key: &JobKey, abort: AbortHandle, run_for: Option<Duration>) {
+        let mut held = lock(&self.shared.held);
+        let Some(h) = held.get_mut(key) else {
+            abort.abort();
+            return;
+        };
+        let run_until = run_for.map(|d| Instant::now() + d);
+        h.run_until = run_until;
+        let stopped_at = h.stopped_at;
+        if h.why.is_some() {
+            abort.abort();
+        }
+        h.abort = Some(abort);
+        drop(held);
+        let report_after = self.shared.timing.report_after();
+        for t in run_until
+            .into_iter()
+            .chain(stopped_at.map(|t| t + report_after))
+        {
+            self.shared.wake_by(t);
+        }
+    }
+
+    /// Why the job was told to stop, if it was.
+    pub(crate) fn why(&self, key: &JobKey) -> Option<Stop> {
+        lock(&self.shared.held).get(key).and_then(|h| h.why)
+    }
+
+    /// Stops every held job of a queue (shutdown).
+    pub(crate) fn stop_queue(&self, partition: &str, queue: &str, why: Stop) {
+        let now = Instant::now();
+        for (k, h) in lock(&self.shared.held).iter_mut() {
+            if k.partition == partition && h.queue == queue {
+                h.stop(why, now);
+            }
+        }
+        self.shared.wake_by(now + self.shared.timing.report_after());
+    }
+
+    /// How many jobs of a queue are held (their tasks have not ended or not been recorded).
+    pub(crate) fn held_in(&self, partition: &str, queue: &str) -> usize {
+        lock(&self.shared.held)
+            .iter()
+            .filter(|(k, h)| k.partition == partition && h.queue == queue)
+            .count()
+    }
+
+    /// The job's task ended and its outcome was recorded: stop renewing its lease.
+    pub(crate) fn release(&self, key: &JobKey) {
+        let Some(h) = lock(&self.shared.held).remove(key) else {
+            return;
+        };
+        if h.reported {
+            metrics::gauge!(METRIC_STOPPING, "partition" => key.partition.clone(), "queue" => h.queue.clone())
+                .decrement(1.0);
+            let late = h.stopped_at.map(|t| t.elapsed()).unwrap_or_default();
+            tracing::warn!(id = %key.id, job = %h.name, late_ms = late.as_millis() as u64,
+                "the job's task ended at last, after it was told to stop; its keys are released");
+        }
+    }
+
+    /// Starts lease checks and trimming for a queue.
+    pub(crate) fn add_queue(&self, partition: &str, queue: &str) {
+        *lock(&self.shared.queues)
+            .entry((partition.to_owned(), queue.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// Ends them (when the last loop of the queue stops).
+    pub(crate) fn remove_queue(&self, partition: &str, queue: &str) {
+        let mut q = lock(&self.shared.queues);
+        let k = (partition.to_owned(), queue.to_owned());
+        if let Some(n) = q.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                q.remove(&k);
+            }
+        }
+    }
+}
+
+/// Calls in flight, so a slow Redis gets one call per partition or queue at a time.
+#[derive(Default)]
+struct InFlight(Mutex<HashSet<String>>);
+
+impl InFlight {
+    fn begin(&self, what: &str) -> bool {
+        lock(&self.0).insert(what.to_owned())
+    }
+    fn end(&self, what: &str) {
+        lock(&self.0).remove(what);
+    }
+}
+
+async fn run(shared: Arc<Shared>, config: crate::Config, stop: CancellationToken) {
+    let conn: Arc<OnceLock<Jobs>> = Arc::default();
+    tokio::spawn(connect(
+        Arc::clone(&shared),
+        config,
+        Arc::clone(&conn),
+        stop.clone(),
+    ));
+    let beats = Arc::new(InFlight::default());
+    let checks = Arc::new(InFlight::default());
+    let failures = Arc::new(AtomicU32::new(0));
+    let t = shared.timing;
+    let mut next_beat = Instant::now();
+    let mut next_check = Instant::now();
+    loop {
+        let now = Instant::now();
+        let reports = enforce(&shared, now);
+        if let Some(jobs) = conn.get() {
+            for (key, queue, reason) in reports {
+                let jobs = jobs.clone();
+                tokio::spawn(async move {
+                    let call = jobs.mark_stopping(&key.partition, &key.id, &key.token, &reason);
+                    if let Ok(Err(e)) = tokio::time::timeout(t.response_timeout, call).await {
+                        tracing::debug!(error = %e, queue, "could not flag the job as stopping");
+                    }
+                });
+            }
+            if now >= next_beat {
+                next_beat = now + t.beat;
+                for partition in partitions(&shared) {
+                    if beats.begin(&partition) {
+                        tokio::spawn(beat(
+                            Arc::clone(&shared),
+                            jobs.clone(),
+                            partition,
+                            Arc::clone(&beats),
+                            Arc::clone(&failures),
+                        ));
+                    }
+                }
+            }
+            if now >= next_check {
+                next_check = now + t.reap_every;
+                let queues: Vec<(String, String)> = lock(&shared.queues).keys().cloned().collect();
+                for (p, q) in queues {
+                    let what = format!("{p}\n{q}");
+                    if checks.begin(&what) {
+                        let (jobs, checks) = (jobs.clone(), Arc::clone(&checks));
+                        tokio::spawn(async move {
+                            check_queue(&jobs, &p, &q, t.response_timeout).await;
+                            checks.end(&what);
+                        });
+                    }
+                }
+            }
+        }
+        let wake = next_wake(&shared, now).min(next_beat).min(next_check);
+        *lock(&shared.planned) = wake;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            _ = shared.wake.notified() => {}
+        }
+    }
+}
+
+/// Connects (retrying with backoff) and publishes the connection.
+async fn connect(
+    shared: Arc<Shared>,
+    config: crate::Config,
+    conn: Arc<OnceLock<Jobs>>,
+    stop: CancellationToken,
+) {
+    let backoff = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5));
+    let mut n = 0;
+    loop {
+        match Jobs::connect(config.clone()).await {
+            Ok(jobs) => {
+                let _ = conn.set(jobs);
+                shared.connected.store(true, Ordering::Release);
+                // Heartbeats start now rather than at the next planned look.
+                shared.wake.notify_one();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the lease thread could not connect to Redis; no job is claimed until it does");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff.delay(n)) => {}
+        }
+        n += 1;
+    }
+}
+
+fn partitions(shared: &Shared) -> Vec<String> {
+    let held = lock(&shared.held);
+    let mut v: Vec<String> = held.keys().map(|k| k.partition.clone()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Stops jobs past their lease or run deadline; answers the stops to report as overdue.
+fn enforce(shared: &Shared, now: Instant) -> Vec<(JobKey, String, String)> {
+    let report_after = shared.timing.report_after();
+    let mut reports = Vec::new();
+    for (key, h) in lock(&shared.held).iter_mut() {
+        if now >= h.lease_until && h.why != Some(Stop::Lost) && h.stop(Stop::Lost, now) {
+            metrics::counter!(METRIC_JOBS, "partition" => key.partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
+                .increment(1);
+            tracing::warn!(id = %key.id, job = %h.name,
+                "could not renew the job's lease in time: stopped it before the lease can expire in Redis (another worker may run it after that)");
+        }
+        if let Some(t) = h.run_until
+            && now >= t
+            && h.stop(Stop::TimedOut, now)
+        {
+            metrics::counter!(METRIC_JOBS, "partition" => key.partition.clone(), "queue" => h.queue.clone(), "state" => "timed_out")
+                .increment(1);
+        }
+        let overdue = h.stopped_at.is_some_and(|t| now >= t + report_after);
+        if overdue && !h.reported && h.abort.is_some() {
+            h.reported = true;
+            let why = h.why.map_or("stopped", Stop::reason);
+            let since = h.stopped_at.map(|t| now - t).unwrap_or_default();
+            tracing::error!(id = %key.id, job = %h.name, why, since_ms = since.as_millis() as u64,
+                "the job was told to stop and its task has not ended: its code blocks its thread or ignores cancellation. It keeps its lease, execution key, queue key and queue slot until it ends; run blocking work with spawn_blocking and check JobContext::is_cancelled");
+            metrics::counter!(METRIC_JOBS, "partition" => key.partition.clone(), "queue" => h.queue.clone(), "state" => "stop_overdue")
+                .increment(1);
+            metrics::gauge!(METRIC_STOPPING, "partition" => key.partition.clone(), "queue" => h.queue.clone())
+                .increment(1.0);
+            let reason = format!(
+                "{why}; its task has not ended {} ms later",
+                since.as_millis()
+            );
+            reports.push((key.clone(), h.queue.clone(), reason));
+        }
+    }
+    reports
+}
+
+/// The next moment `enforce` has something to do.
+fn next_wake(shared: &Shared, now: Instant) -> Instant {
+    let report_after = shared.timing.report_after();
+    let mut wake = now + Duration::from_secs(3600);
+    for h in lock(&shared.held).values() {
+        let mut consider = |t: Instant| {
+            if t > now && t < wake {
+                wake = t;
+            }
+        };
+        if h.why != Some(Stop::Lost) {
+            consider(h.lease_until);
+        }
+        if h.why.is_none()
+            && let Some(t) = h.run_until
+        {
+            consider(t);
+        }
+        if !h.reported
+            && let Some(t) = h.stopped_at
+        {
+            consider(t + report_after);
+        }
+    }
+    wake
+}
+
+/// One heartbeat for every held job of a partition.
+async fn beat(
+    shared: Arc<Shared>,
+    jobs: Jobs,
+    partition: String,
+    in_flight: Arc<InFlight>,
+    failures: Arc<AtomicU32>,
+) {
+    let t = shared.timing;
+    let snapshot: Vec<(String, String)> = lock(&shared.held)
+        .keys()
+        .filter(|k| k.partition == partition)
+        .map(|k| (k.id.clone(), k.token.clone()))
+        .collect();
+    // Taken before the request is written: never later than the moment Redis runs it.
+    let sent = Instant::now();
+    let answer = tokio::time::timeout(
+        t.response_timeout,
+        jobs.heartbeat(&partition, t.lease, &snapshot),
+    )
+    .await;
+    in_flight.end(&partition);
+    let beats = match answer {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return beat_failed(&failures, &e.to_string()),
+        Err(_) => {
+            let why = format!(
+                "no answer within the response timeout ({} ms)",
+                t.response_timeout.as_millis()
+            );
+            return beat_failed(&failures, &why);
+        }
+    };
+    if failures.swap(0, Ordering::Relaxed) > 0 {
+        tracing::info!("heartbeats reach Redis again");
+    }
+    let until = sent + t.lease - t.margin;
+    let now = Instant::now();
+    let mut stopped = false;
+    let mut held = lock(&shared.held);
+    for ((id, token), b) in snapshot.into_iter().zip(beats) {
+        let key = JobKey {
+            partition: partition.clone(),
+            id,
+            token,
+        };
+        let Some(h) = held.get_mut(&key) else {
+            continue;
+        };
+        match b {
+            Beat::Ok | Beat::CancelAsked => {
+                if until > h.lease_until {
+                    h.lease_until = until;
+                }
+                if b == Beat::CancelAsked {
+                    stopped |= h.stop(Stop::Cancel, now);
+                }
+            }
+            Beat::Lost => {
+                if h.stop(Stop::Lost, now) {
+                    stopped = true;
+                    metrics::counter!(METRIC_JOBS, "partition" => partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
+                        .increment(1);
+                    tracing::warn!(id = %key.id, job = %h.name, "Redis says the job's lease was lost: stopped it here");
+                }
+            }
+        }
+    }
+    drop(held);
+    if stopped {
+        shared.wake_by(now + t.report_after());
+    }
+}
+
+fn beat_failed(failures: &AtomicU32, error: &str) {
+    let n = failures.fetch_add(1, Ordering::Relaxed);
+    // The first failure, then one in twenty: an outage must not flood the log.
+    if n.is_multiple_of(20) {
+        tracing::warn!(
+            error,
+            failures = n + 1,
+            "heartbeat failed; jobs whose lease cannot be renewed in time are stopped before it can expire"
+        );
+    }
+}
+
+/// Requeues expired leases (of any worker), trims retention, and publishes the queue's
+/// stalled leases (held by workers that stopped renewing them).
+async fn check_queue(jobs: &Jobs, partition: &str, queue: &str, timeout: Duration) {
+    match tokio::time::timeout(timeout, jobs.reap(partition, queue)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::warn!(
+            partition,
+            queue,
+            jobs = n,
+            "requeued jobs whose worker lost its lease"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(partition, queue, error = %e, "lease check failed; will retry")
+        }
+        Err(_) => tracing::warn!(partition, queue, "lease check timed out; will retry"),
+    }
+    let Ok(Ok(leases)) = tokio::time::timeout(timeout, jobs.leases(partition, queue, 100)).await
+    else {
+        return;
+    };
+    let stalled: Vec<_> = leases.iter().filter(|l| l.stalled).collect();
+    let soonest = stalled
+        .iter()
+        .map(|l| l.expires_in_ms.max(0))
+        .min()
+        .unwrap_or(0);
+    metrics::gauge!(METRIC_STALLED, "partition" => partition.to_owned(), "queue" => queue.to_owned())
+        .set(stalled.len() as f64);
+    metrics::gauge!(METRIC_STALLED_EXPIRY, "partition" => partition.to_owned(), "queue" => queue.to_owned())
+        .set(soonest as f64 / 1000.0);
+}
