@@ -60,6 +60,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
@@ -290,6 +291,17 @@ impl<Req, Resp> Inbox<Req, Resp> {
         Some(Request { request, reply })
     }
 
+    /// [`recv`](Self::recv) for a service that runs its own poll loop: registers `cx`'s
+    /// waker when nothing is queued. `Ready(None)` once every handle is gone and the queue
+    /// is empty.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Request<Req, Resp>>> {
+        self.rx.poll_recv(cx).map(|envelope| {
+            let Envelope { request, mut reply } = envelope?;
+            reply.taken = true;
+            Some(Request { request, reply })
+        })
+    }
+
     /// Like [`recv`](Self::recv), but `None` as soon as the supervisor asks the child to
     /// stop. Requests still queued then stay queued for the next incarnation.
     pub async fn recv_until(&mut self, ctx: &ChildContext) -> Option<Request<Req, Resp>> {
@@ -353,6 +365,12 @@ impl<Resp> fmt::Debug for Responder<Resp> {
 }
 
 impl<Resp> Responder<Resp> {
+    /// Whether the caller stopped waiting (it timed out or was dropped): a service may then
+    /// skip the work the request asked for.
+    pub fn is_closed(&self) -> bool {
+        self.tx.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
     /// Sends the response; `false` if the caller no longer waits (it timed out).
     pub fn send(mut self, response: Resp) -> bool {
         match self.tx.take() {

@@ -232,3 +232,40 @@ async fn after_the_service_stops_for_good_queued_and_new_calls_fail_with_stopped
     let late = counter.call(Cmd::Add(1)).await;
     assert!(matches!(late, Err(Error::Stopped(_))), "{late:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_with_its_own_poll_loop_takes_requests_with_poll_recv() {
+    let (doubler, mailbox) = mailbox::<u64, u64>("doubler", 4);
+    let service = tokio::spawn(async move {
+        let mut inbox = mailbox.attach().await;
+        while let Some(request) = std::future::poll_fn(|cx| inbox.poll_recv(cx)).await {
+            let n = *request.get();
+            request.reply(2 * n);
+        }
+    });
+    assert_eq!(doubler.call(21).await.unwrap(), 42);
+    assert_eq!(doubler.call(4).await.unwrap(), 8);
+    // Every handle gone: the loop sees the end.
+    drop(doubler);
+    tokio::time::timeout(WAIT, service)
+        .await
+        .expect("poll_recv answers None once the handles are gone")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_responder_tells_whether_its_caller_still_waits() {
+    let (service, mailbox) = mailbox::<(), ()>("slow", 4);
+    let service = service.with_call_timeout(Duration::from_secs(1));
+    let mut inbox = mailbox.attach().await;
+    let caller = tokio::spawn(async move { service.call(()).await });
+    let request = tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .expect("the request arrives")
+        .unwrap();
+    let (_, responder) = request.into_parts();
+    assert!(!responder.is_closed(), "the caller waits");
+    let answer = tokio::time::timeout(WAIT, caller).await.unwrap().unwrap();
+    assert!(matches!(answer, Err(Error::Timeout { .. })), "{answer:?}");
+    assert!(responder.is_closed(), "the caller gave up at its timeout");
+}

@@ -8,9 +8,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::poll;
 use tokio::time::Instant;
 use wharf_producer_ack::{Error, Message, MessageId, OnReconnect, Producer};
-use wharf_testkit::{Direction, PulsarLite};
+use wharf_testkit::{Direction, FaultProxy, PulsarLite, eventually};
+
+/// Bounds waits on observable state that only a bug (or a broker that does not start) can
+/// exceed.
+const WAIT: Duration = Duration::from_secs(30);
 
 type Outcomes = Arc<Mutex<BTreeMap<u32, Vec<Result<MessageId, Error>>>>>;
 
@@ -35,6 +40,26 @@ async fn restart(broker: &Arc<PulsarLite>) {
         .expect("broker restarts");
 }
 
+/// With the broker down, waits until the producer has noticed that it is not connected,
+/// then has failed `n` connection attempts of its own and begun the next. Each attempt is a
+/// connection the proxy accepts and then closes (it has nowhere to forward it), and the
+/// next begins only after the producer handled that failure. One more accept is allowed
+/// for a connection the `pulsar` crate (which retries a lost connection by itself) had begun
+/// before the producer gave its client up.
+async fn failed_connection_attempts(producer: &Producer, proxy: &FaultProxy, n: u64) {
+    eventually("the producer to notice the loss", WAIT, || async {
+        !producer.is_connected()
+    })
+    .await
+    .unwrap();
+    let since = proxy.connections_accepted();
+    eventually(&format!("{n} failed connection attempts"), WAIT, || async {
+        proxy.connections_accepted() >= since + n + 2
+    })
+    .await
+    .unwrap();
+}
+
 /// The indexes of the 4-byte payloads produced by [`produce_recorded`] (others skipped).
 fn read_indexes(read: &[common::ReadBack]) -> Vec<u32> {
     read.iter()
@@ -45,25 +70,32 @@ fn read_indexes(read: &[common::ReadBack]) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_while_the_broker_is_down_and_connects_when_it_comes_up() {
+    const SEND_TIMEOUT: Duration = Duration::from_secs(20);
     let broker = Arc::new(PulsarLite::start().unwrap());
+    let proxy = broker.proxy().expect("pulsar-lite runs behind its proxy");
     broker.stop().unwrap();
     let producer = Producer::builder(broker.url(), common::topic("late-broker"))
-        .send_timeout(Duration::from_secs(20))
+        .send_timeout(SEND_TIMEOUT)
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
         .start()
         .expect("starts without a broker");
-    let pending = tokio::spawn({
-        let producer = producer.clone();
-        async move { producer.produce("waited for the broker").await }
-    });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut pending = std::pin::pin!(producer.produce("waited for the broker"));
+    assert!(
+        poll!(pending.as_mut()).is_pending(),
+        "handed to the producer, it waits"
+    );
+    // A failed connection attempt is where a producer that gave up on waiting messages would
+    // fail this one: let two fail after the message was handed over.
+    failed_connection_attempts(&producer, proxy, 2).await;
     assert!(!producer.is_connected());
     assert!(
-        !pending.is_finished(),
-        "the message waits for the connection"
+        poll!(pending.as_mut()).is_pending(),
+        "the message waits for the connection through failed attempts"
     );
     restart(&broker).await;
-    let result = pending.await.unwrap();
+    let result = tokio::time::timeout(SEND_TIMEOUT, pending)
+        .await
+        .expect("produce resolves within its send timeout");
     assert!(result.is_ok(), "stored once the broker is up: {result:?}");
     assert!(producer.is_connected());
 }
@@ -174,10 +206,12 @@ async fn broker_killed_and_restarted_mid_stream_every_message_ends_once_and_acke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_window_makes_produce_wait_instead_of_failing() {
+    const SEND_TIMEOUT: Duration = Duration::from_secs(20);
     let broker = Arc::new(PulsarLite::start().unwrap());
+    let proxy = broker.proxy().expect("pulsar-lite runs behind its proxy");
     let producer = Producer::builder(broker.url(), common::topic("window"))
         .window(3)
-        .send_timeout(Duration::from_secs(20))
+        .send_timeout(SEND_TIMEOUT)
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .start()
         .unwrap();
@@ -188,19 +222,33 @@ async fn a_full_window_makes_produce_wait_instead_of_failing() {
         produce_recorded(&producer, &outcomes, i).await;
     }
     assert_eq!(producer.pending(), 3);
-    let fourth = tokio::spawn({
-        let producer = producer.clone();
-        async move { producer.produce("fourth").await }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut fourth = std::pin::pin!(producer.produce("fourth"));
+    // A full window refused at once would resolve this first poll.
     assert!(
-        !fourth.is_finished(),
+        poll!(fourth.as_mut()).is_pending(),
         "the fourth message waits for room, it does not fail"
     );
+    // Nor does it fail later while the broker stays down: once the producer has noticed the
+    // loss, the window's messages wait through failed connection attempts, and so does the
+    // fourth.
+    failed_connection_attempts(&producer, proxy, 2).await;
+    assert!(
+        poll!(fourth.as_mut()).is_pending(),
+        "the fourth message still waits for room"
+    );
     assert_eq!(producer.pending(), 3, "the window holds");
+    assert!(
+        outcomes.lock().unwrap().is_empty(),
+        "the window's messages wait too"
+    );
     restart(&broker).await;
-    assert!(fourth.await.unwrap().is_ok());
-    producer.close().await;
+    let fourth = tokio::time::timeout(SEND_TIMEOUT, fourth)
+        .await
+        .expect("produce resolves within its send timeout");
+    assert!(fourth.is_ok(), "{fourth:?}");
+    tokio::time::timeout(SEND_TIMEOUT, producer.close())
+        .await
+        .expect("the window drains within the send timeout");
     let outcomes = outcomes.lock().unwrap().clone();
     assert!(
         outcomes.values().all(|v| v.len() == 1 && v[0].is_ok()),
@@ -388,29 +436,42 @@ async fn connections_cut_mid_stream_are_resent_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_on_reconnect_fail_unacknowledged_messages_fail_with_connection_lost() {
+    const SEND_TIMEOUT: Duration = Duration::from_secs(10);
     let broker = Arc::new(PulsarLite::start().unwrap());
+    let proxy = broker.proxy().expect("pulsar-lite runs behind its proxy");
     let producer = Producer::builder(broker.url(), common::topic("fail-policy"))
         .on_reconnect(OnReconnect::Fail)
-        .send_timeout(Duration::from_secs(10))
+        .send_timeout(SEND_TIMEOUT)
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .start()
         .unwrap();
     producer.produce("connect first").await.unwrap();
     // a frozen broker: the next messages are sent but get no receipt
     signal(&broker, "STOP");
+    let connections = proxy.connections_accepted();
     let outcomes: Outcomes = Arc::default();
     for i in 0..5 {
         produce_recorded(&producer, &outcomes, i).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    broker.kill().unwrap();
-    // within the send timeout, every message handed to the lost connection has failed
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The producer gives the frozen connection up when a ping goes unanswered (a quarter of
+    // the send timeout), fails at once what it had handed to it, then tries a new connection.
+    // That attempt begins after the failures were reported: the outcomes are complete then.
+    // All of it within the send timeout, so the failures cannot be send timeouts.
+    eventually(
+        "the lost connection's messages failed, then a new connection began",
+        SEND_TIMEOUT,
+        || async {
+            !outcomes.lock().unwrap().is_empty() && proxy.connections_accepted() > connections
+        },
+    )
+    .await
+    .unwrap();
     let lost = outcomes.lock().unwrap().clone();
     assert!(
         !lost.is_empty(),
         "the messages sent before the loss failed at once"
     );
+    broker.kill().unwrap();
     for (i, v) in &lost {
         assert!(
             matches!(v[..], [Err(Error::ConnectionLost { .. })]),
@@ -428,7 +489,9 @@ async fn with_on_reconnect_fail_unacknowledged_messages_fail_with_connection_los
         after = producer.produce("after the outage, again").await;
     }
     assert!(after.is_ok(), "the handle is still valid: {after:?}");
-    producer.close().await;
+    tokio::time::timeout(SEND_TIMEOUT, producer.close())
+        .await
+        .expect("the window drains within the send timeout");
     let outcomes = outcomes.lock().unwrap().clone();
     assert_eq!(outcomes.len(), 5, "every message got an ack");
     for (i, v) in &outcomes {

@@ -4,11 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -19,14 +19,14 @@ use wharf_core::transport::Source;
 use crate::budget::Budget;
 use crate::config::{Config, ShardedConsumerBuilder};
 use crate::dispatch::{Reader, Router};
-use crate::shard::{Control, Shard, ShardParts};
+use crate::mailbox::{Answer, Ask, Control, Life, Line, SpecHold};
+use crate::shard::{Shard, ShardParts};
 use crate::stats::{Metrics, Stats, Totals};
-use crate::turn::Request;
 use crate::{Error, Handler, ShardKey, panic_text};
 
 /// Batches an executor's inbox holds; with `batch_size` deliveries each.
 const INBOX_BATCHES: usize = 4;
-/// Requests (signals, starts) an executor's control mailbox holds.
+/// Requests (signals, starts, inspections) an executor's mailbox holds.
 const CONTROL_CAPACITY: usize = 1024;
 
 /// What [`ShardedConsumer::key_info`] reports about one key's actor.
@@ -45,13 +45,17 @@ pub struct KeyInfo {
     pub signals_waiting: usize,
 }
 
-/// What the handles reach of the run in progress. It exists only while a run does: the
-/// control channels are made by each run and closed with it, so a request to a consumer that
-/// is not running fails at once with [`Error::Stopped`], and one still queued when the run
-/// ends fails then, instead of waiting out its timeout for a run that may never come.
-struct RunLines<H: Handler> {
-    controls: Vec<mpsc::Sender<Control<H>>>,
-    budget: Arc<Budget>,
+/// What the handles reach: the request mailboxes of the consumer's current [`Life`] and the
+/// run in progress.
+struct Lines<H: Handler> {
+    /// The callers' ends of the mailboxes, one per executor; empty before the first life.
+    /// Once that life has ended their mailboxes are closed, so a request answers
+    /// [`Error::Stopped`] at once.
+    handles: Vec<Line<H>>,
+    /// The life those mailboxes belong to, while a child spec or a run keeps it.
+    life: Weak<Life<H>>,
+    /// The in-flight budget of the run in progress; `None` when not running.
+    run: Option<Arc<Budget>>,
 }
 
 struct Inner<H: Handler> {
@@ -59,7 +63,7 @@ struct Inner<H: Handler> {
     handler: Arc<H>,
     router: Router,
     totals: Arc<Totals>,
-    run: Mutex<Option<RunLines<H>>>,
+    lines: Mutex<Lines<H>>,
 }
 
 /// One stateful, ordered actor per sharding key, over any wharf [`Source`].
@@ -67,8 +71,10 @@ struct Inner<H: Handler> {
 /// Build it with [`builder`](Self::builder), then [`run`](Self::run) it on a source (or let a
 /// supervisor do it: [`child_spec`](Self::child_spec)). Clones share the consumer: keep one
 /// to send [`signal`](Self::signal)s, start actors ([`get_or_start`](Self::get_or_start)) and
-/// read [`stats`](Self::stats) while it runs. A clone stays valid across runs; between two
-/// runs (a supervisor restarting it) requests answer [`Error::Stopped`] at once: retry them.
+/// read [`stats`](Self::stats) while it runs. A clone stays valid across runs: under a
+/// supervisor, requests sent between two runs (crash, backoff, restart) wait in a bounded
+/// mailbox and are served by the next run, in order; a consumer that is not running and
+/// cannot run again answers [`Error::Stopped`] at once.
 ///
 /// See the [crate docs](crate) for the design and the guarantees.
 pub struct ShardedConsumer<H: Handler> {
@@ -105,7 +111,11 @@ impl<H: Handler> ShardedConsumer<H> {
                 config: Arc::new(config),
                 handler: Arc::new(handler),
                 totals: Arc::new(Totals::default()),
-                run: Mutex::new(None),
+                lines: Mutex::new(Lines {
+                    handles: Vec::new(),
+                    life: Weak::new(),
+                    run: None,
+                }),
             }),
         }
     }
@@ -134,9 +144,12 @@ impl<H: Handler> ShardedConsumer<H> {
     ///
     /// While a run is in progress, [`is_running`](Self::is_running) is `true` and requests
     /// ([`signal`](Self::signal), [`get_or_start`](Self::get_or_start),
-    /// [`key_info`](Self::key_info)) are served; otherwise they answer [`Error::Stopped`] at
-    /// once. The run begins when this future is first polled: to send requests right after
-    /// starting one, use [`spawn`](Self::spawn), which is running when it returns.
+    /// [`key_info`](Self::key_info)) are served. Once it stops, the requests it did not
+    /// serve wait for the next run if a [`child_spec`](Self::child_spec) of this consumer
+    /// lives (a supervisor may start one); otherwise they, and every later request, answer
+    /// [`Error::Stopped`] at once. The run begins when this future is first polled: to send
+    /// requests right after starting one, use [`spawn`](Self::spawn), which is running when
+    /// it returns.
     ///
     /// # Errors
     ///
@@ -170,31 +183,44 @@ impl<H: Handler> ShardedConsumer<H> {
         }))
     }
 
-    /// Makes the run's control lines and in-flight budget and publishes them to the handles:
-    /// from here on the consumer is running, until the returned [`Begun`] is dropped.
+    /// Makes the run's in-flight budget and publishes it: from here on the consumer is
+    /// running, until the returned [`Begun`] is dropped. The run holds the current life (or
+    /// begins one), so requests sent from now on reach its mailboxes.
     fn begin(&self) -> Result<Begun<H>, Error> {
         let config = &self.inner.config;
         let metrics = Metrics::new(&config.name);
-        let (senders, controls): (Vec<_>, Vec<_>) = (0..config.shards)
-            .map(|_| mpsc::channel(CONTROL_CAPACITY))
-            .unzip();
-        let mut run = self.lock_run();
-        if run.is_some() {
+        let mut lines = self.lock_lines();
+        if lines.run.is_some() {
             return Err(Error::AlreadyRunning {
                 consumer: config.name.to_string(),
             });
         }
+        let life = self.life_in(&mut lines);
         let budget = Arc::new(Budget::new(config.max_in_flight, metrics.in_flight.clone()));
-        *run = Some(RunLines {
-            controls: senders,
-            budget: budget.clone(),
-        });
+        lines.run = Some(budget.clone());
         Ok(Begun {
-            controls,
+            life,
             budget,
             metrics,
             running: Running(self.clone()),
         })
+    }
+
+    /// The current life, or a new one (with new mailboxes) when the last has ended.
+    fn life_in(&self, lines: &mut Lines<H>) -> Arc<Life<H>> {
+        if let Some(life) = lines.life.upgrade() {
+            return life;
+        }
+        let config = &self.inner.config;
+        let (life, handles) = Life::new(
+            &config.name,
+            config.shards,
+            CONTROL_CAPACITY,
+            config.signal_timeout,
+        );
+        lines.handles = handles;
+        lines.life = Arc::downgrade(&life);
+        life
     }
 
     async fn drive<S: Source>(
@@ -204,12 +230,14 @@ impl<H: Handler> ShardedConsumer<H> {
         stop: CancellationToken,
     ) -> Result<(), Error> {
         let Begun {
-            controls: receivers,
+            life,
             budget,
             metrics,
             // However the run ends (returns, or its future is dropped), the handles learn it.
             running: _running,
         } = begun;
+        // Waits only while an aborted run's executors still hold the mailboxes.
+        let receivers = life.attach().await;
         let inner = &self.inner;
         let config = inner.config.clone();
         // Ours to cancel too: a failing executor stops the whole run.
@@ -228,6 +256,7 @@ impl<H: Handler> ShardedConsumer<H> {
                 config: config.clone(),
                 inbox,
                 controls,
+                life: life.clone(),
                 stop: stop.clone(),
                 totals: inner.totals.clone(),
                 metrics: metrics.clone(),
@@ -285,7 +314,17 @@ impl<H: Handler> ShardedConsumer<H> {
     /// supervisor stops it (see [`run`](Self::run)). The consumer is running once the setup
     /// has answered, so children started after it can send it requests at once. A run that
     /// fails is restarted by the supervisor's policy; unacknowledged messages are delivered
-    /// again. Between two runs, requests answer [`Error::Stopped`] at once.
+    /// again.
+    ///
+    /// Requests outlive restarts: while the returned spec (or a clone) lives, requests the
+    /// stopping run did not serve (queued, or waiting for their key) and those sent between
+    /// two runs (crash, backoff, restart) wait in the consumer's bounded mailboxes, each
+    /// within its own timeout, and the next run serves them first, in order. A request that
+    /// a run had *started* when it was aborted fails with [`Error::Interrupted`]. Once the
+    /// spec is gone (its supervisor shut down or gave up) and no run is in progress, waiting
+    /// requests and new ones answer [`Error::Stopped`] at once. A spec the supervisor keeps
+    /// but will not start again (a `Transient` or `Temporary` child that ended) still counts:
+    /// requests then wait out their timeout.
     ///
     /// Give the child a shutdown grace longer than the
     /// [`handler_timeout`](ShardedConsumerBuilder::handler_timeout).
@@ -298,14 +337,22 @@ impl<H: Handler> ShardedConsumer<H> {
     {
         let consumer = self.clone();
         let make_source = Arc::new(make_source);
+        // While the spec lives, so do the mailboxes: a supervisor may run the consumer again.
+        let hold = {
+            let mut lines = self.lock_lines();
+            SpecHold::new(self.life_in(&mut lines))
+        };
         ChildSpec::new(id, move |ctx: ChildContext| {
             let consumer = consumer.clone();
             let make_source = make_source.clone();
+            let life = Arc::downgrade(hold.life());
             async move {
                 let source = make_source().await.map_err(Into::into)?;
                 // Running once the setup answers, so that the children started after this
-                // one can send it requests at once.
+                // one can send it requests at once. The spec keeps its life, so the run
+                // serves the mailboxes the handles reach.
                 let begun = consumer.begin()?;
+                debug_assert!(Weak::ptr_eq(&life, &Arc::downgrade(&begun.life)));
                 let stop = ctx.token();
                 Ok::<_, BoxError>(Started::task(async move {
                     consumer.drive(begun, source, stop).await
@@ -316,7 +363,7 @@ impl<H: Handler> ShardedConsumer<H> {
 
     /// Whether a [`run`](Self::run) of this consumer is in progress (it may be stopping).
     pub fn is_running(&self) -> bool {
-        self.lock_run().is_some()
+        self.lock_lines().run.is_some()
     }
 
     /// Sends `signal` to the actor of `key` (starting it with `init` if needed) and waits
@@ -324,16 +371,21 @@ impl<H: Handler> ShardedConsumer<H> {
     /// [`signal_timeout`](ShardedConsumerBuilder::signal_timeout).
     ///
     /// The signal runs between two messages of the key, with no ordering promise against
-    /// messages already queued.
+    /// messages already queued. Signals to one key run in the order they were sent.
+    ///
+    /// Under a supervisor ([`child_spec`](Self::child_spec)), a signal sent while the
+    /// consumer restarts, or still waiting when its run stops, is served by the next run.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidKey`]; [`Error::Stopped`] at once when the consumer is not running,
-    /// and as soon as it stops when the signal was still waiting; [`Error::Timeout`] (the
-    /// signal is skipped if it had not started yet); [`Error::SignalQueueFull`];
-    /// [`Error::ActorFailed`] (the handler failed, panicked or exceeded its
-    /// [`handler_timeout`](ShardedConsumerBuilder::handler_timeout); the actor was
-    /// restarted).
+    /// [`Error::InvalidKey`]; [`Error::Stopped`] at once when the consumer is not running
+    /// and cannot run again (never started and no child spec, a run that ended without a
+    /// child spec, a supervisor that shut down or gave up), and as soon as that becomes true
+    /// for a signal still waiting; [`Error::Timeout`] (the signal is skipped if it had not
+    /// started yet); [`Error::SignalQueueFull`]; [`Error::ActorFailed`] (the handler failed,
+    /// panicked or exceeded its [`handler_timeout`](ShardedConsumerBuilder::handler_timeout);
+    /// the actor was restarted); [`Error::Interrupted`] (the run was aborted while the
+    /// signal ran).
     pub async fn signal(
         &self,
         key: impl Into<ShardKey>,
@@ -355,9 +407,10 @@ impl<H: Handler> ShardedConsumer<H> {
         timeout: Duration,
     ) -> Result<H::Reply, Error> {
         let key = self.check(key.into())?;
-        let (reply, answer) = oneshot::channel();
-        let request = Request::Signal { signal, reply };
-        self.ask(key, request, answer, timeout).await?
+        match self.ask(&key, Ask::Signal(signal), timeout).await? {
+            Answer::Signal(answer) => answer,
+            _ => Err(self.mixed_up()),
+        }
     }
 
     /// Makes sure the actor of `key` is running (its `init` done), starting it if needed,
@@ -368,15 +421,13 @@ impl<H: Handler> ShardedConsumer<H> {
     /// [`Error::ActorFailed`] if `init` failed, and the errors of [`signal`](Self::signal).
     pub async fn get_or_start(&self, key: impl Into<ShardKey>) -> Result<KeyActor<H>, Error> {
         let key = self.check(key.into())?;
-        let (reply, answer) = oneshot::channel();
-        let request = Request::Start { reply };
-        self.ask(
-            key.clone(),
-            request,
-            answer,
-            self.inner.config.signal_timeout,
-        )
-        .await??;
+        match self
+            .ask(&key, Ask::Start, self.inner.config.signal_timeout)
+            .await?
+        {
+            Answer::Started(started) => started?,
+            _ => return Err(self.mixed_up()),
+        }
         Ok(KeyActor {
             consumer: self.clone(),
             key,
@@ -386,80 +437,94 @@ impl<H: Handler> ShardedConsumer<H> {
     /// What the registry holds for `key`; `None` when the key has no actor (never seen, or
     /// stopped).
     ///
+    /// Like [`signal`](Self::signal), the request waits for the next run under a supervisor.
+    ///
     /// # Errors
     ///
-    /// [`Error::Stopped`] at once if the consumer is not running; [`Error::Timeout`] if it
-    /// does not answer within its signal timeout (overloaded).
+    /// [`Error::Stopped`] at once if the consumer is not running and cannot run again (as
+    /// for [`signal`](Self::signal)); [`Error::Timeout`] if it does not answer within its
+    /// signal timeout (overloaded, or a supervised consumer that was not restarted in time).
     pub async fn key_info(&self, key: impl Into<ShardKey>) -> Result<Option<KeyInfo>, Error> {
         let key = key.into();
-        let timeout = self.inner.config.signal_timeout;
-        let (reply, answer) = oneshot::channel();
-        let Some(line) = self.control_line(&key) else {
-            return Err(self.stopped());
-        };
-        let asked = async {
-            line.send(Control::Inspect {
-                key: key.clone(),
-                reply,
-            })
-            .await
-            .ok()?;
-            answer.await.ok()
-        };
-        match tokio::time::timeout(timeout, asked).await {
-            Ok(Some(info)) => Ok(info),
-            Ok(None) => Err(self.stopped()),
-            Err(_) => Err(Error::Timeout {
-                key: key.to_string(),
-                after: timeout,
-            }),
+        match self
+            .ask(&key, Ask::Inspect, self.inner.config.signal_timeout)
+            .await?
+        {
+            Answer::Info(info) => Ok(info),
+            _ => Err(self.mixed_up()),
         }
     }
 
     /// The consumer's counts now. `in_flight` is 0 when the consumer is not running.
     pub fn stats(&self) -> Stats {
-        let in_flight = self.lock_run().as_ref().map_or(0, |run| run.budget.used());
+        let in_flight = self.lock_lines().run.as_ref().map_or(0, |run| run.used());
         self.inner.totals.snapshot(in_flight)
     }
 
-    /// The control line of `key`'s executor in the run in progress; `None` when the
-    /// consumer is not running.
-    fn control_line(&self, key: &ShardKey) -> Option<mpsc::Sender<Control<H>>> {
-        let run = self.lock_run();
-        let run = run.as_ref()?;
-        run.controls
-            .get(self.inner.router.executor_of(key))
-            .cloned()
-    }
-
-    async fn ask<T>(
+    /// Sends `ask` to the mailbox of `key`'s executor and waits for the answer, at most
+    /// `timeout` (queueing included).
+    async fn ask(
         &self,
-        key: ShardKey,
-        request: Request<H>,
-        answer: oneshot::Receiver<Result<T, Error>>,
+        key: &ShardKey,
+        ask: Ask<H>,
         timeout: Duration,
-    ) -> Result<Result<T, Error>, Error> {
-        let Some(line) = self.control_line(&key) else {
+    ) -> Result<Answer<H>, Error> {
+        let line = {
+            let lines = self.lock_lines();
+            lines
+                .handles
+                .get(self.inner.router.executor_of(key))
+                .cloned()
+        };
+        // No mailbox yet: never run, no child spec.
+        let Some(line) = line else {
             return Err(self.stopped());
         };
-        let timed_out = || Error::Timeout {
-            key: key.to_string(),
-            after: timeout,
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let control = Control::Request {
+        let control = Control {
             key: key.clone(),
-            request,
+            ask,
         };
-        match tokio::time::timeout_at(deadline, line.send(control)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(self.stopped()),
-            Err(_) => return Err(timed_out()),
+        let line = if timeout == self.inner.config.signal_timeout {
+            line
+        } else {
+            line.with_call_timeout(timeout)
+        };
+        line.call(control)
+            .await
+            .map_err(|error| self.unanswered(key, timeout, error))
+    }
+
+    /// Why the mailbox gave no answer, in this crate's terms.
+    fn unanswered(&self, key: &ShardKey, timeout: Duration, error: wharf_core::Error) -> Error {
+        let consumer = self.inner.config.name.to_string();
+        match error {
+            // The mailbox is closed, or was closed with the request in it: nothing can run
+            // the consumer any more.
+            wharf_core::Error::Stopped(_) => Error::Stopped { consumer },
+            wharf_core::Error::Timeout { .. } => Error::Timeout {
+                key: key.to_string(),
+                after: timeout,
+            },
+            // Taken and started by a run that ended without answering (aborted, or an
+            // executor panicked).
+            wharf_core::Error::ServiceCrashed { reason, .. } => Error::Interrupted {
+                consumer,
+                key: key.to_string(),
+                reason,
+            },
+            other => Error::Internal {
+                consumer,
+                reason: format!("unexpected answer from a request mailbox: {other}"),
+            },
         }
-        match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(_)) => Err(self.stopped()),
-            Err(_) => Err(timed_out()),
+    }
+
+    /// An executor answered a request with another kind's answer: a bug.
+    fn mixed_up(&self) -> Error {
+        Error::Internal {
+            consumer: self.inner.config.name.to_string(),
+            reason: "an executor answered a request with the answer to another kind of request"
+                .to_owned(),
         }
     }
 
@@ -479,9 +544,9 @@ impl<H: Handler> ShardedConsumer<H> {
         }
     }
 
-    fn lock_run(&self) -> std::sync::MutexGuard<'_, Option<RunLines<H>>> {
+    fn lock_lines(&self) -> std::sync::MutexGuard<'_, Lines<H>> {
         self.inner
-            .run
+            .lines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -489,20 +554,21 @@ impl<H: Handler> ShardedConsumer<H> {
 
 /// A run that has begun (the handles reach it) and not yet been driven.
 struct Begun<H: Handler> {
-    controls: Vec<mpsc::Receiver<Control<H>>>,
+    /// Held for the whole run: the mailboxes stay open while it runs.
+    life: Arc<Life<H>>,
     budget: Arc<Budget>,
     metrics: Metrics,
     running: Running<H>,
 }
 
-/// Marks the end of a run, however it ends: the handles stop reaching it (requests answer
-/// [`Error::Stopped`]), and its in-flight count stops being reported.
+/// Marks the end of a run, however it ends: the consumer is no longer running, and its
+/// in-flight count stops being reported.
 struct Running<H: Handler>(ShardedConsumer<H>);
 
 impl<H: Handler> Drop for Running<H> {
     fn drop(&mut self) {
-        if let Some(run) = self.0.lock_run().take() {
-            run.budget.retire();
+        if let Some(budget) = self.0.lock_lines().run.take() {
+            budget.retire();
         }
     }
 }

@@ -31,12 +31,37 @@ pub enum Error {
         /// The consumer's name.
         consumer: String,
     },
-    /// The consumer is stopping or not running, so the request was not served. Answered at
-    /// once: a request never waits for a run that may not come.
-    #[error("sharded consumer `{consumer}` is not running (stopped or restarting); retry later")]
+    /// The consumer is not running and nothing will run it again (it was never started and
+    /// has no child spec, its run ended without a child spec, or its supervisor shut down or
+    /// gave up), so the request was not served. Answered at once, also to a request that
+    /// was waiting when that became true: a request never waits for a run that will not
+    /// come. (Under a supervisor that may restart it, requests wait for the next run
+    /// instead.)
+    #[error(
+        "sharded consumer `{consumer}` is not running and nothing will run it again (its run \
+         ended or its supervisor stopped); the request was not served: run or supervise the \
+         consumer again, then retry"
+    )]
     Stopped {
         /// The consumer's name.
         consumer: String,
+    },
+    /// The run serving this request ended before answering: it was aborted (its future
+    /// dropped, or its supervisor's shutdown grace ran out) or an executor failed, while the
+    /// request's handler call was in progress. The request may or may not have taken
+    /// effect; only the caller can tell whether to send it again. Requests not started yet
+    /// are not affected: they wait for the next run, or fail with [`Error::Stopped`].
+    #[error(
+        "sharded consumer `{consumer}`: the run serving the request to key `{key}` ended \
+         before answering ({reason}); it may or may not have taken effect"
+    )]
+    Interrupted {
+        /// The consumer's name.
+        consumer: String,
+        /// The key.
+        key: String,
+        /// How the run ended, as its mailbox saw it.
+        reason: String,
     },
     /// A key given to `signal` or `get_or_start` is not a valid sharding key.
     #[error("invalid sharding key: {reason}")]

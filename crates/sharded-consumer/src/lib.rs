@@ -117,7 +117,8 @@
 //! | Never requeued forever | every retry counts against [`RetryPolicy::max_attempts`], then dead-letter |
 //! | A failing key does not stop the others | failures restart only that key's actor; retry delays are timers, not sleeps |
 //! | A handler that never answers does not block its key | every handler call has [`handler_timeout`](ShardedConsumerBuilder::handler_timeout) (30 s by default); past it the call is dropped and counts as a failed attempt |
-//! | No request waits for a run that is not there | [`signal`](ShardedConsumer::signal) and friends answer [`Error::Stopped`] at once when the consumer is not running, and when it stops |
+//! | Requests outlive restarts | under a supervisor ([`child_spec`](ShardedConsumer::child_spec)), [`signal`](ShardedConsumer::signal) and friends sent between two runs, or left waiting by a run that stopped, are served by the next run, in order (bounded mailboxes, each request within its timeout) |
+//! | No request waits for a run that will not come | a consumer that is not running and cannot run again (no run, no child spec; its supervisor shut down or gave up) answers [`Error::Stopped`] at once, also to requests waiting when that becomes true |
 //! | Bounded memory | `max_in_flight`, `max_queue_per_key`, `max_signals_per_key`, bounded mailboxes |
 //!
 //! Delivery is at least once: after a crash the source delivers again what was not
@@ -165,6 +166,7 @@ mod dispatch;
 mod error;
 mod handler;
 mod key;
+mod mailbox;
 mod shard;
 mod stats;
 mod turn;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
@@ -33,6 +33,7 @@ use wharf_core::transport::Delivery;
 
 use crate::budget::Budget;
 use crate::config::Config;
+use crate::mailbox::{Answer, Ask, Control, Controls, Life, Taken};
 use crate::stats::{Counts, Metrics, Totals};
 use crate::turn::{self, Done, Request, ShardCtx};
 use crate::{Error, Handler, KeyInfo, Outcome, ShardKey, StopReason};
@@ -42,18 +43,6 @@ use crate::{Error, Handler, KeyInfo, Outcome, ShardKey, StopReason};
 pub(crate) enum Inbound {
     Message { key: ShardKey, delivery: Delivery },
     Rejected { delivery: Delivery, reason: String },
-}
-
-/// A request from a [`ShardedConsumer`](crate::ShardedConsumer) handle.
-pub(crate) enum Control<H: Handler> {
-    Request {
-        key: ShardKey,
-        request: Request<H>,
-    },
-    Inspect {
-        key: ShardKey,
-        reply: oneshot::Sender<Option<KeyInfo>>,
-    },
 }
 
 /// A message waiting to be tried again, or to be dead-lettered. At most one per key: it is
@@ -142,7 +131,10 @@ pub(crate) struct Shard<H: Handler> {
     drained: Vec<Inbound>,
     inbox: mpsc::Receiver<Vec<Inbound>>,
     inbox_open: bool,
-    controls: mpsc::Receiver<Control<H>>,
+    controls: Controls<H>,
+    /// Requests a run that ended had taken and not started: served before the mailbox.
+    carried: VecDeque<(ShardKey, Request<H>)>,
+    life: Arc<Life<H>>,
     stop_token: CancellationToken,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     cancelled: bool,
@@ -164,7 +156,8 @@ pub(crate) struct ShardParts<H: Handler> {
     pub(crate) handler: Arc<H>,
     pub(crate) config: Arc<Config>,
     pub(crate) inbox: mpsc::Receiver<Vec<Inbound>>,
-    pub(crate) controls: mpsc::Receiver<Control<H>>,
+    pub(crate) controls: Controls<H>,
+    pub(crate) life: Arc<Life<H>>,
     pub(crate) stop: CancellationToken,
     pub(crate) totals: Arc<Totals>,
     pub(crate) metrics: Metrics,
@@ -198,6 +191,8 @@ impl<H: Handler> Shard<H> {
             inbox: parts.inbox,
             inbox_open: true,
             controls: parts.controls,
+            carried: parts.life.take_carried(parts.index),
+            life: parts.life,
             stop: Box::pin(parts.stop.clone().cancelled_owned()),
             stop_token: parts.stop,
             cancelled: false,
@@ -217,9 +212,24 @@ impl<H: Handler> Shard<H> {
     /// Runs until the inbox is closed and every actor has stopped.
     pub(crate) async fn run(mut self) -> Result<(), Error> {
         let span = tracing::debug_span!("sharded_executor", consumer = %self.config.name, executor = self.index);
-        std::future::poll_fn(|cx| self.poll_run(cx))
-            .instrument(span)
-            .await
+        std::future::poll_fn(|cx| {
+            self.serve_carried();
+            self.poll_run(cx)
+        })
+        .instrument(span)
+        .await
+    }
+
+    /// Queues what the previous run left (on its first poll, so that a turn it starts is
+    /// polled by this task).
+    fn serve_carried(&mut self) {
+        if self.carried.is_empty() {
+            return;
+        }
+        self.tick();
+        for (key, request) in std::mem::take(&mut self.carried) {
+            self.on_request(key, request);
+        }
     }
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -227,7 +237,8 @@ impl<H: Handler> Shard<H> {
             self.tick();
             let running_before = self.running.len();
             // The stop first: once it is seen, a turn that finishes below starts nothing
-            // new for its key (a waiting signal then answers `Stopped`).
+            // new for its key (a waiting signal is then left to the next run, or answers
+            // `Stopped` when there will be none).
             let mut progress = self.poll_stop(cx);
             progress |= self.poll_turns(cx);
             progress |= self.poll_acks(cx);
@@ -339,12 +350,16 @@ impl<H: Handler> Shard<H> {
     }
 
     fn poll_controls(&mut self, cx: &mut Context<'_>) -> bool {
+        if (self.cancelled || self.stopping) && self.life.supervised() {
+            // This run serves nothing new; a supervisor may start the next one, which will.
+            return false;
+        }
         let mut progress = false;
         for _ in 0..self.config.batch_size {
             match self.controls.poll_recv(cx) {
-                Poll::Ready(Some(control)) => {
+                Poll::Ready(Some(taken)) => {
                     progress = true;
-                    self.on_control(control);
+                    self.on_control(taken);
                 }
                 Poll::Ready(None) | Poll::Pending => break,
             }
@@ -500,9 +515,10 @@ impl<H: Handler> Shard<H> {
         None
     }
 
-    fn on_control(&mut self, control: Control<H>) {
-        match control {
-            Control::Inspect { key, reply } => {
+    fn on_control(&mut self, taken: Taken<H>) {
+        let (Control { key, ask }, reply) = taken.into_parts();
+        match ask {
+            Ask::Inspect => {
                 let info = self.slots.get(key.as_bytes()).map(|slot| KeyInfo {
                     started: slot.state.is_some() || slot.busy,
                     running: slot.busy,
@@ -510,38 +526,42 @@ impl<H: Handler> Shard<H> {
                     waiting_retry: slot.held.is_some(),
                     signals_waiting: slot.requests.len(),
                 });
-                let _ = reply.send(info);
+                let _ = reply.send(Answer::Info(info));
             }
-            Control::Request { key, request } => {
-                if self.cancelled || self.stopping {
-                    request.fail(Error::Stopped {
-                        consumer: self.config.name.to_string(),
-                    });
-                    return;
-                }
-                let now_ms = self.now_ms;
-                let max = self.config.max_signals_per_key;
-                let slot = match self.slots.get_mut(key.as_bytes()) {
-                    Some(slot) => slot,
-                    None => {
-                        self.counts.active += 1;
-                        self.slots
-                            .entry(key.compact())
-                            .or_insert_with(|| Slot::new(now_ms))
-                    }
-                };
-                if slot.requests.len() >= max {
-                    request.fail(Error::SignalQueueFull {
-                        key: key.to_string(),
-                        capacity: max,
-                    });
-                    return;
-                }
-                slot.last_active_ms = now_ms;
-                slot.requests.push_back(request);
-                self.run_key(key);
-            }
+            Ask::Signal(signal) => self.on_request(key, Request::Signal { signal, reply }),
+            Ask::Start => self.on_request(key, Request::Start { reply }),
         }
+    }
+
+    fn on_request(&mut self, key: ShardKey, request: Request<H>) {
+        if self.cancelled || self.stopping {
+            // Only a consumer that cannot run again takes requests while it stops.
+            request.fail(Error::Stopped {
+                consumer: self.config.name.to_string(),
+            });
+            return;
+        }
+        let now_ms = self.now_ms;
+        let max = self.config.max_signals_per_key;
+        let slot = match self.slots.get_mut(key.as_bytes()) {
+            Some(slot) => slot,
+            None => {
+                self.counts.active += 1;
+                self.slots
+                    .entry(key.compact())
+                    .or_insert_with(|| Slot::new(now_ms))
+            }
+        };
+        if slot.requests.len() >= max {
+            request.fail(Error::SignalQueueFull {
+                key: key.to_string(),
+                capacity: max,
+            });
+            return;
+        }
+        slot.last_active_ms = now_ms;
+        slot.requests.push_back(request);
+        self.run_key(key);
     }
 
     fn retry_due(&mut self, key: ShardKey) {
@@ -917,21 +937,34 @@ impl<H: Handler> Shard<H> {
             drop(inbound);
             released += 1;
         }
-        let consumer = self.config.name.to_string();
         for slot in self.slots.values_mut() {
             while let Some(delivery) = slot.queue.pop_back() {
                 drop(delivery);
                 released += 1;
                 self.counts.queued -= 1;
             }
-            for request in slot.requests.drain(..) {
-                request.fail(Error::Stopped {
-                    consumer: consumer.clone(),
-                });
-            }
         }
+        self.leave_requests();
         self.counts.settled += released;
         tracing::debug!(consumer = %self.config.name, executor = self.index, released, "queued deliveries released for redelivery");
+    }
+
+    /// Hands on the requests taken and not started: under a supervisor to the next run (they
+    /// were taken before anything still in the mailbox, so it serves them first); otherwise,
+    /// as nothing will run the consumer again, they fail with `Stopped` now.
+    fn leave_requests(&mut self) {
+        let supervised = self.life.supervised();
+        for (key, slot) in &mut self.slots {
+            for request in slot.requests.drain(..) {
+                if supervised {
+                    self.life.carry(self.index, key.clone(), request);
+                } else {
+                    request.fail(Error::Stopped {
+                        consumer: self.config.name.to_string(),
+                    });
+                }
+            }
+        }
     }
 
     /// Drops the deliveries waiting for a retry: each is its key's oldest, so it goes last.
@@ -957,18 +990,25 @@ impl<H: Handler> Drop for Shard<H> {
     fn drop(&mut self) {
         // Publish the last counts (an aborted executor included) and return its budget.
         self.flush();
+        // An aborted executor still holds requests it had not started: they go to the life,
+        // which hands them to the next run or, when there is none, fails them.
+        // Those it had carried over itself were taken first: they stay first.
+        for (key, request) in self.carried.drain(..) {
+            self.life.carry(self.index, key, request);
+        }
+        for (key, slot) in &mut self.slots {
+            for request in slot.requests.drain(..) {
+                self.life.carry(self.index, key.clone(), request);
+            }
+        }
     }
 }
 
 /// The key's next piece of work, signals first.
 fn next_work<H: Handler>(slot: &mut Slot<H>, counts: &mut Counts) -> Option<Work<H>> {
     while let Some(request) = slot.requests.pop_front() {
-        let gone = match &request {
-            Request::Signal { reply, .. } => reply.is_closed(),
-            Request::Start { reply } => reply.is_closed(),
-        };
         // A caller that gave up (timed out) before its signal started: skip it.
-        if !gone {
+        if !request.is_abandoned() {
             return Some(Work::Request(request));
         }
     }

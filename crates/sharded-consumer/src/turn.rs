@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::oneshot;
 use wharf_core::transport::{Delivery, Message};
 
 use crate::config::{Config, DeadLetter, DeadLetterTarget};
 use crate::deadline::within;
+use crate::mailbox::{Answer, Responder};
 use crate::{Error, Handler, Incoming, Outcome, ShardKey, StopReason, panic_text};
 
 /// What one executor's turns share: the handler and the configuration. One per executor, so
@@ -47,18 +47,29 @@ impl fmt::Display for Failure {
 pub(crate) enum Request<H: Handler> {
     Signal {
         signal: H::Signal,
-        reply: oneshot::Sender<Result<H::Reply, Error>>,
+        reply: Responder<H>,
     },
     Start {
-        reply: oneshot::Sender<Result<(), Error>>,
+        reply: Responder<H>,
     },
 }
 
 impl<H: Handler> Request<H> {
     pub(crate) fn fail(self, error: Error) {
         match self {
-            Request::Signal { reply, .. } => drop(reply.send(Err(error))),
-            Request::Start { reply } => drop(reply.send(Err(error))),
+            Request::Signal { reply, .. } => {
+                let _ = reply.send(Answer::Signal(Err(error)));
+            }
+            Request::Start { reply } => {
+                let _ = reply.send(Answer::Started(Err(error)));
+            }
+        }
+    }
+
+    /// The caller no longer waits (it timed out): the request may be skipped.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        match self {
+            Request::Signal { reply, .. } | Request::Start { reply } => reply.is_closed(),
         }
     }
 }
@@ -237,7 +248,7 @@ pub(crate) async fn request<H: Handler>(
     };
     let (signal, reply) = match request {
         Request::Start { reply } => {
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(Answer::Started(Ok(())));
             return Done::Request {
                 key,
                 state: Some(state),
@@ -251,33 +262,33 @@ pub(crate) async fn request<H: Handler>(
     let answer = within(ctx.config.handler_timeout, call).await;
     let (state, failed) = match answer {
         Ok(Ok(Ok(answer))) => {
-            let _ = reply.send(Ok(answer));
+            let _ = reply.send(Answer::Signal(Ok(answer)));
             (Some(state), false)
         }
         Err(late) => {
             let reason = format!("handle_signal timed out: {late}");
             tracing::warn!(consumer = %ctx.config.name, %key, %late, "handle_signal timed out; restarting the actor with a fresh state");
-            let _ = reply.send(Err(Error::ActorFailed {
+            let _ = reply.send(Answer::Signal(Err(Error::ActorFailed {
                 key: key.to_string(),
                 reason,
-            }));
+            })));
             (None, true)
         }
         Ok(Ok(Err(e))) => {
             let reason = format!("handle_signal failed: {e}");
             terminate(&ctx, &key, state, StopReason::Failed).await;
-            let _ = reply.send(Err(Error::ActorFailed {
+            let _ = reply.send(Answer::Signal(Err(Error::ActorFailed {
                 key: key.to_string(),
                 reason,
-            }));
+            })));
             (None, true)
         }
         Ok(Err(panic)) => {
             let reason = format!("handle_signal panicked: {}", panic_text(panic.as_ref()));
-            let _ = reply.send(Err(Error::ActorFailed {
+            let _ = reply.send(Answer::Signal(Err(Error::ActorFailed {
                 key: key.to_string(),
                 reason,
-            }));
+            })));
             (None, true)
         }
     };

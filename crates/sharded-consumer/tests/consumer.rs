@@ -697,6 +697,45 @@ async fn a_signal_waiting_for_its_key_when_the_run_stops_answers_stopped() {
     running.stop().await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_signal_running_when_its_run_is_aborted_fails_with_interrupted_at_once() {
+    let consumer = ShardedConsumer::builder("aborted", Hangs::default())
+        .discard_dead_letters()
+        .signal_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let queue = MemoryQueue::new(4);
+    let run = consumer
+        .spawn(queue.source(), CancellationToken::new())
+        .unwrap();
+    let hung = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.signal("k", HangSignal::Hang).await }
+    });
+    eventually("the signal runs", WAIT, || async {
+        consumer
+            .key_info("k")
+            .await
+            .unwrap()
+            .is_some_and(|info| info.running)
+    })
+    .await
+    .unwrap();
+    // Dropping the run's future aborts its executors with the signal's handler call in them.
+    run.abort();
+    let answer = tokio::time::timeout(Duration::from_secs(5), hung)
+        .await
+        .expect("answered at once, not at its timeout")
+        .unwrap();
+    match &answer {
+        Err(Error::Interrupted { key, .. }) => assert_eq!(key, "k"),
+        other => panic!("expected Interrupted, got {other:?}"),
+    }
+    // Not supervised: nothing will run it again.
+    let after = consumer.signal("k", HangSignal::Get).await;
+    assert!(matches!(after, Err(Error::Stopped { .. })), "{after:?}");
+}
+
 // ----- keys in messages -----
 
 #[tokio::test(start_paused = true)]
@@ -1053,4 +1092,250 @@ async fn signals_past_the_per_key_bound_are_refused_at_once() {
         assert_eq!(answer.unwrap(), 1, "served after the message");
     }
     running.stop().await.unwrap();
+}
+
+// ----- under a supervisor -----
+
+/// The supervisor's restart backoff.
+const RESTART_BACKOFF: Duration = Duration::from_secs(5);
+/// Long enough that a request answered before it was answered at once, not at its timeout.
+const LONG_SIGNAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// "At once": well before `LONG_SIGNAL_TIMEOUT`.
+const AT_ONCE: Duration = Duration::from_secs(5);
+/// The handler deadline of the supervised consumer: it cuts a handler held at the gate, so
+/// a run that must stop can.
+const SUPERVISED_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A consumer under a real supervisor (one_for_one, constant `RESTART_BACKOFF`). Each run
+/// reads a queue of its own (`queues[n - 1]` for run `n`). A run crashes when its queue holds
+/// a message without a key: that message must be dead-lettered, the dead-letter target
+/// refuses everything, and the run fails with `DeadLetterFailed` once the attempts are spent.
+struct Supervised {
+    consumer: ShardedConsumer<Probe>,
+    root: wharf_core::supervisor::SupervisorHandle,
+    queues: Arc<Mutex<Vec<MemoryQueue>>>,
+}
+
+impl Supervised {
+    /// `crashing`: the runs (from 1) whose queue starts with a message without a key.
+    async fn start(recorder: &Arc<Recorder>, crashing: &'static [usize], intensity: u32) -> Self {
+        let refusing = MemoryQueue::new(1);
+        refusing.close();
+        let consumer = ShardedConsumer::builder("supervised", Probe(recorder.clone()))
+            .dead_letter(refusing.publisher())
+            .signal_timeout(LONG_SIGNAL_TIMEOUT)
+            .handler_timeout(Some(SUPERVISED_HANDLER_TIMEOUT))
+            .build()
+            .unwrap();
+        let queues: Arc<Mutex<Vec<MemoryQueue>>> = Arc::default();
+        let spec = consumer.child_spec("consumer", {
+            let queues = queues.clone();
+            move || {
+                let queues = queues.clone();
+                async move {
+                    let queue = MemoryQueue::new(64);
+                    let run = {
+                        let mut queues = queues.lock().unwrap();
+                        queues.push(queue.clone());
+                        queues.len()
+                    };
+                    if crashing.contains(&run) {
+                        crash(&queue).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(queue.source())
+                }
+            }
+        });
+        let root = wharf_core::supervisor::Supervisor::builder("root")
+            .backoff(Backoff::constant(RESTART_BACKOFF))
+            .intensity(intensity, Duration::from_secs(3600))
+            .child(spec)
+            .start()
+            .await
+            .unwrap();
+        Self {
+            consumer,
+            root,
+            queues,
+        }
+    }
+
+    fn runs(&self) -> usize {
+        self.queues.lock().unwrap().len()
+    }
+
+    fn queue_of_run(&self, run: usize) -> MemoryQueue {
+        self.queues.lock().unwrap()[run - 1].clone()
+    }
+
+    /// Waits until run `run` has ended and the next one has not begun: the restart backoff.
+    async fn in_the_backoff_after_run(&self, run: usize) {
+        eventually(&format!("run {run} crashed"), WAIT, || async {
+            self.runs() == run && !self.consumer.is_running()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Waits until the key's message is being handled and `signals` signals wait behind it.
+    async fn busy_with_signals_waiting(&self, key: &str, signals: usize) {
+        eventually(
+            &format!("{signals} signals wait for {key}"),
+            WAIT,
+            || async {
+                self.consumer
+                    .key_info(key)
+                    .await
+                    .unwrap()
+                    .is_some_and(|info| info.running && info.signals_waiting == signals)
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Publishes a message without a key: with a refusing dead-letter target, the run crashes.
+async fn crash(queue: &MemoryQueue) {
+    queue
+        .publisher()
+        .publish(Message::new("no key"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_sent_while_a_supervisor_restarts_the_consumer_are_served_by_the_next_run_in_order()
+ {
+    let recorder = Arc::new(Recorder::default());
+    let supervised = Supervised::start(&recorder, &[1], 3).await;
+    supervised.in_the_backoff_after_run(1).await;
+    let c = &supervised.consumer;
+    assert!(!c.is_running(), "sent between two runs");
+    // Polled in this order, so queued in this order.
+    let (first, second, started, info, third) = tokio::time::timeout(WAIT, async {
+        tokio::join!(
+            biased;
+            c.signal("k", Signal::Add(1)),
+            c.signal("k", Signal::Add(10)),
+            c.get_or_start("k"),
+            c.key_info("k"),
+            c.signal("k", Signal::Add(100)),
+        )
+    })
+    .await
+    .expect("answered within the signal timeout");
+    assert!(matches!(first, Ok(1)), "{first:?}");
+    assert!(matches!(second, Ok(11)), "{second:?}");
+    assert!(started.is_ok(), "{started:?}");
+    assert!(info.as_ref().is_ok_and(Option::is_some), "{info:?}");
+    assert!(matches!(third, Ok(111)), "{third:?}");
+    assert_eq!(supervised.runs(), 2, "served by the next run");
+    assert!(c.is_running());
+    assert_eq!(recorder.inits.lock().unwrap()["k"], 1, "one actor");
+    supervised.root.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_waiting_for_its_key_when_a_supervised_run_crashes_is_served_by_the_next_run() {
+    // The gate never opens: the key's handler waits until its deadline cuts it.
+    let recorder = Arc::new(Recorder {
+        gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+        ..Recorder::default()
+    });
+    let supervised = Supervised::start(&recorder, &[], 3).await;
+    let first = supervised.queue_of_run(1);
+    publish_to(&first, "busy", "m").await;
+    supervised.busy_with_signals_waiting("busy", 0).await;
+    let waiting = tokio::spawn({
+        let consumer = supervised.consumer.clone();
+        async move { consumer.signal("busy", Signal::Add(7)).await }
+    });
+    supervised.busy_with_signals_waiting("busy", 1).await;
+    crash(&first).await;
+    let answer = tokio::time::timeout(LONG_SIGNAL_TIMEOUT, waiting)
+        .await
+        .expect("answered within its timeout")
+        .unwrap();
+    assert!(matches!(answer, Ok(7)), "{answer:?}");
+    assert_eq!(
+        supervised.runs(),
+        2,
+        "served by the next run, on a fresh state"
+    );
+    supervised.root.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_whose_supervisor_shut_down_answers_stopped_at_once() {
+    let recorder = Arc::new(Recorder::default());
+    let supervised = Supervised::start(&recorder, &[1], 3).await;
+    supervised.in_the_backoff_after_run(1).await;
+    let c = &supervised.consumer;
+    // Queued for the next run, which never comes: it fails as soon as that is known.
+    let (queued, shutdown) = tokio::time::timeout(AT_ONCE, async {
+        tokio::join!(biased; c.signal("k", Signal::Get), supervised.root.shutdown())
+    })
+    .await
+    .expect("the queued signal answers once the supervisor is gone");
+    shutdown.unwrap();
+    assert!(matches!(queued, Err(Error::Stopped { .. })), "{queued:?}");
+    let (signal, started, info) = tokio::time::timeout(AT_ONCE, async {
+        tokio::join!(
+            c.signal("k", Signal::Get),
+            c.get_or_start("k"),
+            c.key_info("k")
+        )
+    })
+    .await
+    .expect("answered at once, not at the signal timeout");
+    assert!(matches!(signal, Err(Error::Stopped { .. })), "{signal:?}");
+    assert!(matches!(started, Err(Error::Stopped { .. })), "{started:?}");
+    assert!(matches!(info, Err(Error::Stopped { .. })), "{info:?}");
+    assert_eq!(supervised.runs(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_whose_supervisor_gave_up_answers_stopped_at_once() {
+    let recorder = Arc::new(Recorder {
+        gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+        ..Recorder::default()
+    });
+    // No restart allowed: the first crash makes the supervisor give up.
+    let supervised = Supervised::start(&recorder, &[], 0).await;
+    let first = supervised.queue_of_run(1);
+    publish_to(&first, "busy", "m").await;
+    supervised.busy_with_signals_waiting("busy", 0).await;
+    let waiting = tokio::spawn({
+        let consumer = supervised.consumer.clone();
+        async move { consumer.signal("busy", Signal::Get).await }
+    });
+    supervised.busy_with_signals_waiting("busy", 1).await;
+    crash(&first).await;
+    let gave_up = tokio::time::timeout(LONG_SIGNAL_TIMEOUT, supervised.root.join())
+        .await
+        .expect("the run ends within its handler deadline");
+    assert!(
+        matches!(gave_up, Err(wharf_core::Error::IntensityExceeded { .. })),
+        "{gave_up:?}"
+    );
+    // The signal that waited for its key through the crash fails once the supervisor is gone.
+    let answer = tokio::time::timeout(AT_ONCE, waiting)
+        .await
+        .expect("answered at once, not at its timeout")
+        .unwrap();
+    assert!(matches!(answer, Err(Error::Stopped { .. })), "{answer:?}");
+    let (signal, started, info) = tokio::time::timeout(AT_ONCE, async {
+        tokio::join!(
+            supervised.consumer.signal("busy", Signal::Get),
+            supervised.consumer.get_or_start("busy"),
+            supervised.consumer.key_info("busy")
+        )
+    })
+    .await
+    .expect("answered at once, not at the signal timeout");
+    assert!(matches!(signal, Err(Error::Stopped { .. })), "{signal:?}");
+    assert!(matches!(started, Err(Error::Stopped { .. })), "{started:?}");
+    assert!(matches!(info, Err(Error::Stopped { .. })), "{info:?}");
+    assert_eq!(supervised.runs(), 1);
 }
