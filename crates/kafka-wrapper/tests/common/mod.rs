@@ -13,10 +13,17 @@ pub fn brokers() -> String {
         .to_owned()
 }
 
+/// The consumers' `session.timeout.ms` in [`config`]: a group's first join waits about half
+/// of it on Tansu, and a member that does not leave is evicted after it.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// A config tuned for tests: quick group joins and quick health checks.
 pub fn config(brokers: &str) -> KafkaConfig {
     KafkaConfig::new(brokers)
-        .set("session.timeout.ms", "6000")
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
         .set("heartbeat.interval.ms", "500")
         .health_interval(Duration::from_millis(500))
         .rebuild_backoff(Duration::from_millis(200), Duration::from_secs(2))
