@@ -238,3 +238,74 @@ async fn with_several_in_flight_a_call_that_never_returns_is_dead_lettered() {
     assert_eq!(dead[0].header("wharf.dlq.offset"), Some(&b"1"[..]));
     w.shutdown().await.unwrap();
 }
+
+/// A handler that panics (in the call itself, then in its future) fails its attempts like
+/// one past its deadline: tried as often as the policy allows, then dead-lettered with the
+/// panic's message; the messages behind it are handled. (Before, a panic was retried every
+/// second, forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_is_retried_then_dead_lettered() {
+    let brokers = common::brokers();
+    let (topic, dlt) = (common::topic("panics"), common::topic("panics-dlt"));
+    let w = KafkaWrapper::start(common::config(&brokers)).await.unwrap();
+    w.admin()
+        .ensure_topics(&[TopicSpec::new(&topic, 1), TopicSpec::new(&dlt, 1)])
+        .await
+        .unwrap();
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let sent = p
+        .send_batch(
+            (0..3)
+                .map(|i| Record::new(&topic, i.to_string()).partition(0))
+                .collect(),
+        )
+        .await;
+    assert!(sent.iter().all(Result::is_ok));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let k = calls.clone();
+    let handler = Handler::per_message(move |m| {
+        k.lock().unwrap().push((m.offset(), m.attempt()));
+        assert!(
+            !(m.offset() == 1 && m.attempt() == 1),
+            "bad message (in the call)"
+        );
+        async move {
+            assert!(m.offset() != 1, "bad message (in the future)");
+            Outcome::Ack
+        }
+    });
+    let c = w
+        .add_consumer(
+            ConsumerSpec::group("c", common::topic("g"), [topic.clone()], handler)
+                .dead_letter_topic(&dlt)
+                .retry_policy(RetryPolicy::new(
+                    ATTEMPTS,
+                    Backoff::constant(Duration::from_millis(50)),
+                )),
+        )
+        .unwrap();
+    wharf_testkit::eventually("all handled", Duration::from_secs(30), || async {
+        c.handled() == 3
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: calls {:?}", calls.lock().unwrap()));
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [(0, 1), (1, 1), (1, 2), (2, 1)],
+        "1 tried twice, then passed"
+    );
+    let dead = w
+        .admin()
+        .fetch_range(&dlt, 0, 0, 10, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let reason = String::from_utf8_lossy(dead[0].header("wharf.dlq.reason").unwrap_or_default())
+        .into_owned();
+    assert!(
+        reason.contains("handler panicked: bad message (in the future)"),
+        "{reason}"
+    );
+    assert_eq!(dead[0].header("wharf.dlq.offset"), Some(&b"1"[..]));
+    w.shutdown().await.unwrap();
+}
