@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthContext};
+use crate::log_gate::{LogGate, WINDOW};
 use crate::message::ConsumedMessage;
 
 pub(crate) type AdminSlot = watch::Sender<Option<Arc<AdminClient<HealthContext>>>>;
@@ -299,7 +300,10 @@ impl Admin {
         cc.set("group.id", "wharf-fetch-range")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        let ctx = HealthContext::new(Arc::new(Health::default()), "fetch-range");
+        let ctx = HealthContext::new(
+            Arc::new(Health::default()),
+            Arc::new(LogGate::new("fetch-range", WINDOW)),
+        );
         let consumer: BaseConsumer<HealthContext> =
             cc.create_with_context(ctx).map_err(Error::Config)?;
         let topic = topic.to_owned();

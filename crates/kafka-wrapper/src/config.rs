@@ -104,8 +104,16 @@ impl KafkaConfig {
         self
     }
 
-    /// Rebuild everything when a consumer has lag above zero and made no progress for this
-    /// long (default 60 s). Progress is a message fetched or a handler call finished.
+    /// Rebuild everything when a consumer's partition has looked stalled for this long
+    /// (default 60 s): its handler waits for messages and holds none, the broker's high
+    /// watermark is above what the consumer received, and nothing arrives.
+    ///
+    /// What the consumer received counts, not only the broker's watermark: a broker that
+    /// under-reports it (Tansu 0.6 reports one past the *first* record of a batch) cannot
+    /// make a consumer look behind. A partition whose handler is busy, however long, is never
+    /// taken for stalled: a call that never returns is ended by the handler deadline
+    /// ([`ConsumerSpec::handler_timeout`](crate::ConsumerSpec::handler_timeout)), not by a
+    /// rebuild that would deliver the same message again.
     pub fn stall_after(mut self, after: Duration) -> Self {
         self.stall_after = after;
         self

@@ -2,13 +2,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
+
+use crate::log_gate::{LogGate, Verdict};
 
 /// Shared by every client of one generation; read by the wrapper's monitor.
 #[derive(Debug, Default)]
@@ -39,55 +40,53 @@ impl Health {
 
 /// The librdkafka context of every client the wrapper builds: errors go to tracing and
 /// fatal ones to [`Health`]. librdkafka's log lines go to tracing under target `librdkafka`.
+///
+/// Warnings and errors, from the log callback and the error callback alike, go through the
+/// client's [`LogGate`]: at most one per client per window at its level, the rest at `debug`,
+/// counted and summarised (see [`crate::log_gate`]). A fatal error is always logged: it ends
+/// the client.
 #[derive(Debug, Clone)]
 pub(crate) struct HealthContext {
     pub(crate) health: Arc<Health>,
     pub(crate) name: Arc<str>,
-    /// When a connection error was last logged at `warn`: librdkafka repeats them at every
-    /// reconnect attempt, so repeats within [`QUIET`] go to `debug`.
-    last_warn: Arc<Mutex<Option<Instant>>>,
+    pub(crate) gate: Arc<LogGate>,
 }
 
-/// At most one connection warning per client per this period.
-const QUIET: Duration = Duration::from_secs(10);
-
 impl HealthContext {
-    pub(crate) fn new(health: Arc<Health>, name: &str) -> Self {
+    pub(crate) fn new(health: Arc<Health>, gate: Arc<LogGate>) -> Self {
         Self {
             health,
-            name: Arc::from(name),
-            last_warn: Arc::new(Mutex::new(None)),
+            name: Arc::from(gate.name()),
+            gate,
         }
-    }
-
-    fn warn_now(&self) -> bool {
-        let Ok(mut last) = self.last_warn.lock() else {
-            return true;
-        };
-        if last.is_some_and(|t| t.elapsed() < QUIET) {
-            return false;
-        }
-        *last = Some(Instant::now());
-        true
     }
 }
 
 impl ClientContext for HealthContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
+        let error = match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", client = %self.name, fac, "{message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", client = %self.name, fac, "{message}")
-            }
+            | RDKafkaLogLevel::Error => true,
+            RDKafkaLogLevel::Warning => false,
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", client = %self.name, fac, "{message}")
+                tracing::info!(target: "librdkafka", client = %self.name, fac, "{message}");
+                return;
             }
             RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", client = %self.name, fac, "{message}");
+                return;
+            }
+        };
+        match (self.gate.admit(message), error) {
+            (Verdict::Log { suppressed }, true) => {
+                tracing::error!(target: "librdkafka", client = %self.name, fac, suppressed, "{message}")
+            }
+            (Verdict::Log { suppressed }, false) => {
+                tracing::warn!(target: "librdkafka", client = %self.name, fac, suppressed, "{message}")
+            }
+            (Verdict::Quiet, _) => {
                 tracing::debug!(target: "librdkafka", client = %self.name, fac, "{message}")
             }
         }
@@ -104,10 +103,13 @@ impl ClientContext for HealthContext {
         if code == Some(RDKafkaErrorCode::AllBrokersDown) {
             metrics::counter!("wharf_kafka_all_brokers_down_total", "client" => self.name.to_string()).increment(1);
         }
-        if self.warn_now() {
-            tracing::warn!(client = %self.name, %error, reason, "Kafka client error (repeats within 10 s are logged at debug)");
-        } else {
-            tracing::debug!(client = %self.name, %error, reason, "Kafka client error");
+        match self.gate.admit(reason) {
+            Verdict::Log { suppressed } => {
+                tracing::warn!(client = %self.name, %error, reason, suppressed, "Kafka client error (more warnings and errors of this client within 10 s are logged at debug, then summarised)")
+            }
+            Verdict::Quiet => {
+                tracing::debug!(client = %self.name, %error, reason, "Kafka client error")
+            }
         }
     }
 }

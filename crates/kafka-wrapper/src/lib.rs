@@ -8,7 +8,8 @@
 //! - [`KafkaWrapper`]: one client configuration ([`KafkaConfig`], librdkafka settings
 //!   passed straight through), a registry of producer and consumer specs, and a supervision
 //!   loop. When the client fails (a fatal librdkafka error, no broker reachable for a while,
-//!   a consumer with lag that makes no progress) it rebuilds the client and every
+//!   a consumer that receives nothing while the broker holds messages for it) it rebuilds
+//!   the client and every
 //!   registered producer and consumer from its spec, with exponential backoff and no limit
 //!   on attempts unless you set one. It starts even when Kafka is down. Producers and
 //!   consumers can be added and removed at run time and stay registered across rebuilds.
@@ -20,7 +21,10 @@
 //!   (acks=all) is on by default.
 //! - Group consumers ([`ConsumerSpec::group`]) with a [`Handler`] per message or per batch
 //!   that answers [`Outcome::Ack`], [`Outcome::Retry`] after a delay, or
-//!   [`Outcome::DeadLetter`] (to a topic). At least once: an offset is committed only after
+//!   [`Outcome::DeadLetter`] (to a topic). A call that panics or overruns its deadline
+//!   ([`ConsumerSpec::handler_timeout`], 60 s) is a failed attempt under a [`RetryPolicy`],
+//!   then dead-lettered, so a handler that never returns cannot hold its partition. At
+//!   least once: an offset is committed only after
 //!   every earlier message of its partition was handled; commits happen on revoke and on
 //!   shutdown after in-flight work drains. Per-partition order, pause and resume, and lag
 //!   ([`ConsumerHandle::lag`]); or several messages of one partition at once
@@ -96,11 +100,15 @@
 //! | `wharf_kafka_resent_after_rebuild_total` | counter | `producer` |
 //! | `wharf_kafka_consumer_lag` | gauge | `consumer`, `topic`, `partition` |
 //! | `wharf_kafka_handler_retries_total`, `wharf_kafka_dead_lettered_total` | counter | `consumer` |
+//! | `wharf_kafka_handler_failures_total` | counter | `consumer`, `reason` (`deadline`, `panic`) |
 //! | `wharf_kafka_all_brokers_down_total` | counter | `client` |
 //!
 //! Tracing: the supervision loop runs in span `kafka_wrapper`, each consumer's polling
 //! thread in span `kafka_consumer{consumer}`; librdkafka's own log lines are forwarded under
-//! target `librdkafka`. Secret settings (passwords, tokens, keys) never appear in `Debug`
+//! target `librdkafka`. Each client logs at most one warning or error per 10 s (librdkafka's
+//! lines and error callbacks, and the wrapper's warnings about that client, together, field
+//! `client`); the rest go to `debug`, and a later line or a summary carries their count
+//! (field `suppressed`). Secret settings (passwords, tokens, keys) never appear in `Debug`
 //! output or logs.
 
 mod admin;
@@ -108,6 +116,7 @@ mod config;
 mod consumer;
 mod error;
 mod health;
+mod log_gate;
 mod message;
 pub mod partitioner;
 mod producer;
@@ -119,7 +128,10 @@ pub use admin::{Admin, PartitionInfo, TopicInfo, TopicSpec};
 #[doc(inline)]
 pub use config::{BROKERS_ENV, KafkaConfig};
 #[doc(inline)]
-pub use consumer::{ConsumerHandle, ConsumerSpec, Handler, Outcome, PartitionLag, StartAt};
+pub use consumer::{
+    ConsumerHandle, ConsumerSpec, DEFAULT_HANDLER_TIMEOUT, Handler, Outcome, PartitionLag,
+    RetryPolicy, StartAt,
+};
 #[doc(inline)]
 pub use error::{Error, Result};
 #[doc(inline)]

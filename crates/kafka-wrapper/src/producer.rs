@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::config::{KafkaConfig, Redacted};
 use crate::error::{Error, Result};
 use crate::health::HealthContext;
+use crate::log_gate::gated_warn;
 use crate::message::{Delivered, Record};
 
 /// librdkafka settings the wrapper's producers use unless the config or the spec says otherwise.
@@ -437,7 +438,7 @@ impl ProducerInstance {
     /// Waits for queued messages to be delivered, up to `grace`; then the instance can go.
     pub(crate) fn flush(&self, grace: Duration) {
         if let Err(e) = self.producer.flush(grace) {
-            tracing::warn!(error = %e, in_flight = self.producer.in_flight_count(), "producer flush incomplete; the undelivered records are purged (sent again through the next client, or failed)");
+            gated_warn!(self.producer.context().base.gate, "producer flush incomplete; the undelivered records are purged (sent again through the next client, or failed)", error = %e, in_flight = self.producer.in_flight_count());
         }
     }
 
@@ -453,9 +454,10 @@ impl ProducerInstance {
         self.producer
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         if self.producer.flush(PURGE_REPORTS).is_err() {
-            tracing::warn!(
-                left = self.producer.in_flight_count(),
-                "purged records still unreported; they are sent again when reported, possibly after newer ones"
+            gated_warn!(
+                self.producer.context().base.gate,
+                "purged records still unreported; they are sent again when reported, possibly after newer ones",
+                left = self.producer.in_flight_count()
             );
         }
     }

@@ -15,9 +15,10 @@ use tracing::Instrument as _;
 
 use crate::admin::{Admin, AdminSlot};
 use crate::config::KafkaConfig;
-use crate::consumer::{ConsumerHandle, ConsumerInstance, ConsumerSpec};
+use crate::consumer::{ConsumerHandle, ConsumerInstance, ConsumerSpec, PartitionLag, StallWatch};
 use crate::error::{Error, Result};
 use crate::health::{Health, HealthContext};
+use crate::log_gate::{LogGates, gated_warn};
 use crate::producer::{Producer, ProducerInstance, ProducerSpec};
 
 /// Where the wrapper is in its life.
@@ -33,7 +34,6 @@ pub enum WrapperState {
 }
 
 struct Generation {
-    number: u64,
     health: Arc<Health>,
     producers: HashMap<String, Arc<ProducerInstance>>,
     consumers: HashMap<String, ConsumerInstance>,
@@ -61,7 +61,12 @@ struct Inner {
     /// the group. A join that overlaps a member's leave is an extra rebalance at best, and
     /// Tansu never completes it (reproduced in tests/readd.rs).
     retiring: Mutex<HashMap<String, Retiring>>,
+    /// Every client's warning budget, by name, across generations.
+    gates: LogGates,
 }
+
+/// The name of the supervision loop's own warning budget (rebuilds).
+const WRAPPER: &str = "kafka_wrapper";
 
 /// A consumer on its way out: its group, and whether it is gone.
 struct Retiring {
@@ -73,8 +78,9 @@ struct Retiring {
 ///
 /// Start it once with the client configuration, then register producers and consumers at
 /// any time. When the client fails (a fatal librdkafka error, no broker reachable for
-/// [`unreachable_after`](KafkaConfig::unreachable_after), a consumer with lag and no
-/// progress for [`stall_after`](KafkaConfig::stall_after)) the wrapper tears everything
+/// [`unreachable_after`](KafkaConfig::unreachable_after), a consumer that receives nothing
+/// while the broker holds messages for it, for [`stall_after`](KafkaConfig::stall_after))
+/// the wrapper tears everything
 /// down (flushing producers, draining and committing consumers) and rebuilds every
 /// registered producer and consumer from its spec, with exponential backoff, without limit
 /// unless [`max_rebuilds`](KafkaConfig::max_rebuilds) is set. It starts even when Kafka is
@@ -99,7 +105,13 @@ impl KafkaWrapper {
     /// Must be called inside a tokio runtime.
     pub async fn start(config: KafkaConfig) -> Result<Self> {
         // Validate now, so a typo fails here rather than in every rebuild.
-        let probe = HealthContext::new(Arc::new(Health::default()), "config-check");
+        let probe = HealthContext::new(
+            Arc::new(Health::default()),
+            Arc::new(crate::log_gate::LogGate::new(
+                "config-check",
+                crate::log_gate::WINDOW,
+            )),
+        );
         let _: AdminClient<HealthContext> = config
             .client_config(&[], &BTreeMap::new())
             .create_with_context(probe)
@@ -116,6 +128,7 @@ impl KafkaWrapper {
             rebuilds: AtomicU64::new(0),
             task: Mutex::new(None),
             retiring: Mutex::new(HashMap::new()),
+            gates: LogGates::default(),
         });
         inner.spawn_run();
         Ok(Self { inner })
@@ -482,7 +495,7 @@ impl Inner {
     }
 
     fn context(&self, health: &Arc<Health>, name: &str) -> HealthContext {
-        HealthContext::new(health.clone(), name)
+        HealthContext::new(health.clone(), self.gates.get(name))
     }
 
     /// Builds generation `number`: the admin client and every registered producer and
@@ -502,7 +515,6 @@ impl Inner {
             Err(e) => tracing::error!(error = %e, "could not build the admin client"),
         }
         let mut g = Generation {
-            number,
             health,
             producers: HashMap::new(),
             consumers: HashMap::new(),
@@ -580,7 +592,7 @@ impl Inner {
             };
             let total = self.rebuilds.fetch_add(1, Ordering::Relaxed) + 1;
             metrics::counter!("wharf_kafka_rebuilds_total").increment(1);
-            tracing::warn!(reason = %failure, attempt, total, "rebuilding Kafka clients");
+            gated_warn!(self.gates.get(WRAPPER), "rebuilding Kafka clients", reason = %failure, attempt, total);
             if self.config.max_rebuilds.is_some_and(|max| attempt > max) {
                 self.stopped();
                 tracing::error!(reason = %failure, attempts = attempt - 1, "giving up rebuilding Kafka clients");
@@ -621,13 +633,14 @@ impl Inner {
         let started = Instant::now();
         let mut last_ok = started;
         let mut ever_ok = false;
-        let mut progress: HashMap<String, (u64, Instant)> = HashMap::new();
+        let mut stalls = StallWatch::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return (None, ever_ok),
                 _ = health.wake.notified() => {}
                 _ = tokio::time::sleep(self.config.health_interval) => {}
             }
+            self.gates.flush();
             if let Some(f) = health.failure() {
                 return (Some(f), ever_ok);
             }
@@ -635,7 +648,7 @@ impl Inner {
                 Ok(highs) => {
                     last_ok = Instant::now();
                     ever_ok = true;
-                    if let Some(stalled) = self.check_consumers(&highs, &mut progress) {
+                    if let Some(stalled) = self.check_consumers(&highs, &mut stalls) {
                         return (Some(stalled), ever_ok);
                     }
                 }
@@ -695,36 +708,25 @@ impl Inner {
         .map_err(|e| Error::Stopped(format!("probe ({e})")))?
     }
 
-    /// Updates every consumer's lag; returns why a consumer is stalled, if one is.
+    /// Updates every consumer's lag; returns why a consumer is stalled, if one is (see
+    /// [`StallWatch`]: a partition whose worker waits for messages the broker has, and none
+    /// arrive for `stall_after`).
     fn check_consumers(
         &self,
         highs: &HashMap<(String, i32), (i64, i64)>,
-        progress: &mut HashMap<String, (u64, Instant)>,
+        stalls: &mut StallWatch,
     ) -> Option<String> {
         let reg = self.lock();
         let g = reg.generation.as_ref()?;
+        let now = Instant::now();
         let mut stalled = None;
+        stalls.retain(|name| g.consumers.contains_key(name));
         for (name, instance) in &g.consumers {
             let Some(handle) = reg.consumers.get(name) else {
                 continue;
             };
-            let lag = instance.lag_with(highs);
-            // Partitions the user paused are meant to make no progress: not a stall.
-            let all_paused = handle.shared.all_paused.load(Ordering::Acquire);
-            let paused = handle
-                .shared
-                .user_paused
-                .lock()
-                .map(|p| p.clone())
-                .unwrap_or_default();
-            let total: i64 = if all_paused {
-                0
-            } else {
-                lag.iter()
-                    .filter(|l| !paused.contains(&(l.topic.clone(), l.partition)))
-                    .map(|l| l.lag)
-                    .sum()
-            };
+            let views = instance.views(highs);
+            let lag: Vec<PartitionLag> = views.iter().map(|v| v.lag()).collect();
             for l in &lag {
                 metrics::gauge!("wharf_kafka_consumer_lag", "consumer" => name.clone(), "topic" => l.topic.clone(), "partition" => l.partition.to_string())
                     .set(l.lag as f64);
@@ -732,20 +734,20 @@ impl Inner {
             if let Ok(mut s) = handle.shared.lag.lock() {
                 *s = lag;
             }
-            let now_progress = handle.shared.progress.load(Ordering::Relaxed);
-            let entry = progress
-                .entry(name.clone())
-                .or_insert((now_progress, Instant::now()));
-            if entry.0 != now_progress || total == 0 {
-                *entry = (now_progress, Instant::now());
-            } else if entry.1.elapsed() >= self.config.stall_after && stalled.is_none() {
-                stalled = Some(format!(
-                    "consumer `{name}` stalled: lag {total} and no progress for {:?}",
-                    entry.1.elapsed()
-                ));
+            // Partitions the user paused are meant to receive nothing: not a stall.
+            let all_paused = handle.shared.all_paused.load(Ordering::Acquire);
+            let paused = handle
+                .shared
+                .user_paused
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_default();
+            let is_paused = |t: &str, p: i32| all_paused || paused.contains(&(t.to_owned(), p));
+            let reason = stalls.check(name, &views, is_paused, now, self.config.stall_after);
+            if stalled.is_none() {
+                stalled = reason;
             }
         }
-        let _ = g.number;
         stalled
     }
 }

@@ -174,14 +174,12 @@ async fn topics_are_created_listed_described_and_deleted() {
     assert_eq!(info.partitions.len(), 5);
     assert!(info.partitions.iter().all(|p| p.replicas.len() == 1));
     admin.delete_topics(&[&name]).await.unwrap();
-    let mut gone = false;
-    for _ in 0..50 {
-        if !admin.list_topics().await.unwrap().contains(&name) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(gone, "deleted topic still listed");
+    wharf_testkit::eventually(
+        "the deleted topic gone from the list",
+        Duration::from_secs(10),
+        || async { !admin.list_topics().await.unwrap().contains(&name) },
+    )
+    .await
+    .unwrap();
     w.shutdown().await.unwrap();
 }

@@ -20,12 +20,13 @@ use rdkafka::{ClientContext, config::RDKafkaLogLevel};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::tracker::OffsetTracker;
+use super::progress::PartitionView;
 use super::worker::{Base, BatchReader, DeadLetter, Feed, PartitionState, Split, Wake, Worker};
-use super::{ConsumerShared, Control, PartitionLag, StartAt, Subscription};
+use super::{ConsumerShared, Control, HandlerKind, StartAt, Subscription};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::health::HealthContext;
+use crate::log_gate::{LogGate, gated_warn};
 use crate::message::{ConsumedMessage, KeepAlive};
 use crate::producer::{ProducerInstance, ProducerSpec};
 
@@ -94,6 +95,8 @@ pub(crate) struct LoopState {
     grace: Duration,
     group: bool,
     reset_to_end: bool,
+    /// The consumer's warning budget (shared with its librdkafka callbacks).
+    gate: Arc<LogGate>,
 }
 
 pub(crate) struct GroupCtx {
@@ -124,7 +127,7 @@ impl ConsumerContext for GroupCtx {
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => {
-                tracing::warn!(consumer = %self.state.shared.spec.name, error = %e, "rebalance error");
+                gated_warn!(self.state.gate, "rebalance error", error = %e);
             }
         }
     }
@@ -183,12 +186,7 @@ impl LoopState {
         let chunks = (self.shared.spec.queue_per_partition / ROUND).max(1);
         let (tx, rx) = mpsc::channel(chunks);
         let (done_tx, done) = std::sync::mpsc::channel();
-        let state = Arc::new(PartitionState {
-            topic: Arc::from(topic),
-            partition,
-            tracker: Mutex::new(OffsetTracker::default()),
-            base,
-        });
+        let state = Arc::new(PartitionState::new(topic, partition, base));
         let stop = CancellationToken::new();
         // The partition's own queue, read by its worker; messages fetched before the split
         // still come through the polling thread, and the gate keeps the worker on those
@@ -221,6 +219,12 @@ impl LoopState {
             }
             None => (None, None),
         };
+        let handler = self.shared.spec.handler.kind.clone();
+        // A source's deliveries are settled by its user, however long that takes.
+        let deadline = match handler {
+            HandlerKind::Source(_) => None,
+            _ => self.shared.spec.handler_timeout,
+        };
         let worker = Worker {
             feed: Feed {
                 rx,
@@ -228,10 +232,13 @@ impl LoopState {
                 _done: Some(done_tx),
             },
             state: state.clone(),
-            handler: self.shared.spec.handler.kind.clone(),
+            handler,
             stop: stop.clone(),
             dead_letter: self.dead_letter.clone(),
             shared: self.shared.clone(),
+            deadline,
+            retry: self.shared.spec.retry,
+            gate: self.gate.clone(),
         };
         let task = self.runtime.spawn(worker.run());
         per_topic.insert(
@@ -287,7 +294,7 @@ impl LoopState {
         if tpl.count() > 0
             && let Err(e) = consumer.pause(&tpl)
         {
-            tracing::warn!(error = %e, "could not re-apply pauses");
+            gated_warn!(self.gate, "could not re-apply pauses", error = %e);
         }
     }
 
@@ -367,7 +374,7 @@ impl LoopState {
                     tracing::debug!(consumer = %self.shared.spec.name, offsets = ?tpl, "committed")
                 }
                 Err(e) => {
-                    tracing::warn!(consumer = %self.shared.spec.name, error = %e, "commit failed; uncommitted messages will be delivered again")
+                    gated_warn!(self.gate, "commit failed; uncommitted messages will be delivered again", error = %e)
                 }
             }
         }
@@ -420,16 +427,9 @@ impl LoopState {
                     Err(mpsc::error::TrySendError::Closed(_)) => continue,
                     Err(mpsc::error::TrySendError::Full(chunk)) => chunk,
                 };
-                let tx = slot.tx.clone();
-                let waited = self
-                    .runtime
-                    .block_on(async { tokio::time::timeout(FULL_WAIT, tx.reserve_owned()).await });
-                match waited {
-                    Ok(Ok(permit)) => {
-                        permit.send(chunk);
-                    }
-                    Ok(Err(_)) => {}
-                    Err(_) => {
+                match wait_to_send(&slot.tx, chunk) {
+                    None => {}
+                    Some(chunk) => {
                         slot.stash.push_back(chunk);
                         if !slot.backpressure_paused {
                             slot.backpressure_paused = true;
@@ -558,26 +558,42 @@ impl LoopState {
             consumer.resume(&tpl)
         };
         if let Err(e) = r {
-            tracing::warn!(error = %e, "pause/resume failed");
+            gated_warn!(self.gate, "pause/resume failed", error = %e);
         }
     }
 
-    /// (topic, partition, committable position) of every assigned partition.
-    pub(crate) fn positions(&self) -> Vec<(Arc<str>, i32, Option<i64>, Base)> {
-        let mut out = Vec::new();
-        if let Ok(slots) = self.slots.lock() {
-            for ps in slots.values() {
-                for s in ps.values() {
-                    out.push((
-                        s.state.topic.clone(),
-                        s.state.partition,
-                        s.state.committable(),
-                        s.state.base,
-                    ));
-                }
-            }
+    /// Every assigned partition's state.
+    pub(crate) fn partitions(&self) -> Vec<Arc<PartitionState>> {
+        match self.slots.lock() {
+            Ok(slots) => slots
+                .values()
+                .flat_map(HashMap::values)
+                .map(|s| s.state.clone())
+                .collect(),
+            Err(_) => Vec::new(),
         }
-        out
+    }
+}
+
+/// Hands `chunk` to a worker whose queue is full, waiting up to [`FULL_WAIT`] for room;
+/// gives it back if there is still none. The wait is the polling thread's own (a sleep
+/// between tries), not a tokio timer: a timer would need the runtime's driver, which handler
+/// code blocking the runtime's threads (or a current-thread runtime busy elsewhere) would
+/// hold up, and the polling thread with it.
+fn wait_to_send(
+    tx: &mpsc::Sender<Vec<ConsumedMessage>>,
+    mut chunk: Vec<ConsumedMessage>,
+) -> Option<Vec<ConsumedMessage>> {
+    let until = Instant::now() + FULL_WAIT;
+    loop {
+        match tx.try_send(chunk) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return None,
+            Err(mpsc::error::TrySendError::Full(c)) => chunk = c,
+        }
+        if Instant::now() >= until {
+            return Some(chunk);
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -656,6 +672,7 @@ impl ConsumerInstance {
             consumer: OnceLock::new(),
             gates_closed: AtomicBool::new(false),
             grace: config.shutdown_grace,
+            gate: base.gate.clone(),
             group,
             reset_to_end: matches!(
                 cc.get("auto.offset.reset"),
@@ -744,26 +761,18 @@ impl ConsumerInstance {
         self.state.shared.spec.group_id().map(str::to_owned)
     }
 
-    /// Lag per partition given high watermarks (`None` where unknown).
-    pub(crate) fn lag_with(&self, marks: &HashMap<(String, i32), (i64, i64)>) -> Vec<PartitionLag> {
-        let mut out = Vec::new();
-        for (t, p, pos, base) in self.state.positions() {
-            let Some((low, h)) = marks.get(&(t.to_string(), p)) else {
-                continue;
-            };
-            let pos = pos.unwrap_or(match base {
-                Base::Offset(o) => o.max(*low),
-                Base::Beginning => *low,
-                Base::End => *h,
-            });
-            out.push(PartitionLag {
-                topic: t.to_string(),
-                partition: p,
-                high_watermark: *h,
-                position: pos,
-                lag: (h - pos).max(0),
-            });
-        }
+    /// Every assigned partition whose watermarks (low, high) are known, as the health check
+    /// sees it, in (topic, partition) order.
+    pub(crate) fn views(&self, marks: &HashMap<(String, i32), (i64, i64)>) -> Vec<PartitionView> {
+        let mut out: Vec<PartitionView> = self
+            .state
+            .partitions()
+            .iter()
+            .filter_map(|s| {
+                let (low, high) = marks.get(&(s.topic.to_string(), s.partition))?;
+                Some(s.view(*low, *high))
+            })
+            .collect();
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         out
     }
@@ -805,10 +814,6 @@ fn poll_loop(
             timeout = Duration::ZERO;
         }
         if taken > 0 {
-            state
-                .shared
-                .progress
-                .fetch_add(taken as u64, Ordering::Relaxed);
             state.hand_over(&consumer);
         }
         if taken < ROUND {

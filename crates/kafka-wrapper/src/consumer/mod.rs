@@ -1,6 +1,8 @@
 //! Consumers: group consumers with a handler, and plain consumers of given partitions.
 
 mod instance;
+mod progress;
+mod retry;
 mod tracker;
 mod worker;
 
@@ -18,6 +20,11 @@ use crate::config::Redacted;
 use crate::message::ConsumedMessage;
 
 pub(crate) use instance::ConsumerInstance;
+pub(crate) use progress::StallWatch;
+pub use retry::RetryPolicy;
+
+/// How long one handler call may take by default before it counts as failed.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a handler answers for a message (or a batch).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +58,44 @@ pub(crate) enum HandlerKind {
 /// The user's code that handles consumed messages.
 ///
 /// Messages of one partition are handled one at a time, in order; partitions are handled
-/// concurrently. A panic in the handler counts as `Retry` after one second.
+/// concurrently (one tokio task each, on the runtime the wrapper was started in).
+///
+/// # When a call fails
+///
+/// A call *fails* when it panics or when it takes longer than the consumer's
+/// [handler deadline](ConsumerSpec::handler_timeout) (60 s by default). A failed call counts
+/// as a failed attempt of its message (or batch) under the spec's [`RetryPolicy`]: handled
+/// again after a backoff, and dead-lettered after the last attempt, so a message whose
+/// handler never returns does not hold its partition forever.
+///
+/// What happens to a call that overruns its deadline depends on how it waits:
+///
+/// - **At an `.await`** (a future that never completes, a slow request): its future is
+///   dropped at the deadline, at the point where it waits, like any cancelled future. Work it
+///   handed to other tasks (a `tokio::spawn`, a `spawn_blocking`) is not stopped by that.
+/// - **Blocking its thread** (`std::thread::sleep`, a CPU loop, blocking I/O): nothing can
+///   interrupt it. The wrapper sees the overrun when the call returns, discards its answer and
+///   counts a failed attempt; meanwhile it holds its partition and one of the runtime's
+///   worker threads. The wrapper's polling thread (group membership, commits) is a thread of
+///   its own and keeps going. Run blocking work with `tokio::task::spawn_blocking`: the
+///   handler then waits at an `.await`, so the deadline holds:
+///
+/// ```no_run
+/// use wharf_kafka_wrapper::{Handler, Outcome};
+///
+/// # fn parse_and_store(_: &[u8]) -> Result<(), std::io::Error> { Ok(()) }
+/// let handler = Handler::per_message(|msg| async move {
+///     let payload = msg.payload().to_vec();
+///     match tokio::task::spawn_blocking(move || parse_and_store(&payload)).await {
+///         Ok(Ok(())) => Outcome::Ack,
+///         Ok(Err(e)) => Outcome::DeadLetter(e.to_string()),
+///         Err(_) => Outcome::Retry(std::time::Duration::from_secs(1)), // it panicked
+///     }
+/// });
+/// ```
+///
+/// At the deadline the `spawn_blocking` closure keeps running to its end on the blocking
+/// pool (nothing can stop a thread), but the partition moves on.
 #[derive(Clone)]
 pub struct Handler {
     pub(crate) kind: HandlerKind,
@@ -127,6 +171,8 @@ pub struct ConsumerSpec {
     pub(crate) dead_letter_topic: Option<String>,
     pub(crate) queue_per_partition: usize,
     pub(crate) in_flight_per_partition: usize,
+    pub(crate) handler_timeout: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl ConsumerSpec {
@@ -168,6 +214,8 @@ impl ConsumerSpec {
             dead_letter_topic: None,
             queue_per_partition: 4096,
             in_flight_per_partition: 1,
+            handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -178,9 +226,37 @@ impl ConsumerSpec {
         self
     }
 
-    /// Where [`Outcome::DeadLetter`] sends messages.
+    /// Where [`Outcome::DeadLetter`] sends messages, and messages whose handler failed
+    /// [`RetryPolicy::max_attempts`] times. Without one, such a message is retried every
+    /// second (an error is logged each time) and holds its partition: it is never dropped.
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// How long one handler call (of a message, or of a batch) may take before it counts
+    /// as a failed attempt under the [`retry_policy`](Self::retry_policy); `None` lets calls
+    /// take as long as they take. Default: [`DEFAULT_HANDLER_TIMEOUT`] (60 s).
+    ///
+    /// A call that overruns the deadline at an `.await` is dropped there; one that blocks its
+    /// thread past it is noticed when it returns, and its answer is discarded (see
+    /// [`Handler`]). Either way its message is not handled (nor committed) by that call.
+    ///
+    /// A call that is still running is never taken for a stalled client: stall detection
+    /// only looks at partitions whose handler is waiting for messages. With `None`, a call
+    /// that never returns holds its partition until the consumer is removed or rebuilt.
+    ///
+    /// Deliveries of a [`KafkaSource`](crate::KafkaSource) have no deadline: they are
+    /// settled by the source's user.
+    pub fn handler_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// How messages whose handler call failed (a panic, an overrun deadline) are retried
+    /// and when they are dead-lettered. Default: [`RetryPolicy::default`] (3 attempts).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
@@ -237,6 +313,8 @@ impl fmt::Debug for ConsumerSpec {
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("queue_per_partition", &self.queue_per_partition)
             .field("in_flight_per_partition", &self.in_flight_per_partition)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -248,7 +326,11 @@ pub struct PartitionLag {
     pub topic: String,
     /// The partition.
     pub partition: i32,
-    /// The high watermark (offset of the next message to be produced).
+    /// The offset after the last message known to exist: the broker's high watermark, or,
+    /// when the broker reports less, one past the last message this consumer received (or
+    /// where it started). Tansu 0.6 reports the high watermark of a batch of records as one
+    /// past its *first* record: there, the records of the last batch that the consumer has
+    /// not fetched yet are not counted.
     pub high_watermark: i64,
     /// The committable position (every message before it was handled).
     pub position: i64,
@@ -267,7 +349,6 @@ pub(crate) struct ConsumerShared {
     pub(crate) control: watch::Sender<Option<mpsc::Sender<Control>>>,
     pub(crate) user_paused: Mutex<HashSet<(String, i32)>>,
     pub(crate) all_paused: AtomicBool,
-    pub(crate) progress: AtomicU64,
     pub(crate) handled: AtomicU64,
     pub(crate) lag: Mutex<Vec<PartitionLag>>,
     pub(crate) resume_at: Mutex<BTreeMap<(String, i32), i64>>,
@@ -301,7 +382,6 @@ impl ConsumerHandle {
                 control,
                 user_paused: Mutex::new(HashSet::new()),
                 all_paused: AtomicBool::new(false),
-                progress: AtomicU64::new(0),
                 handled: AtomicU64::new(0),
                 lag: Mutex::new(Vec::new()),
                 resume_at: Mutex::new(BTreeMap::new()),

@@ -2,9 +2,10 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt as _;
@@ -18,13 +19,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::instance::GroupCtx;
+use super::progress::PartitionView;
 use super::tracker::OffsetTracker;
-use super::{ConsumerShared, HandlerKind, Outcome};
+use super::{ConsumerShared, HandlerKind, Outcome, RetryPolicy};
+use crate::log_gate::{LogGate, gated_warn};
 use crate::message::{ConsumedMessage, Fetched, KeepAlive, RawMessage, Record};
 use crate::producer::ProducerInstance;
 use crate::transport::Room;
 
-/// Offsets of one assigned partition, shared by its worker and the polling thread.
+/// Offsets of one assigned partition, shared by its worker, the polling thread and the
+/// wrapper's health check.
 #[derive(Debug)]
 pub(crate) struct PartitionState {
     pub(crate) topic: Arc<str>,
@@ -32,7 +36,18 @@ pub(crate) struct PartitionState {
     pub(crate) tracker: Mutex<OffsetTracker>,
     /// Where reading started, for lag before the first message arrives.
     pub(crate) base: Base,
+    /// One past the last offset the worker received ([`NONE`] before the first): the
+    /// consumer's own fetch progress, whatever the broker says its high watermark is.
+    received_end: AtomicI64,
+    /// Set while the worker waits for messages and holds none.
+    idle: AtomicBool,
+    /// With [`Base::End`]: where reading started, taken as the high watermark the health check
+    /// first saw ([`NONE`] until then).
+    end_start: AtomicI64,
 }
+
+/// "No offset yet" in [`PartitionState`]'s atomics.
+const NONE: i64 = i64::MIN;
 
 /// Where a partition's reading started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +58,59 @@ pub(crate) enum Base {
 }
 
 impl PartitionState {
+    pub(crate) fn new(topic: &str, partition: i32, base: Base) -> Self {
+        Self {
+            topic: Arc::from(topic),
+            partition,
+            tracker: Mutex::new(OffsetTracker::default()),
+            base,
+            received_end: AtomicI64::new(NONE),
+            idle: AtomicBool::new(false),
+            end_start: AtomicI64::new(NONE),
+        }
+    }
+
     pub(crate) fn committable(&self) -> Option<i64> {
         self.tracker.lock().ok().and_then(|t| t.committable())
+    }
+
+    /// The worker received `chunk` (oldest first).
+    fn received(&self, chunk: &[ConsumedMessage]) {
+        if let Some(last) = chunk.last() {
+            self.received_end
+                .fetch_max(last.offset.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    fn set_idle(&self, idle: bool) {
+        self.idle.store(idle, Ordering::Relaxed);
+    }
+
+    /// The partition as the health check sees it, given the broker's watermarks.
+    pub(crate) fn view(&self, low: i64, high: i64) -> PartitionView {
+        let start = match self.base {
+            Base::Offset(o) => o.max(low),
+            Base::Beginning => low,
+            Base::End => match self.end_start.compare_exchange(
+                NONE,
+                high,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => high,
+                Err(first) => first,
+            },
+        };
+        let received = self.received_end.load(Ordering::Relaxed);
+        PartitionView {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            broker_high: high,
+            start,
+            received_end: (received != NONE).then_some(received),
+            committable: self.committable(),
+            idle: self.idle.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -52,6 +118,24 @@ impl PartitionState {
 pub(crate) struct DeadLetter {
     pub(crate) topic: String,
     pub(crate) producer: Arc<ProducerInstance>,
+}
+
+/// What follows a handler call that did not ack.
+enum Next {
+    /// Call the handler again after this long.
+    Wait(Duration),
+    /// Dead-letter the messages with this reason.
+    GiveUp(String),
+}
+
+/// What one handler call came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// The handler answered in time.
+    Outcome(Outcome),
+    /// The call failed without a usable answer (it panicked, or overran its deadline): a
+    /// failed attempt under the retry policy.
+    Failed(String),
 }
 
 /// Wakes a worker that reads its partition's own queue: when the queue becomes non-empty
@@ -99,7 +183,6 @@ impl Feed {
         &mut self,
         stop: &CancellationToken,
         state: &PartitionState,
-        shared: &ConsumerShared,
     ) -> Option<Vec<ConsumedMessage>> {
         loop {
             if stop.is_cancelled() {
@@ -127,9 +210,6 @@ impl Feed {
                     if wake.open.load(Ordering::Acquire) {
                         let chunk = take_from_queue(reader, client, state);
                         if !chunk.is_empty() {
-                            shared
-                                .progress
-                                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                             return Some(chunk);
                         }
                     }
@@ -263,6 +343,11 @@ pub(crate) struct Worker {
     pub(crate) stop: CancellationToken,
     pub(crate) dead_letter: Option<Arc<DeadLetter>>,
     pub(crate) shared: Arc<ConsumerShared>,
+    /// How long one handler call may take (`None`: no limit; always `None` for a source).
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
+    /// The consumer's warning budget (for failed dead-letter sends).
+    pub(crate) gate: Arc<LogGate>,
 }
 
 impl Worker {
@@ -272,9 +357,13 @@ impl Worker {
             return self.run_concurrent(n).await;
         }
         loop {
-            let Some(chunk) = self.feed.next(&self.stop, &self.state, &self.shared).await else {
+            self.state.set_idle(true);
+            let next = self.feed.next(&self.stop, &self.state).await;
+            self.state.set_idle(false);
+            let Some(chunk) = next else {
                 return;
             };
+            self.state.received(&chunk);
             let ok = match self.handler.clone() {
                 HandlerKind::Message(f) => self.handle_each(chunk, &*f).await,
                 HandlerKind::Source(sink) => {
@@ -374,7 +463,7 @@ impl Worker {
                 let retry = retry.clone();
                 running.push(async move {
                     let offsets: Vec<i64> = unit.iter().map(|m| m.offset).collect();
-                    let first = this.call_once(first).await;
+                    let (first, _) = this.attempt(first, this.clock()).await;
                     let ok = this.settle(unit, first, &*retry).await;
                     (offsets, ok)
                 });
@@ -383,6 +472,8 @@ impl Worker {
             if running.is_empty() && (stopped || (!open && queue.is_empty())) {
                 return;
             }
+            this.state
+                .set_idle(running.is_empty() && queue.is_empty() && room.is_none());
             let wait_for_room = full && !stopped && running.len() < n;
             tokio::select! {
                 biased;
@@ -405,28 +496,88 @@ impl Worker {
                     gone = r.is_none();
                     room = r;
                 }
-                m = feed.next(&this.stop, &this.state, &this.shared), if open && queue.is_empty() && !stopped => match m {
-                    Some(chunk) => queue.extend(chunk),
+                m = feed.next(&this.stop, &this.state), if open && queue.is_empty() && !stopped => match m {
+                    Some(chunk) => {
+                        this.state.set_idle(false);
+                        this.state.received(&chunk);
+                        queue.extend(chunk);
+                    }
                     None => open = false,
                 },
             }
         }
     }
 
-    /// Calls the handler; a panic in the call itself (before its future) counts as a
-    /// `Retry` after a second, as a panic in the future does.
+    /// Calls the handler; a panic in the call itself (before its future) comes out of the
+    /// returned future, so that [`attempt`](Self::attempt) treats it as a panic in the future.
     fn call(
         &self,
         call: impl FnOnce() -> BoxFuture<'static, Outcome>,
     ) -> BoxFuture<'static, Outcome> {
         match std::panic::catch_unwind(AssertUnwindSafe(call)) {
             Ok(future) => future,
+            Err(panic) => Box::pin(async move { std::panic::resume_unwind(panic) }),
+        }
+    }
+
+    /// Now, when calls have a deadline (the start of the next call).
+    fn clock(&self) -> Option<Instant> {
+        self.deadline.map(|_| Instant::now())
+    }
+
+    /// Runs one handler call that started at `since` (`Some` exactly when calls have a
+    /// deadline), under its deadline. Returns what it came to and when it ended (so that the
+    /// next call of a chunk starts there without reading the clock again).
+    ///
+    /// A call still waiting at the deadline is dropped there. A call that blocked its thread
+    /// past the deadline cannot be stopped; it is noticed when it returns, and its answer is
+    /// discarded: either way the call failed. The first poll happens without a timer, so a
+    /// call that answers at once costs no timer.
+    async fn attempt(
+        &self,
+        call: BoxFuture<'static, Outcome>,
+        since: Option<Instant>,
+    ) -> (Answer, Option<Instant>) {
+        let call = AssertUnwindSafe(call).catch_unwind();
+        let (Some(deadline), Some(since)) = (self.deadline, since) else {
+            return (self.answer(call.await), None);
+        };
+        let mut call = std::pin::pin!(call);
+        let result = match futures::poll!(call.as_mut()) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => {
+                let at = tokio::time::Instant::from_std(since + deadline);
+                tokio::time::timeout_at(at, call).await.ok()
+            }
+        };
+        let ended = Instant::now();
+        let answer = match result {
+            None => self.failed(format!(
+                "handler call did not finish within its deadline of {deadline:?}; its future was dropped"
+            )),
+            Some(_) if ended.saturating_duration_since(since) > deadline => self.failed(format!(
+                "handler call returned after {:?}, past its deadline of {deadline:?} (it blocked its thread); its answer was discarded",
+                ended.saturating_duration_since(since)
+            )),
+            Some(r) => self.answer(r),
+        };
+        (answer, Some(ended))
+    }
+
+    /// A call's result: its outcome, or a failure if it panicked.
+    fn answer(&self, r: std::thread::Result<Outcome>) -> Answer {
+        match r {
+            Ok(o) => Answer::Outcome(o),
             Err(panic) => {
-                let what = panic_message(&*panic);
-                tracing::error!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, panic = %what, "handler panicked; retrying in 1 s");
-                Box::pin(std::future::ready(Outcome::Retry(Duration::from_secs(1))))
+                metrics::counter!("wharf_kafka_handler_failures_total", "consumer" => self.shared.spec.name.clone(), "reason" => "panic").increment(1);
+                Answer::Failed(format!("handler panicked: {}", panic_message(&*panic)))
             }
         }
+    }
+
+    fn failed(&self, why: String) -> Answer {
+        metrics::counter!("wharf_kafka_handler_failures_total", "consumer" => self.shared.spec.name.clone(), "reason" => "deadline").increment(1);
+        Answer::Failed(why)
     }
 
     async fn handle_each(
@@ -436,6 +587,8 @@ impl Worker {
     ) -> bool {
         let mut done = Vec::with_capacity(batch.len());
         let mut ok = true;
+        // When the next call starts: the end of the previous one (one clock read per call).
+        let mut since = self.clock();
         for m in batch {
             if self.stop.is_cancelled() {
                 ok = false;
@@ -445,15 +598,16 @@ impl Worker {
             // Fast path: one call that acks. Anything else goes through the retry loop.
             // A call that does not answer at once may outlast a stop (and be aborted at the
             // grace period): what was handled before it is recorded first.
-            let mut call = std::pin::pin!(self.call_once(self.call(|| f(m.clone()))));
-            let first = match call.as_mut().now_or_never() {
-                Some(o) => o,
+            let mut call = std::pin::pin!(self.attempt(self.call(|| f(m.clone())), since));
+            let (first, ended) = match call.as_mut().now_or_never() {
+                Some(r) => r,
                 None => {
                     self.complete(&mut done);
                     call.await
                 }
             };
-            if first != Outcome::Ack {
+            since = ended;
+            if first != Answer::Outcome(Outcome::Ack) {
                 // Record what is done before waiting, so commits keep up meanwhile.
                 self.complete(&mut done);
                 let single = |mut v: Vec<ConsumedMessage>| f(v.remove(0));
@@ -461,6 +615,7 @@ impl Worker {
                     ok = false;
                     break;
                 }
+                since = self.clock();
             }
             done.push(offset);
         }
@@ -481,22 +636,7 @@ impl Worker {
         self.shared
             .handled
             .fetch_add(done.len() as u64, Ordering::Relaxed);
-        self.shared
-            .progress
-            .fetch_add(done.len() as u64, Ordering::Relaxed);
         done.clear();
-    }
-
-    /// Runs one handler call; a panic counts as `Retry` after a second.
-    async fn call_once(&self, call: BoxFuture<'static, Outcome>) -> Outcome {
-        match AssertUnwindSafe(call).catch_unwind().await {
-            Ok(o) => o,
-            Err(panic) => {
-                let what = panic_message(&*panic);
-                tracing::error!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, panic = %what, "handler panicked; retrying in 1 s");
-                Outcome::Retry(Duration::from_secs(1))
-            }
-        }
     }
 
     async fn handle_batch(
@@ -519,26 +659,39 @@ impl Worker {
         msgs: Vec<ConsumedMessage>,
         call: &(dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync),
     ) -> bool {
-        let first = self.call_once(self.call(|| call(msgs.clone()))).await;
+        let (first, _) = self
+            .attempt(self.call(|| call(msgs.clone())), self.clock())
+            .await;
         self.settle(msgs, first, call).await
     }
 
-    /// Acts on `outcome` and keeps calling the handler until the messages are handled.
+    /// Acts on `answer` and keeps calling the handler until the messages are handled (acked
+    /// or dead-lettered: `true`), or the worker is stopped while it waits (`false`: nothing
+    /// is committed). Failed calls count against the retry policy; the last one allowed
+    /// dead-letters the messages.
     async fn settle(
         &self,
         mut msgs: Vec<ConsumedMessage>,
-        mut outcome: Outcome,
+        mut answer: Answer,
         call: &(dyn Fn(Vec<ConsumedMessage>) -> BoxFuture<'static, Outcome> + Send + Sync),
     ) -> bool {
+        let mut failures = 0u32;
         loop {
-            self.shared.progress.fetch_add(1, Ordering::Relaxed);
-            let delay = match outcome {
-                Outcome::Ack => return true,
-                Outcome::Retry(d) => d,
-                Outcome::DeadLetter(reason) => match &self.dead_letter {
+            let next = match answer {
+                Answer::Outcome(Outcome::Ack) => return true,
+                Answer::Outcome(Outcome::Retry(d)) => Next::Wait(d),
+                Answer::Outcome(Outcome::DeadLetter(reason)) => Next::GiveUp(reason),
+                Answer::Failed(why) => {
+                    failures += 1;
+                    self.failure(&msgs, &why, failures)
+                }
+            };
+            let delay = match next {
+                Next::Wait(delay) => delay,
+                Next::GiveUp(reason) => match &self.dead_letter {
                     Some(dl) => return self.dead_letter(dl, &msgs, &reason).await,
                     None => {
-                        tracing::error!(consumer = %self.shared.spec.name, %reason, "handler asked for a dead letter but the consumer has no dead_letter_topic; retrying in 1 s");
+                        tracing::error!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, offset = msgs.first().map(|m| m.offset), %reason, "a message is to be dead-lettered but the consumer has no dead_letter_topic; retrying in 1 s (it holds its partition)");
                         Duration::from_secs(1)
                     }
                 },
@@ -552,7 +705,26 @@ impl Worker {
             for m in &mut msgs {
                 m.attempt += 1;
             }
-            outcome = self.call_once(self.call(|| call(msgs.clone()))).await;
+            answer = self
+                .attempt(self.call(|| call(msgs.clone())), self.clock())
+                .await
+                .0;
+        }
+    }
+
+    /// What follows the `failures`-th failed call of `msgs`, under the retry policy.
+    fn failure(&self, msgs: &[ConsumedMessage], why: &str, failures: u32) -> Next {
+        let (offset, attempt) = msgs.first().map_or((-1, 0), |m| (m.offset, m.attempt));
+        let max = self.retry.max_attempts();
+        match self.retry.after_failure(failures) {
+            Some(delay) => {
+                tracing::warn!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, offset, attempt, failures, max_failures = max, retry_in = ?delay, "{why}");
+                Next::Wait(delay)
+            }
+            None => {
+                tracing::error!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, offset, attempt, failures, max_failures = max, "{why}; giving up: dead-lettering");
+                Next::GiveUp(format!("{why} (failed {failures} of {max} allowed times)"))
+            }
         }
     }
 
@@ -579,7 +751,7 @@ impl Worker {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(consumer = %self.shared.spec.name, error = %e, "dead-letter produce failed; retrying in 1 s");
+                        gated_warn!(self.gate, "dead-letter produce failed; retrying in 1 s", consumer = %self.shared.spec.name, error = %e);
                         tokio::select! {
                             biased;
                             _ = self.stop.cancelled() => return false,

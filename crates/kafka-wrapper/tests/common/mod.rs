@@ -13,10 +13,17 @@ pub fn brokers() -> String {
         .to_owned()
 }
 
+/// The consumers' `session.timeout.ms` in [`config`]: a group's first join waits about half
+/// of it on Tansu, and a member that does not leave is evicted after it.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// A config tuned for tests: quick group joins and quick health checks.
 pub fn config(brokers: &str) -> KafkaConfig {
     KafkaConfig::new(brokers)
-        .set("session.timeout.ms", "6000")
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
         .set("heartbeat.interval.ms", "500")
         .health_interval(Duration::from_millis(500))
         .rebuild_backoff(Duration::from_millis(200), Duration::from_secs(2))
@@ -38,14 +45,44 @@ pub async fn wrapper_with_topic(brokers: &str, topic: &str, partitions: i32) -> 
     w
 }
 
-/// Polls `check` every 50 ms until it is true or `within` passes.
-pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
+/// Reads a consumer group's committed offset of one partition, the way another process
+/// would (a client of its own that does not join the group).
+pub struct Committed {
+    consumer: rdkafka::consumer::BaseConsumer,
+    topic: String,
+    partition: i32,
+}
+
+impl Committed {
+    pub fn new(brokers: &str, group: &str, topic: &str, partition: i32) -> Self {
+        let consumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a consumer to read committed offsets");
+        Self {
+            consumer,
+            topic: topic.to_owned(),
+            partition,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    check()
+
+    /// The committed offset (`None` before the first commit). Blocks up to 10 s.
+    pub fn get(&self) -> Option<i64> {
+        use rdkafka::consumer::Consumer as _;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        let got = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        match got
+            .find_partition(&self.topic, self.partition)
+            .map(|e| e.offset())
+        {
+            Some(rdkafka::Offset::Offset(o)) => Some(o),
+            _ => None,
+        }
+    }
 }
