@@ -204,6 +204,9 @@ fn get(c: &AtomicU64) -> u64 {
 #[derive(Debug, Default, Clone)]
 struct TicketProgress {
     webhook: bool,
+    /// What `emit_sync` confirmed: the event id and SQS's MessageId, quoted when the event is
+    /// then missing from the queue (to tell a lost event from a missed read-back).
+    webhook_receipt: Option<String>,
     audit: bool,
     issued: u32,
 }
@@ -266,8 +269,15 @@ impl Job for IssueTickets {
         }
         if !done.webhook {
             let event = Event::new(&self.customer, "ticket.issued", body.clone())?;
-            app.emitter.emit_sync(event).await?;
-            lock(&app.tickets).entry(self.order).or_default().webhook = true;
+            let sent = app.emitter.emit_sync(event).await?;
+            let mut tickets = lock(&app.tickets);
+            let progress = tickets.entry(self.order).or_default();
+            progress.webhook = true;
+            progress.webhook_receipt = Some(format!(
+                "event {} = SQS MessageId {}",
+                sent.event_id, sent.message_id
+            ));
+            drop(tickets);
             bump(&app.counters.events);
         }
         if !done.audit {
@@ -1189,6 +1199,15 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     };
     show("orders without an issued ticket", &missing_ticket);
     show("orders without a webhook event in SQS", &missing_event);
+    for order in missing_event.iter().take(20) {
+        let receipt = lock(&app.tickets)
+            .get(order)
+            .and_then(|t| t.webhook_receipt.clone());
+        println!(
+            "  order {order}: {}",
+            receipt.unwrap_or_else(|| "emit_sync never confirmed an event".to_owned())
+        );
+    }
     show("orders without an audit record in Pulsar", &missing_audit);
     let faults_recovered = faults.iter().all(|f| f.recovered.is_some());
     if !faults_recovered {
