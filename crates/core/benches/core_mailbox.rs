@@ -5,6 +5,9 @@
 //! without a timeout. Every contender is a counter that adds the request to its total and
 //! answers the total, behind a mailbox of the same capacity (ractor's is unbounded).
 //!
+//! It also measures how late a call ends after its deadline, against a service that never
+//! answers: wharf's deadline against `tokio::time::timeout` around a bare call.
+//!
 //! Run with `scripts/bench core-mailbox`; writes `$WHARF_BENCH_OUT` (default
 //! `target/wharf-bench/core-mailbox.json`). Rounds alternate the contenders, starting each
 //! round with the next one, so drift in the machine's load hits all of them alike.
@@ -13,6 +16,7 @@
 //! contender, `n` calls in all (default 100,000) from `c` callers (default 1), and writes
 //! nothing: for instruction counts under
 //! `valgrind --tool=callgrind` (subtract a run with fewer calls to remove the setup).
+//! `CORE_MAILBOX_ONLY=lateness` measures only how late calls end after their deadline.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -276,6 +280,95 @@ async fn start_targets() -> (Targets, SupervisorHandle) {
     (targets, sup)
 }
 
+// ----- how late a call ends after its deadline -----
+
+/// Callers and calls each for the lateness figures, and the timeout of those calls.
+const LATE_CALLERS: usize = 16;
+const LATE_CALLS: usize = 25;
+const LATE_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// Every caller makes `LATE_CALLS` calls, one after the other, to a service that takes
+/// requests and never answers; returns how long after its deadline each call ended (µs).
+async fn lateness_of<F, Fut>(call: F) -> Vec<f64>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let tasks: Vec<_> = (0..LATE_CALLERS)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut late = Vec::with_capacity(LATE_CALLS);
+                for _ in 0..LATE_CALLS {
+                    let began = Instant::now();
+                    assert!(call().await, "a call to a silent service got an answer");
+                    let took = began.elapsed();
+                    assert!(took >= LATE_TIMEOUT, "a call ended before its deadline");
+                    late.push((took - LATE_TIMEOUT).as_secs_f64() * 1e6);
+                }
+                late
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(at).copied().unwrap_or(f64::NAN)
+}
+
+/// Lateness (p50, p99, max, in µs) of wharf's deadline and of `tokio::time::timeout` around
+/// a bare call, each against a service that holds every request and never answers.
+async fn measure_lateness() -> [(f64, f64, f64); 2] {
+    let (silent, mailbox) = mailbox::<u64, u64>("silent", CAPACITY);
+    let holder = tokio::spawn(async move {
+        let mut inbox = mailbox.attach().await;
+        let mut held = Vec::new();
+        while let Some(request) = inbox.recv().await {
+            held.push(request);
+        }
+    });
+    let silent = silent.with_call_timeout(LATE_TIMEOUT);
+    let wharf = lateness_of(move || {
+        let silent = silent.clone();
+        async move { matches!(silent.call(1).await, Err(wharf_core::Error::Timeout { .. })) }
+    })
+    .await;
+
+    let (tx, mut rx) = mpsc::channel::<(u64, oneshot::Sender<u64>)>(CAPACITY);
+    let bare_holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(request) = rx.recv().await {
+            held.push(request);
+        }
+    });
+    let tokio_timer = lateness_of(move || {
+        let tx = tx.clone();
+        async move {
+            tokio::time::timeout(LATE_TIMEOUT, bare_call(&tx, 1))
+                .await
+                .is_err()
+        }
+    })
+    .await;
+    holder.abort();
+    bare_holder.abort();
+    [wharf, tokio_timer].map(|late| {
+        (
+            percentile(&late, 0.5),
+            percentile(&late, 0.99),
+            percentile(&late, 1.0),
+        )
+    })
+}
+
 /// One row of the report: each contender's median, and the median of wharf's per-round
 /// ratio to it.
 struct Row {
@@ -429,22 +522,57 @@ fn profile(only: &str) {
 }
 
 fn main() {
+    if std::env::var("CORE_MAILBOX_ONLY").as_deref() == Ok("lateness") {
+        let [ours, tokio_timer] = runtime().block_on(measure_lateness());
+        println!(
+            "lateness (p50 / p99 / max, us): wharf {ours:.0?}; tokio::time::timeout {tokio_timer:.0?}"
+        );
+        return;
+    }
     if let Ok(only) = std::env::var("CORE_MAILBOX_ONLY") {
         profile(&only);
         return;
     }
-    let rows = runtime().block_on(async {
+    let (rows, lateness) = runtime().block_on(async {
         let (targets, sup) = start_targets().await;
         let mut rows = Vec::new();
         for (callers, per_caller) in [(1_usize, 100_000_usize), (16, 10_000)] {
             rows.push(measure(&targets, callers, per_caller).await);
         }
         sup.shutdown().await.unwrap();
-        rows
+        (rows, measure_lateness().await)
     });
     print_table(&rows);
+    let [ours, tokio_timer] = lateness;
+    println!(
+        "lateness after a {LATE_TIMEOUT:?} deadline, {LATE_CALLERS} callers x {LATE_CALLS} calls \
+         (p50 / p99 / max, us): wharf {:.0} / {:.0} / {:.0}; tokio::time::timeout {:.0} / {:.0} / {:.0}",
+        ours.0, ours.1, ours.2, tokio_timer.0, tokio_timer.1, tokio_timer.2
+    );
+    let mut report = entries(&rows);
+    report.push(
+        Entry {
+            name: "core-mailbox/deadline-lateness-p99".into(),
+            metric: "microseconds_past_the_deadline".into(),
+            unit: "µs".into(),
+            higher_is_better: false,
+            ours: ours.1.round(),
+            baseline: tokio_timer.1.round(),
+            baseline_label: "tokio::time::timeout around a bare mpsc + oneshot call".into(),
+            params: json!({
+                "callers": LATE_CALLERS,
+                "calls_per_caller": LATE_CALLS,
+                "call_timeout_ms": LATE_TIMEOUT.as_millis(),
+                "service": "takes every request and never answers",
+                "ours_p50_max_us": [ours.0.round(), ours.2.round()],
+                "baseline_p50_max_us": [tokio_timer.0.round(), tokio_timer.2.round()],
+                "runtime": "tokio multi_thread, 2 workers",
+            }),
+        }
+        .to_json(),
+    );
     let out = std::env::var(bench::OUT_VAR)
         .unwrap_or_else(|_| "target/wharf-bench/core-mailbox.json".to_owned());
-    bench::write_report_to(std::path::Path::new(&out), &entries(&rows)).unwrap();
+    bench::write_report_to(std::path::Path::new(&out), &report).unwrap();
     println!("wrote {out}");
 }

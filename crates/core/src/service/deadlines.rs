@@ -211,3 +211,56 @@ fn far_future() -> Instant {
         .checked_add(years)
         .unwrap_or_else(Instant::now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_tick_is_never_before_its_instant_and_at_most_one_step_after(nanos in 0_u64..(1 << 50)) {
+            let at = base() + Duration::from_nanos(nanos);
+            let looked_at = instant_of(tick_at_or_after(at));
+            prop_assert!(looked_at >= at);
+            prop_assert!(looked_at - at < GRANULARITY);
+        }
+
+        #[test]
+        fn ticks_round_trip_through_their_instants(tick in 0_u64..(1 << 40)) {
+            prop_assert_eq!(tick_at_or_after(instant_of(tick)), tick);
+        }
+    }
+
+    #[test]
+    fn an_instant_before_the_base_is_looked_at_on_the_first_tick() {
+        let before = base().checked_sub(Duration::from_secs(1));
+        if let Some(before) = before {
+            assert_eq!(tick_at_or_after(before), 0);
+        }
+    }
+
+    #[test]
+    fn the_schedule_yields_the_earliest_tick_first() {
+        let nobody: Weak<dyn Watched> = Weak::<Nobody>::new();
+        let mut schedule = BinaryHeap::new();
+        for tick in [30, 10, 20] {
+            schedule.push(Due {
+                tick,
+                target: nobody.clone(),
+            });
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| schedule.pop().map(|due| due.tick)).collect();
+        assert_eq!(order, [10, 20, 30]);
+    }
+
+    struct Nobody;
+
+    impl Watched for Nobody {
+        fn expire(&self, _: u64, _: Instant) -> Option<u64> {
+            None
+        }
+
+        fn wake_consumer(&self) {}
+    }
+}

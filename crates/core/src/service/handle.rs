@@ -152,18 +152,23 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
         }
     }
 
+    #[inline]
     fn answer(&self, outcome: Outcome<Resp>) -> Result<Resp, Error> {
-        let reason = match outcome {
-            Ok(response) => return Ok(response),
-            Err(Unanswered::Panicked) => "it panicked",
-            Err(Unanswered::Ended) => "it returned or was stopped before answering",
-            Err(Unanswered::Stopped) => return Err(Error::Stopped(self.service.to_string())),
-            Err(Unanswered::TimedOut(stage)) => return Err(self.timeout_error(Some(stage))),
+        outcome.map_err(|why| self.unanswered(why))
+    }
+
+    #[cold]
+    fn unanswered(&self, why: Unanswered) -> Error {
+        let reason = match why {
+            Unanswered::Panicked => "it panicked",
+            Unanswered::Ended => "it returned or was stopped before answering",
+            Unanswered::Stopped => return Error::Stopped(self.service.to_string()),
+            Unanswered::TimedOut(stage) => return self.timeout_error(Some(stage)),
         };
-        Err(Error::ServiceCrashed {
+        Error::ServiceCrashed {
             service: self.service.to_string(),
             reason: reason.to_owned(),
-        })
+        }
     }
 
     fn timeout_error(&self, stage: Option<Stage>) -> Error {
@@ -198,6 +203,7 @@ struct PendingCall<'a, Req, Resp> {
 impl<Req, Resp> Future for PendingCall<'_, Req, Resp> {
     type Output = Outcome<Resp>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let outcome = std::task::ready!(self.cell.poll_outcome(cx));
         self.received = true;
@@ -205,15 +211,22 @@ impl<Req, Resp> Future for PendingCall<'_, Req, Resp> {
     }
 }
 
-impl<Req, Resp> Drop for PendingCall<'_, Req, Resp> {
-    fn drop(&mut self) {
-        if self.received {
-            return;
-        }
+impl<Req, Resp> PendingCall<'_, Req, Resp> {
+    #[cold]
+    fn give_up(&self) {
         self.cell.abandon();
         if self.stage == Stage::WaitingForRoom {
             // Not queued yet: withdraw it, as a send dropped before it had room never sent.
             self.shared.withdraw(&self.cell);
+        }
+    }
+}
+
+impl<Req, Resp> Drop for PendingCall<'_, Req, Resp> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.received {
+            self.give_up();
         }
     }
 }

@@ -104,6 +104,7 @@ impl<Resp> ReplyCell<Resp> {
     }
 
     /// The caller's wait: the outcome once written.
+    #[inline]
     pub(super) fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Outcome<Resp>> {
         if !self.is_finished() {
             self.waker.register(cx.waker());
@@ -193,5 +194,69 @@ impl<Resp> Drop for Responder<Resp> {
             Unanswered::Ended
         };
         let _ = cell.complete(Err(why));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::noop_waker_ref;
+
+    fn poll(cell: &ReplyCell<u32>) -> Poll<Outcome<u32>> {
+        cell.poll_outcome(&mut Context::from_waker(noop_waker_ref()))
+    }
+
+    #[test]
+    fn the_first_outcome_wins_and_later_ones_are_handed_back() {
+        let cell = ReplyCell::new(None);
+        assert_eq!(cell.complete(Ok(1)), Ok(()));
+        assert_eq!(
+            cell.complete(Err(Unanswered::TimedOut(Stage::Taken))),
+            Err(Err(Unanswered::TimedOut(Stage::Taken)))
+        );
+        assert_eq!(poll(&cell), Poll::Ready(Ok(1)));
+    }
+
+    #[test]
+    fn a_call_is_pending_until_its_outcome_is_written() {
+        let cell = ReplyCell::new(None);
+        assert_eq!(poll(&cell), Poll::Pending);
+        assert!(!cell.is_finished());
+        cell.complete(Ok(7)).unwrap();
+        assert!(cell.is_finished());
+        assert_eq!(poll(&cell), Poll::Ready(Ok(7)));
+    }
+
+    #[test]
+    fn an_abandoned_call_refuses_its_answer_and_hands_it_back() {
+        let cell = ReplyCell::new(None);
+        cell.abandon();
+        assert!(cell.is_finished());
+        assert_eq!(cell.complete(Ok(3)), Err(Ok(3)));
+    }
+
+    #[test]
+    fn a_responder_dropped_untaken_says_stopped_and_taken_says_ended() {
+        let untaken = ReplyCell::<u32>::new(None);
+        drop(Responder::new(Arc::clone(&untaken)));
+        assert_eq!(poll(&untaken), Poll::Ready(Err(Unanswered::Stopped)));
+
+        let taken = ReplyCell::<u32>::new(None);
+        let mut responder = Responder::new(Arc::clone(&taken));
+        responder.taken = true;
+        drop(responder);
+        assert_eq!(poll(&taken), Poll::Ready(Err(Unanswered::Ended)));
+    }
+
+    #[test]
+    fn only_an_open_call_past_its_deadline_is_expired() {
+        let now = Instant::now();
+        let open = ReplyCell::<u32>::new(Some(now));
+        assert!(open.is_expired(now));
+        let later = ReplyCell::<u32>::new(now.checked_add(std::time::Duration::from_secs(1)));
+        assert!(!later.is_expired(now));
+        let answered = ReplyCell::new(Some(now));
+        answered.complete(Ok(1)).unwrap();
+        assert!(!answered.is_expired(now));
     }
 }
