@@ -12,6 +12,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::Notify;
 use wharf_core::service::{CALL_DEADLINE_SLACK, ServiceHandle, mailbox};
 use wharf_core::supervisor::{ChildSpec, Shutdown, Started, Supervisor, SupervisorHandle};
@@ -285,6 +287,51 @@ async fn after_the_service_stops_for_good_queued_and_new_calls_fail_with_stopped
         assert!(matches!(queued, Err(Error::Stopped(_))), "{queued:?}");
         let late = counter.call(Cmd::Add(1)).await;
         assert!(matches!(late, Err(Error::Stopped(_))), "{late:?}");
+    })
+    .await;
+}
+
+/// `#[tokio::test]` runs on a current_thread runtime: the service and the observer share its
+/// one thread, so the observer runs during the drain only if the service yields.
+#[tokio::test]
+async fn a_service_draining_a_long_queue_lets_other_tasks_on_its_runtime_run() {
+    const QUEUED: usize = 2_000;
+    bounded(async {
+        let (counter, sup) = start_counter(QUEUED + 8).await;
+        let (held, gate) = hold(&counter).await;
+        let calls = tokio::spawn({
+            let counter = counter.clone();
+            async move {
+                let calls: FuturesUnordered<_> =
+                    (0..QUEUED).map(|_| counter.call(Cmd::Add(1))).collect();
+                calls.collect::<Vec<_>>().await
+            }
+        });
+        wait_queued(&counter, QUEUED).await;
+        let observer = tokio::spawn({
+            let counter = counter.clone();
+            async move {
+                let mut saw_the_drain_midway = false;
+                loop {
+                    let queued = counter.queued();
+                    saw_the_drain_midway |= queued > 0 && queued < QUEUED;
+                    if queued == 0 {
+                        return saw_the_drain_midway;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+
+        gate.notify_one();
+
+        assert!(
+            observer.await.unwrap(),
+            "the service took {QUEUED} requests without letting another task run"
+        );
+        held.await.unwrap().unwrap();
+        assert!(calls.await.unwrap().iter().all(Result::is_ok));
+        sup.shutdown().await.unwrap();
     })
     .await;
 }

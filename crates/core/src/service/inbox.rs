@@ -94,7 +94,7 @@ impl StopWatch {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Self::Polled(Box::pin(token.cancelled_owned()));
         };
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(token.is_cancelled()));
         let raised = Arc::clone(&stop);
         let mailbox = shared.watched();
         let task = runtime.spawn(async move {
@@ -131,6 +131,9 @@ impl<Req, Resp> Inbox<Req, Resp> {
     /// The next request, in arrival order; `None` once every handle is gone and the
     /// queue is empty.
     pub async fn recv(&mut self) -> Option<Request<Req, Resp>> {
+        // A busy service takes requests without ever waiting: let its runtime run other
+        // tasks now and then, as tokio's own channels do.
+        tokio::task::coop::consume_budget().await;
         let shared = &self.receivers.0;
         poll_fn(|cx| shared.poll_take(cx)).await.map(Request::taken)
     }
@@ -142,6 +145,8 @@ impl<Req, Resp> Inbox<Req, Resp> {
         let stop = self
             .stop
             .get_or_insert_with(|| StopWatch::start(ctx.token(), shared));
+        // As in `recv`; it also lets the stop watcher run on a busy worker.
+        tokio::task::coop::consume_budget().await;
         let envelope = match stop {
             StopWatch::Task { stop, .. } => {
                 poll_fn(|cx| {
