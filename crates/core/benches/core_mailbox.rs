@@ -28,7 +28,7 @@ use wharf_core::supervisor::{ChildSpec, Started, Supervisor, SupervisorHandle};
 use wharf_testkit::bench::{self, Entry, median};
 
 const CAPACITY: usize = 1024;
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 15;
 /// The deadline of every call that has one (wharf's default).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 

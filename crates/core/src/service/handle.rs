@@ -66,7 +66,8 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
         &self.shared
     }
 
-    /// A handle whose calls wait at most `timeout` (queueing included).
+    /// A handle whose calls wait at most `timeout` (queueing included). A timeout too large
+    /// for the clock to add (`Duration::MAX`) means no deadline at all.
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self
