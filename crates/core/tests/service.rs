@@ -3,8 +3,10 @@
 //!
 //! Call deadlines run on the real clock (one thread per process enforces them, whatever the
 //! runtimes do), so the tests about them use real time with call timeouts of a few hundred
-//! milliseconds. Every test is bounded by [`TEST_BOUND`], so a call that never ends fails
-//! the test instead of hanging it.
+//! milliseconds. On a runtime whose tokio clock is paused a call's deadline follows that
+//! clock instead: the `paused_time_*` tests check that, with timeouts far longer than the
+//! tests take. Every test is bounded by [`TEST_BOUND`], so a call that never ends fails the
+//! test instead of hanging it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -743,6 +745,173 @@ async fn a_responder_tells_whether_its_caller_still_waits() {
         caller.abort();
         assert!(caller.await.unwrap_err().is_cancelled());
         assert!(responder.is_closed(), "the caller's call was dropped");
+    })
+    .await;
+}
+
+// ----- under paused tokio time: the deadline follows the runtime's clock -----
+// A test's paused clock moves only to tokio's timers, when every task is idle. A deadline on
+// the system clock would not be one of them: these timeouts (20 s and more) would then take
+// real time, and `bounded` (a tokio timer at 60 s) would fire first, failing the test.
+
+/// Far longer than any of these tests takes in real time; twice it is within `TEST_BOUND`.
+const PAUSED_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_call_to_a_service_that_hangs_mid_request_fails_at_its_deadline_on_tokios_clock()
+ {
+    bounded(async {
+        let (counter, sup) = start_counter(4).await;
+        let timed_out = counter.clone().with_call_timeout(PAUSED_TIMEOUT);
+        let (taken, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let real = Instant::now();
+        let began = tokio::time::Instant::now();
+
+        let result = timed_out
+            .call(Cmd::Hold {
+                taken,
+                gate: Arc::clone(&gate),
+            })
+            .await;
+
+        assert_eq!(
+            began.elapsed(),
+            PAUSED_TIMEOUT,
+            "at its deadline, on tokio's clock"
+        );
+        assert!(real.elapsed() < PAUSED_TIMEOUT, "not on the system clock");
+        match result {
+            Err(Error::Timeout { what, .. }) => {
+                assert!(what.contains("may still take effect"), "{what}");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        gate.notify_one();
+        sup.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_calls_queued_or_waiting_for_room_fail_at_their_deadline_and_are_never_served()
+{
+    /// Calls with `timeout`; the outcome and how long it took on tokio's clock.
+    fn call_within(
+        counter: &ServiceHandle<Cmd, u64>,
+        timeout: Duration,
+        cmd: Cmd,
+    ) -> tokio::task::JoinHandle<(Result<u64, Error>, Duration)> {
+        let caller = counter.clone().with_call_timeout(timeout);
+        tokio::spawn(async move {
+            let began = tokio::time::Instant::now();
+            let result = caller.call(cmd).await;
+            (result, began.elapsed())
+        })
+    }
+
+    bounded(async {
+        let (counter, sup) = start_counter(1).await;
+        // Its own deadline (the default 30 s) must not pass while the others wait.
+        let patient = counter.clone().with_call_timeout(Duration::from_secs(3600));
+        let (held, gate) = hold(&patient).await;
+        let queued = call_within(&counter, 2 * PAUSED_TIMEOUT, Cmd::Add(1));
+        wait_queued(&counter, 1).await;
+        // The mailbox (capacity 1) is full: this one waits for room, and its deadline comes
+        // first.
+        let waiting = call_within(&counter, PAUSED_TIMEOUT, Cmd::Add(10));
+
+        for (call, stood, timeout) in [
+            (waiting, "never queued", PAUSED_TIMEOUT),
+            (
+                queued,
+                "withdrawn, it will never be served",
+                2 * PAUSED_TIMEOUT,
+            ),
+        ] {
+            let (result, took) = call.await.unwrap();
+            match result {
+                Err(Error::Timeout { what, .. }) => assert!(what.contains(stood), "{what}"),
+                other => panic!("expected a timeout, got {other:?}"),
+            }
+            assert_eq!(took, timeout, "at its deadline on tokio's clock");
+        }
+
+        assert_eq!(counter.queued(), 0, "a timed-out request stayed queued");
+        gate.notify_one();
+        assert_eq!(held.await.unwrap().unwrap(), 0);
+        assert_eq!(
+            counter.call(Cmd::Add(0)).await.unwrap(),
+            0,
+            "a timed-out Add ran"
+        );
+        sup.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// The restart's backoff (an hour) and the call's deadline both run on the paused clock:
+/// the deadline comes first, so the request is withdrawn and the next incarnation never
+/// sees it. (On the system clock the runtime would skip the idle hour at once, and the
+/// next incarnation would serve the request.)
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_call_made_while_the_service_restarts_is_withdrawn_at_its_deadline() {
+    bounded(async {
+        let backoff = Backoff::constant(Duration::from_secs(3600));
+        let (counter, sup) = start_counter_with(4, backoff, Shutdown::default()).await;
+        let crashed = counter.call(Cmd::Crash).await;
+        assert!(
+            matches!(crashed, Err(Error::ServiceCrashed { .. })),
+            "{crashed:?}"
+        );
+        let began = tokio::time::Instant::now();
+
+        let result = counter
+            .clone()
+            .with_call_timeout(PAUSED_TIMEOUT)
+            .call(Cmd::Add(1))
+            .await;
+
+        match result {
+            Err(Error::Timeout { what, .. }) => assert!(what.contains("withdrawn"), "{what}"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert_eq!(began.elapsed(), PAUSED_TIMEOUT);
+        assert_eq!(counter.queued(), 0, "the timed-out request stayed queued");
+        sup.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_time_a_responder_tells_whether_its_caller_still_waits() {
+    bounded(async {
+        let (service, mailbox) = mailbox::<(), ()>("slow", 4);
+        let service = service.with_call_timeout(PAUSED_TIMEOUT);
+        let mut inbox = mailbox.attach().await;
+        let caller = tokio::spawn(async move { service.call(()).await });
+        let (_, responder) = inbox.recv().await.unwrap().into_parts();
+        assert!(!responder.is_closed(), "the caller waits");
+        let answer = caller.await.unwrap();
+        assert!(matches!(answer, Err(Error::Timeout { .. })), "{answer:?}");
+        assert!(responder.is_closed(), "the caller gave up at its timeout");
+    })
+    .await;
+}
+
+/// A multi-thread runtime cannot pause its clock: calls there keep the deadline thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_a_multi_thread_runtime_fails_at_its_deadline() {
+    bounded(async {
+        let (counter, sup) = start_counter(4).await;
+        let short = counter.clone().with_call_timeout(SHORT);
+        let (held, gate) = hold(&counter).await;
+
+        let (result, took) = timed(&short, Cmd::Add(1)).await;
+
+        assert_timed_out(result, took, SHORT, "withdrawn, it will never be served");
+        gate.notify_one();
+        assert_eq!(held.await.unwrap().unwrap(), 0);
+        sup.shutdown().await.unwrap();
     })
     .await;
 }

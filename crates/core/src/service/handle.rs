@@ -8,9 +8,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::DEFAULT_CALL_TIMEOUT;
-use super::deadlines;
 use super::queue::{Envelope, Refused, Shared, Wait};
 use super::reply::{Outcome, ReplyCell, Responder, Stage, Unanswered};
+use super::{clock, deadlines};
 use crate::error::Error;
 
 /// Keeps the queue open for requests; the last one to go tells the service.
@@ -68,6 +68,10 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
 
     /// A handle whose calls wait at most `timeout` (queueing included). A timeout too large
     /// for the clock to add (`Duration::MAX`) means no deadline at all.
+    ///
+    /// The timeout runs on the system's clock, or, for a call made on a tokio runtime whose
+    /// clock is paused (`tokio::time::pause()`, `start_paused`), on that paused clock: see
+    /// [the module docs](super#deadlines-under-paused-tokio-time).
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self
@@ -107,39 +111,62 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
     }
 
     async fn exchange(&self, request: Req, wait: Wait) -> Result<Resp, Error> {
-        if deadlines::running() {
+        if deadlines::running() && !clock::tokio_paused() {
             let deadline = Instant::now().checked_add(self.call_timeout);
-            return self.enqueue_and_wait(request, wait, deadline).await;
+            let pending = match self.enqueue(request, wait, deadline) {
+                Ok(pending) => pending,
+                Err(refused) => return Err(self.refused(refused)),
+            };
+            return self.answer(pending.await);
         }
-        // No deadline thread (the system refused one): a timer per call instead.
-        let call = self.enqueue_and_wait(request, wait, None);
-        tokio::time::timeout(self.call_timeout, call)
-            .await
-            .unwrap_or_else(|_| Err(self.timeout_error(None)))
+        // Boxed: its timer would make every call's future larger.
+        Box::pin(self.exchange_on_a_tokio_timer(request, wait)).await
     }
 
-    async fn enqueue_and_wait(
+    /// A call whose deadline is a tokio timer of its own: on a runtime whose clock is paused
+    /// (the deadline then follows that clock, and the runtime's auto-advance reaches it), or
+    /// when the system refused the deadline thread. At the deadline the call is failed as
+    /// the deadline thread would: withdrawn if still queued or waiting for room.
+    async fn exchange_on_a_tokio_timer(&self, request: Req, wait: Wait) -> Result<Resp, Error> {
+        let began = tokio::time::Instant::now();
+        let mut pending = match self.enqueue(request, wait, None) {
+            Ok(pending) => pending,
+            Err(refused) => return Err(self.refused(refused)),
+        };
+        let Some(deadline) = began.checked_add(self.call_timeout) else {
+            // Too far for the clock to add: no deadline at all.
+            return self.answer(pending.await);
+        };
+        if let Ok(outcome) = tokio::time::timeout_at(deadline, &mut pending).await {
+            return self.answer(outcome);
+        }
+        self.shared.expire_call(&pending.cell);
+        // Failed just now, unless an outcome came first: ready at once either way.
+        self.answer(pending.await)
+    }
+
+    /// Puts the request in the mailbox; the call to wait on.
+    fn enqueue(
         &self,
         request: Req,
         wait: Wait,
         deadline: Option<Instant>,
-    ) -> Result<Resp, Error> {
+    ) -> Result<PendingCall<'_, Req, Resp>, Refused> {
         let cell = ReplyCell::new(deadline);
         let envelope = Envelope {
             request,
             reply: Responder::new(Arc::clone(&cell)),
         };
-        let stage = match self.shared.enqueue(envelope, wait) {
-            Ok(stage) => stage,
-            Err((_, refused)) => return Err(self.refused(refused)),
-        };
-        let pending = PendingCall {
+        let stage = self
+            .shared
+            .enqueue(envelope, wait)
+            .map_err(|(_, refused)| refused)?;
+        Ok(PendingCall {
             shared: &self.shared,
             cell,
             stage,
             received: false,
-        };
-        self.answer(pending.await)
+        })
     }
 
     #[cold]
@@ -164,7 +191,7 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
             Unanswered::Panicked => "it panicked",
             Unanswered::Ended => "it returned or was stopped before answering",
             Unanswered::Stopped => return Error::Stopped(self.service.to_string()),
-            Unanswered::TimedOut(stage) => return self.timeout_error(Some(stage)),
+            Unanswered::TimedOut(stage) => return self.timeout_error(stage),
         };
         Error::ServiceCrashed {
             service: self.service.to_string(),
@@ -172,21 +199,16 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
         }
     }
 
-    fn timeout_error(&self, stage: Option<Stage>) -> Error {
+    fn timeout_error(&self, stage: Stage) -> Error {
         let stood = match stage {
-            Some(Stage::WaitingForRoom) => {
-                "; the mailbox stayed full, so the request was never queued"
+            Stage::WaitingForRoom => "the mailbox stayed full, so the request was never queued",
+            Stage::Queued => "the request was still queued: withdrawn, it will never be served",
+            Stage::Taken => {
+                "the service had taken the request without answering: it may still take effect"
             }
-            Some(Stage::Queued) => {
-                "; the request was still queued: withdrawn, it will never be served"
-            }
-            Some(Stage::Taken) => {
-                "; the service had taken the request without answering: it may still take effect"
-            }
-            None => "",
         };
         Error::Timeout {
-            what: format!("a call to service `{}`{stood}", self.service),
+            what: format!("a call to service `{}`; {stood}", self.service),
             after: self.call_timeout,
         }
     }

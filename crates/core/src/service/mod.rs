@@ -45,8 +45,18 @@
 //! when the service blocks its runtime or has no incarnation at all, and because it wakes
 //! callers on any runtime (or on none: calls work under any executor).
 //!
-//! Deadlines run on the system's monotonic clock (`std::time::Instant`), not on tokio's:
-//! under `tokio::time::pause()` a call timeout takes real time.
+//! ## Deadlines under paused tokio time
+//! Deadlines run on the system's monotonic clock (`std::time::Instant`), except for a call
+//! made on a tokio runtime whose clock is paused (`tokio::time::pause()`,
+//! `#[tokio::test(start_paused = true)]`): its deadline follows that clock, as
+//! `tokio::time::timeout` would, so a test of a service under paused time sees a call
+//! timeout pass when the runtime auto-advances to it, not after that much real time. Such a
+//! call waits on a tokio timer of its own and, at its deadline, fails exactly as above
+//! (withdrawn if still queued, never queued if waiting for room). Being a timer of the
+//! caller's runtime, it shares that runtime's fate: a service that blocks the runtime's
+//! only thread holds the paused clock too. A call tells a paused clock by reading tokio's
+//! clock twice (a paused clock does not move between two reads in one poll); only a
+//! current_thread runtime can pause its clock, so calls made elsewhere skip the check.
 //!
 //! ## A service with its own poll loop
 //! [`Inbox::poll_recv`] takes requests from a `poll` function (a task that also polls other
@@ -100,6 +110,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod clock;
 mod deadlines;
 mod handle;
 mod inbox;
@@ -127,7 +138,10 @@ const _: () = assert!(deadlines::GRANULARITY.as_nanos() < CALL_DEADLINE_SLACK.as
 
 /// A bounded mailbox for the service `service`: the callers' handle and the slot's end.
 ///
-/// `capacity` bounds the requests queued (at least 1).
+/// `capacity` bounds the requests queued (at least 1). The handle's calls time out after
+/// [`DEFAULT_CALL_TIMEOUT`] ([`ServiceHandle::with_call_timeout`] to change it), on the
+/// system's clock or, on a runtime whose tokio clock is paused, on that clock (see
+/// [Deadlines under paused tokio time](self#deadlines-under-paused-tokio-time)).
 pub fn mailbox<Req, Resp>(
     service: impl Into<String>,
     capacity: usize,

@@ -203,6 +203,52 @@ impl<Req, Resp> Shared<Req, Resp> {
         drop(withdrawn);
     }
 
+    /// The deadline of the call answered through `cell` has passed on a timer of the caller's
+    /// own (the deadline thread does not watch it): fails it as [`Watched::expire`] would.
+    /// Waiting for room or queued, its request is withdrawn and dropped here; taken, the
+    /// call fails and the service's answer will be refused. A call no longer in any list has
+    /// ended, or is being ended by whoever took it out (the mailbox closing): left alone.
+    pub(super) fn expire_call(&self, cell: &Arc<ReplyCell<Resp>>) {
+        let is_it = |envelope: &Envelope<Req, Resp>| {
+            envelope
+                .cell()
+                .is_some_and(|candidate| Arc::ptr_eq(candidate, cell))
+        };
+        let mut dropped = Vec::new();
+        let (withdrawn, taken, consumer) = {
+            let mut state = self.lock();
+            if let Some(at) = state.waiting.iter().position(is_it) {
+                let withdrawn = state.waiting.remove(at);
+                (withdrawn.map(|e| (e, Stage::WaitingForRoom)), false, None)
+            } else if let Some(at) = state.queue.iter().position(is_it) {
+                let withdrawn = state.queue.remove(at);
+                // Its place in the queue is free: the first caller waiting for room takes it.
+                let queued_before = state.queue.len();
+                state.admit_waiting(self.capacity, &mut dropped);
+                let consumer = if state.queue.len() > queued_before {
+                    state.consumer.take()
+                } else {
+                    None
+                };
+                (withdrawn.map(|e| (e, Stage::Queued)), false, consumer)
+            } else {
+                let taken = state.taken.iter().any(|c| Arc::ptr_eq(c, cell));
+                (None, taken, None)
+            }
+        };
+        if let Some((Envelope { request, reply }, stage)) = withdrawn {
+            reply.fail(Unanswered::TimedOut(stage));
+            drop(request);
+        } else if taken {
+            // Refused (and handed back, dropped here) if the answer came first.
+            let _ = cell.complete(Err(Unanswered::TimedOut(Stage::Taken)));
+        }
+        if let Some(consumer) = consumer {
+            consumer.wake();
+        }
+        drop(dropped);
+    }
+
     /// Every `Mailbox` and `Inbox` is gone: queued and waiting requests fail with
     /// `Stopped` (their responders, dropped untaken, say so), and so do later calls.
     pub(super) fn close(&self) {
