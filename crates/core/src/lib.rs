@@ -11,7 +11,8 @@
 //!   tracing and metrics, introspection of a running tree.
 //! - [`service`]: bounded mailboxes whose handles outlive restarts: requests queued while a
 //!   service restarts are served by its next incarnation; only the request in flight at a
-//!   crash fails, with [`Error::ServiceCrashed`].
+//!   crash fails, with [`Error::ServiceCrashed`]; every call ends by its deadline, enforced
+//!   without a timer per call.
 //! - [`transport`]: [`Message`](transport::Message), [`Receipt`](transport::Receipt), the
 //!   [`Publisher`](transport::Publisher) and [`Source`](transport::Source) traits with their
 //!   delivery contracts, and a bounded in-memory queue with acks and redelivery.

@@ -1094,6 +1094,70 @@ async fn signals_past_the_per_key_bound_are_refused_at_once() {
     running.stop().await.unwrap();
 }
 
+/// Waits until the message of the key `busy` is being handled and `signals` signals wait
+/// behind it.
+async fn signals_wait_for_busy_key(consumer: &ShardedConsumer<Probe>, signals: usize) {
+    eventually(
+        &format!("{signals} signals wait for busy"),
+        WAIT,
+        || async {
+            consumer
+                .key_info("busy")
+                .await
+                .unwrap()
+                .is_some_and(|info| info.running && info.signals_waiting == signals)
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// A signal its key's executor has taken, waiting behind the key's message, whose timeout
+/// passes: its caller gets `Timeout`, and the signal is skipped, never run, so the key's state
+/// never sees it. Paused time: the timeout follows tokio's clock.
+#[tokio::test(start_paused = true)]
+async fn a_signal_whose_timeout_passes_while_it_waits_for_its_busy_key_is_skipped() {
+    const SHORT: Duration = Duration::from_secs(1);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let recorder = Arc::new(Recorder {
+        gate: Some(gate.clone()),
+        ..Recorder::default()
+    });
+    let running = start(&recorder, |b| b.signal_timeout(Duration::from_secs(60)));
+    running.publish("busy", "m").await;
+    signals_wait_for_busy_key(&running.consumer, 0).await;
+    let waiting = tokio::spawn({
+        let consumer = running.consumer.clone();
+        async move {
+            let began = tokio::time::Instant::now();
+            let answer = consumer
+                .signal_within("busy", Signal::Add(100), SHORT)
+                .await;
+            (answer, began.elapsed())
+        }
+    });
+    signals_wait_for_busy_key(&running.consumer, 1).await;
+
+    let (answer, took) = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+
+    match answer {
+        Err(Error::Timeout { key, after }) => {
+            assert_eq!(key, "busy");
+            assert_eq!(after, SHORT);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(took, SHORT, "at its timeout");
+    gate.add_permits(1);
+    running.acked(1).await;
+    assert_eq!(
+        running.consumer.signal("busy", Signal::Get).await.unwrap(),
+        1,
+        "the message counted, the timed-out Add(100) did not run"
+    );
+    running.stop().await.unwrap();
+}
+
 // ----- under a supervisor -----
 
 /// The supervisor's restart backoff.
@@ -1233,6 +1297,41 @@ async fn requests_sent_while_a_supervisor_restarts_the_consumer_are_served_by_th
     assert_eq!(supervised.runs(), 2, "served by the next run");
     assert!(c.is_running());
     assert_eq!(recorder.inits.lock().unwrap()["k"], 1, "one actor");
+    supervised.root.shutdown().await.unwrap();
+}
+
+/// The limit of the promise above: a request whose timeout passes before the next run begins
+/// fails with `Timeout` and is withdrawn, so the next run never serves it. Paused time: the
+/// timeout and the supervisor's backoff run on the same clock.
+#[tokio::test(start_paused = true)]
+async fn a_signal_whose_timeout_passes_during_the_restart_backoff_is_never_served() {
+    const SHORT: Duration = Duration::from_secs(1);
+    const _: () = assert!(SHORT.as_nanos() < RESTART_BACKOFF.as_nanos());
+    let recorder = Arc::new(Recorder::default());
+    let supervised = Supervised::start(&recorder, &[1], 3).await;
+    supervised.in_the_backoff_after_run(1).await;
+    let c = &supervised.consumer;
+    let began = tokio::time::Instant::now();
+
+    let timed_out = c.signal_within("k", Signal::Add(1), SHORT).await;
+
+    match timed_out {
+        Err(Error::Timeout { key, after }) => {
+            assert_eq!(key, "k");
+            assert_eq!(after, SHORT);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(began.elapsed(), SHORT, "at its timeout, within the backoff");
+    assert!(!c.is_running(), "still in the backoff");
+    let after = tokio::time::timeout(WAIT, c.signal("k", Signal::Get))
+        .await
+        .expect("answered by the next run");
+    assert!(
+        matches!(after, Ok(0)),
+        "the withdrawn Add(1) ran: {after:?}"
+    );
+    assert_eq!(supervised.runs(), 2, "answered by the next run");
     supervised.root.shutdown().await.unwrap();
 }
 
