@@ -6,6 +6,13 @@
 //! serialization, so its unkeyed figure is the baseline). Several rounds
 //! (`WHARF_BENCH_ROUNDS`, default 3); medians reported. Writes JSON to `$WHARF_BENCH_OUT`.
 //!
+//! Each wharf round also prints what one job cost, figures a busy shared machine moves far
+//! less than throughput: CPU time of the two worker processes, CPU time of Redis, and Redis
+//! commands (those run inside scripts included), each per job. Redis figures need the
+//! bench's own Redis (no `WHARF_REDIS_URL`). To compare two builds of the worker, point
+//! `WHARF_JOBS_BENCH_WORKER_EXE` at another build of this bench: its worker processes are
+//! then used, with this build's producer. `WHARF_BENCH_BULLMQ=0` skips BullMQ.
+//!
 //! BullMQ comes from `crates/job-partition/benches/bullmq/install.sh` (run automatically
 //! when missing; needs Node 20 and npm).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -126,6 +133,58 @@ struct Round {
     process_per_s: f64,
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc` (Linux only).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Redis' own CPU seconds and the commands it ran (scripts' inner commands included).
+async fn redis_work(jobs: &Jobs) -> (f64, u64) {
+    let info = |section: &'static str| async move {
+        match jobs.raw(redis::cmd("INFO").arg(section)).await {
+            Ok(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(redis::Value::VerbatimString { text, .. }) => text,
+            _ => String::new(),
+        }
+    };
+    let cpu: f64 = info("cpu")
+        .await
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum();
+    let calls: u64 = info("commandstats")
+        .await
+        .lines()
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    (cpu, calls)
+}
+
 async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
     let jobs = Jobs::connect(Config::new(url)).await.unwrap();
     let p = format!(
@@ -146,7 +205,9 @@ async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
         jobs.enqueue_bulk(&p, "bench", chunk).await.unwrap();
     }
     let enqueue = t0.elapsed();
-    let exe = std::env::current_exe().unwrap();
+    let exe = std::env::var_os("WHARF_JOBS_BENCH_WORKER_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_exe().unwrap());
     let mut workers: Vec<Server> = (0..2)
         .map(|_| {
             Server(
@@ -167,6 +228,8 @@ async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
         std::io::BufReader::new(out).read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready");
     }
+    let cpu0: Option<f64> = workers.iter().map(|w| cpu_seconds(w.0.id())).sum();
+    let redis0 = redis_work(&jobs).await;
     let t1 = Instant::now();
     jobs.resume(&p, "bench").await.unwrap();
     loop {
@@ -181,6 +244,16 @@ async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let process = t1.elapsed();
+    let cpu1: Option<f64> = workers.iter().map(|w| cpu_seconds(w.0.id())).sum();
+    let redis1 = redis_work(&jobs).await;
+    let us = |s: f64| s * 1e6 / n as f64;
+    eprintln!(
+        "  per job ({}): workers {:.1} us CPU, redis {:.1} us CPU, {:.2} redis commands",
+        if keyed { "keyed" } else { "plain" },
+        cpu0.zip(cpu1).map_or(f64::NAN, |(a, b)| us(b - a)),
+        us(redis1.0 - redis0.0),
+        (redis1.1 - redis0.1) as f64 / n as f64,
+    );
     drop(workers);
     jobs.purge(&p, "bench").await.unwrap();
     Round {
@@ -248,7 +321,8 @@ async fn bench() {
     let n = env_num("WHARF_BENCH_JOBS", 100_000);
     let rounds = env_num("WHARF_BENCH_ROUNDS", 3).max(1);
     let (_server, url) = start_redis();
-    let have_bullmq = ensure_bullmq();
+    let have_bullmq =
+        std::env::var("WHARF_BENCH_BULLMQ").map_or(true, |v| v != "0") && ensure_bullmq();
     if !have_bullmq {
         eprintln!("BullMQ could not be installed (needs node 20 and npm): baselines left empty");
     }

@@ -275,9 +275,15 @@ impl JobInfo {
         let get = |k: &str| h.get(k).cloned().unwrap_or_default();
         let opt = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
         let num = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let stopping = opt("stopping");
-        // Redis keeps `running` (every script relies on it); the flag refines it.
-        let state = match JobState::parse(h.get("state")?)? {
+        // Redis keeps `running` (every script relies on it); the flag (`<token> <reason>`)
+        // refines it while the job runs under the token it was set for.
+        let state = JobState::parse(h.get("state")?)?;
+        let stopping = opt("stopping").and_then(|s| {
+            let (token, reason) = s.split_once(' ')?;
+            (state == JobState::Running && h.get("token").is_some_and(|t| t == token))
+                .then(|| reason.to_owned())
+        });
+        let state = match state {
             JobState::Running if stopping.is_some() => JobState::Stopping,
             s => s,
         };

@@ -21,9 +21,14 @@ pub struct JobEvent<'a> {
 /// Called by a worker around each job. Every method has an empty default.
 ///
 /// Hooks run on the worker's task: keep them short and never block (send to a channel or
-/// spawn for slow work). A panic in a hook is not caught: it ends that job's run on this
-/// worker with nothing recorded, and the worker stops renewing the job's lease, so the job
-/// runs again once the lease expires (the interrupted attempt counts).
+/// spawn for slow work).
+///
+/// A panic in a hook is caught: it is logged (an error naming the hook and the job's id)
+/// and counted in `wharf_jobs_callback_panics_total{callback="<hook>"}`, and the run goes on
+/// as if the hook had returned. It never changes the job's outcome and never runs the job
+/// again: a job whose `before` panicked still runs, `on_dead` is still called after an
+/// `on_error` that panicked, a cancel is still recorded after an `on_cancel` that panicked.
+/// (This needs `panic = "unwind"`, Rust's default; with `panic = "abort"` the process ends.)
 pub trait Hooks: Send + Sync + 'static {
     /// Before `perform` starts.
     fn before(&self, _job: &JobEvent<'_>) {}

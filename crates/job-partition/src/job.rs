@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use wharf_core::Backoff;
+use wharf_core::supervisor::panic_message;
 
 /// A job's failure: a message kept with the job (and in the dead set when it is the last).
 pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -41,6 +43,17 @@ pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   back at a graceful shutdown does not.
 /// - [`queue_key`](Job::queue_key) and [`execution_key`](Job::execution_key) are computed
 ///   once, at enqueue, and stored with the job.
+/// - The worker decodes the job and reads [`retryable`](Job::retryable),
+///   [`max_attempts`](Job::max_attempts), [`max_execution_time`](Job::max_execution_time),
+///   [`execution_key_waits_for_retry`](Job::execution_key_waits_for_retry) and
+///   [`backoff`](Job::backoff) before each attempt, outside the job's task. A panic in
+///   decoding or in one of the first four sends the job to the dead set with the panic's
+///   message, without running it (its limits cannot be known); a panic in `backoff` makes
+///   that retry use the default backoff. Each such panic is logged with the job's id and
+///   counted in `wharf_jobs_callback_panics_total{callback}` (e.g. `Job::max_attempts`).
+///   The same holds for the `Display` of an error `perform` returns (`JobError::fmt`). A
+///   panic in `perform`, also before it returns its future, is a failed attempt. (All of
+///   this needs `panic = "unwind"`, Rust's default.)
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The name the job is stored and registered under. Keep it stable across releases.
     const NAME: &'static str;
@@ -91,17 +104,22 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The delay before attempt `attempt + 1`, after `attempt` (1-based) failed.
     /// Default: exponential from 1 s doubling up to 5 min, with jitter.
     fn backoff(&self, attempt: u32) -> Duration {
-        Backoff::exponential(Duration::from_secs(1), Duration::from_secs(300))
-            .delay(attempt.saturating_sub(1))
+        default_backoff(attempt)
     }
+}
+
+/// The default [`Job::backoff`]: exponential from 1 s doubling up to 5 min, with jitter.
+fn default_backoff(attempt: u32) -> Duration {
+    Backoff::exponential(Duration::from_secs(1), Duration::from_secs(300))
+        .delay(attempt.saturating_sub(1))
 }
 
 /// What a running job knows about itself.
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub(crate) id: String,
-    pub(crate) partition: String,
-    pub(crate) queue: String,
+    pub(crate) partition: Arc<str>,
+    pub(crate) queue: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) cancel: CancellationToken,
 }
@@ -147,12 +165,19 @@ pub(crate) struct Policy {
     pub(crate) keep_xkey_on_retry: bool,
 }
 
+/// Starts a decoded job's `perform`: call it inside the job's own task, where a panic (also
+/// one before `perform` returns its future) is a failed attempt.
+pub(crate) type RunFn =
+    Box<dyn FnOnce(JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send>;
+
 /// A job decoded from its stored arguments, ready to run.
 pub(crate) struct Decoded {
     pub(crate) policy: Policy,
     /// The delay before the next attempt if this one fails.
     pub(crate) retry_delay: Duration,
-    pub(crate) run: Box<dyn FnOnce(JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send>,
+    /// The message of a panic in [`Job::backoff`] (`retry_delay` is then the default).
+    pub(crate) backoff_panic: Option<String>,
+    pub(crate) run: RunFn,
 }
 
 impl fmt::Debug for Decoded {
@@ -164,7 +189,25 @@ impl fmt::Debug for Decoded {
     }
 }
 
-type DecodeFn = dyn Fn(&str, u32) -> Result<Decoded, serde_json::Error> + Send + Sync;
+/// Why a stored job cannot run.
+#[derive(Debug)]
+pub(crate) struct Undecodable {
+    /// For the dead set and the log.
+    pub(crate) reason: String,
+    /// The job's method that panicked (`Job::deserialize`, `Job::max_attempts`, ...), if one
+    /// did.
+    pub(crate) panicked: Option<&'static str>,
+}
+
+/// Calls the job type's own code; its panic becomes an [`Undecodable`] naming `method`.
+fn guarded<T>(method: &'static str, f: impl FnOnce() -> T) -> Result<T, Undecodable> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| Undecodable {
+        reason: format!("{method} panicked: {}", panic_message(p.as_ref())),
+        panicked: Some(method),
+    })
+}
+
+type DecodeFn = dyn Fn(&str, u32) -> Result<Decoded, Undecodable> + Send + Sync;
 
 /// The job types a worker can run, by name.
 ///
@@ -191,22 +234,7 @@ impl Registry {
 
     /// Registers job type `J` under [`Job::NAME`] (a later registration of a name wins).
     pub fn register<J: Job>(mut self) -> Self {
-        let decode = |args: &str, attempt: u32| -> Result<Decoded, serde_json::Error> {
-            let job: J = serde_json::from_str(args)?;
-            let policy = Policy {
-                retryable: job.retryable(),
-                max_attempts: job.max_attempts().max(1),
-                timeout: job.max_execution_time(),
-                keep_xkey_on_retry: job.execution_key_waits_for_retry(),
-            };
-            let retry_delay = job.backoff(attempt);
-            Ok(Decoded {
-                policy,
-                retry_delay,
-                run: Box::new(move |ctx| Box::pin(job.perform(ctx))),
-            })
-        };
-        self.types.insert(J::NAME, Arc::new(decode));
+        self.types.insert(J::NAME, Arc::new(decode::<J>));
         self
     }
 
@@ -217,13 +245,57 @@ impl Registry {
         names
     }
 
-    pub(crate) fn decode(&self, name: &str, args: &str, attempt: u32) -> Result<Decoded, String> {
+    pub(crate) fn decode(
+        &self,
+        name: &str,
+        args: &str,
+        attempt: u32,
+    ) -> Result<Decoded, Undecodable> {
         let Some(decode) = self.types.get(name) else {
-            return Err(format!(
-                "no job type named `{name}` is registered in this worker; register it with Registry::register"
-            ));
+            return Err(Undecodable {
+                reason: format!(
+                    "no job type named `{name}` is registered in this worker; register it with Registry::register"
+                ),
+                panicked: None,
+            });
         };
-        decode(args, attempt)
-            .map_err(|e| format!("the arguments of job `{name}` do not decode: {e}"))
+        decode(args, attempt).map_err(|e| Undecodable {
+            reason: match e.panicked {
+                Some(_) => format!(
+                    "the code of job type `{name}` panicked before the job could start ({}); not started",
+                    e.reason
+                ),
+                None => format!("the arguments of job `{name}` do not decode: {}", e.reason),
+            },
+            ..e
+        })
     }
+}
+
+/// Decodes a job of type `J` and reads its policy; a panic in the type's code is caught.
+fn decode<J: Job>(args: &str, attempt: u32) -> Result<Decoded, Undecodable> {
+    let job: J =
+        guarded("Job::deserialize", || serde_json::from_str(args))?.map_err(|e| Undecodable {
+            reason: e.to_string(),
+            panicked: None,
+        })?;
+    let policy = Policy {
+        retryable: guarded("Job::retryable", || job.retryable())?,
+        max_attempts: guarded("Job::max_attempts", || job.max_attempts())?.max(1),
+        timeout: guarded("Job::max_execution_time", || job.max_execution_time())?,
+        keep_xkey_on_retry: guarded("Job::execution_key_waits_for_retry", || {
+            job.execution_key_waits_for_retry()
+        })?,
+    };
+    // A wrong delay breaks no rule (attempts, keys), so the default stands in for a panic.
+    let (retry_delay, backoff_panic) = match guarded("Job::backoff", || job.backoff(attempt)) {
+        Ok(d) => (d, None),
+        Err(e) => (default_backoff(attempt), Some(e.reason)),
+    };
+    Ok(Decoded {
+        policy,
+        retry_delay,
+        backoff_panic,
+        run: Box::new(move |ctx| Box::pin(job.perform(ctx))),
+    })
 }

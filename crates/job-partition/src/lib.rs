@@ -17,7 +17,9 @@
 //!   can expire, so an execution key never runs on two workers at once; and a **fencing
 //!   token** keeps a worker that lost a lease from completing or failing the job another
 //!   worker took.
-//! - [`Hooks`]: before, after, on error, on cancel, on dead.
+//! - [`Hooks`]: before, after, on error, on cancel, on dead. A panic in a hook (or in a
+//!   job's own methods the worker calls outside its task) is caught, logged and counted; it
+//!   never changes a job's outcome nor runs it again.
 //!
 //! Use it when jobs must survive crashes and limits must hold globally (a queue limited to
 //! 5 runs 5 jobs at once across all your machines). Every multi-key change is one Lua
@@ -79,7 +81,7 @@
 //! | `P queues` | set | the partition's queue names |
 //! | `P config` | hash | retention: `keep_done`, `keep_done_ms`, `keep_dead` |
 //! | `P seq` | string | enqueue sequence (FIFO order) |
-//! | `P job:<id>` | hash | name, args, queue, state, attempts, token, keys, error, worker, `lease_ms`, `beat_ms`, `stopping` |
+//! | `P job:<id>` | hash | name, args, queue, state, attempts, token, keys, error, `worker` (`<worker id> <lease_ms> <beat_ms>` while it runs), `stopping` (`<token> <reason>`) |
 //! | `Q wait` | zset | ready jobs by sequence |
 //! | `Q delayed` | zset | scheduled and retrying jobs by due time (ms) |
 //! | `Q active` | zset | running jobs by lease deadline (ms); its size is the global running count |
@@ -99,7 +101,9 @@
 //! `wharf_jobs_stopping{partition,queue}` (this worker's jobs overstaying a stop),
 //! `wharf_jobs_stalled_leases{partition,queue}` and
 //! `wharf_jobs_stalled_lease_expires_in_seconds{partition,queue}` (leases a dead or frozen
-//! worker holds, and when the first frees).
+//! worker holds, and when the first frees); the counter
+//! `wharf_jobs_callback_panics_total{partition,queue,callback}` (panics caught in hooks and
+//! in a job's methods the worker calls outside its task).
 
 mod client;
 mod error;

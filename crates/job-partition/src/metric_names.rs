@@ -1,4 +1,5 @@
-//! Metric names, in one place (labels: `partition`, `queue`, and `state` for the counter).
+//! Metric names, in one place (labels: `partition`, `queue`, and `state` or `callback` for
+//! the counters).
 
 /// Counter of job events by `state`: `enqueued`, `duplicate`, `completed`, `retried`,
 /// `dead`, `cancelled`, `timed_out`, `lost_lease`, `stop_overdue`.
@@ -12,3 +13,9 @@ pub(crate) const METRIC_STOPPING: &str = "wharf_jobs_stopping";
 pub(crate) const METRIC_STALLED: &str = "wharf_jobs_stalled_leases";
 /// Gauge: seconds until the first stalled lease of the queue expires (0: none).
 pub(crate) const METRIC_STALLED_EXPIRY: &str = "wharf_jobs_stalled_lease_expires_in_seconds";
+/// Counter: panics caught in the application's code a worker calls outside a job's task;
+/// label `callback`: a hook (`before`, `after`, `on_error`, `on_cancel`, `on_dead`) or a
+/// method of the job (`Job::deserialize`, `Job::retryable`, `Job::max_attempts`,
+/// `Job::max_execution_time`, `Job::execution_key_waits_for_retry`, `Job::backoff`,
+/// `Job::drop`, `JobError::fmt`).
+pub(crate) const METRIC_CALLBACK_PANICS: &str = "wharf_jobs_callback_panics_total";

@@ -137,57 +137,6 @@ async fn blocking_jobs_of_one_key_never_overlap_or_rerun_on_a_multi_thread_runti
     three_blocking_jobs_on_one_key("blocking-mt").await;
 }
 
-/// Metrics of this test binary (one recorder per process).
-fn recorder() -> &'static metrics_util::debugging::Snapshotter {
-    static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
-        std::sync::OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder.install().unwrap();
-        snapshotter
-    })
-}
-
-/// The value of a counter, or of a gauge moved by increments, of partition `p` (counters:
-/// with this `state`). A snapshot drains the recorder, so values are summed over snapshots.
-fn metric(name: &str, p: &str, state: Option<&str>) -> f64 {
-    use metrics_util::debugging::DebugValue;
-    /// (name, partition, state, sum)
-    type Totals = Vec<(String, String, Option<String>, f64)>;
-    static TOTALS: std::sync::Mutex<Totals> = std::sync::Mutex::new(Vec::new());
-    let mut totals = TOTALS.lock().unwrap();
-    for (k, _, _, v) in recorder().snapshot().into_vec() {
-        let key = k.key();
-        let label = |n: &str| {
-            key.labels()
-                .find(|l| l.key() == n)
-                .map(|l| l.value().to_owned())
-        };
-        let value = match v {
-            DebugValue::Counter(c) => c as f64,
-            DebugValue::Gauge(g) => g.into_inner(),
-            DebugValue::Histogram(_) => continue,
-        };
-        let id = (
-            key.name().to_owned(),
-            label("partition").unwrap_or_default(),
-            label("state"),
-        );
-        match totals
-            .iter_mut()
-            .find(|t| (&t.0, &t.1, &t.2) == (&id.0, &id.1, &id.2))
-        {
-            Some(t) => t.3 += value,
-            None => totals.push((id.0, id.1, id.2, value)),
-        }
-    }
-    totals
-        .iter()
-        .find(|t| t.0 == name && t.1 == p && t.2.as_deref() == state)
-        .map_or(0.0, |t| t.3)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_job_that_does_not_end_is_reported_stopping_and_keeps_its_key_until_it_ends() {
     recorder();
@@ -229,7 +178,10 @@ async fn a_timed_out_job_that_does_not_end_is_reported_stopping_and_keeps_its_ke
             .is_some_and(|s| s.contains("max_execution_time")),
         "{info:?}"
     );
-    assert_eq!(metric("wharf_jobs_total", &p, Some("stop_overdue")), 1.0);
+    assert_eq!(
+        metric("wharf_jobs_total", &p, Some(("state", "stop_overdue"))),
+        1.0
+    );
     assert_eq!(metric("wharf_jobs_stopping", &p, None), 1.0);
     // It still holds its execution key and its slot: the next job of the key waits.
     let holder: Option<String> = cmd(
@@ -238,6 +190,12 @@ async fn a_timed_out_job_that_does_not_end_is_reported_stopping_and_keeps_its_ke
     )
     .await;
     assert_eq!(holder.as_deref(), Some(stuck.id()));
+    // A claim found the key held and parked the next job (a released key would have been
+    // handed to it, and parked is where it waits for the key).
+    assert_eq!(
+        jobs.job(&p, next.id()).await.unwrap().unwrap().state,
+        JobState::Parked
+    );
     let c = jobs.counts(&p, "q").await.unwrap();
     assert_eq!((c.running, c.dead), (1, 0), "{c:?}");
     assert!(

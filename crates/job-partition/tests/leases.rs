@@ -70,6 +70,19 @@ async fn leases_a_dead_worker_holds_are_shown_with_their_expiry_until_they_free_
         .await
         .unwrap();
     assert_eq!(dead.len(), 2);
+    // Due at once: a claim moves it to the ready jobs before it checks the limit, so seeing
+    // it moved proves the live worker's claims ran while the dead worker's leases held.
+    jobs.enqueue_in(
+        &p,
+        "q",
+        &Record {
+            n: 4,
+            ..Default::default()
+        },
+        Duration::from_millis(1),
+    )
+    .await
+    .unwrap();
     let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
         .queue(&p, "q", 4)
         .build()
@@ -89,9 +102,17 @@ async fn leases_a_dead_worker_holds_are_shown_with_their_expiry_until_they_free_
         assert!(l.expires_in_ms > 0 && l.expires_in_ms <= 6_000, "{l:?}");
         assert!(l.renewed_ms_ago >= 3_000, "{l:?}");
     }
-    // The documented bound: nothing else starts while the dead worker's leases hold.
+    // The documented bound: nothing else starts while the dead worker's leases hold, although
+    // the live worker claims (it moved the due job to the ready ones).
+    eventually(
+        "a claim by the live worker (the due job moved to ready)",
+        Duration::from_secs(3),
+        || async { jobs.counts(&p, "q").await.unwrap().scheduled == 0 },
+    )
+    .await
+    .unwrap();
     let c = jobs.counts(&p, "q").await.unwrap();
-    assert_eq!((c.running, c.completed_total, c.queued), (2, 0, 2), "{c:?}");
+    assert_eq!((c.running, c.completed_total, c.queued), (2, 0, 3), "{c:?}");
 
     // The live worker publishes it (gauges are set once a second by its lease checks).
     eventually(
@@ -115,9 +136,9 @@ async fn leases_a_dead_worker_holds_are_shown_with_their_expiry_until_they_free_
 
     // At expiry the lease check puts the jobs back and they run: the queue moves on.
     eventually(
-        "all four jobs to complete",
+        "all five jobs to complete",
         lease + Duration::from_secs(10),
-        || async { jobs.counts(&p, "q").await.unwrap().completed_total == 4 },
+        || async { jobs.counts(&p, "q").await.unwrap().completed_total == 5 },
     )
     .await
     .unwrap();

@@ -248,8 +248,13 @@ async fn a_worker_that_lost_its_lease_can_neither_complete_nor_fail_the_job() {
     let lease = Duration::from_millis(200);
     let a = testing::claim(&jobs, &p, "q", 1, lease, "A").await.unwrap();
     assert_eq!(a.len(), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(testing::reap(&jobs, &p, "q").await.unwrap(), 1);
+    eventually(
+        "A's lease to expire and the job to be requeued",
+        lease + Duration::from_secs(5),
+        || async { testing::reap(&jobs, &p, "q").await.unwrap() == 1 },
+    )
+    .await
+    .unwrap();
     let b = testing::claim(&jobs, &p, "q", 1, Duration::from_secs(5), "B")
         .await
         .unwrap();
@@ -462,18 +467,48 @@ async fn a_panicking_job_is_a_failure_not_a_dead_worker() {
     assert!(info.error.unwrap().contains("kaboom"));
 }
 
+/// The poll interval of the workers in the tests that check a queue is NOT worked.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Returns once every idle claim loop of this runtime has polled Redis since the call: a
+/// job due two poll intervals from now goes to the paused queue `probe` (which a worker with
+/// poll interval [`POLL`] on this runtime and this client serves), and the call waits until
+/// a claim has moved it to the ready jobs (the claim script does that before it checks the
+/// pause). Every loop's timer sits in the one timer wheel of the test's current_thread
+/// runtime and sends on the one connection of `jobs`: an idle loop polls at least every
+/// poll interval, so a loop that exists polled before that claim.
+async fn until_idle_loops_polled(jobs: &wharf_job_partition::Jobs, p: &str) {
+    jobs.enqueue_in(p, "probe", &rec(0), POLL * 2)
+        .await
+        .unwrap();
+    eventually(
+        "a claim on queue probe once its job was due",
+        Duration::from_secs(10),
+        || async { jobs.counts(p, "probe").await.unwrap().scheduled == 0 },
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn queues_can_be_added_to_and_removed_from_a_running_worker() {
     let jobs = jobs().await;
     let p = partition("runtime");
     register_client(&p, &jobs);
+    jobs.pause(&p, "probe").await.unwrap();
     let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "probe", 1)
+        .poll_interval(POLL)
         .build()
         .unwrap()
         .start();
     jobs.enqueue(&p, "late", &rec(1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(jobs.counts(&p, "late").await.unwrap().queued, 1);
+    until_idle_loops_polled(&jobs, &p).await;
+    assert_eq!(
+        jobs.counts(&p, "late").await.unwrap().queued,
+        1,
+        "a queue the worker was not given was worked"
+    );
     w.add_queue(&p, "late", 2).unwrap();
     eventually("completed_total == 1", Duration::from_secs(5), || async {
         jobs.counts(&p, "late").await.unwrap().completed_total == 1
@@ -482,7 +517,7 @@ async fn queues_can_be_added_to_and_removed_from_a_running_worker() {
     .unwrap();
     w.remove_queue(&p, "late").await;
     jobs.enqueue(&p, "late", &rec(2)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_idle_loops_polled(&jobs, &p).await;
     assert_eq!(
         jobs.counts(&p, "late").await.unwrap().queued,
         1,
@@ -499,6 +534,7 @@ async fn a_worker_runs_as_a_supervised_child_and_stops_with_its_supervisor() {
     register_client(&p, &jobs);
     let worker = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
         .queue(&p, "q", 2)
+        .poll_interval(POLL)
         .shutdown_grace(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -518,8 +554,17 @@ async fn a_worker_runs_as_a_supervised_child_and_stops_with_its_supervisor() {
         stopped.is_ok_and(|r| r.is_ok()),
         "the supervisor did not stop cleanly"
     );
+    // Another worker on this runtime and client, to show when a loop would have polled.
+    jobs.pause(&p, "probe").await.unwrap();
+    let probe = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "probe", 1)
+        .poll_interval(POLL)
+        .build()
+        .unwrap()
+        .start();
     jobs.enqueue(&p, "q", &rec(2)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_idle_loops_polled(&jobs, &p).await;
+    probe.shutdown().await;
     assert_eq!(
         jobs.counts(&p, "q").await.unwrap().queued,
         1,
@@ -542,15 +587,21 @@ async fn a_cancel_asked_of_a_job_whose_worker_died_finishes_it_at_lease_expiry()
         )
         .await
         .unwrap();
-    testing::claim(&jobs, &p, "q", 1, Duration::from_millis(200), "ghost")
+    let lease = Duration::from_millis(200);
+    testing::claim(&jobs, &p, "q", 1, lease, "ghost")
         .await
         .unwrap();
     assert_eq!(
         jobs.cancel(&p, id.id()).await.unwrap(),
         CancelOutcome::Cancelling
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(testing::reap(&jobs, &p, "q").await.unwrap(), 1);
+    eventually(
+        "the ghost's lease to expire and the lease check to finish the job",
+        lease + Duration::from_secs(5),
+        || async { testing::reap(&jobs, &p, "q").await.unwrap() == 1 },
+    )
+    .await
+    .unwrap();
     let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Cancelled);
     let again = jobs
@@ -735,45 +786,4 @@ async fn a_retrying_job_keeps_its_place_on_its_execution_key_by_default() {
 async fn a_job_may_let_later_jobs_of_its_key_pass_while_it_waits_to_retry() {
     let order = order_of_a_failing_job_and_two_more(true).await;
     assert_eq!(order, [0, 1, 2, 0], "A, B, C, A's retry");
-}
-
-#[derive(Clone)]
-struct PanicsFirst;
-
-impl Hooks for PanicsFirst {
-    fn before(&self, job: &JobEvent<'_>) {
-        if job.attempt == 1 {
-            panic!("a hook that panics");
-        }
-    }
-}
-
-#[tokio::test]
-async fn a_job_whose_hook_panicked_is_not_kept_leased_and_runs_again_after_its_lease() {
-    let jobs = jobs().await;
-    let p = partition("hook-panic");
-    register_client(&p, &jobs);
-    let lease = Duration::from_secs(3);
-    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
-        .queue(&p, "q", 2)
-        .lease(lease)
-        .hooks(PanicsFirst)
-        .build()
-        .unwrap()
-        .start();
-    let job = Record {
-        xkey: Some("x".into()),
-        ..rec(1)
-    };
-    let id = jobs.enqueue(&p, "q", &job).await.unwrap();
-    eventually(
-        "the job to run again once its lease expired",
-        lease + Duration::from_secs(5),
-        || async { jobs.counts(&p, "q").await.unwrap().completed_total == 1 },
-    )
-    .await
-    .unwrap();
-    w.shutdown().await;
-    let info = jobs.job(&p, id.id()).await.unwrap().unwrap();
-    assert_eq!((info.attempts, info.lease_expiries), (2, 1), "{info:?}");
 }

@@ -10,8 +10,8 @@
 //! in Redis, however long the answer took or whether it ever came.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 // std's clock, not tokio's: the worker's runtime may run on paused time in tests; the
 // keeper's deadlines are real.
@@ -66,17 +66,40 @@ impl Timing {
     }
 }
 
-/// Identifies a held lease: (partition, id, fencing token). The token tells apart two runs
-/// of one job on one worker: an old task that could not be stopped, and a new claim.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct JobKey {
-    pub(crate) partition: String,
-    pub(crate) id: String,
-    pub(crate) token: String,
+/// Identifies one held lease of this worker: one claim of one job. Never reused, so it also
+/// tells apart two runs of one job on one worker (an old task that could not be stopped,
+/// and a new claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LeaseId(u64);
+
+/// Hashes a [`LeaseId`] with one multiply: every job touches the map of held leases a few
+/// times, and a keyed hash of its strings cost more than the rest of its bookkeeping.
+#[derive(Default)]
+struct LeaseHasher(u64);
+
+impl Hasher for LeaseHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: sequential ids spread over the high bits the table probes by.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
+type HeldMap = HashMap<LeaseId, Held, BuildHasherDefault<LeaseHasher>>;
+
 struct Held {
-    queue: String,
+    partition: Arc<str>,
+    queue: Arc<str>,
+    /// The job's id and fencing token, as the heartbeat sends them.
+    id: String,
+    token: String,
     name: String,
     /// The local lease deadline: past it the job is stopped.
     lease_until: Instant,
@@ -105,20 +128,27 @@ impl Held {
 }
 
 struct Shared {
-    held: Mutex<HashMap<JobKey, Held>>,
+    held: Mutex<HeldMap>,
+    next_id: AtomicU64,
     /// Queues served, with how many loops serve each (for lease checks and trimming).
     queues: Mutex<HashMap<(String, String), usize>>,
     wake: Notify,
-    /// When the keeper's loop will look next (it is woken earlier only when needed).
-    planned: Mutex<Instant>,
+    /// When the keeper's loop will look next (it is woken earlier only when needed), in
+    /// nanoseconds from `epoch`.
+    planned: AtomicU64,
+    epoch: Instant,
     connected: AtomicBool,
     timing: Timing,
 }
 
 impl Shared {
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Wakes the keeper's loop if it would otherwise look later than `t`.
     fn wake_by(&self, t: Instant) {
-        if t < *lock(&self.planned) {
+        if self.nanos(t) < self.planned.load(Ordering::Acquire) {
             self.wake.notify_one();
         }
     }
@@ -149,9 +179,11 @@ impl Keeper {
             .build()?;
         let shared = Arc::new(Shared {
             held: Mutex::default(),
+            next_id: AtomicU64::new(0),
             queues: Mutex::default(),
             wake: Notify::new(),
-            planned: Mutex::new(Instant::now()),
+            planned: AtomicU64::new(0),
+            epoch: Instant::now(),
             connected: AtomicBool::new(false),
             timing,
         });
@@ -175,19 +207,23 @@ impl Keeper {
 
     /// Holds a claimed job: its lease is renewed from now on, and it is stopped at
     /// `sent + lease - margin` unless a renewal moves that on. `sent` is when the claim
-    /// call started. Answers the token that stops the job.
+    /// call started. Answers the lease's id and the token that stops the job.
     pub(crate) fn hold(
         &self,
-        key: JobKey,
-        queue: &str,
+        partition: &Arc<str>,
+        queue: &Arc<str>,
         job: &Claimed,
         sent: Instant,
-    ) -> CancellationToken {
+    ) -> (LeaseId, CancellationToken) {
         let t = self.shared.timing;
         let stop = CancellationToken::new();
         let lease_until = sent + t.lease - t.margin;
+        let id = LeaseId(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         let held = Held {
-            queue: queue.to_owned(),
+            partition: Arc::clone(partition),
+            queue: Arc::clone(queue),
+            id: job.id.clone(),
+            token: job.token.clone(),
             name: job.name.clone(),
             lease_until,
             run_until: None,
@@ -197,15 +233,15 @@ impl Keeper {
             abort: None,
             reported: false,
         };
-        lock(&self.shared.held).insert(key, held);
+        lock(&self.shared.held).insert(id, held);
         self.shared.wake_by(lease_until);
-        stop
+        (id, stop)
     }
 
     /// The job's task started: `abort` stops it, `run_for` is its `max_execution_time`.
-    pub(crate) fn started(&self, key: &JobKey, abort: AbortHandle, run_for: Option<Duration>) {
+    pub(crate) fn started(&self, id: LeaseId, abort: AbortHandle, run_for: Option<Duration>) {
         let mut held = lock(&self.shared.held);
-        let Some(h) = held.get_mut(key) else {
+        let Some(h) = held.get_mut(&id) else {
             abort.abort();
             return;
         };
@@ -227,15 +263,15 @@ impl Keeper {
     }
 
     /// Why the job was told to stop, if it was.
-    pub(crate) fn why(&self, key: &JobKey) -> Option<Stop> {
-        lock(&self.shared.held).get(key).and_then(|h| h.why)
+    pub(crate) fn why(&self, id: LeaseId) -> Option<Stop> {
+        lock(&self.shared.held).get(&id).and_then(|h| h.why)
     }
 
     /// Stops every held job of a queue (shutdown).
     pub(crate) fn stop_queue(&self, partition: &str, queue: &str, why: Stop) {
         let now = Instant::now();
-        for (k, h) in lock(&self.shared.held).iter_mut() {
-            if k.partition == partition && h.queue == queue {
+        for h in lock(&self.shared.held).values_mut() {
+            if &*h.partition == partition && &*h.queue == queue {
                 h.stop(why, now);
             }
         }
@@ -245,21 +281,21 @@ impl Keeper {
     /// How many jobs of a queue are held (their tasks have not ended or not been recorded).
     pub(crate) fn held_in(&self, partition: &str, queue: &str) -> usize {
         lock(&self.shared.held)
-            .iter()
-            .filter(|(k, h)| k.partition == partition && h.queue == queue)
+            .values()
+            .filter(|h| &*h.partition == partition && &*h.queue == queue)
             .count()
     }
 
     /// The job's task ended and its outcome was recorded: stop renewing its lease.
-    pub(crate) fn release(&self, key: &JobKey) {
-        let Some(h) = lock(&self.shared.held).remove(key) else {
+    pub(crate) fn release(&self, id: LeaseId) {
+        let Some(h) = lock(&self.shared.held).remove(&id) else {
             return;
         };
         if h.reported {
-            metrics::gauge!(METRIC_STOPPING, "partition" => key.partition.clone(), "queue" => h.queue.clone())
+            metrics::gauge!(METRIC_STOPPING, "partition" => h.partition.clone(), "queue" => h.queue.clone())
                 .decrement(1.0);
             let late = h.stopped_at.map(|t| t.elapsed()).unwrap_or_default();
-            tracing::warn!(id = %key.id, job = %h.name, late_ms = late.as_millis() as u64,
+            tracing::warn!(id = %h.id, job = %h.name, late_ms = late.as_millis() as u64,
                 "the job's task ended at last, after it was told to stop; its keys are released");
         }
     }
@@ -315,12 +351,12 @@ async fn run(shared: Arc<Shared>, config: crate::Config, stop: CancellationToken
         let now = Instant::now();
         let reports = enforce(&shared, now);
         if let Some(jobs) = conn.get() {
-            for (key, queue, reason) in reports {
+            for r in reports {
                 let jobs = jobs.clone();
                 tokio::spawn(async move {
-                    let call = jobs.mark_stopping(&key.partition, &key.id, &key.token, &reason);
+                    let call = jobs.mark_stopping(&r.partition, &r.id, &r.token, &r.reason);
                     if let Ok(Err(e)) = tokio::time::timeout(t.response_timeout, call).await {
-                        tracing::debug!(error = %e, queue, "could not flag the job as stopping");
+                        tracing::debug!(error = %e, queue = %r.queue, "could not flag the job as stopping");
                     }
                 });
             }
@@ -354,7 +390,7 @@ async fn run(shared: Arc<Shared>, config: crate::Config, stop: CancellationToken
             }
         }
         let wake = next_wake(&shared, now).min(next_beat).min(next_check);
-        *lock(&shared.planned) = wake;
+        shared.planned.store(shared.nanos(wake), Ordering::Release);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
@@ -393,30 +429,39 @@ async fn connect(
     }
 }
 
-fn partitions(shared: &Shared) -> Vec<String> {
+fn partitions(shared: &Shared) -> Vec<Arc<str>> {
     let held = lock(&shared.held);
-    let mut v: Vec<String> = held.keys().map(|k| k.partition.clone()).collect();
+    let mut v: Vec<Arc<str>> = held.values().map(|h| Arc::clone(&h.partition)).collect();
     v.sort_unstable();
     v.dedup();
     v
 }
 
+/// A job told to stop whose task has not ended, to flag in Redis.
+struct Report {
+    partition: Arc<str>,
+    queue: Arc<str>,
+    id: String,
+    token: String,
+    reason: String,
+}
+
 /// Stops jobs past their lease or run deadline; answers the stops to report as overdue.
-fn enforce(shared: &Shared, now: Instant) -> Vec<(JobKey, String, String)> {
+fn enforce(shared: &Shared, now: Instant) -> Vec<Report> {
     let report_after = shared.timing.report_after();
     let mut reports = Vec::new();
-    for (key, h) in lock(&shared.held).iter_mut() {
+    for h in lock(&shared.held).values_mut() {
         if now >= h.lease_until && h.why != Some(Stop::Lost) && h.stop(Stop::Lost, now) {
-            metrics::counter!(METRIC_JOBS, "partition" => key.partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
+            metrics::counter!(METRIC_JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
                 .increment(1);
-            tracing::warn!(id = %key.id, job = %h.name,
+            tracing::warn!(id = %h.id, job = %h.name,
                 "could not renew the job's lease in time: stopped it before the lease can expire in Redis (another worker may run it after that)");
         }
         if let Some(t) = h.run_until
             && now >= t
             && h.stop(Stop::TimedOut, now)
         {
-            metrics::counter!(METRIC_JOBS, "partition" => key.partition.clone(), "queue" => h.queue.clone(), "state" => "timed_out")
+            metrics::counter!(METRIC_JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "timed_out")
                 .increment(1);
         }
         let overdue = h.stopped_at.is_some_and(|t| now >= t + report_after);
@@ -424,17 +469,23 @@ fn enforce(shared: &Shared, now: Instant) -> Vec<(JobKey, String, String)> {
             h.reported = true;
             let why = h.why.map_or("stopped", Stop::reason);
             let since = h.stopped_at.map(|t| now - t).unwrap_or_default();
-            tracing::error!(id = %key.id, job = %h.name, why, since_ms = since.as_millis() as u64,
+            tracing::error!(id = %h.id, job = %h.name, why, since_ms = since.as_millis() as u64,
                 "the job was told to stop and its task has not ended: its code blocks its thread or ignores cancellation. It keeps its lease, execution key, queue key and queue slot until it ends; run blocking work with spawn_blocking and check JobContext::is_cancelled");
-            metrics::counter!(METRIC_JOBS, "partition" => key.partition.clone(), "queue" => h.queue.clone(), "state" => "stop_overdue")
+            metrics::counter!(METRIC_JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "stop_overdue")
                 .increment(1);
-            metrics::gauge!(METRIC_STOPPING, "partition" => key.partition.clone(), "queue" => h.queue.clone())
+            metrics::gauge!(METRIC_STOPPING, "partition" => h.partition.clone(), "queue" => h.queue.clone())
                 .increment(1.0);
             let reason = format!(
                 "{why}; its task has not ended {} ms later",
                 since.as_millis()
             );
-            reports.push((key.clone(), h.queue.clone(), reason));
+            reports.push(Report {
+                partition: h.partition.clone(),
+                queue: h.queue.clone(),
+                id: h.id.clone(),
+                token: h.token.clone(),
+                reason,
+            });
         }
     }
     reports
@@ -471,16 +522,16 @@ fn next_wake(shared: &Shared, now: Instant) -> Instant {
 async fn beat(
     shared: Arc<Shared>,
     jobs: Jobs,
-    partition: String,
+    partition: Arc<str>,
     in_flight: Arc<InFlight>,
     failures: Arc<AtomicU32>,
 ) {
     let t = shared.timing;
-    let snapshot: Vec<(String, String)> = lock(&shared.held)
-        .keys()
-        .filter(|k| k.partition == partition)
-        .map(|k| (k.id.clone(), k.token.clone()))
-        .collect();
+    let (leases, snapshot): (Vec<LeaseId>, Vec<(String, String)>) = lock(&shared.held)
+        .iter()
+        .filter(|(_, h)| h.partition == partition)
+        .map(|(l, h)| (*l, (h.id.clone(), h.token.clone())))
+        .unzip();
     // Taken before the request is written: never later than the moment Redis runs it.
     let sent = Instant::now();
     let answer = tokio::time::timeout(
@@ -507,13 +558,8 @@ async fn beat(
     let now = Instant::now();
     let mut stopped = false;
     let mut held = lock(&shared.held);
-    for ((id, token), b) in snapshot.into_iter().zip(beats) {
-        let key = JobKey {
-            partition: partition.clone(),
-            id,
-            token,
-        };
-        let Some(h) = held.get_mut(&key) else {
+    for (lease, b) in leases.into_iter().zip(beats) {
+        let Some(h) = held.get_mut(&lease) else {
             continue;
         };
         match b {
@@ -530,7 +576,7 @@ async fn beat(
                     stopped = true;
                     metrics::counter!(METRIC_JOBS, "partition" => partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
                         .increment(1);
-                    tracing::warn!(id = %key.id, job = %h.name, "Redis says the job's lease was lost: stopped it here");
+                    tracing::warn!(id = %h.id, job = %h.name, "Redis says the job's lease was lost: stopped it here");
                 }
             }
         }

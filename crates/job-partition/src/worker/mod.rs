@@ -372,8 +372,8 @@ impl WorkerHandle {
         let run = QueueRunner {
             inner: Arc::clone(&self.inner),
             keeper: Arc::clone(keeper),
-            partition: partition.clone(),
-            queue: queue.clone(),
+            partition: Arc::from(partition.as_str()),
+            queue: Arc::from(queue.as_str()),
             sem: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             token: token.clone(),

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use wharf_core::Backoff;
 
 use super::Inner;
-use super::keeper::{JobKey, Keeper, Stop};
+use super::keeper::{Keeper, Stop};
 use super::run::JobRun;
 use crate::client::Claimed;
 
@@ -19,8 +19,8 @@ const ABORT_WAIT: Duration = Duration::from_secs(2);
 pub(super) struct QueueRunner {
     pub(super) inner: Arc<Inner>,
     pub(super) keeper: Arc<Keeper>,
-    pub(super) partition: String,
-    pub(super) queue: String,
+    pub(super) partition: Arc<str>,
+    pub(super) queue: Arc<str>,
     pub(super) sem: Arc<Semaphore>,
     pub(super) concurrency: usize,
     pub(super) token: CancellationToken,
@@ -142,18 +142,13 @@ impl QueueRunner {
     }
 
     fn spawn_job(&self, job: Claimed, sent: Instant, permit: OwnedSemaphorePermit) {
-        let key = JobKey {
-            partition: self.partition.clone(),
-            id: job.id.clone(),
-            token: job.token.clone(),
-        };
-        let stop = self.keeper.hold(key.clone(), &self.queue, &job, sent);
+        let (lease, stop) = self.keeper.hold(&self.partition, &self.queue, &job, sent);
         let run = JobRun {
             inner: Arc::clone(&self.inner),
             keeper: Arc::clone(&self.keeper),
-            partition: self.partition.clone(),
-            queue: self.queue.clone(),
-            key,
+            partition: Arc::clone(&self.partition),
+            queue: Arc::clone(&self.queue),
+            lease,
         };
         let span =
             tracing::info_span!("wharf_job", id = %job.id, job = %job.name, attempt = job.attempt);

@@ -1,24 +1,21 @@
 //! One job's run: decode, start its task, wait until the task has really ended, record the
 //! outcome (fenced by the lease token), release the lease.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use wharf_core::Backoff;
+use wharf_core::supervisor::panic_message;
 
 use super::Inner;
-use super::keeper::{JobKey, Keeper, Stop};
+use super::keeper::{Keeper, LeaseId, Stop};
 use crate::client::Claimed;
 use crate::error::Result;
 use crate::hooks::JobEvent;
-use crate::job::{Decoded, JobContext};
-use crate::metric_names::{METRIC_DURATION, METRIC_JOBS};
-
-type RunFn = Box<
-    dyn FnOnce(JobContext) -> futures::future::BoxFuture<'static, Result<(), crate::JobError>>
-        + Send,
->;
+use crate::job::{Decoded, JobContext, RunFn, Undecodable};
+use crate::metric_names::{METRIC_CALLBACK_PANICS, METRIC_DURATION, METRIC_JOBS};
 
 /// What one job's run came to.
 enum Outcome {
@@ -28,7 +25,7 @@ enum Outcome {
 }
 
 /// Stops the lease thread renewing a job's lease when dropped.
-struct Release<'a>(&'a Keeper, &'a JobKey);
+struct Release<'a>(&'a Keeper, LeaseId);
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
@@ -39,22 +36,19 @@ impl Drop for Release<'_> {
 pub(super) struct JobRun {
     pub(super) inner: Arc<Inner>,
     pub(super) keeper: Arc<Keeper>,
-    pub(super) partition: String,
-    pub(super) queue: String,
-    pub(super) key: JobKey,
+    pub(super) partition: Arc<str>,
+    pub(super) queue: Arc<str>,
+    pub(super) lease: LeaseId,
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
+fn join_error_message(e: tokio::task::JoinError) -> String {
     if e.is_cancelled() {
         return "the job's task was aborted".into();
     }
-    let p = e.into_panic();
-    let msg = p
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-text payload".into());
-    format!("the job panicked: {msg}")
+    format!(
+        "the job panicked: {}",
+        panic_message(e.into_panic().as_ref())
+    )
 }
 
 impl JobRun {
@@ -64,11 +58,43 @@ impl JobRun {
         .increment(1);
     }
 
+    /// Calls the application's code outside the job's task (a hook, or a method of the
+    /// job): a panic in it is caught, logged with the job's id and counted, and the run goes
+    /// on as if it had returned (None).
+    fn call<T>(&self, callback: &'static str, id: &str, f: impl FnOnce() -> T) -> Option<T> {
+        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(v) => Some(v),
+            Err(p) => {
+                self.callback_panicked(callback, id, &panic_message(p.as_ref()));
+                None
+            }
+        }
+    }
+
+    fn callback_panicked(&self, callback: &'static str, id: &str, message: &str) {
+        metrics::counter!(METRIC_CALLBACK_PANICS, "partition" => self.partition.clone(),
+            "queue" => self.queue.clone(), "callback" => callback)
+        .increment(1);
+        tracing::error!(
+            id,
+            callback,
+            panic = message,
+            "the application's code panicked where the worker called it; the panic was caught and counted, the job's outcome stands"
+        );
+    }
+
+    /// An error's text, for the job's record; its `Display` is the application's code.
+    fn error_text(&self, id: &str, e: crate::JobError) -> String {
+        self.call("JobError::fmt", id, move || e.to_string())
+            .unwrap_or_else(|| "the job failed with an error whose Display panicked (its panic is in the worker's log)".into())
+    }
+
     pub(super) async fn execute(&self, job: Claimed, stop: CancellationToken) {
         // Only once the task has ended and the outcome is recorded does the lease thread stop
-        // renewing the lease; on every path, a panicking hook included, so a job nobody runs
-        // any more is not kept leased.
-        let _release = Release(&self.keeper, &self.key);
+        // renewing the lease; on every path, an unexpected panic of this run included (the
+        // application's code is called under `call`, so its panics never get here), so a job
+        // nobody runs any more is not kept leased.
+        let _release = Release(&self.keeper, self.lease);
         self.run(&job, stop).await;
     }
 
@@ -81,39 +107,60 @@ impl JobRun {
             attempt: job.attempt,
         };
         let hooks = &self.inner.hooks;
+        let (reg, id) = (&self.inner.registry, job.id.as_str());
+        // Decoding reads the job's own methods; a panic in one is caught inside, and one in
+        // its destructor (on the way out of a failed decode) here.
+        let decoded = self
+            .call("Job::drop", id, || {
+                reg.decode(&job.name, &job.args, job.attempt)
+            })
+            .unwrap_or_else(|| {
+                Err(Undecodable {
+                    reason:
+                        "the job type's destructor panicked while the job was decoded; not started"
+                            .into(),
+                    panicked: None,
+                })
+            });
         let Decoded {
             policy,
             retry_delay,
+            backoff_panic,
             run,
-        } = match self
-            .inner
-            .registry
-            .decode(&job.name, &job.args, job.attempt)
-        {
+        } = match decoded {
             Ok(d) => d,
-            Err(reason) => {
+            Err(Undecodable { reason, panicked }) => {
+                if let Some(method) = panicked {
+                    self.callback_panicked(method, id, &reason);
+                }
                 tracing::error!(%reason, "job cannot run: sent to the dead set");
                 self.record_failure(job, &reason, None, false).await;
-                hooks.on_dead(&ev, &reason);
+                self.call("on_dead", id, || hooks.on_dead(&ev, &reason));
                 return;
             }
         };
+        if let Some(reason) = backoff_panic {
+            // The default backoff stands in: a delay breaks no rule.
+            self.callback_panicked("Job::backoff", id, &reason);
+        }
         let max = policy.max_attempts;
         if job.attempt > max {
+            self.call("Job::drop", id, move || drop(run));
             let reason = format!(
                 "its last allowed attempt ({max} of max_attempts = {max}) was interrupted (its worker crashed or lost the lease); not started again"
             );
             tracing::error!(%reason, "job sent to the dead set");
             self.record_failure(job, &reason, None, false).await;
-            hooks.on_dead(&ev, &reason);
+            self.call("on_dead", id, || hooks.on_dead(&ev, &reason));
             return;
         }
         if stop.is_cancelled() {
             // Stopped between the claim and now: the job never started.
-            let why = self.keeper.why(&self.key).unwrap_or(Stop::Shutdown);
+            self.call("Job::drop", id, move || drop(run));
+            let why = self.keeper.why(self.lease).unwrap_or(Stop::Shutdown);
             return self.stopped(job, why, &ev).await;
         }
-        hooks.before(&ev);
+        self.call("before", id, || hooks.before(&ev));
         let started = Instant::now();
         let outcome = self.perform(job, run, policy.timeout, stop).await;
         let elapsed = started.elapsed();
@@ -124,7 +171,7 @@ impl JobRun {
             Outcome::Done => {
                 if self.finish(job, "completed").await {
                     self.count("completed");
-                    hooks.after(&ev, elapsed);
+                    self.call("after", id, || hooks.after(&ev, elapsed));
                 }
             }
             Outcome::Failed(msg) => {
@@ -135,10 +182,12 @@ impl JobRun {
                     .record_failure(job, &msg, retry, p.keep_xkey_on_retry)
                     .await
                 {
-                    Some(true) => hooks.on_error(&ev, &msg, true),
+                    Some(true) => {
+                        self.call("on_error", id, || hooks.on_error(&ev, &msg, true));
+                    }
                     Some(false) => {
-                        hooks.on_error(&ev, &msg, false);
-                        hooks.on_dead(&ev, &msg);
+                        self.call("on_error", id, || hooks.on_error(&ev, &msg, false));
+                        self.call("on_dead", id, || hooks.on_dead(&ev, &msg));
                     }
                     None => {}
                 }
@@ -160,15 +209,18 @@ impl JobRun {
     ) -> Outcome {
         let ctx = JobContext {
             id: job.id.clone(),
-            partition: self.partition.clone(),
-            queue: self.queue.clone(),
+            partition: Arc::clone(&self.partition),
+            queue: Arc::clone(&self.queue),
             attempt: job.attempt,
             cancel: stop.child_token(),
         };
-        let task = tokio::spawn(run(ctx));
-        self.keeper.started(&self.key, task.abort_handle(), timeout);
+        // `perform` is called inside the task: code it runs before returning its future is
+        // the job's too, and a panic there a failed attempt.
+        let task = tokio::spawn(async move { run(ctx).await });
+        self.keeper
+            .started(self.lease, task.abort_handle(), timeout);
         let result = task.await;
-        match (self.keeper.why(&self.key), result) {
+        match (self.keeper.why(self.lease), result) {
             (Some(Stop::TimedOut), _) => Outcome::Failed(format!(
                 "max_execution_time of {:?} passed: the job's task was aborted",
                 timeout.unwrap_or_default()
@@ -177,15 +229,16 @@ impl JobRun {
             // under the lease token (a worker that lost the lease is fenced off).
             (_, Ok(Ok(()))) => Outcome::Done,
             (Some(why), _) => Outcome::Stopped(why),
-            (None, Ok(Err(e))) => Outcome::Failed(e.to_string()),
-            (None, Err(e)) => Outcome::Failed(panic_message(e)),
+            (None, Ok(Err(e))) => Outcome::Failed(self.error_text(&job.id, e)),
+            (None, Err(e)) => Outcome::Failed(join_error_message(e)),
         }
     }
 
     async fn stopped(&self, job: &Claimed, why: Stop, ev: &JobEvent<'_>) {
         match why {
             Stop::Cancel => {
-                self.inner.hooks.on_cancel(ev);
+                let hooks = &self.inner.hooks;
+                self.call("on_cancel", ev.id, || hooks.on_cancel(ev));
                 if self.finish(job, "cancelled").await {
                     self.count("cancelled");
                 }

@@ -356,3 +356,56 @@ impl Job for Hold {
         Some(self.key.clone())
     }
 }
+
+// ---- metrics ------------------------------------------------------------------------------
+
+/// Installs the metrics recorder of this test binary (one per process), once.
+pub fn recorder() -> &'static metrics_util::debugging::Snapshotter {
+    static SNAPSHOTTER: OnceLock<metrics_util::debugging::Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().unwrap();
+        snapshotter
+    })
+}
+
+/// The value of a counter, or of a gauge moved by increments, of partition `p`, summed over
+/// the series that carry `label` (every series of the name when None). A snapshot drains
+/// the recorder, so values are summed over snapshots.
+pub fn metric(name: &str, p: &str, label: Option<(&str, &str)>) -> f64 {
+    use metrics_util::debugging::DebugValue;
+    /// (name, labels, sum)
+    type Totals = Vec<(String, Vec<(String, String)>, f64)>;
+    static TOTALS: Mutex<Totals> = Mutex::new(Vec::new());
+    let mut totals = TOTALS.lock().unwrap();
+    for (k, _, _, v) in recorder().snapshot().into_vec() {
+        let key = k.key();
+        let value = match v {
+            DebugValue::Counter(c) => c as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Histogram(_) => continue,
+        };
+        let mut labels: Vec<(String, String)> = key
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        labels.sort();
+        match totals
+            .iter_mut()
+            .find(|t| t.0 == key.name() && t.1 == labels)
+        {
+            Some(t) => t.2 += value,
+            None => totals.push((key.name().to_owned(), labels, value)),
+        }
+    }
+    let has = |labels: &[(String, String)], (k, v): (&str, &str)| {
+        labels.iter().any(|l| l.0 == k && l.1 == v)
+    };
+    totals
+        .iter()
+        .filter(|t| t.0 == name && has(&t.1, ("partition", p)))
+        .filter(|t| label.is_none_or(|l| has(&t.1, l)))
+        .map(|t| t.2)
+        .sum()
+}
