@@ -123,11 +123,9 @@ fn poisoned() -> redis::RedisError {
 }
 
 pub(super) async fn connect_single(config: &Config) -> Result<Conn> {
-    let client = open_client(config).map_err(|e| {
-        Error::Config(format!(
-            "the Redis URL `{}` is not valid: {e}",
-            redact(&config.url)
-        ))
+    let client = open_client(config).map_err(|source| Error::InvalidUrl {
+        what: format!("the Redis URL `{}`", redact(&config.url)),
+        source,
     })?;
     ConnectionManager::new_with_config(client, manager_config(config))
         .await
@@ -164,7 +162,10 @@ pub(super) async fn connect_sentinel(config: &Config) -> Result<Conn> {
         node_info,
         SentinelServerType::Master,
     )
-    .map_err(|e| Error::Config(format!("the sentinel URLs {shown:?} are not valid: {e}")))?;
+    .map_err(|source| Error::InvalidUrl {
+        what: format!("the list of sentinel URLs {shown:?}"),
+        source,
+    })?;
     let client = sentinel
         .async_get_client()
         .await
@@ -214,11 +215,12 @@ pub(super) async fn connect_cluster(config: &Config) -> Result<Conn> {
         .response_timeout(config.response_timeout)
         .retries(3)
         .build()
-        .map_err(|e| {
+        .map_err(|source| {
             let nodes: Vec<String> = config.cluster.iter().map(|u| redact(u)).collect();
-            Error::Config(format!(
-                "the Redis Cluster nodes {nodes:?} are not valid: {e}"
-            ))
+            Error::InvalidUrl {
+                what: format!("the list of Redis Cluster nodes {nodes:?}"),
+                source,
+            }
         })?;
     client
         .get_async_connection()
@@ -241,5 +243,27 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unusable_url_error_keeps_the_clients_error_as_its_source() {
+        let configs = [
+            Config::new("redis://u:s3cret@:notaport"),
+            Config::cluster(["redis://:s3cret@a:7000", "redis://:other@b:7000"]),
+            Config::sentinel(["redis://:s3cret@:notaport"], "master"),
+        ];
+        for config in configs {
+            let shown = format!("{config:?}");
+            let err = Jobs::connect(config).await.unwrap_err();
+            let Some(source) = std::error::Error::source(&err) else {
+                panic!("no source kept for {shown}: {err}");
+            };
+            assert!(
+                source.downcast_ref::<redis::RedisError>().is_some(),
+                "{err}"
+            );
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
     }
 }
