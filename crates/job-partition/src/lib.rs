@@ -94,23 +94,14 @@
 //!
 //! ## Metrics
 //!
-//! `wharf_jobs_total{partition,queue,state}` with state `enqueued`, `duplicate`,
-//! `completed`, `retried`, `dead`, `cancelled`, `timed_out`, `lost_lease`,
-//! `stop_overdue` (told to stop, its task did not end); the histogram
-//! `wharf_job_duration_seconds{partition,queue}`; the gauges
-//! `wharf_jobs_stopping{partition,queue}` (this worker's jobs overstaying a stop),
-//! `wharf_jobs_stalled_leases{partition,queue}` and
-//! `wharf_jobs_stalled_lease_expires_in_seconds{partition,queue}` (leases a dead or frozen
-//! worker holds, and when the first frees); the counter
-//! `wharf_jobs_callback_panics_total{partition,queue,callback}` (panics caught in hooks and
-//! in a job's methods the worker calls outside its task).
+//! Their names, with type, unit and labels, are in [`metrics`].
 
 mod client;
 mod error;
 mod hooks;
 mod job;
 mod keys;
-mod metric_names;
+pub mod metrics;
 mod scripts;
 mod worker;
 

@@ -6,6 +6,7 @@ use super::Jobs;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::keys::{check_key, check_name};
+use crate::metrics as metric;
 use crate::scripts::scripts;
 
 /// The answer to an enqueue.
@@ -175,7 +176,7 @@ impl Jobs {
                 } else {
                     "duplicate"
                 };
-                metrics::counter!(crate::metric_names::METRIC_JOBS, "partition" => partition.to_owned(),
+                metrics::counter!(metric::JOBS, "partition" => partition.to_owned(),
                     "queue" => queue.to_owned(), "state" => state)
                 .increment(1);
                 tracing::trace!(

@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Claimed, Jobs};
-use crate::metric_names::METRIC_STOPPING;
+use crate::metrics as metric;
 
 /// What stopped a running job before it finished by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +297,7 @@ impl Keeper {
             return;
         };
         if h.reported {
-            metrics::gauge!(METRIC_STOPPING, "partition" => h.partition.clone(), "queue" => h.queue.clone())
+            metrics::gauge!(metric::STOPPING, "partition" => h.partition.clone(), "queue" => h.queue.clone())
                 .decrement(1.0);
             let late = h.stopped_at.map(|t| t.elapsed()).unwrap_or_default();
             tracing::warn!(id = %h.id, job = %h.name, late_ms = late.as_millis() as u64,

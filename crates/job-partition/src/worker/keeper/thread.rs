@@ -13,7 +13,7 @@ use wharf_core::Backoff;
 
 use super::{LeaseId, Shared, Stop, lock};
 use crate::client::{Beat, Jobs};
-use crate::metric_names::{METRIC_JOBS, METRIC_STALLED, METRIC_STALLED_EXPIRY, METRIC_STOPPING};
+use crate::metrics as metric;
 
 /// Calls in flight, so a slow Redis gets one call per partition or queue at a time.
 #[derive(Default)]
@@ -147,7 +147,7 @@ fn enforce(shared: &Shared, now: Instant) -> Vec<Report> {
     let mut reports = Vec::new();
     for h in lock(&shared.held).values_mut() {
         if now >= h.lease_until && h.why != Some(Stop::Lost) && h.stop(Stop::Lost, now) {
-            metrics::counter!(METRIC_JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
+            metrics::counter!(metric::JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
                 .increment(1);
             tracing::warn!(id = %h.id, job = %h.name,
                 "could not renew the job's lease in time: stopped it before the lease can expire in Redis (another worker may run it after that)");
@@ -156,7 +156,7 @@ fn enforce(shared: &Shared, now: Instant) -> Vec<Report> {
             && now >= t
             && h.stop(Stop::TimedOut, now)
         {
-            metrics::counter!(METRIC_JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "timed_out")
+            metrics::counter!(metric::JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "timed_out")
                 .increment(1);
         }
         let overdue = h.stopped_at.is_some_and(|t| now >= t + report_after);
@@ -166,9 +166,9 @@ fn enforce(shared: &Shared, now: Instant) -> Vec<Report> {
             let since = h.stopped_at.map(|t| now - t).unwrap_or_default();
             tracing::error!(id = %h.id, job = %h.name, why, since_ms = since.as_millis() as u64,
                 "the job was told to stop and its task has not ended: its code blocks its thread or ignores cancellation. It keeps its lease, execution key, queue key and queue slot until it ends; run blocking work with spawn_blocking and check JobContext::is_cancelled");
-            metrics::counter!(METRIC_JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "stop_overdue")
+            metrics::counter!(metric::JOBS, "partition" => h.partition.clone(), "queue" => h.queue.clone(), "state" => "stop_overdue")
                 .increment(1);
-            metrics::gauge!(METRIC_STOPPING, "partition" => h.partition.clone(), "queue" => h.queue.clone())
+            metrics::gauge!(metric::STOPPING, "partition" => h.partition.clone(), "queue" => h.queue.clone())
                 .increment(1.0);
             let reason = format!(
                 "{why}; its task has not ended {} ms later",
@@ -269,7 +269,7 @@ async fn beat(
             Beat::Lost => {
                 if h.stop(Stop::Lost, now) {
                     stopped = true;
-                    metrics::counter!(METRIC_JOBS, "partition" => partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
+                    metrics::counter!(metric::JOBS, "partition" => partition.clone(), "queue" => h.queue.clone(), "state" => "lost_lease")
                         .increment(1);
                     tracing::warn!(id = %h.id, job = %h.name, "Redis says the job's lease was lost: stopped it here");
                 }
@@ -320,8 +320,8 @@ async fn check_queue(jobs: &Jobs, partition: &str, queue: &str, timeout: Duratio
         .map(|l| l.expires_in_ms.max(0))
         .min()
         .unwrap_or(0);
-    metrics::gauge!(METRIC_STALLED, "partition" => partition.to_owned(), "queue" => queue.to_owned())
+    metrics::gauge!(metric::STALLED_LEASES, "partition" => partition.to_owned(), "queue" => queue.to_owned())
         .set(stalled.len() as f64);
-    metrics::gauge!(METRIC_STALLED_EXPIRY, "partition" => partition.to_owned(), "queue" => queue.to_owned())
+    metrics::gauge!(metric::STALLED_LEASE_EXPIRES_IN, "partition" => partition.to_owned(), "queue" => queue.to_owned())
         .set(soonest as f64 / 1000.0);
 }
