@@ -96,6 +96,8 @@
 //!
 //! Their names, with type, unit and labels, are in [`metrics`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod client;
 mod error;
 mod hooks;
@@ -122,56 +124,6 @@ pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 /// The token that stops [`Worker::run`] (re-exported from `tokio-util`).
 pub use tokio_util::sync::CancellationToken;
 
-/// Low-level lease operations, exposed for tests of crash and fencing behaviour only.
-#[doc(hidden)]
-pub mod testing {
-    use std::time::Duration;
-
-    use crate::{Jobs, Result};
-
-    /// Claims up to `want` jobs as worker `worker` (which announces heartbeats every
-    /// `lease / 10`); answers (id, fencing token) pairs.
-    pub async fn claim(
-        jobs: &Jobs,
-        partition: &str,
-        queue: &str,
-        want: usize,
-        lease: Duration,
-        worker: &str,
-    ) -> Result<Vec<(String, String)>> {
-        let c = jobs
-            .claim(partition, queue, want, lease, lease / 10, worker)
-            .await?;
-        Ok(c.into_iter().map(|c| (c.id, c.token)).collect())
-    }
-
-    /// Completes a job under a lease token; false when fenced off.
-    pub async fn complete(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<bool> {
-        jobs.complete(partition, id, token, "completed").await
-    }
-
-    /// Fails a job under a lease token (to the dead set); 0 when fenced off.
-    pub async fn fail(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<i64> {
-        jobs.fail(partition, id, token, "test failure", None, false)
-            .await
-    }
-
-    /// Renews a lease; true if still held.
-    pub async fn heartbeat(
-        jobs: &Jobs,
-        partition: &str,
-        id: &str,
-        token: &str,
-        lease: Duration,
-    ) -> Result<bool> {
-        let b = jobs
-            .heartbeat(partition, lease, &[(id.to_owned(), token.to_owned())])
-            .await?;
-        Ok(b.first() != Some(&crate::client::Beat::Lost))
-    }
-
-    /// Requeues jobs whose lease expired; answers how many.
-    pub async fn reap(jobs: &Jobs, partition: &str, queue: &str) -> Result<u64> {
-        jobs.reap(partition, queue).await
-    }
-}
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;

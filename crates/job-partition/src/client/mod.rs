@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::{FromRedisValue, Value};
+use redis::FromRedisValue;
 
 use crate::error::{Error, Result};
 use crate::keys;
@@ -165,9 +165,13 @@ impl Jobs {
         Ok(())
     }
 
-    /// A raw command against the same connection (tests and the CLI).
-    #[doc(hidden)]
-    pub async fn raw(&self, cmd: &redis::Cmd) -> Result<Value> {
+    /// Sends any Redis command on this handle's connection, with its timeout (feature
+    /// `test-util`): for tests that read or change what this crate keeps in Redis. It
+    /// bypasses every rule the scripts keep (a write to a job's keys can break a lease,
+    /// a limit or an execution key): never use it on keys of a live system.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub async fn raw(&self, cmd: &redis::Cmd) -> Result<redis::Value> {
         self.call("raw", cmd).await
     }
 }
