@@ -90,6 +90,7 @@ impl Config {
     /// Trust this CA (PEM) for `rediss://` instead of the webpki roots (feature `tls`):
     /// for a Redis whose certificate comes from a private CA.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_root = Some(pem.into());
         self
@@ -97,6 +98,7 @@ impl Config {
 
     /// Present this client certificate and key (PEM) for mutual TLS (feature `tls`).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_client_certificate(
         mut self,
         cert_pem: impl Into<Vec<u8>>,
@@ -120,7 +122,7 @@ impl Config {
         c
     }
 
-    /// How long any one Redis call may take before it fails with [`Error::Timeout`].
+    /// How long any one Redis call may take before it fails with [`Error::Timeout`](crate::Error::Timeout).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
