@@ -13,12 +13,26 @@ use redis::{RedisFuture, Value};
 use super::config::{Config, redact};
 use crate::error::{Error, Result};
 
-/// One connection to a standalone Redis (reconnecting) or to a Redis Cluster.
+/// One connection: to a standalone Redis (reconnecting), to a Redis Cluster, or to the
+/// master a set of sentinels names.
 #[derive(Clone)]
 pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
     Sentinel(Arc<SentinelConn>),
+}
+
+impl Conn {
+    /// Connects as `config` says: through sentinels, to a Cluster, or to one Redis.
+    pub(super) async fn open(config: &Config) -> Result<Self> {
+        if config.sentinel.is_some() {
+            connect_sentinel(config).await
+        } else if config.cluster.is_empty() {
+            connect_single(config).await
+        } else {
+            connect_cluster(config).await
+        }
+    }
 }
 
 /// A connection to the master a set of sentinels names; re-resolved after a failure that
@@ -122,7 +136,7 @@ fn poisoned() -> redis::RedisError {
     ))
 }
 
-pub(super) async fn connect_single(config: &Config) -> Result<Conn> {
+async fn connect_single(config: &Config) -> Result<Conn> {
     let client = open_client(config).map_err(|source| Error::InvalidUrl {
         what: format!("the Redis URL `{}`", redact(&config.url)),
         source,
@@ -144,7 +158,7 @@ fn manager_config(config: &Config) -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_secs(2))
 }
 
-pub(super) async fn connect_sentinel(config: &Config) -> Result<Conn> {
+async fn connect_sentinel(config: &Config) -> Result<Conn> {
     let Some((nodes, master)) = &config.sentinel else {
         return Err(Error::Config("no sentinels configured".into()));
     };
@@ -209,7 +223,7 @@ fn open_client(config: &Config) -> redis::RedisResult<redis::Client> {
     redis::Client::build_with_tls(config.url.as_str(), certs)
 }
 
-pub(super) async fn connect_cluster(config: &Config) -> Result<Conn> {
+async fn connect_cluster(config: &Config) -> Result<Conn> {
     let client = ClusterClientBuilder::new(config.cluster.iter().map(String::as_str))
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.response_timeout)

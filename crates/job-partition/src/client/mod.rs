@@ -26,7 +26,7 @@ use crate::keys;
 
 pub use admin::{CancelOutcome, Retention};
 pub use config::Config;
-use connection::{Conn, connect_cluster, connect_sentinel, connect_single};
+use connection::Conn;
 pub use enqueue::{Enqueued, MAX_ARGS_BYTES};
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
@@ -60,16 +60,7 @@ impl Jobs {
         #[cfg(feature = "tls")]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let limit = config.connect_timeout.saturating_mul(2);
-        let connect = async {
-            if config.sentinel.is_some() {
-                connect_sentinel(&config).await
-            } else if config.cluster.is_empty() {
-                connect_single(&config).await
-            } else {
-                connect_cluster(&config).await
-            }
-        };
-        let conn = match tokio::time::timeout(limit, connect).await {
+        let conn = match tokio::time::timeout(limit, Conn::open(&config)).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::Timeout {
