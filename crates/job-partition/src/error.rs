@@ -31,6 +31,15 @@ pub enum Error {
     /// The configuration or a name is not valid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A Redis URL, or the list of a Cluster's nodes or of the sentinels, could not be used.
+    #[error("invalid configuration: {what} is not valid: {source}")]
+    InvalidUrl {
+        /// Which URL or list, with any password replaced by `***`.
+        what: String,
+        /// The client's error (it never holds the URL).
+        #[source]
+        source: redis::RedisError,
+    },
     /// A job's arguments could not be encoded as JSON.
     #[error(
         "could not encode the arguments of job `{name}` as JSON: {source}; check its Serialize impl"

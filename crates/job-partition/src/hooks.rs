@@ -24,10 +24,11 @@ pub struct JobEvent<'a> {
 /// spawn for slow work).
 ///
 /// A panic in a hook is caught: it is logged (an error naming the hook and the job's id)
-/// and counted in `wharf_jobs_callback_panics_total{callback="<hook>"}`, and the run goes on
-/// as if the hook had returned. It never changes the job's outcome and never runs the job
-/// again: a job whose `before` panicked still runs, `on_dead` is still called after an
-/// `on_error` that panicked, a cancel is still recorded after an `on_cancel` that panicked.
+/// and counted in [`metrics::CALLBACK_PANICS`](crate::metrics::CALLBACK_PANICS) (label
+/// `callback` = the hook's name), and the run goes on as if the hook had returned. It never
+/// changes the job's outcome and never runs the job again: a job whose `before` panicked
+/// still runs, `on_dead` is still called after an `on_error` that panicked, a cancel is
+/// still recorded after an `on_cancel` that panicked.
 /// (This needs `panic = "unwind"`, Rust's default; with `panic = "abort"` the process ends.)
 pub trait Hooks: Send + Sync + 'static {
     /// Before `perform` starts.

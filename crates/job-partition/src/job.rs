@@ -50,7 +50,8 @@ pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   decoding or in one of the first four sends the job to the dead set with the panic's
 ///   message, without running it (its limits cannot be known); a panic in `backoff` makes
 ///   that retry use the default backoff. Each such panic is logged with the job's id and
-///   counted in `wharf_jobs_callback_panics_total{callback}` (e.g. `Job::max_attempts`).
+///   counted in [`metrics::CALLBACK_PANICS`](crate::metrics::CALLBACK_PANICS) (label
+///   `callback`, e.g. `Job::max_attempts`).
 ///   The same holds for the `Display` of an error `perform` returns (`JobError::fmt`). A
 ///   panic in `perform`, also before it returns its future, is a failed attempt. (All of
 ///   this needs `panic = "unwind"`, Rust's default.)

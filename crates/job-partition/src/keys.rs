@@ -1,4 +1,4 @@
-//! The Redis key layout (see the crate docs for the full table).
+//! The Redis key layout (the guide, docs/job-partition.md, has the full table).
 
 use crate::error::{Error, Result};
 

@@ -39,11 +39,13 @@ enum Fail {
     Usage,
     /// The command failed: exit 1 with this message.
     Error(String),
+    /// A call to Redis failed: exit 1 with the library's error (its cause kept).
+    Jobs(wharf_job_partition::Error),
 }
 
 impl From<wharf_job_partition::Error> for Fail {
     fn from(e: wharf_job_partition::Error) -> Self {
-        Fail::Error(e.to_string())
+        Fail::Jobs(e)
     }
 }
 
@@ -83,6 +85,10 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Fail::Error(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Fail::Jobs(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

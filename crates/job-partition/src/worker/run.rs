@@ -15,7 +15,7 @@ use crate::client::Claimed;
 use crate::error::Result;
 use crate::hooks::JobEvent;
 use crate::job::{Decoded, JobContext, RunFn, Undecodable};
-use crate::metric_names::{METRIC_CALLBACK_PANICS, METRIC_DURATION, METRIC_JOBS};
+use crate::metrics as metric;
 
 /// What one job's run came to.
 enum Outcome {
@@ -53,7 +53,7 @@ fn join_error_message(e: tokio::task::JoinError) -> String {
 
 impl JobRun {
     fn count(&self, state: &'static str) {
-        metrics::counter!(METRIC_JOBS, "partition" => self.partition.clone(),
+        metrics::counter!(metric::JOBS, "partition" => self.partition.clone(),
             "queue" => self.queue.clone(), "state" => state)
         .increment(1);
     }
@@ -72,7 +72,7 @@ impl JobRun {
     }
 
     fn callback_panicked(&self, callback: &'static str, id: &str, message: &str) {
-        metrics::counter!(METRIC_CALLBACK_PANICS, "partition" => self.partition.clone(),
+        metrics::counter!(metric::CALLBACK_PANICS, "partition" => self.partition.clone(),
             "queue" => self.queue.clone(), "callback" => callback)
         .increment(1);
         tracing::error!(
@@ -164,7 +164,7 @@ impl JobRun {
         let started = Instant::now();
         let outcome = self.perform(job, run, policy.timeout, stop).await;
         let elapsed = started.elapsed();
-        metrics::histogram!(METRIC_DURATION, "partition" => self.partition.clone(),
+        metrics::histogram!(metric::DURATION, "partition" => self.partition.clone(),
             "queue" => self.queue.clone())
         .record(elapsed.as_secs_f64());
         match outcome {
@@ -322,6 +322,10 @@ impl JobRun {
     /// Retries a finishing call while Redis is unreachable, for at most one lease (after
     /// that another worker owns the job anyway; the lease thread keeps renewing it
     /// meanwhile, so the job is not run twice while its result is being recorded).
+    ///
+    /// Bounded by time, not by a count of attempts: what matters is whether this worker
+    /// still owns the job, so an attempts-and-backoff retry policy does not fit; the
+    /// delays are wharf-core's `Backoff`.
     async fn with_retries<T, F, Fut>(&self, op: &str, mut f: F) -> Option<T>
     where
         F: FnMut() -> Fut,

@@ -1,0 +1,62 @@
+local q, want, lease, worker = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local holder = worker .. ' ' .. ARGV[4] .. ' ' .. (ARGV[6] or '0')
+local t = now_ms()
+local due = redis.call('ZRANGEBYSCORE', qk(q, 'delayed'), '-inf', t, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  redis.call('ZREM', qk(q, 'delayed'), id)
+  if redis.call('EXISTS', jk(id)) == 1 then
+    local seq = redis.call('INCR', P .. 'seq')
+    redis.call('HSET', jk(id), 'state', 'queued', 'seq', seq)
+    redis.call('ZADD', qk(q, 'wait'), seq, id)
+  end
+end
+local meta = redis.call('HMGET', qk(q, 'meta'), 'paused', 'limit')
+if meta[1] == '1' then return {} end
+local lim = tonumber(meta[2] or '')
+if lim then
+  local free = lim - redis.call('ZCARD', qk(q, 'active'))
+  if free < want then want = free end
+end
+local out = {}
+local budget = want * 4 + 16
+while want > 0 and budget > 0 do
+  budget = budget - 1
+  local p = redis.call('ZPOPMIN', qk(q, 'wait'))
+  if not p[1] then break end
+  local id, seq = p[1], p[2]
+  local j = jk(id)
+  local xkey = redis.call('HGET', j, 'xkey')
+  local run = (xkey ~= false)
+  if run and xkey ~= '' then
+    local lk = P .. 'xlock:' .. xkey
+    local h = redis.call('GET', lk)
+    if h and h ~= id and holds(h) then
+      park(id, seq, q, xkey)
+      run = false
+    elseif h ~= id then
+      local head = redis.call('ZRANGE', P .. 'xwait:' .. xkey, 0, 0, 'WITHSCORES')
+      if head[1] and tonumber(head[2]) < tonumber(seq) then
+        park(id, seq, q, xkey)
+        handoff(xkey)
+        run = false
+      else
+        redis.call('SET', lk, id)
+      end
+    end
+  end
+  if run then
+    local tok = redis.call('HINCRBY', j, 'token', 1)
+    local att = redis.call('HINCRBY', j, 'attempts', 1)
+    redis.call('HSET', j, 'state', 'running', 'worker', holder, 'started_at', t)
+    redis.call('ZADD', qk(q, 'active'), t + lease, id)
+    local f = redis.call('HMGET', j, 'name', 'args', 'enq_at')
+    out[#out + 1] = id
+    out[#out + 1] = tostring(tok)
+    out[#out + 1] = tostring(att)
+    out[#out + 1] = f[1] or ''
+    out[#out + 1] = f[2] or ''
+    out[#out + 1] = f[3] or '0'
+    want = want - 1
+  end
+end
+return out

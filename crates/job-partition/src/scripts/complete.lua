@@ -1,0 +1,10 @@
+local id, tok, outcome = ARGV[2], ARGV[3], ARGV[4]
+local f = redis.call('HMGET', jk(id), 'state', 'token', 'queue', 'qkey', 'xkey')
+if f[1] ~= 'running' or f[2] ~= tok then return 0 end
+local t = now_ms()
+redis.call('ZREM', qk(f[3], 'active'), id)
+release_xkey(id, f[5])
+release_qkey(id, f[4])
+redis.call('HDEL', jk(id), 'worker', 'cancel')
+finish(id, f[3], outcome, t)
+return 1

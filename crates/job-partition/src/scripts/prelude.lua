@@ -1,0 +1,118 @@
+local P = ARGV[1]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function jk(id) return P .. 'job:' .. id end
+local function qk(q, part) return P .. 'q:' .. q .. ':' .. part end
+local FINISHED = { completed = true, cancelled = true, dead = true }
+
+local function cfg()
+  local c = redis.call('HMGET', P .. 'config', 'keep_done', 'keep_done_ms', 'keep_dead')
+  return tonumber(c[1] or '1000') or 1000, tonumber(c[2] or '86400000') or 86400000,
+         tonumber(c[3] or '10000') or 10000
+end
+
+-- Give the execution key to the first job waiting for it (in enqueue order) and put that
+-- job back at its place in its queue; free the key when nobody waits.
+local function handoff(xkey)
+  local wk = P .. 'xwait:' .. xkey
+  local lk = P .. 'xlock:' .. xkey
+  while true do
+    local head = redis.call('ZPOPMIN', wk)
+    if not head[1] then redis.call('DEL', lk) return end
+    local hid, seq = head[1], head[2]
+    local hq = redis.call('HGET', jk(hid), 'queue')
+    if hq then
+      redis.call('ZREM', qk(hq, 'parked'), hid)
+      redis.call('ZADD', qk(hq, 'wait'), seq, hid)
+      redis.call('HSET', jk(hid), 'state', 'queued')
+      redis.call('SET', lk, hid)
+      return
+    end
+  end
+end
+
+local function release_xkey(id, xkey)
+  if not xkey or xkey == '' then return end
+  if redis.call('GET', P .. 'xlock:' .. xkey) == id then handoff(xkey) end
+end
+
+local function release_qkey(id, qkey)
+  if not qkey or qkey == '' then return end
+  local k = P .. 'qkey:' .. qkey
+  if redis.call('GET', k) == id then redis.call('DEL', k) end
+end
+
+-- Record a finished job (completed or cancelled) within the retention bounds.
+local function finish(id, q, state, t)
+  local j = jk(id)
+  redis.call('HINCRBY', qk(q, 'meta'), state, 1)
+  local keep_n, keep_ms = cfg()
+  if keep_n <= 0 then redis.call('DEL', j) return end
+  redis.call('HSET', j, 'state', state, 'fin_at', t)
+  local dk = qk(q, 'done')
+  redis.call('ZADD', dk, t, id)
+  local n = redis.call('ZCARD', dk)
+  if n > keep_n then
+    local old = redis.call('ZPOPMIN', dk, n - keep_n)
+    for i = 1, #old, 2 do redis.call('DEL', jk(old[i])) end
+  end
+  if keep_ms > 0 then
+    local old = redis.call('ZRANGEBYSCORE', dk, '-inf', t - keep_ms, 'LIMIT', 0, 100)
+    for _, o in ipairs(old) do redis.call('DEL', jk(o)) redis.call('ZREM', dk, o) end
+  end
+end
+
+-- Move a job to the bounded dead set of its queue.
+local function to_dead(id, q, reason, t)
+  local j = jk(id)
+  redis.call('HSET', j, 'state', 'dead', 'error', reason, 'fin_at', t)
+  redis.call('HINCRBY', qk(q, 'meta'), 'dead', 1)
+  local dk = qk(q, 'dead')
+  redis.call('ZADD', dk, t, id)
+  local _, _, keep_dead = cfg()
+  local n = redis.call('ZCARD', dk)
+  if n > keep_dead then
+    local old = redis.call('ZPOPMIN', dk, n - keep_dead)
+    for i = 1, #old, 2 do redis.call('DEL', jk(old[i])) end
+  end
+end
+
+local function park(id, seq, q, xkey)
+  redis.call('ZADD', P .. 'xwait:' .. xkey, seq, id)
+  redis.call('ZADD', qk(q, 'parked'), seq, id)
+  redis.call('HSET', jk(id), 'state', 'parked')
+end
+
+-- Does job h hold its execution key (running, handed the key and queued, or waiting out
+-- a retry backoff that keeps the key)?
+local function holds(h)
+  local st = redis.call('HGET', jk(h), 'state')
+  return st == 'running' or st == 'queued' or st == 'retrying'
+end
+
+-- Trim a queue's finished jobs beyond retention (by age, then by count) and its dead set
+-- by count: at most max job hashes per call, so one call never blocks Redis for long.
+local function trim(q, t, max)
+  local keep_n, keep_ms, keep_dead = cfg()
+  local left = max
+  local dk = qk(q, 'done')
+  if keep_ms > 0 then
+    local old = redis.call('ZRANGEBYSCORE', dk, '-inf', t - keep_ms, 'LIMIT', 0, left)
+    for _, o in ipairs(old) do redis.call('DEL', jk(o)) redis.call('ZREM', dk, o) end
+    left = left - #old
+  end
+  local over = redis.call('ZCARD', dk) - math.max(keep_n, 0)
+  if over > 0 and left > 0 then
+    local old = redis.call('ZPOPMIN', dk, math.min(over, left))
+    for i = 1, #old, 2 do redis.call('DEL', jk(old[i])) end
+    left = left - #old / 2
+  end
+  local xk = qk(q, 'dead')
+  over = redis.call('ZCARD', xk) - math.max(keep_dead, 0)
+  if over > 0 and left > 0 then
+    local old = redis.call('ZPOPMIN', xk, math.min(over, left))
+    for i = 1, #old, 2 do redis.call('DEL', jk(old[i])) end
+  end
+end

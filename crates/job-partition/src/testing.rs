@@ -1,0 +1,60 @@
+//! Lease operations for tests of crash and fencing behaviour (feature `test-util`).
+//!
+//! Each call does one step of what a [`Worker`](crate::Worker) does with a job, without the
+//! rules the worker keeps around it: no lease thread renews what [`claim`] takes, nothing
+//! stops a job at its lease deadline, and [`complete`] and [`fail`] need no task to have
+//! run. A test uses them to play a worker that crashed or froze while holding a job (claim
+//! and never renew), or one that comes back after losing its lease (complete with a stale
+//! token), and to check what Redis then allows. Never call them next to real workers in
+//! production: a job claimed here stays leased until its lease expires.
+
+use std::time::Duration;
+
+use crate::client::Beat;
+use crate::{Jobs, Result};
+
+/// Claims up to `want` jobs as worker `worker` (which announces heartbeats every
+/// `lease / 10`); answers (id, fencing token) pairs.
+pub async fn claim(
+    jobs: &Jobs,
+    partition: &str,
+    queue: &str,
+    want: usize,
+    lease: Duration,
+    worker: &str,
+) -> Result<Vec<(String, String)>> {
+    let c = jobs
+        .claim(partition, queue, want, lease, lease / 10, worker)
+        .await?;
+    Ok(c.into_iter().map(|c| (c.id, c.token)).collect())
+}
+
+/// Completes a job under a lease token; false when fenced off.
+pub async fn complete(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<bool> {
+    jobs.complete(partition, id, token, "completed").await
+}
+
+/// Fails a job under a lease token (to the dead set); 0 when fenced off.
+pub async fn fail(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<i64> {
+    jobs.fail(partition, id, token, "test failure", None, false)
+        .await
+}
+
+/// Renews a lease; true if still held.
+pub async fn heartbeat(
+    jobs: &Jobs,
+    partition: &str,
+    id: &str,
+    token: &str,
+    lease: Duration,
+) -> Result<bool> {
+    let b = jobs
+        .heartbeat(partition, lease, &[(id.to_owned(), token.to_owned())])
+        .await?;
+    Ok(b.first() != Some(&Beat::Lost))
+}
+
+/// Requeues jobs whose lease expired; answers how many.
+pub async fn reap(jobs: &Jobs, partition: &str, queue: &str) -> Result<u64> {
+    jobs.reap(partition, queue).await
+}
