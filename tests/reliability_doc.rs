@@ -145,4 +145,3 @@ fn a_renamed_test_is_caught() {
     let page = "## wharf-core\n| p | `supervision::duplicate_child_ids_are_refused` | - | - |\n";
     assert!(holds(&citations(page)[0]).is_ok());
 }
-
