@@ -106,6 +106,7 @@ mod config;
 mod driver;
 mod error;
 mod message;
+mod metrics;
 mod producer;
 mod publisher;
 

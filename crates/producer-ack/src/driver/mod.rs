@@ -14,111 +14,26 @@
 //! what gets a producer out of a connection that the crate keeps as "valid" after a broker
 //! restart.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::future::Future;
+mod client;
+mod envelope;
+mod incarnation;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::FutureExt;
-use pulsar::error::{ConnectionError, ProducerError, ServiceDiscoveryError};
-use pulsar::{Pulsar, TokioExecutor};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::ack::{Notify, Slot};
 use crate::config::{OnReconnect, ProducerBuilder};
+use crate::metrics as names;
 use crate::producer::Shared;
-use crate::{Error, Message, MessageId};
-
-/// Metric names (all labelled with `topic`).
-pub(crate) mod names {
-    pub(crate) const PRODUCED: &str = "wharf_producer_ack_produced_total";
-    pub(crate) const ACKNOWLEDGED: &str = "wharf_producer_ack_acknowledged_total";
-    pub(crate) const FAILED: &str = "wharf_producer_ack_failed_total";
-    pub(crate) const PENDING: &str = "wharf_producer_ack_pending";
-    pub(crate) const RECONNECTS: &str = "wharf_producer_ack_reconnects_total";
-}
-
-/// What handles send to the driver.
-#[derive(Debug)]
-// Produce is the hot path and Close is rare: boxing the envelope would cost an allocation
-// per message to save a few bytes per channel slot.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Command {
-    Produce(Envelope),
-    Close(oneshot::Sender<()>),
-}
-
-/// One message on its way, with whom to tell and its place in the window.
-///
-/// Dropped without an outcome (task stopped or crashed), it tells its caller
-/// [`Error::Closed`]: that is what makes "exactly once" hold even on a panic.
-#[derive(Debug)]
-pub(crate) struct Envelope {
-    topic: Arc<str>,
-    message: Message,
-    deadline: Instant,
-    notify: Option<Notify>,
-    slot: Option<Slot>,
-    /// The incarnation it was last handed to, if any.
-    sent_in: Option<u64>,
-}
-
-impl Envelope {
-    pub(crate) fn new(
-        topic: Arc<str>,
-        message: Message,
-        deadline: Instant,
-        notify: Notify,
-        slot: Slot,
-    ) -> Self {
-        Envelope {
-            topic,
-            message,
-            deadline,
-            notify: Some(notify),
-            slot: Some(slot),
-            sent_in: None,
-        }
-    }
-
-    fn resolve(mut self, result: Result<MessageId, Error>) {
-        if let (Some(notify), Some(slot)) = (self.notify.take(), self.slot.take()) {
-            notify.deliver(result, slot);
-        }
-    }
-}
-
-impl Drop for Envelope {
-    fn drop(&mut self) {
-        if let (Some(notify), Some(slot)) = (self.notify.take(), self.slot.take()) {
-            let error = Error::Closed {
-                topic: self.topic.to_string(),
-                reason: "the producer's task stopped".to_owned(),
-            };
-            notify.deliver(Err(error), slot);
-        }
-    }
-}
-
-/// What an incarnation reports to the driver.
-enum Event {
-    Connected {
-        incarnation: u64,
-    },
-    Broken {
-        incarnation: u64,
-        reason: String,
-        permanent: bool,
-    },
-    Receipts {
-        incarnation: u64,
-        receipts: Vec<(u64, Result<MessageId, pulsar::Error>)>,
-    },
-}
+use crate::{Error, MessageId};
+use client::is_permanent;
+pub(crate) use envelope::{Command, Envelope};
+use incarnation::{Event, Incarnation, incarnation};
 
 /// Runs the driver, and starts a fresh one if it panics (at most 5 times a minute). A panic
 /// drops the driver's messages, whose callers hear [`Error::Closed`]; the handles stay valid.
@@ -155,20 +70,6 @@ pub(crate) async fn supervise(
     };
     shared.connected.store(false, Ordering::Relaxed);
     outcome
-}
-
-/// The current connection attempt.
-struct Incarnation {
-    id: u64,
-    up: bool,
-    sends: mpsc::UnboundedSender<(u64, pulsar::producer::Message)>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Incarnation {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 struct Metrics {
@@ -516,239 +417,6 @@ fn backoff(config: &ProducerBuilder, attempt: u32) -> Duration {
     base.mul_f64(1.0 - jitter)
 }
 
-/// The `pulsar` crate's per-message receipt timeout: a fraction of the send timeout, so a
-/// connection that swallows receipts is detected (and the messages re-sent on a new one)
-/// well before the messages themselves time out.
-fn operation_timeout(config: &ProducerBuilder) -> Duration {
-    (config.send_timeout / 2).clamp(Duration::from_millis(500), Duration::from_secs(30))
-}
-
-/// How often the live connection is pinged, and how long a ping may take before the
-/// connection counts as lost (pings cross the network: they get more slack than sends).
-fn health_check(config: &ProducerBuilder) -> (Duration, Duration) {
-    let every =
-        (config.send_timeout / 8).clamp(Duration::from_millis(50), Duration::from_millis(250));
-    // generous: a false alarm costs a reconnect and duplicates of the messages in flight
-    let limit = (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
-    (every, limit)
-}
-
-/// How long handing a message to the `pulsar` crate may take. It is instant (a queue with
-/// room for the whole window) unless the crate is busy re-creating a lost producer, and then
-/// wharf takes over.
-fn send_limit(config: &ProducerBuilder) -> Duration {
-    (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_millis(500))
-}
-
-/// The receipt of the oldest message still waiting for one (pending while there is none).
-async fn oldest_receipt(
-    receipts: &mut VecDeque<(u64, pulsar::producer::SendFuture)>,
-) -> (u64, Result<pulsar::CommandSendReceipt, pulsar::Error>) {
-    let result = std::future::poll_fn(|cx| match receipts.front_mut() {
-        Some((_, receipt)) => std::pin::Pin::new(receipt).poll(cx),
-        None => std::task::Poll::Pending,
-    })
-    .await;
-    let id = receipts.pop_front().map(|(id, _)| id).unwrap_or(u64::MAX);
-    (id, result)
-}
-
-fn to_message_id(
-    (id, result): (u64, Result<pulsar::CommandSendReceipt, pulsar::Error>),
-) -> (u64, Result<MessageId, pulsar::Error>) {
-    let result = result.and_then(|receipt| {
-        receipt
-            .message_id
-            .as_ref()
-            .map(MessageId::from_proto)
-            .ok_or_else(|| {
-                pulsar::Error::Custom("the broker's receipt carried no message id".to_owned())
-            })
-    });
-    (id, result)
-}
-
-/// One connection: a fresh client and producer, then sends and receipts until aborted.
-async fn incarnation(
-    config: Arc<ProducerBuilder>,
-    id: u64,
-    events: mpsc::UnboundedSender<Event>,
-    mut sends: mpsc::UnboundedReceiver<(u64, pulsar::producer::Message)>,
-) {
-    let connected = tokio::time::timeout(config.connect_timeout, connect(&config)).await;
-    let (_client, mut producer) = match connected {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(error)) => {
-            let permanent = is_permanent(&error);
-            let reason = format!("could not create the producer: {error}");
-            let _ = events.send(Event::Broken {
-                incarnation: id,
-                reason,
-                permanent,
-            });
-            return;
-        }
-        Err(_) => {
-            let reason = format!("connecting took longer than {:?}", config.connect_timeout);
-            let _ = events.send(Event::Broken {
-                incarnation: id,
-                reason,
-                permanent: false,
-            });
-            return;
-        }
-    };
-    if events.send(Event::Connected { incarnation: id }).is_err() {
-        return;
-    }
-    let (check_every, check_limit) = health_check(&config);
-    let send_limit = send_limit(&config);
-    let mut health = tokio::time::interval_at(Instant::now() + check_every, check_every);
-    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Receipts in send order: the broker acknowledges a producer's messages in order, so
-    // waiting on the oldest one alone costs one wake-up per batch of receipts, not one per
-    // message (a partitioned topic may report a later partition's receipt a little late).
-    let mut receipts: VecDeque<(u64, pulsar::producer::SendFuture)> = VecDeque::new();
-    let mut batch = Vec::with_capacity(256);
-    loop {
-        tokio::select! {
-            biased;
-            _ = health.tick() => {
-                // The pulsar crate re-creates a lost producer by itself and says nothing; a
-                // ping that fails, or waits on such a re-creation, tells wharf the connection
-                // was lost, so that it counts the reconnect, applies OnReconnect, and never
-                // depends on the crate's recovery alone.
-                let reason = match tokio::time::timeout(check_limit, producer.check_connection()).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(error)) => format!("the connection check failed: {error}"),
-                    Err(_) => format!("the connection did not answer a ping within {check_limit:?}"),
-                };
-                let _ = events.send(Event::Broken { incarnation: id, reason, permanent: false });
-                return;
-            }
-            first = oldest_receipt(&mut receipts), if !receipts.is_empty() => {
-                // one event for every receipt ready now: fewer wake-ups of the driver
-                let mut ready = vec![to_message_id(first)];
-                while let Some(next) = oldest_receipt(&mut receipts).now_or_never() {
-                    ready.push(to_message_id(next));
-                }
-                let _ = events.send(Event::Receipts { incarnation: id, receipts: ready });
-            }
-            n = sends.recv_many(&mut batch, 256) => {
-                if n == 0 {
-                    return; // the driver gave this connection up
-                }
-                for (message, payload) in batch.drain(..) {
-                    match tokio::time::timeout(send_limit, producer.send_non_blocking(payload)).await {
-                        Ok(Ok(receipt)) => receipts.push_back((message, receipt)),
-                        Ok(Err(error)) => {
-                            let receipts = vec![(message, Err(error))];
-                            let _ = events.send(Event::Receipts { incarnation: id, receipts });
-                        }
-                        Err(_) => {
-                            let reason = format!("the pulsar client did not take a message within {send_limit:?}");
-                            let _ = events.send(Event::Broken { incarnation: id, reason, permanent: false });
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn connect(
-    config: &ProducerBuilder,
-) -> Result<(Pulsar<TokioExecutor>, pulsar::Producer<TokioExecutor>), pulsar::Error> {
-    let mut builder = Pulsar::builder(config.service_url.clone(), TokioExecutor)
-        .with_connection_retry_options(pulsar::ConnectionRetryOptions {
-            min_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(200),
-            // wharf retries with its own backoff and a fresh client
-            max_retries: 1,
-            connection_timeout: config.connect_timeout,
-            keep_alive: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .with_operation_retry_options(pulsar::OperationRetryOptions {
-            operation_timeout: operation_timeout(config),
-            retry_delay: Duration::from_millis(200),
-            max_retries: Some(3),
-        })
-        // wharf's window bounds what is in flight: the crate's queue must never say SlowDown
-        .with_outbound_channel_size(config.window + 16);
-    if let Some(token) = &config.auth_token {
-        builder = builder.with_auth(pulsar::Authentication {
-            name: "token".to_owned(),
-            data: token.0.clone().into_bytes(),
-        });
-    }
-    if let Some(path) = &config.tls.ca_file {
-        builder = builder.with_certificate_chain_file(path).map_err(|e| {
-            pulsar::Error::Custom(format!(
-                "cannot read the TLS CA file {}: {e}",
-                path.display()
-            ))
-        })?;
-    }
-    if config.tls.allow_insecure {
-        builder = builder.with_allow_insecure_connection(true);
-    }
-    if let Some(verify) = config.tls.verify_hostname {
-        builder = builder.with_tls_hostname_verification_enabled(verify);
-    }
-    let client = builder.build().await?;
-    let mut options = pulsar::ProducerOptions {
-        block_queue_if_full: true,
-        compression: Some(config.compression.to_pulsar()),
-        ..Default::default()
-    };
-    if let Some(batching) = config.batching {
-        options.batch_size = Some(batching.max_messages);
-        options.batch_byte_size = Some(batching.max_bytes);
-        options.batch_timeout = Some(batching.max_delay);
-    }
-    let mut producer = client
-        .producer()
-        .with_topic(config.topic.clone())
-        .with_options(options);
-    if let Some(name) = &config.producer_name {
-        producer = producer.with_name(name.clone());
-    }
-    let producer = producer.build().await?;
-    Ok((client, producer))
-}
-
-/// Errors that re-connecting cannot fix.
-fn is_permanent(error: &pulsar::Error) -> bool {
-    use pulsar::message::proto::ServerError as E;
-    let kind = match error {
-        pulsar::Error::Producer(ProducerError::Fenced) => return true,
-        pulsar::Error::Connection(ConnectionError::PulsarError(kind, _))
-        | pulsar::Error::Producer(ProducerError::Connection(ConnectionError::PulsarError(
-            kind,
-            _,
-        )))
-        | pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Query(kind, _)) => kind,
-        pulsar::Error::Connection(ConnectionError::Authentication(_)) => return true,
-        _ => return false,
-    };
-    matches!(
-        kind,
-        Some(
-            E::TopicNotFound
-                | E::TopicTerminatedError
-                | E::AuthenticationError
-                | E::AuthorizationError
-                | E::ProducerFenced
-                | E::IncompatibleSchema
-                | E::NotAllowedError
-                | E::InvalidTopicName
-                | E::ProducerBlockedQuotaExceededException
-        )
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -767,32 +435,5 @@ mod tests {
             later >= Duration::from_secs(1) && later <= Duration::from_secs(2),
             "{later:?}"
         );
-    }
-
-    #[test]
-    fn an_envelope_dropped_without_an_outcome_tells_its_caller_closed() {
-        let (tx, mut rx) = oneshot::channel();
-        let envelope = Envelope::new(
-            Arc::from("t"),
-            Message::new("m"),
-            Instant::now(),
-            Notify::Reply(tx),
-            Slot(None),
-        );
-        drop(envelope);
-        assert!(matches!(rx.try_recv(), Ok(Err(Error::Closed { .. }))));
-    }
-
-    #[test]
-    fn permanent_errors_are_those_reconnecting_cannot_fix() {
-        use pulsar::message::proto::ServerError;
-        let refused = pulsar::Error::Connection(ConnectionError::PulsarError(
-            Some(ServerError::AuthorizationError),
-            None,
-        ));
-        assert!(is_permanent(&refused));
-        assert!(!is_permanent(&pulsar::Error::Connection(
-            ConnectionError::Disconnected
-        )));
     }
 }
