@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Error;
-use crate::emitter::{Emitter, FailedEvent};
+use crate::emitter::Emitter;
+use crate::report::FailedEvent;
 
 /// The largest message SQS accepts today (1 MiB), the default limit.
 pub const MAX_MESSAGE_BYTES: usize = 1_048_576;

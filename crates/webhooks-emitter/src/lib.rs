@@ -75,12 +75,16 @@
 //! (the failure hook, a `Serialize`, an SQS client's interceptors) are caught and counted,
 //! never propagated into the worker. See the guide (docs/webhooks-emitter.md) for the limits.
 
+mod accounting;
 mod config;
 mod emitter;
 mod envelope;
 mod error;
 mod event;
 pub mod metrics;
+mod pending;
+mod report;
+mod shared;
 mod sqs;
 mod worker;
 
@@ -97,10 +101,12 @@ pub use config::{
     LEGACY_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, QUEUE_URL_ENV, RetryPolicy,
 };
 #[doc(inline)]
-pub use emitter::{Emitter, FailedEvent, Sent, ShutdownReport, Stats};
+pub use emitter::Emitter;
 #[doc(inline)]
 pub use envelope::{ATTR_EVENT, ATTR_ID};
 #[doc(inline)]
 pub use error::Error;
 #[doc(inline)]
 pub use event::{Event, EventId};
+#[doc(inline)]
+pub use report::{FailedEvent, Sent, ShutdownReport, Stats};

@@ -10,7 +10,7 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::Error;
-use crate::emitter::Settings;
+use crate::shared::Settings;
 
 /// Bound on loading the AWS configuration chain.
 const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(10);

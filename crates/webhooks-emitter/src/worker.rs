@@ -16,7 +16,9 @@ use wharf_core::supervisor::panic_message;
 
 use crate::Error;
 use crate::config::RetryPolicy;
-use crate::emitter::{Gate, Pending, Settings, Shared, ShutdownReport};
+use crate::pending::Pending;
+use crate::report::ShutdownReport;
+use crate::shared::{Gate, Settings, Shared};
 use crate::sqs::{self, BatchOutcome, RequestFailure};
 
 /// SQS's limit on entries per SendMessageBatch.
