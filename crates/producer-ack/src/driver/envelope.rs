@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::ack::{Notify, Slot};
-use crate::{Error, Message, MessageId};
+use crate::{Error, MessageId, PulsarMessage};
 
 /// What handles send to the driver.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) struct Envelope {
     pub(super) topic: Arc<str>,
-    pub(super) message: Message,
+    pub(super) message: PulsarMessage,
     pub(super) deadline: Instant,
     notify: Option<Notify>,
     slot: Option<Slot>,
@@ -36,7 +36,7 @@ pub(crate) struct Envelope {
 impl Envelope {
     pub(crate) fn new(
         topic: Arc<str>,
-        message: Message,
+        message: PulsarMessage,
         deadline: Instant,
         notify: Notify,
         slot: Slot,
@@ -79,7 +79,7 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         let envelope = Envelope::new(
             Arc::from("t"),
-            Message::new("m"),
+            PulsarMessage::new("m"),
             Instant::now(),
             Notify::Reply(tx),
             Slot(None),

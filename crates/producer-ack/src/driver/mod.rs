@@ -5,7 +5,8 @@
 //! - the **driver** (this file's [`Driver`]) keeps every message not yet resolved, in order,
 //!   expires them at their deadline, and decides when the connection is broken;
 //! - one **incarnation** per connection attempt ([`incarnation`]) builds a fresh `pulsar`
-//!   client and producer, sends what the driver hands it and reports receipts. When the
+//!   client and producer ([`client`]), sends what the driver hands it and reports receipts.
+//!   When the
 //!   driver judges the connection broken it aborts the incarnation and, after a backoff,
 //!   starts a new one, to which it re-sends the unacknowledged messages in order.
 //!
@@ -25,15 +26,16 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::Instrument;
+use wharf_core::Backoff;
+use wharf_core::supervisor::panic_message;
 
 use crate::config::{OnReconnect, ProducerBuilder};
-use crate::metrics as names;
+use crate::metrics as m;
 use crate::producer::Shared;
 use crate::{Error, MessageId};
 use client::is_permanent;
 pub(crate) use envelope::{Command, Envelope};
-use incarnation::{Event, Incarnation, incarnation};
+use incarnation::{Broken, Event, Incarnation};
 
 /// Runs the driver, and starts a fresh one if it panics (at most 5 times a minute). A panic
 /// drops the driver's messages, whose callers hear [`Error::Closed`]; the handles stay valid.
@@ -51,21 +53,25 @@ pub(crate) async fn supervise(
     let outcome = loop {
         let driver = Driver::new(config.clone(), window.clone(), shared.clone());
         let run = std::panic::AssertUnwindSafe(driver.run(commands));
-        if run.catch_unwind().await.is_ok() {
+        let Err(panic) = run.catch_unwind().await else {
             break Ok(());
-        }
+        };
+        let panic = panic_message(panic.as_ref());
         let now = Instant::now();
         crashes.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
         crashes.push(now);
         tracing::error!(
             crashes = crashes.len(),
+            panic,
             "the producer's task panicked; restarting it"
         );
         if crashes.len() > 5 {
             tracing::error!(
                 "the producer's task panicked more than 5 times in a minute; stopping it"
             );
-            break Err("the producer's task panicked more than 5 times in a minute".to_owned());
+            break Err(format!(
+                "the producer's task panicked more than 5 times in a minute (last: {panic})"
+            ));
         }
     };
     shared.connected.store(false, Ordering::Relaxed);
@@ -91,6 +97,8 @@ struct Driver {
     connection: Option<Incarnation>,
     incarnations: u64,
     retry_at: Option<Instant>,
+    /// Delays between connection attempts: the builder's `reconnect_backoff`.
+    backoff: Backoff,
     attempt: u32,
     events_tx: mpsc::UnboundedSender<Event>,
     events: mpsc::UnboundedReceiver<Event>,
@@ -104,12 +112,13 @@ impl Driver {
         let (events_tx, events) = mpsc::unbounded_channel();
         let topic = config.topic.clone();
         let metrics = Metrics {
-            produced: metrics::counter!(names::PRODUCED, "topic" => topic.clone()),
-            acknowledged: metrics::counter!(names::ACKNOWLEDGED, "topic" => topic.clone()),
-            failed: metrics::counter!(names::FAILED, "topic" => topic.clone()),
-            pending: metrics::gauge!(names::PENDING, "topic" => topic.clone()),
-            reconnects: metrics::counter!(names::RECONNECTS, "topic" => topic),
+            produced: metrics::counter!(m::PRODUCED, "topic" => topic.clone()),
+            acknowledged: metrics::counter!(m::ACKNOWLEDGED, "topic" => topic.clone()),
+            failed: metrics::counter!(m::FAILED, "topic" => topic.clone()),
+            pending: metrics::gauge!(m::PENDING, "topic" => topic.clone()),
+            reconnects: metrics::counter!(m::RECONNECTS, "topic" => topic),
         };
+        let backoff = config.reconnect_backoff_policy();
         Driver {
             config,
             window,
@@ -120,6 +129,7 @@ impl Driver {
             connection: None,
             incarnations: 0,
             retry_at: Some(Instant::now()),
+            backoff,
             attempt: 0,
             events_tx,
             events,
@@ -236,17 +246,8 @@ impl Driver {
             }
             Event::Broken {
                 incarnation,
-                reason,
-                permanent,
-            } if Some(incarnation) == current => {
-                if permanent {
-                    self.fail_all(|topic| Error::Rejected {
-                        topic,
-                        reason: reason.clone(),
-                    });
-                }
-                self.teardown(&reason);
-            }
+                broken,
+            } if Some(incarnation) == current => self.on_broken(broken),
             Event::Receipts {
                 incarnation,
                 receipts,
@@ -257,6 +258,21 @@ impl Driver {
             }
             _ => {} // news from a connection already given up
         }
+    }
+
+    fn on_broken(&mut self, broken: Broken) {
+        let (reason, cause) = match broken {
+            Broken::Refused { reason, cause } => {
+                self.fail_all(|topic| Error::Rejected {
+                    topic,
+                    reason: reason.clone(),
+                    source: Arc::clone(&cause),
+                });
+                (reason, Some(cause))
+            }
+            Broken::Transient { reason, cause } => (reason, cause),
+        };
+        self.teardown(&reason, cause.as_ref());
     }
 
     fn on_receipt(
@@ -282,12 +298,13 @@ impl Driver {
                     envelope.resolve(Err(Error::Rejected {
                         topic,
                         reason: error.to_string(),
+                        source: Arc::new(error),
                     }));
                 }
             }
             Err(error) => {
                 if self.pending.contains_key(&id) {
-                    self.teardown(&error.to_string());
+                    self.teardown(&error.to_string(), Some(&Arc::new(error)));
                 }
             }
         }
@@ -301,15 +318,16 @@ impl Driver {
         self.flush();
     }
 
-    /// Gives the connection up and schedules the next attempt.
-    fn teardown(&mut self, reason: &str) {
+    /// Gives the connection up and schedules the next attempt; `cause` is the `pulsar`
+    /// crate's error behind `reason`, when there is one.
+    fn teardown(&mut self, reason: &str, cause: Option<&Arc<pulsar::Error>>) {
         let Some(connection) = self.connection.take() else {
             return;
         };
         let was_up = connection.up;
         drop(connection); // aborts the incarnation, dropping its client and producer
         self.shared.connected.store(false, Ordering::Relaxed);
-        let delay = backoff(&self.config, self.attempt);
+        let delay = self.backoff.delay(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         self.retry_at = Some(Instant::now() + delay);
         if was_up {
@@ -320,21 +338,28 @@ impl Driver {
             tracing::warn!(reason, retry_in = ?delay, attempt = self.attempt, "could not connect to Pulsar; retrying");
         }
         if self.config.on_reconnect == OnReconnect::Fail {
-            let lost: Vec<u64> = self
-                .pending
-                .iter()
-                .filter(|(_, e)| e.sent_in.is_some())
-                .map(|(id, _)| *id)
-                .collect();
-            for id in lost {
-                if let Some(envelope) = self.remove(id) {
-                    self.metrics.failed.increment(1);
-                    let topic = envelope.topic.to_string();
-                    envelope.resolve(Err(Error::ConnectionLost {
-                        topic,
-                        reason: reason.to_owned(),
-                    }));
-                }
+            self.fail_sent(reason, cause);
+        }
+    }
+
+    /// `OnReconnect::Fail`: every message handed to the lost connection fails with
+    /// `ConnectionLost`; those not sent yet wait for the next one.
+    fn fail_sent(&mut self, reason: &str, cause: Option<&Arc<pulsar::Error>>) {
+        let lost: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| e.sent_in.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(envelope) = self.remove(id) {
+                self.metrics.failed.increment(1);
+                let topic = envelope.topic.to_string();
+                envelope.resolve(Err(Error::ConnectionLost {
+                    topic,
+                    reason: reason.to_owned(),
+                    source: cause.cloned(),
+                }));
             }
         }
     }
@@ -346,17 +371,8 @@ impl Driver {
         }
         self.incarnations += 1;
         let id = self.incarnations;
-        let (sends, rx) = mpsc::unbounded_channel();
-        let span = tracing::debug_span!("pulsar_connection", incarnation = id);
-        let task = tokio::spawn(
-            incarnation(self.config.clone(), id, self.events_tx.clone(), rx).instrument(span),
-        );
-        self.connection = Some(Incarnation {
-            id,
-            up: false,
-            sends,
-            task,
-        });
+        let events = self.events_tx.clone();
+        self.connection = Some(Incarnation::start(self.config.clone(), id, events));
     }
 
     fn expire(&mut self) {
@@ -403,37 +419,99 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Exponential backoff with up to 50 % jitter, from the builder's bounds.
-fn backoff(config: &ProducerBuilder, attempt: u32) -> Duration {
-    let base = config
-        .backoff_min
-        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-        .min(config.backoff_max);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = f64::from(nanos % 1000) / 2000.0; // 0 .. 0.5
-    base.mul_f64(1.0 - jitter)
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::PulsarMessage;
+    use crate::ack::{Notify, Slot};
+    use pulsar::error::ConnectionError;
+    use pulsar::message::proto::ServerError;
 
-    #[test]
-    fn backoff_grows_from_min_to_max_with_at_most_half_jitter() {
-        let config = ProducerBuilder::new("pulsar://127.0.0.1:1", "t")
-            .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(2));
-        let first = backoff(&config, 0);
-        assert!(
-            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
-            "{first:?}"
+    type Outcome = oneshot::Receiver<Result<MessageId, Error>>;
+
+    /// A driver on an unreachable broker with one message in its window, handed to the
+    /// current connection attempt (which the test pretends is up).
+    fn driver_with_a_sent_message(on_reconnect: OnReconnect) -> (Driver, Outcome) {
+        let config = ProducerBuilder::new("pulsar://127.0.0.1:1", "t").on_reconnect(on_reconnect);
+        let window = Arc::new(Semaphore::new(8));
+        let mut driver = Driver::new(Arc::new(config), window, Arc::default());
+        let (tx, outcome) = oneshot::channel();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let envelope = Envelope::new(
+            Arc::from("t"),
+            PulsarMessage::new("m"),
+            deadline,
+            Notify::Reply(tx),
+            Slot(None),
         );
-        let later = backoff(&config, 30);
+        driver.on_command(Command::Produce(envelope));
+        driver.connect();
+        driver.connection.as_mut().expect("an attempt").up = true;
+        driver.flush();
+        (driver, outcome)
+    }
+
+    fn refusal() -> pulsar::Error {
+        pulsar::Error::Connection(ConnectionError::PulsarError(
+            Some(ServerError::AuthorizationError),
+            Some("not authorized".to_owned()),
+        ))
+    }
+
+    fn the_pulsar_error_behind(error: &Error) -> &pulsar::Error {
+        std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<pulsar::Error>())
+            .unwrap_or_else(|| panic!("no pulsar error behind {error:?}"))
+    }
+
+    #[tokio::test]
+    async fn a_message_the_broker_refuses_fails_with_the_pulsar_error_as_its_source() {
+        let (mut driver, mut outcome) = driver_with_a_sent_message(OnReconnect::Resend);
+        let receipts = vec![(0, Err(refusal()))];
+        driver.on_event(Event::Receipts {
+            incarnation: 1,
+            receipts,
+        });
+        let error = outcome.try_recv().expect("resolved").expect_err("refused");
+        assert!(matches!(error, Error::Rejected { .. }), "{error:?}");
+        let source = the_pulsar_error_behind(&error);
+        assert!(source.to_string().contains("not authorized"), "{source}");
+    }
+
+    #[tokio::test]
+    async fn a_producer_the_broker_refuses_fails_its_messages_with_the_pulsar_error_as_source() {
+        let (mut driver, mut outcome) = driver_with_a_sent_message(OnReconnect::Resend);
+        let broken = Broken::Refused {
+            reason: "could not create the producer: not authorized".to_owned(),
+            cause: Arc::new(refusal()),
+        };
+        driver.on_event(Event::Broken {
+            incarnation: 1,
+            broken,
+        });
+        let error = outcome.try_recv().expect("resolved").expect_err("refused");
+        assert!(matches!(error, Error::Rejected { .. }), "{error:?}");
+        the_pulsar_error_behind(&error);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_pulsar_crate_reports_lost_fails_sent_messages_with_its_error() {
+        let (mut driver, mut outcome) = driver_with_a_sent_message(OnReconnect::Fail);
+        let lost = pulsar::Error::Connection(ConnectionError::Disconnected);
+        driver.on_event(Event::Receipts {
+            incarnation: 1,
+            receipts: vec![(0, Err(lost))],
+        });
+        let error = outcome.try_recv().expect("resolved").expect_err("lost");
+        assert!(matches!(error, Error::ConnectionLost { .. }), "{error:?}");
+        let source = the_pulsar_error_behind(&error);
         assert!(
-            later >= Duration::from_secs(1) && later <= Duration::from_secs(2),
-            "{later:?}"
+            matches!(
+                source,
+                pulsar::Error::Connection(ConnectionError::Disconnected)
+            ),
+            "{source:?}"
         );
     }
 }
