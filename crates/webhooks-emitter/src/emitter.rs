@@ -1,24 +1,28 @@
 //! The `Emitter` handle: accepting events, supervision and shutdown.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wharf_core::supervisor::{ChildSpec, Restart, Shutdown, Started};
 
-use crate::accounting::Accounting;
+use crate::accounting::{Accounting, Permits};
 use crate::config::{EmitterBuilder, FullPolicy, QueueUrl};
 use crate::envelope::{self, EncodeOptions, Prepared};
-use crate::metrics as m;
-use crate::pending::{Pending, Permits, Progress, SyncReply};
+use crate::pending::{Pending, Progress, SyncReply};
 use crate::report::{Sent, ShutdownReport, Stats};
 use crate::shared::{Gate, Life, Settings, Shared, SpecGuard};
 use crate::worker::Worker;
 use crate::{Error, Event, EventId};
+
+/// The buffer had no room for an event (within the full policy's wait).
+struct Full {
+    /// How long the call waited for room.
+    waited: Duration,
+}
 
 /// A cloneable handle to one SQS queue's emitter. See the crate docs for the whole story.
 ///
@@ -81,20 +85,12 @@ impl Emitter {
             client: b.client,
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let acct = Arc::new(Accounting {
-            queue: queue_name,
-            emitted: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            callback_panics: AtomicU64::new(0),
-            hook: b.on_failure,
-            permits: Arc::new(Semaphore::new(b.buffer_capacity)),
-            capacity: b.buffer_capacity,
-            byte_permits: Arc::new(Semaphore::new(b.buffer_bytes / 1024)),
-            byte_capacity_kib: b.buffer_bytes / 1024,
-        });
+        let acct = Arc::new(Accounting::new(
+            queue_name,
+            b.on_failure,
+            b.buffer_capacity,
+            b.buffer_bytes,
+        ));
         Emitter {
             shared: Arc::new(Shared {
                 settings,
@@ -143,36 +139,36 @@ impl Emitter {
 
     /// Counts since the emitter was built.
     pub fn stats(&self) -> Stats {
-        let a = &self.shared.acct;
-        Stats {
-            emitted: a.emitted.load(Ordering::Relaxed),
-            sent: a.sent.load(Ordering::Relaxed),
-            retried: a.retried.load(Ordering::Relaxed),
-            failed: a.failed.load(Ordering::Relaxed),
-            requests: a.requests.load(Ordering::Relaxed),
-            buffered: a.buffered(),
-            callback_panics: a.callback_panics.load(Ordering::Relaxed),
-        }
+        self.shared.acct.stats()
     }
 
     /// Accepts an event for background sending and returns its id at once; never waits on
     /// the network. With [`FullPolicy::Wait`] it may wait for room in the buffer (bounded).
     ///
     /// `Ok` means accepted and buffered, not sent: a later permanent failure goes to the
-    /// failure hook, an error log line and the `wharf_webhooks_failed_total` counter.
-    /// Errors: [`Error::Disabled`], [`Error::Stopped`], [`Error::BufferFull`] and every
-    /// bad-input error (nothing was sent).
+    /// failure hook, an error log line and the [`metrics::FAILED`](crate::metrics::FAILED)
+    /// counter. Errors: [`Error::Disabled`], [`Error::Stopped`], [`Error::BufferFull`]
+    /// (which hands the event back: [`Error::into_event`]) and every bad-input error (nothing
+    /// was sent).
     pub async fn emit(&self, event: Event) -> Result<EventId, Error> {
-        let msg = self.prepare(event)?;
-        let permit = self.permit(None, msg.kib()).await?;
+        let msg = self.prepare(&event)?;
+        let permit = match self.permit(None, msg.kib()).await {
+            Ok(permit) => permit,
+            Err(full) => return Err(self.full(full, event)),
+        };
+        drop(event); // encoded into `msg`
         self.enqueue(msg, None, None, permit)
     }
 
     /// Like [`emit`](Self::emit) but never waits, whatever the full policy; callable from
     /// synchronous code.
     pub fn try_emit(&self, event: Event) -> Result<EventId, Error> {
-        let msg = self.prepare(event)?;
-        let permit = self.try_permit(Duration::ZERO, msg.kib())?;
+        let msg = self.prepare(&event)?;
+        let permit = match self.try_permit(Duration::ZERO, msg.kib()) {
+            Ok(permit) => permit,
+            Err(full) => return Err(self.full(full, event)),
+        };
+        drop(event); // encoded into `msg`
         self.enqueue(msg, None, None, permit)
     }
 
@@ -188,9 +184,13 @@ impl Emitter {
     pub async fn emit_sync_timeout(&self, event: Event, timeout: Duration) -> Result<Sent, Error> {
         let start = Instant::now();
         let deadline = start + timeout;
-        let msg = self.prepare(event)?;
+        let msg = self.prepare(&event)?;
         let event_id = msg.id;
-        let permit = self.permit(Some(deadline), msg.kib()).await?;
+        let permit = match self.permit(Some(deadline), msg.kib()).await {
+            Ok(permit) => permit,
+            Err(full) => return Err(self.full(full, event)),
+        };
+        drop(event); // encoded into `msg`
         let (tx, rx) = oneshot::channel();
         let progress = Arc::new(Mutex::new(Progress::default()));
         let reply = SyncReply {
@@ -201,31 +201,35 @@ impl Emitter {
         let answer = tokio::time::timeout_at(deadline, rx).await;
         // Give up under the lock the worker takes to start an attempt: from here on it will
         // not send the event, so `maybe_sent` below stays true to what happened.
-        let (attempts, maybe_sent, last_error) = match progress.lock() {
+        let seen = match progress.lock() {
             Ok(mut p) => {
                 p.abandoned = true;
-                (p.attempts, p.maybe_sent(), p.last_error.clone())
+                p.clone()
             }
-            Err(_) => (0, true, None),
+            Err(_) => Progress {
+                maybe_reached: true,
+                ..Progress::default()
+            },
         };
         match answer {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::NotSent {
                 event_id,
                 reason: "the emitter stopped before answering".to_string(),
-                maybe_sent,
+                maybe_sent: seen.maybe_sent(),
             }),
             Err(_) => Err(Error::Timeout {
                 event_id,
                 after: timeout,
-                attempts,
-                maybe_sent,
-                last_error: last_error.unwrap_or_else(|| "none".to_string()),
+                attempts: seen.attempts,
+                maybe_sent: seen.maybe_sent(),
+                last_error: seen.last_error.unwrap_or_else(|| "none".to_string()),
+                source: seen.last_cause,
             }),
         }
     }
 
-    fn prepare(&self, event: Event) -> Result<Prepared, Error> {
+    fn prepare(&self, event: &Event) -> Result<Prepared, Error> {
         if self.shared.settings.is_none() {
             return Err(Error::Disabled);
         }
@@ -247,28 +251,21 @@ impl Emitter {
         }
     }
 
-    fn full(&self, waited: Duration) -> Error {
+    /// The buffer's refusal of `event`, which goes back to the caller.
+    fn full(&self, full: Full, event: Event) -> Error {
         Error::BufferFull {
+            event: Box::new(event),
             capacity: self.shared.acct.capacity,
             bytes: self.shared.acct.byte_capacity_kib * 1024,
-            waited,
+            waited: full.waited,
         }
     }
 
-    fn try_permit(&self, waited: Duration, kib: u32) -> Result<Permits, Error> {
-        let count = Arc::clone(&self.shared.acct.permits)
-            .try_acquire_owned()
-            .map_err(|_| self.full(waited))?;
-        let bytes = Arc::clone(&self.shared.acct.byte_permits)
-            .try_acquire_many_owned(kib)
-            .map_err(|_| self.full(waited))?;
-        Ok(Permits {
-            _count: count,
-            _bytes: bytes,
-        })
+    fn try_permit(&self, waited: Duration, kib: u32) -> Result<Permits, Full> {
+        self.shared.acct.try_room(kib).ok_or(Full { waited })
     }
 
-    async fn permit(&self, deadline: Option<Instant>, kib: u32) -> Result<Permits, Error> {
+    async fn permit(&self, deadline: Option<Instant>, kib: u32) -> Result<Permits, Full> {
         let wait = match self.shared.full_policy {
             FullPolicy::Error => return self.try_permit(Duration::ZERO, kib),
             FullPolicy::Wait(d) => d,
@@ -281,19 +278,11 @@ impl Emitter {
         if let Some(d) = deadline {
             until = until.min(d);
         }
-        let count = Arc::clone(&self.shared.acct.permits);
-        let bytes = Arc::clone(&self.shared.acct.byte_permits);
-        let both = async move {
-            let count = count.acquire_owned().await?;
-            let bytes = bytes.acquire_many_owned(kib).await?;
-            Ok::<_, tokio::sync::AcquireError>(Permits {
-                _count: count,
-                _bytes: bytes,
-            })
-        };
-        match tokio::time::timeout_at(until, both).await {
-            Ok(Ok(p)) => Ok(p),
-            _ => Err(self.full(start.elapsed())),
+        match tokio::time::timeout_at(until, self.shared.acct.room(kib)).await {
+            Ok(Some(p)) => Ok(p),
+            _ => Err(Full {
+                waited: start.elapsed(),
+            }),
         }
     }
 
@@ -305,42 +294,29 @@ impl Emitter {
         permit: Permits,
     ) -> Result<EventId, Error> {
         let id = msg.id;
-        let now = Instant::now();
         let give_up = self
             .shared
             .settings
             .as_ref()
             .map(|s| s.retry.give_up_after)
             .unwrap_or_default();
-        let mut pending = Pending {
-            msg,
-            reply,
-            deadline: deadline.unwrap_or(now + give_up),
-            accepted: now,
-            attempts: 0,
-            last_error: None,
-            maybe_reached: false,
-            in_flight: false,
-            queued_at: now,
-            acct: Arc::clone(&self.shared.acct),
-            _permit: permit,
-            done: false,
-        };
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + give_up);
+        let acct = Arc::clone(&self.shared.acct);
+        let pending = Pending::new(msg, reply, deadline, acct, permit);
         // The read lock makes "check, then queue" atomic with respect to a drain (which takes
         // the write lock to close the gate, then empties the channel) and to a worker's death
         // (which takes it to refuse new events, then fails what is in the channel).
         let life = self.shared.life.read().map_err(|_| self.stopped())?;
         if let Err(refused) = life.admit(&self.shared.acct.queue) {
-            pending.done = true;
+            pending.refuse();
             return Err(refused);
         }
-        if let Err(mpsc::error::SendError(mut p)) = self.shared.tx.send(pending) {
-            p.done = true;
+        if let Err(mpsc::error::SendError(p)) = self.shared.tx.send(pending) {
+            p.refuse();
             return Err(self.stopped());
         }
         drop(life);
-        self.shared.acct.emitted.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::EMITTED, "queue" => self.shared.acct.queue.clone()).increment(1);
+        self.shared.acct.on_emitted();
         self.shared.acct.update_gauge();
         tracing::trace!(event_id = %id, queue = %self.shared.acct.queue, "webhook event buffered");
         Ok(id)

@@ -2,17 +2,16 @@
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wharf_core::supervisor::panic_message;
 
 use crate::Error;
-use crate::accounting::Accounting;
+use crate::accounting::{Accounting, Permits};
 use crate::envelope::Prepared;
-use crate::metrics as m;
+use crate::error::Cause;
 use crate::report::{FailedEvent, Sent};
 
 /// Where an `emit_sync` caller waits, and what it can tell on timeout.
@@ -25,7 +24,7 @@ pub(crate) struct SyncReply {
 /// The caller marks it `abandoned` under the same lock the worker takes to start an attempt,
 /// so either the caller sees the attempt (and says `maybe_sent: true`) or the worker sees the
 /// caller gone and never sends the event.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Progress {
     pub(crate) attempts: u32,
     /// A finished attempt may have reached SQS.
@@ -33,6 +32,8 @@ pub(crate) struct Progress {
     /// An attempt is under way (or ended without a verdict).
     pub(crate) in_flight: bool,
     pub(crate) last_error: Option<String>,
+    /// The error behind `last_error`, when there was one.
+    pub(crate) last_cause: Option<Cause>,
     /// The caller stopped waiting: the event must not be sent any more.
     pub(crate) abandoned: bool,
 }
@@ -48,29 +49,24 @@ impl Progress {
 /// first; see `Worker`'s `Drop`).
 pub(crate) struct Pending {
     pub(crate) msg: Prepared,
-    pub(crate) reply: Option<SyncReply>,
+    reply: Option<SyncReply>,
     /// The `emit_sync` deadline, or the retry policy's give-up time for `emit`.
     pub(crate) deadline: Instant,
     pub(crate) accepted: Instant,
     pub(crate) attempts: u32,
     pub(crate) last_error: Option<String>,
+    /// The error behind `last_error`, when there was one.
+    pub(crate) last_cause: Option<Cause>,
     /// An attempt that has ended may have reached SQS.
-    pub(crate) maybe_reached: bool,
+    maybe_reached: bool,
     /// An attempt is under way, or ended without a verdict (its worker crashed or was
     /// stopped): it may have reached SQS too.
-    pub(crate) in_flight: bool,
+    in_flight: bool,
     /// When it last became ready to send (for linger) or when its retry is due.
     pub(crate) queued_at: Instant,
-    pub(crate) acct: Arc<Accounting>,
-    pub(crate) _permit: Permits,
-    pub(crate) done: bool,
-}
-
-/// An event's room in the buffer: one slot and its size in KiB, released when it is resolved.
-#[derive(Debug)]
-pub(crate) struct Permits {
-    pub(crate) _count: OwnedSemaphorePermit,
-    pub(crate) _bytes: OwnedSemaphorePermit,
+    acct: Arc<Accounting>,
+    _permit: Permits,
+    done: bool,
 }
 
 impl fmt::Debug for Pending {
@@ -84,6 +80,37 @@ impl fmt::Debug for Pending {
 }
 
 impl Pending {
+    /// An event accepted now, holding its room in the buffer until it is resolved.
+    pub(crate) fn new(
+        msg: Prepared,
+        reply: Option<SyncReply>,
+        deadline: Instant,
+        acct: Arc<Accounting>,
+        permit: Permits,
+    ) -> Self {
+        let now = Instant::now();
+        Pending {
+            msg,
+            reply,
+            deadline,
+            accepted: now,
+            attempts: 0,
+            last_error: None,
+            last_cause: None,
+            maybe_reached: false,
+            in_flight: false,
+            queued_at: now,
+            acct,
+            _permit: permit,
+            done: false,
+        }
+    }
+
+    /// Drops an event that was refused before it was accepted: it is not counted as failed.
+    pub(crate) fn refuse(mut self) {
+        self.done = true;
+    }
+
     pub(crate) fn is_sync(&self) -> bool {
         self.reply.is_some()
     }
@@ -125,8 +152,8 @@ impl Pending {
     }
 
     /// Records the end of the attempt under way: whether its request may have reached SQS,
-    /// and the transient error that ended it.
-    pub(crate) fn end_attempt(&mut self, maybe_reached: bool, error: String) {
+    /// and the transient error that ended it (with the error behind it, if any).
+    pub(crate) fn end_attempt(&mut self, maybe_reached: bool, error: String, cause: Option<Cause>) {
         self.in_flight = false;
         self.maybe_reached |= maybe_reached;
         if let Some(r) = &self.reply
@@ -135,14 +162,15 @@ impl Pending {
             p.in_flight = false;
             p.maybe_reached |= maybe_reached;
             p.last_error = Some(error.clone());
+            p.last_cause = cause.clone();
         }
         self.last_error = Some(error);
+        self.last_cause = cause;
     }
 
     pub(crate) fn succeed(mut self, message_id: String, sequence_number: Option<String>) {
         self.done = true;
-        self.acct.sent.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::SENT, "queue" => self.acct.queue.clone()).increment(1);
+        self.acct.on_sent();
         if let Some(reply) = self.reply.take() {
             let _ = reply.tx.send(Ok(Sent {
                 event_id: self.msg.id,
@@ -158,9 +186,7 @@ impl Pending {
     }
 
     fn report_failure(&mut self, error: Error) {
-        self.acct.failed.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::FAILED, "queue" => self.acct.queue.clone(), "reason" => error.kind())
-            .increment(1);
+        self.acct.on_failed(error.kind());
         if let Some(reply) = self.reply.take() {
             // The caller learns it; if it already gave up, it was told `Timeout`.
             let _ = reply.tx.send(Err(error));

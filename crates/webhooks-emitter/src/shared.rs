@@ -141,6 +141,14 @@ pub(crate) struct Shared {
     pub(crate) tx: mpsc::UnboundedSender<Pending>,
     /// The receiving end, parked here while no worker runs, so events queued during a
     /// restart are served by the next incarnation.
+    //
+    // The shape of `wharf_core::service::mailbox`, which does not fit: its handles only
+    // `call`, while `emit` returns once the event is buffered and its outcome travels with
+    // it (`Pending`); its bound counts requests, while the buffer is bounded in events and
+    // in bytes (the semaphores in `Accounting`, taken before the event is queued); and a
+    // request taken by a crashed service fails with `ServiceCrashed`, while a crashed
+    // worker's events (batched, retrying, in flight) go to `salvage` and are sent by the
+    // next one. Unbounded here because every event in it holds a place in the buffer.
     pub(crate) rx: Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
     /// Events a crashed worker held (in batches, retries, requests in flight).
     pub(crate) salvage: Mutex<Vec<Pending>>,
