@@ -6,9 +6,8 @@
 //!   expires them at their deadline, and decides when the connection is broken;
 //! - one **incarnation** per connection attempt ([`incarnation`]) builds a fresh `pulsar`
 //!   client and producer ([`client`]), sends what the driver hands it and reports receipts.
-//!   When the
-//!   driver judges the connection broken it aborts the incarnation and, after a backoff,
-//!   starts a new one, to which it re-sends the unacknowledged messages in order.
+//!   When the driver judges the connection broken it aborts the incarnation and, after a
+//!   backoff, starts a new one, to which it re-sends the unacknowledged messages in order.
 //!
 //! The driver never awaits the network itself, so deadlines fire whatever the connection
 //! does. A fresh client per incarnation (not the `pulsar` crate's own reconnect alone) is
