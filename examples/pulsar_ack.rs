@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wharf::producer_ack::{Message, OnReconnect, Producer, ack_channel};
+use wharf::producer_ack::{OnReconnect, Producer, PulsarMessage, ack_channel};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -47,7 +47,7 @@ async fn main() -> Result<(), BoxError> {
 
     // 1. Block for the receipt: the answer is the broker's message id, or a typed error.
     for order in 1..=3 {
-        let message = Message::new(format!("order {order} created"))
+        let message = PulsarMessage::new(format!("order {order} created"))
             .with_key(format!("order-{order}"))
             .with_property("schema", "order.v1");
         let id = producer.produce(message).await?;

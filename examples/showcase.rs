@@ -50,7 +50,7 @@ use wharf::kafka_wrapper::{
     ConsumerSpec, Handler as KafkaHandler, KafkaConfig, KafkaWrapper, Outcome as KafkaOutcome,
     ProducerSpec, Record, TopicSpec,
 };
-use wharf::producer_ack::{Message as AuditMessage, OnReconnect, Producer as AuditProducer};
+use wharf::producer_ack::{OnReconnect, Producer as AuditProducer, PulsarMessage as AuditMessage};
 use wharf::sharded_consumer::{
     Handler as ShardHandler, Incoming, Outcome, RetryPolicy, ShardKey, ShardedConsumer,
 };

@@ -14,6 +14,7 @@
 use std::fmt;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use wharf_core::supervisor::panic_message;
 
 use crate::{Error, MessageId};
 
@@ -50,11 +51,7 @@ impl Notify {
             Notify::Call(callback) => {
                 let call = std::panic::AssertUnwindSafe(move || callback(result, slot));
                 if let Err(panic) = std::panic::catch_unwind(call) {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic".to_owned());
+                    let message = panic_message(panic.as_ref());
                     tracing::error!(panic = %message, "an ack closure panicked; the producer carries on");
                 }
             }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wharf_core::Backoff;
+
 use crate::Error;
 use crate::producer::Producer;
 
@@ -53,15 +55,19 @@ pub enum Compression {
     None,
     /// LZ4 (feature `compression`).
     #[cfg(feature = "compression")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
     Lz4,
     /// zlib (feature `compression`).
     #[cfg(feature = "compression")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
     Zlib,
     /// Zstandard (feature `compression`).
     #[cfg(feature = "compression")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
     Zstd,
     /// Snappy (feature `compression`).
     #[cfg(feature = "compression")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
     Snappy,
 }
 
@@ -279,6 +285,12 @@ impl ProducerBuilder {
         Ok(Producer::supervised(self, id.into()))
     }
 
+    /// The delays between connection attempts: `backoff_min`, doubling up to `backoff_max`,
+    /// each drawn between half and all of that value (wharf-core's [`Backoff`]).
+    pub(crate) fn reconnect_backoff_policy(&self) -> Backoff {
+        Backoff::exponential(self.backoff_min, self.backoff_max)
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let invalid = |what: &str| Err(Error::InvalidConfig(what.to_owned()));
         if !(self.service_url.starts_with("pulsar://")
@@ -318,6 +330,23 @@ mod tests {
         let debug = format!("{builder:?}");
         assert!(!debug.contains("s3cr3t-token"), "{debug}");
         assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn reconnects_back_off_from_the_configured_min_doubling_to_the_configured_max() {
+        let configured = ProducerBuilder::new("pulsar://127.0.0.1:1", "t")
+            .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(2))
+            .reconnect_backoff_policy();
+        assert_eq!(
+            configured,
+            Backoff::exponential(Duration::from_millis(100), Duration::from_secs(2))
+        );
+        let default = ProducerBuilder::new("pulsar://127.0.0.1:1", "t").reconnect_backoff_policy();
+        assert_eq!(
+            default,
+            Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10)),
+            "the default the builder's docs give"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! [`Message`]: what a caller produces, and [`MessageId`]: what the broker answers.
+//! [`PulsarMessage`]: what a caller produces, and [`MessageId`]: what the broker answers.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,6 +8,10 @@ use bytes::Bytes;
 
 /// One message to produce: a payload and Pulsar's optional metadata.
 ///
+/// Named apart from wharf-core's broker-neutral `Message`, which converts into it (see
+/// [`Producer`](crate::Producer)'s `Publisher` impl): the key becomes the partition key,
+/// headers become properties.
+///
 /// - `key` is Pulsar's partition key: it picks the partition of a partitioned topic and is
 ///   what `Key_Shared` subscriptions group by unless an ordering key is set.
 /// - `ordering_key` overrides the key for ordering in `Key_Shared` subscriptions only.
@@ -15,15 +19,15 @@ use bytes::Bytes;
 /// - `event_time` is when the event happened (milliseconds since the Unix epoch on the wire).
 ///
 /// ```
-/// use wharf_producer_ack::Message;
+/// use wharf_producer_ack::PulsarMessage;
 ///
-/// let message = Message::new("order 42 shipped")
+/// let message = PulsarMessage::new("order 42 shipped")
 ///     .with_key("order-42")
 ///     .with_property("content-type", "text/plain");
 /// assert_eq!(message.key(), Some("order-42"));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Message {
+pub struct PulsarMessage {
     pub(crate) payload: Bytes,
     pub(crate) key: Option<String>,
     pub(crate) ordering_key: Option<Vec<u8>>,
@@ -31,7 +35,7 @@ pub struct Message {
     pub(crate) event_time: Option<SystemTime>,
 }
 
-impl Message {
+impl PulsarMessage {
     /// A message with this payload and no metadata.
     pub fn new(payload: impl Into<Bytes>) -> Self {
         Self {
@@ -110,27 +114,27 @@ impl Message {
     }
 }
 
-impl From<Bytes> for Message {
+impl From<Bytes> for PulsarMessage {
     fn from(payload: Bytes) -> Self {
-        Message::new(payload)
+        PulsarMessage::new(payload)
     }
 }
 
-impl From<Vec<u8>> for Message {
+impl From<Vec<u8>> for PulsarMessage {
     fn from(payload: Vec<u8>) -> Self {
-        Message::new(payload)
+        PulsarMessage::new(payload)
     }
 }
 
-impl From<&'static str> for Message {
+impl From<&'static str> for PulsarMessage {
     fn from(payload: &'static str) -> Self {
-        Message::new(payload)
+        PulsarMessage::new(payload)
     }
 }
 
-impl From<String> for Message {
+impl From<String> for PulsarMessage {
     fn from(payload: String) -> Self {
-        Message::new(payload)
+        PulsarMessage::new(payload)
     }
 }
 
@@ -206,7 +210,7 @@ mod tests {
     #[test]
     fn metadata_maps_onto_the_pulsar_message() {
         let time = UNIX_EPOCH + std::time::Duration::from_millis(1_234);
-        let message = Message::new("p")
+        let message = PulsarMessage::new("p")
             .with_key("k")
             .with_ordering_key(b"o".to_vec())
             .with_property("a", "1")

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::ack::{Ack, Notify, Slot};
 use crate::config::ProducerBuilder;
 use crate::driver::{self, Command, Envelope};
-use crate::{Error, Message, MessageId};
+use crate::{Error, MessageId, PulsarMessage};
 use wharf_core::BoxError;
 use wharf_core::supervisor::{ChildContext, ChildSpec, Started};
 
@@ -82,6 +82,16 @@ impl Producer {
     /// A producer whose task runs as a child of a wharf-core supervisor.
     pub(crate) fn supervised(config: ProducerBuilder, id: String) -> (Producer, ChildSpec) {
         let (producer, commands, (config, window, shared)) = Producer::new(config);
+        // The mailbox outlives the child's restarts: each run locks it, so one run at a time
+        // owns it and the next takes over what is queued. This is the shape of
+        // `wharf_core::service::mailbox`, which does not fit here: its handles only `call`
+        // (each message would wait for the driver to take it, so `produce_with` would no
+        // longer return once queued, nor pipeline from one task), and it enforces a deadline
+        // per call on its own thread, where a message withdrawn unserved would be dropped,
+        // telling its ack `Closed` instead of `Timeout` and running the caller's ack closure
+        // on that thread. Here the window bounds what is queued, the driver takes messages up
+        // to 256 at a time and expires each at its send timeout by its own rules, and a
+        // message's outcome travels with it (its `Envelope`), not through the mailbox.
         let commands = Arc::new(tokio::sync::Mutex::new(commands));
         let closer = producer.inner.commands.clone();
         let spec = ChildSpec::new(id, move |ctx: ChildContext| {
@@ -168,7 +178,7 @@ impl Producer {
     /// [`MessageId`] once the message is stored, or with an [`Error`]. When the window is
     /// full it first waits for space (that wait counts against the timeout). Dropping the
     /// future does not withdraw a message already queued: it is still sent.
-    pub async fn produce(&self, message: impl Into<Message>) -> Result<MessageId, Error> {
+    pub async fn produce(&self, message: impl Into<PulsarMessage>) -> Result<MessageId, Error> {
         let deadline = Instant::now() + self.inner.send_timeout;
         let (tx, rx) = oneshot::channel();
         self.submit(message.into(), deadline, Notify::Reply(tx))
@@ -182,7 +192,7 @@ impl Producer {
     pub async fn produce_batch<I>(&self, messages: I) -> Vec<Result<MessageId, Error>>
     where
         I: IntoIterator,
-        I::Item: Into<Message>,
+        I::Item: Into<PulsarMessage>,
     {
         let deadline = Instant::now() + self.inner.send_timeout;
         let mut receivers = Vec::new();
@@ -206,7 +216,7 @@ impl Producer {
     /// When the window is full this waits for space first (within the send timeout; if none
     /// frees up, `ack` gets [`Error::Timeout`]). See [`Ack`] for the two forms of ack: a
     /// closure, or a channel carrying a context.
-    pub async fn produce_with(&self, message: impl Into<Message>, ack: impl Ack) {
+    pub async fn produce_with(&self, message: impl Into<PulsarMessage>, ack: impl Ack) {
         let deadline = Instant::now() + self.inner.send_timeout;
         self.submit(message.into(), deadline, ack.into_notify().0)
             .await;
@@ -223,7 +233,7 @@ impl Producer {
         }
     }
 
-    async fn submit(&self, message: Message, deadline: Instant, notify: Notify) {
+    async fn submit(&self, message: PulsarMessage, deadline: Instant, notify: Notify) {
         let inner = &self.inner;
         // fast path without a timer: the window has room
         let permit = match inner.window.clone().try_acquire_owned() {

@@ -1,15 +1,16 @@
-//! [`Producer`] as wharf-core's broker-neutral [`Publisher`].
+//! [`Producer`] as wharf-core's broker-neutral [`Publisher`]: its [`Message`] becomes a
+//! [`PulsarMessage`].
 
-use wharf_core::transport::{Message as CoreMessage, Publisher, Receipt};
+use wharf_core::transport::{Message, Publisher, Receipt};
 
-use crate::{Error, Message, MessageId, Producer};
+use crate::{Error, MessageId, Producer, PulsarMessage};
 
-impl From<CoreMessage> for Message {
+impl From<Message> for PulsarMessage {
     /// Maps the broker-neutral message onto Pulsar's: key to partition key, headers to
     /// properties (a repeated name keeps its last value), event time to event time. Pulsar
     /// keys and properties are strings: bytes that are not UTF-8 are converted lossily.
-    fn from(message: CoreMessage) -> Self {
-        let mut out = Message::new(message.payload().clone());
+    fn from(message: Message) -> Self {
+        let mut out = PulsarMessage::new(message.payload().clone());
         if let Some(key) = message.key() {
             out = out.with_key(String::from_utf8_lossy(key));
         }
@@ -41,14 +42,14 @@ impl From<MessageId> for Receipt {
 impl Publisher for Producer {
     type Error = Error;
 
-    async fn publish(&self, message: CoreMessage) -> Result<Receipt, Error> {
-        self.produce(Message::from(message))
+    async fn publish(&self, message: Message) -> Result<Receipt, Error> {
+        self.produce(PulsarMessage::from(message))
             .await
             .map(Receipt::from)
     }
 
-    async fn publish_batch(&self, messages: Vec<CoreMessage>) -> Vec<Result<Receipt, Error>> {
-        self.produce_batch(messages.into_iter().map(Message::from))
+    async fn publish_batch(&self, messages: Vec<Message>) -> Vec<Result<Receipt, Error>> {
+        self.produce_batch(messages.into_iter().map(PulsarMessage::from))
             .await
             .into_iter()
             .map(|r| r.map(Receipt::from))

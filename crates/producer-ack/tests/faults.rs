@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::poll;
 use tokio::time::Instant;
-use wharf_producer_ack::{Error, Message, MessageId, OnReconnect, Producer};
+use wharf_producer_ack::{Error, MessageId, OnReconnect, Producer, PulsarMessage};
 use wharf_testkit::{Direction, FaultProxy, PulsarLite, eventually};
 
 /// Bounds waits on observable state that only a bug (or a broker that does not start) can
@@ -24,7 +24,7 @@ async fn produce_recorded(producer: &Producer, outcomes: &Outcomes, i: u32) {
     let outcomes = outcomes.clone();
     producer
         .produce_with(
-            Message::new(i.to_be_bytes().to_vec()),
+            PulsarMessage::new(i.to_be_bytes().to_vec()),
             move |result: Result<MessageId, Error>| {
                 outcomes.lock().unwrap().entry(i).or_default().push(result);
             },
@@ -321,9 +321,12 @@ async fn far_more_messages_than_the_pulsar_crates_queue_never_see_slow_down() {
         payload.resize(SIZE, b'x');
         let outcomes = outcomes.clone();
         producer
-            .produce_with(Message::new(payload), move |r: Result<MessageId, Error>| {
-                outcomes.lock().unwrap().entry(i).or_default().push(r);
-            })
+            .produce_with(
+                PulsarMessage::new(payload),
+                move |r: Result<MessageId, Error>| {
+                    outcomes.lock().unwrap().entry(i).or_default().push(r);
+                },
+            )
             .await;
     }
     assert_eq!(

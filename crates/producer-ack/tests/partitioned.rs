@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wharf_producer_ack::{Message, Producer};
+use wharf_producer_ack::{Producer, PulsarMessage};
 
 struct PartitionedBroker {
     child: Child,
@@ -80,7 +80,7 @@ async fn a_partitioned_topic_routes_by_key_and_keeps_each_keys_order() {
     for i in 0..60u32 {
         let key = format!("k{}", i % 6);
         let id = producer
-            .produce(Message::new(format!("{key}:{i}")).with_key(key.clone()))
+            .produce(PulsarMessage::new(format!("{key}:{i}")).with_key(key.clone()))
             .await
             .expect("stored");
         let partition = id

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use wharf_producer_ack::{Error, Message, MessageId, Producer, ack_channel};
+use wharf_producer_ack::{Error, MessageId, Producer, PulsarMessage, ack_channel};
 
 fn producer(url: &str, topic: &str) -> Producer {
     Producer::builder(url, topic)
@@ -24,7 +24,7 @@ async fn messages_read_back_match_payload_key_properties_event_time_and_order() 
     let event_time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
     let mut sent = Vec::new();
     for i in 0..50u32 {
-        let message = Message::new(format!("payload-{i}"))
+        let message = PulsarMessage::new(format!("payload-{i}"))
             .with_key(format!("key-{}", i % 5))
             .with_ordering_key(format!("ok-{i}").into_bytes())
             .with_property("index", i.to_string())
@@ -57,7 +57,7 @@ async fn produce_batch_returns_one_result_per_message_in_order() {
     let topic = common::topic("batch");
     let producer = producer(&url, &topic);
     let results = producer
-        .produce_batch((0..200u32).map(|i| Message::new(i.to_be_bytes().to_vec())))
+        .produce_batch((0..200u32).map(|i| PulsarMessage::new(i.to_be_bytes().to_vec())))
         .await;
     assert_eq!(results.len(), 200);
     let ids: Vec<MessageId> = results.into_iter().map(|r| r.expect("stored")).collect();
@@ -92,7 +92,7 @@ async fn every_closure_ack_fires_exactly_once() {
         let calls = calls.clone();
         producer
             .produce_with(
-                Message::new(i.to_be_bytes().to_vec()),
+                PulsarMessage::new(i.to_be_bytes().to_vec()),
                 move |result: Result<MessageId, Error>| {
                     result.expect("stored");
                     calls.lock().unwrap().push(i);
@@ -164,11 +164,11 @@ async fn a_dropped_ack_receiver_is_logged_not_a_crash() {
 
 #[tokio::test]
 async fn the_producer_is_a_wharf_core_publisher() {
-    use wharf_core::transport::{Message as CoreMessage, Publisher, Receipt};
+    use wharf_core::transport::{Message, Publisher, Receipt};
     async fn publish<P: Publisher>(publisher: &P, text: &str) -> Result<Receipt, P::Error> {
         publisher
             .publish(
-                CoreMessage::new(text.to_owned())
+                Message::new(text.to_owned())
                     .with_key("k")
                     .with_header("h", "v"),
             )
@@ -180,7 +180,7 @@ async fn the_producer_is_a_wharf_core_publisher() {
     let receipt = publish(&producer, "hello").await.expect("stored");
     assert!(matches!(receipt, Receipt::Pulsar { .. }), "{receipt:?}");
     let batch = producer
-        .publish_batch(vec![CoreMessage::new("a"), CoreMessage::new("b")])
+        .publish_batch(vec![Message::new("a"), Message::new("b")])
         .await;
     assert_eq!(batch.len(), 2);
     let read = common::read_back(&url, &topic, 3, Duration::from_secs(5)).await;

@@ -4,8 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use wharf_core::Backoff;
+
 use crate::Error;
-use crate::emitter::{Emitter, FailedEvent};
+use crate::emitter::Emitter;
+use crate::report::FailedEvent;
 
 /// The largest message SQS accepts today (1 MiB), the default limit.
 pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
@@ -82,19 +85,16 @@ impl RetryPolicy {
         }
     }
 
-    /// The delay before attempt `attempt + 1` (attempt counts from 1).
+    /// The backoff between attempts: `initial_backoff` doubling up to `max_backoff`, each
+    /// delay drawn between half and all of that value (wharf-core's [`Backoff`]).
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::exponential(self.initial_backoff, self.max_backoff)
+    }
+
+    /// The delay before attempt `attempt + 1`, after `attempt` attempts (counted from 1: the
+    /// first retry waits about `initial_backoff`).
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(20);
-        let base = self
-            .initial_backoff
-            .saturating_mul(1u32 << exp)
-            .min(self.max_backoff);
-        let nanos = base.as_nanos().min(u128::from(u64::MAX)) as u64;
-        if nanos < 2 {
-            return base;
-        }
-        let jittered = rand::random_range(nanos / 2..=nanos);
-        Duration::from_nanos(jittered)
+        self.backoff().delay(attempt.saturating_sub(1))
     }
 }
 
@@ -747,16 +747,23 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_stays_capped() {
+    fn retries_back_off_from_the_policys_initial_delay_doubling_to_its_maximum() {
         let r = RetryPolicy::new(
             Duration::from_millis(100),
             Duration::from_secs(1),
             Duration::from_secs(60),
         );
-        let d1 = r.delay(1);
-        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
-        for attempt in 5..40 {
-            assert!(r.delay(attempt) <= Duration::from_secs(1));
-        }
+        assert_eq!(
+            r.backoff(),
+            Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1))
+        );
+        // attempts count from 1: the first retry waits about the initial delay
+        let first = r.delay(1);
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
+        assert!(r.delay(0) <= Duration::from_millis(100), "no attempt yet");
+        assert!(r.delay(u32::MAX) <= Duration::from_secs(1));
     }
 }

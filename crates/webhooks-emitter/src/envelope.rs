@@ -1,6 +1,7 @@
 //! The message: the JSON envelope compatible with the original, its attributes, and every
 //! check that can be made before anything is sent.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +9,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use crate::config::{Compression, DeniedFields, GroupKey};
+use crate::error::Cause;
 use crate::{Error, Event, EventId};
 
 /// Name of the message attribute carrying the event type.
@@ -91,50 +93,55 @@ struct Envelope<'a> {
     enc: Option<&'static str>,
 }
 
-/// Encodes and checks an event. Errors here mean nothing was sent.
-pub(crate) fn prepare(event: Event, opts: &EncodeOptions) -> Result<Prepared, Error> {
+/// Encodes and checks an event, leaving it as it was (a full buffer hands it back). Errors
+/// here mean nothing was sent.
+pub(crate) fn prepare(event: &Event, opts: &EncodeOptions) -> Result<Prepared, Error> {
     let Event {
         provider_id,
         event: event_type,
-        mut data,
+        data,
         url,
         group_key,
         delay,
         unchecked_delay_seconds,
     } = event;
-    check_text(&event_type, "event", &event_type, 256)?;
-    check_text(&event_type, "providerId", &provider_id, 1024)?;
-    if let Some(url) = &url {
-        check_text(&event_type, "url", url, 8192)?;
+    check_text(event_type, "event", event_type, 256)?;
+    check_text(event_type, "providerId", provider_id, 1024)?;
+    if let Some(url) = url {
+        check_text(event_type, "url", url, 8192)?;
     }
-    let denied = opts.denied_fields.for_event(&event_type);
-    if !denied.is_empty() {
-        remove_fields(&mut data, &denied);
-    }
+    let denied = opts.denied_fields.for_event(event_type);
+    let data = if denied.is_empty() {
+        Cow::Borrowed(data)
+    } else {
+        let mut kept = data.clone();
+        remove_fields(&mut kept, &denied);
+        Cow::Owned(kept)
+    };
     let group_id = if opts.fifo {
         Some(group_id(
-            &event_type,
-            &provider_id,
+            event_type,
+            provider_id,
             &data,
-            group_key,
+            group_key.as_deref(),
             &opts.group_key,
         )?)
     } else {
         None
     };
-    let delay_seconds = match (unchecked_delay_seconds, delay) {
+    let delay_seconds = match (*unchecked_delay_seconds, *delay) {
         (Some(raw), _) => Some(raw),
-        (None, Some(d)) => Some(delay_seconds(&event_type, d, opts.fifo)?),
+        (None, Some(d)) => Some(delay_seconds(event_type, d, opts.fifo)?),
         (None, None) => None,
     };
 
-    let (data, enc) = encode_data(&event_type, data, opts)?;
+    let (data, enc) = encode_data(event_type, data, opts)?;
     let id = EventId::new_random();
     let envelope = Envelope {
         id: id.to_string(),
         ts: unix_millis(),
-        provider_id: &provider_id,
-        event: &event_type,
+        provider_id,
+        event: event_type,
         data: &data,
         url: url.as_deref(),
         enc,
@@ -142,10 +149,11 @@ pub(crate) fn prepare(event: Event, opts: &EncodeOptions) -> Result<Prepared, Er
     let body = serde_json::to_string(&envelope).map_err(|e| Error::Unencodable {
         event: event_type.clone(),
         reason: e.to_string(),
+        source: Some(Cause::new(e)),
     })?;
     // serde_json escapes control characters; U+FFFE and U+FFFF pass through and SQS
     // rejects them.
-    check_sqs_chars(&event_type, "data", &body)?;
+    check_sqs_chars(event_type, "data", &body)?;
 
     let id_text = envelope.id;
     let size = body.len()
@@ -157,15 +165,15 @@ pub(crate) fn prepare(event: Event, opts: &EncodeOptions) -> Result<Prepared, Er
         + id_text.len();
     if size > opts.max_message_bytes {
         return Err(Error::TooLarge {
-            event: event_type,
+            event: event_type.clone(),
             size,
             limit: opts.max_message_bytes,
         });
     }
     Ok(Prepared {
         id,
-        event: event_type,
-        provider_id,
+        event: event_type.clone(),
+        provider_id: provider_id.clone(),
         body,
         group_id,
         delay_seconds,
@@ -237,11 +245,11 @@ fn group_id(
     event: &str,
     provider_id: &str,
     data: &serde_json::Value,
-    per_event: Option<String>,
+    per_event: Option<&str>,
     key: &GroupKey,
 ) -> Result<String, Error> {
     let group = match (per_event, key) {
-        (Some(g), _) => g,
+        (Some(g), _) => g.to_string(),
         (None, GroupKey::ProviderId) => provider_id.to_string(),
         (None, GroupKey::EventType) => event.to_string(),
         (None, GroupKey::DataField(field)) => match data.get(field) {
@@ -293,17 +301,18 @@ fn delay_seconds(event: &str, delay: Duration, fifo: bool) -> Result<i32, Error>
     Ok(delay.as_secs() as i32)
 }
 
-fn encode_data(
+fn encode_data<'a>(
     event: &str,
-    data: serde_json::Value,
+    data: Cow<'a, serde_json::Value>,
     opts: &EncodeOptions,
-) -> Result<(serde_json::Value, Option<&'static str>), Error> {
+) -> Result<(Cow<'a, serde_json::Value>, Option<&'static str>), Error> {
     let Some(compression) = opts.compression else {
         return Ok((data, None));
     };
     let json = serde_json::to_vec(&data).map_err(|e| Error::Unencodable {
         event: event.to_string(),
         reason: e.to_string(),
+        source: Some(Cause::new(e)),
     })?;
     if json.len() <= opts.compress_above {
         return Ok((data, None));
@@ -311,9 +320,13 @@ fn encode_data(
     let compressed = compress(compression, &json).map_err(|e| Error::Unencodable {
         event: event.to_string(),
         reason: format!("{} compression failed: {e}", compression.label()),
+        source: Some(Cause::new(e)),
     })?;
     let text = base64::engine::general_purpose::STANDARD.encode(compressed);
-    Ok((serde_json::Value::String(text), Some(compression.label())))
+    Ok((
+        Cow::Owned(serde_json::Value::String(text)),
+        Some(compression.label()),
+    ))
 }
 
 fn compress(compression: Compression, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -348,7 +361,7 @@ mod tests {
     fn the_envelope_has_the_original_fields() {
         let e =
             Event::from_json("p1", "transaction.created", json!({"a": 1})).with_url("https://x");
-        let p = prepare(e, &opts()).unwrap();
+        let p = prepare(&e, &opts()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&p.body).unwrap();
         assert_eq!(v["id"], json!(p.id.to_string()));
         assert!(v["ts"].as_u64().unwrap() > 1_600_000_000_000);
@@ -370,7 +383,7 @@ mod tests {
             "user.created",
             json!({"password": 1, "user": {"password": 2, "name": "n"}, "list": [{"password": 3}]}),
         );
-        let v: serde_json::Value = serde_json::from_str(&prepare(e, &o).unwrap().body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&prepare(&e, &o).unwrap().body).unwrap();
         assert_eq!(v["data"], json!({"user": {"name": "n"}, "list": [{}]}));
     }
 
@@ -382,7 +395,7 @@ mod tests {
                 ..opts()
             };
             let data = json!({"text": "hello ".repeat(100)});
-            let p = prepare(Event::from_json("p", "e", data.clone()), &o).unwrap();
+            let p = prepare(&Event::from_json("p", "e", data.clone()), &o).unwrap();
             let v: serde_json::Value = serde_json::from_str(&p.body).unwrap();
             assert_eq!(v["enc"], json!(label));
             let raw = base64::engine::general_purpose::STANDARD
@@ -411,7 +424,7 @@ mod tests {
     fn noncharacters_in_data_are_rejected() {
         let e = Event::from_json("p", "e", json!({"x": "bad\u{FFFF}"}));
         assert!(matches!(
-            prepare(e, &opts()),
+            prepare(&e, &opts()),
             Err(Error::InvalidCharacter {
                 code_point: 0xFFFF,
                 field: "data",
@@ -424,7 +437,7 @@ mod tests {
     fn control_characters_in_the_event_type_are_rejected() {
         let e = Event::from_json("p", "bad\u{1}type", json!({}));
         assert!(matches!(
-            prepare(e, &opts()),
+            prepare(&e, &opts()),
             Err(Error::InvalidCharacter {
                 code_point: 1,
                 field: "event",
@@ -441,7 +454,7 @@ mod tests {
         };
         let e = Event::from_json("p", "e", json!({"x": "y".repeat(2048)}));
         assert!(matches!(
-            prepare(e, &o),
+            prepare(&e, &o),
             Err(Error::TooLarge { limit: 2048, .. })
         ));
     }
@@ -453,10 +466,10 @@ mod tests {
             group_key: GroupKey::DataField("tenant".into()),
             ..opts()
         };
-        let p = prepare(Event::from_json("p", "e", json!({"tenant": "t9"})), &o).unwrap();
+        let p = prepare(&Event::from_json("p", "e", json!({"tenant": "t9"})), &o).unwrap();
         assert_eq!(p.group_id.as_deref(), Some("t9"));
         assert!(matches!(
-            prepare(Event::from_json("p", "e", json!({})), &o),
+            prepare(&Event::from_json("p", "e", json!({})), &o),
             Err(Error::InvalidEvent {
                 field: "groupKey",
                 ..

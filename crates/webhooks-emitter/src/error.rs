@@ -1,8 +1,11 @@
-//! The crate's one error enum.
+//! The crate's one error enum, and the [`Cause`] it keeps.
 
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::EventId;
+use crate::{Event, EventId};
 
 /// Everything that can go wrong when emitting a webhook event.
 ///
@@ -10,7 +13,12 @@ use crate::EventId;
 /// never started, dead or stopped emitter) are returned by `emit` and `emit_sync` themselves. Errors after the event
 /// was accepted (rejected by SQS, retries exhausted, timeout, shutdown) go to the
 /// `emit_sync` caller, or, for `emit`, to the failure hook, an error log line and the
-/// `wharf_webhooks_failed_total` counter.
+/// [`metrics::FAILED`](crate::metrics::FAILED) counter.
+///
+/// Where another error caused the failure (the AWS SDK's, serde_json's, a compressor's), it
+/// is kept as a [`Cause`]: in the variant's `source` field, and as
+/// [`std::error::Error::source`], which hands out that error itself, so it downcasts to its
+/// type. [`Error::BufferFull`] hands the refused event back ([`Error::into_event`]).
 #[non_exhaustive]
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -55,13 +63,17 @@ pub enum Error {
         queue: String,
     },
     /// The bounded buffer is full (the endpoint is slow or unreachable) and the full policy
-    /// said not to wait, or the wait allowed by the policy passed.
+    /// said not to wait, or the wait allowed by the policy passed. The event was not taken:
+    /// it comes back in `event` ([`Error::into_event`]), to retry without a clone.
     #[error(
         "the webhooks emitter's buffer is full (at most {capacity} events or {bytes} bytes wait \
          to be sent; waited {waited:?}); slow down, raise `buffer_capacity` or `buffer_bytes`, \
-         or use FullPolicy::Wait"
+         or use FullPolicy::Wait. The event was not taken: `Error::into_event` hands it back \
+         to retry"
     )]
     BufferFull {
+        /// The event that was refused, unchanged.
+        event: Box<Event>,
         /// The configured buffer capacity, in events.
         capacity: usize,
         /// The configured buffer budget, in bytes.
@@ -106,8 +118,11 @@ pub enum Error {
     Unencodable {
         /// The event type.
         event: String,
-        /// What serde_json reported.
+        /// What serde_json (or the compressor) reported, or the `Serialize` panic's message.
         reason: String,
+        /// serde_json's or the compressor's error (`None` for a panic).
+        #[source]
+        source: Option<Cause>,
     },
     /// The event contains a character that SQS rejects in a message body or attribute.
     #[error(
@@ -151,6 +166,11 @@ pub enum Error {
         code: String,
         /// The message SQS gave.
         message: String,
+        /// The AWS SDK's error when SQS refused the whole request (an
+        /// `aws_sdk_sqs::error::SdkError`), or its builder's when the entry could not be
+        /// built; `None` when SQS listed this entry as failed in an answered batch.
+        #[source]
+        source: Option<Cause>,
     },
     /// Transient failures (throttling, 5xx, network) went on for longer than the retry
     /// policy allows.
@@ -170,6 +190,10 @@ pub enum Error {
         elapsed: Duration,
         /// The last transient error.
         last_error: String,
+        /// The error behind the last transient failure, when there was one (the AWS SDK's
+        /// for a request that failed as a whole).
+        #[source]
+        source: Option<Cause>,
     },
     /// `emit_sync` did not get a confirmation within its timeout.
     ///
@@ -194,6 +218,10 @@ pub enum Error {
         maybe_sent: bool,
         /// The last transient error, or `none`.
         last_error: String,
+        /// The error behind the last transient failure, when there was one (the AWS SDK's
+        /// for a request that failed as a whole).
+        #[source]
+        source: Option<Cause>,
     },
     /// The emitter stopped (shutdown deadline passed, or it was dropped) before the event
     /// could be sent.
@@ -214,6 +242,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The event a [`BufferFull`](Error::BufferFull) error refused, to emit again without a
+    /// clone; `None` for every other error.
+    pub fn into_event(self) -> Option<Event> {
+        match self {
+            Error::BufferFull { event, .. } => Some(*event),
+            _ => None,
+        }
+    }
+
+    /// The event a [`BufferFull`](Error::BufferFull) error refused, if this is one.
+    pub fn event(&self) -> Option<&Event> {
+        match self {
+            Error::BufferFull { event, .. } => Some(event),
+            _ => None,
+        }
+    }
+
     /// A short, stable label for metrics and logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -233,5 +278,90 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::NotSent { .. } => "not_sent",
         }
+    }
+}
+
+/// The error behind a failure, kept by [`Error`]: the AWS SDK's, serde_json's, a
+/// compressor's. Shared (an `Arc`), so that `Error` stays `Clone`.
+///
+/// It dereferences to that error: downcast it to its type, or walk its own sources. As
+/// [`std::error::Error::source`] of an [`Error`], the error itself comes out, not this
+/// wrapper:
+///
+/// ```
+/// # fn check(error: &wharf_webhooks_emitter::Error) {
+/// use std::error::Error as _;
+/// use wharf_webhooks_emitter::aws_sdk_sqs::error::SdkError;
+/// use wharf_webhooks_emitter::aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+///
+/// type SendError = SdkError<SendMessageBatchError, wharf_webhooks_emitter::aws_sdk_sqs::config::http::HttpResponse>;
+/// if let Some(sdk) = error.source().and_then(|e| e.downcast_ref::<SendError>()) {
+///     eprintln!("the AWS SDK said: {sdk}");
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause(Arc::new(error))
+    }
+}
+
+/// `Cause` is not itself an `std::error::Error`: that is what lets the derived
+/// `Error::source` reach through it (by dereferencing) to the error it holds.
+impl Deref for Cause {
+    type Target = dyn std::error::Error + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn the_source_of_an_error_is_the_error_its_cause_holds() {
+        let io = std::io::Error::other("disk on fire");
+        let error = Error::Unencodable {
+            event: "e".to_string(),
+            reason: io.to_string(),
+            source: Some(Cause::new(io)),
+        };
+        let source = std::error::Error::source(&error).expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io::Error itself");
+        assert_eq!(io.to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn a_buffer_full_error_hands_the_event_back_unchanged() {
+        let event = Event::from_json("p", "e", serde_json::json!({ "n": 1 }));
+        let error = Error::BufferFull {
+            event: Box::new(event),
+            capacity: 1,
+            bytes: 1024,
+            waited: Duration::ZERO,
+        };
+        let back = error.into_event().expect("the event");
+        assert_eq!(back.data(), &serde_json::json!({ "n": 1 }));
+        assert!(Error::Disabled.into_event().is_none());
     }
 }

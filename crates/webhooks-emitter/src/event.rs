@@ -8,6 +8,7 @@ use serde::Serialize;
 use wharf_core::supervisor::panic_message;
 
 use crate::Error;
+use crate::error::Cause;
 
 /// The id of an emitted event: a random (v4) UUID, fixed when the event is accepted and sent
 /// unchanged on every retry, in the body (`id`), as the `id` message attribute and, on FIFO
@@ -71,10 +72,12 @@ impl Event {
                     "its Serialize implementation panicked: {}",
                     panic_message(panic.as_ref())
                 ),
+                source: None,
             })?;
         let data = encoded.map_err(|e| Error::Unencodable {
             event: event.clone(),
             reason: e.to_string(),
+            source: Some(Cause::new(e)),
         })?;
         Ok(Self::from_json(provider_id, event, data))
     }

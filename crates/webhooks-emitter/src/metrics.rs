@@ -1,22 +1,29 @@
-//! Metric names, exported through the `metrics` facade with the label `queue` (the queue's
-//! name; never a URL or a credential).
+//! The names of the metrics an [`Emitter`](crate::Emitter) records through the `metrics`
+//! facade (install any `metrics` recorder to export them).
+//!
+//! Every metric has the label `queue`: the queue's name (never its URL or a credential); two
+//! have one more label, named below. [`Emitter::stats`](crate::Emitter::stats) gives the same
+//! counts live, without a recorder.
 
-/// Counter: events accepted by `emit`, `try_emit` and `emit_sync`.
+/// Counter, in events: events accepted by `emit`, `try_emit` and `emit_sync` (refused ones
+/// are not counted). Label `queue`.
 pub const EMITTED: &str = "wharf_webhooks_emitted_total";
-/// Counter: events SQS confirmed.
+/// Counter, in events: events SQS confirmed. Label `queue`.
 pub const SENT: &str = "wharf_webhooks_sent_total";
-/// Counter: single-event retries after a transient failure.
+/// Counter, in retries: single-event retries after a transient failure (an event retried
+/// three times counts three). Label `queue`.
 pub const RETRIED: &str = "wharf_webhooks_retried_total";
-/// Counter: events that failed permanently after being accepted; label `reason`
-/// (`rejected`, `retries_exhausted`, `timeout`, `not_sent`).
+/// Counter, in events: events that failed permanently after being accepted. Labels `queue`
+/// and `reason` (`rejected`, `retries_exhausted`, `timeout`, `not_sent`).
 pub const FAILED: &str = "wharf_webhooks_failed_total";
-/// Gauge: events accepted and not yet resolved.
+/// Gauge, in events: events accepted and not yet resolved (sent or failed). Label `queue`.
 pub const BUFFERED: &str = "wharf_webhooks_buffered";
-/// Histogram: entries per SendMessageBatch request.
+/// Histogram, in entries: the entries of each SendMessageBatch request (1 to 10). Label
+/// `queue`.
 pub const BATCH_SIZE: &str = "wharf_webhooks_batch_size";
-/// Counter: SendMessageBatch requests.
+/// Counter, in requests: SendMessageBatch requests made. Label `queue`.
 pub const REQUESTS: &str = "wharf_webhooks_requests_total";
-/// Counter: panics caught in the application's code the emitter calls; label `callback`
-/// (`failure_hook`, or `sqs_client` for an interceptor, credentials provider or HTTP client
-/// passed in through `client` or `sdk_config`).
+/// Counter, in panics: panics caught in the application's code the emitter calls. Labels
+/// `queue` and `callback` (`failure_hook`, or `sqs_client` for an interceptor, credentials
+/// provider or HTTP client passed in through `client` or `sdk_config`).
 pub const CALLBACK_PANICS: &str = "wharf_webhooks_callback_panics_total";

@@ -10,7 +10,8 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::Error;
-use crate::emitter::Settings;
+use crate::error::Cause;
+use crate::shared::Settings;
 
 /// Bound on loading the AWS configuration chain.
 const CONFIG_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,6 +136,8 @@ pub(crate) struct RequestFailure {
     pub(crate) maybe_reached: bool,
     pub(crate) code: String,
     pub(crate) message: String,
+    /// The SDK's error, when the SDK reported one.
+    pub(crate) cause: Option<Cause>,
 }
 
 impl RequestFailure {
@@ -146,6 +149,7 @@ impl RequestFailure {
             maybe_reached: true,
             code: "Panic".to_string(),
             message: format!("the SQS client panicked during the request: {message}"),
+            cause: None,
         }
     }
 }
@@ -173,6 +177,7 @@ pub(crate) async fn send_batch(
                 maybe_reached: true,
                 code: "Timeout".to_string(),
                 message: format!("no answer within {:?}", cfg.hard_limit()),
+                cause: None,
             });
         }
         Ok(Err(e)) => return Err(classify(e)),
@@ -203,11 +208,11 @@ pub(crate) async fn send_batch(
 
 fn classify<E, R>(err: SdkError<E, R>) -> RequestFailure
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HasStatus + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HasStatus + Send + Sync + 'static,
 {
     let message = DisplayErrorContext(&err).to_string();
-    match &err {
+    let failure = match &err {
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("Unknown").to_string();
             let status = se.raw().status_code();
@@ -219,6 +224,7 @@ where
                 maybe_reached: status >= 500,
                 code,
                 message,
+                cause: None,
             }
         }
         SdkError::ConstructionFailure(_) => RequestFailure {
@@ -226,6 +232,7 @@ where
             maybe_reached: false,
             code: "ConstructionFailure".to_string(),
             message,
+            cause: None,
         },
         // Timeouts, network errors, unreadable responses: the request may have been written
         // and carried out, unless the error shows the connection was never made.
@@ -234,7 +241,12 @@ where
             maybe_reached: !never_connected(&err),
             code: "Transport".to_string(),
             message,
+            cause: None,
         },
+    };
+    RequestFailure {
+        cause: Some(Cause::new(err)),
+        ..failure
     }
 }
 

@@ -16,7 +16,10 @@ use wharf_core::supervisor::panic_message;
 
 use crate::Error;
 use crate::config::RetryPolicy;
-use crate::emitter::{Gate, Pending, Settings, Shared, ShutdownReport};
+use crate::error::Cause;
+use crate::pending::Pending;
+use crate::report::ShutdownReport;
+use crate::shared::{Gate, Settings, Shared};
 use crate::sqs::{self, BatchOutcome, RequestFailure};
 
 /// SQS's limit on entries per SendMessageBatch.
@@ -363,6 +366,7 @@ impl Worker {
                         event_id,
                         code: "InvalidEntry".to_string(),
                         message: e.to_string(),
+                        source: Some(Cause::new(e)),
                     });
                 }
             }
@@ -423,7 +427,8 @@ impl Worker {
                 );
                 let mut back = Vec::new();
                 for mut p in batch {
-                    p.end_attempt(failure.maybe_reached, failure.message.clone());
+                    let cause = failure.cause.clone();
+                    p.end_attempt(failure.maybe_reached, failure.message.clone(), cause);
                     if let Some(p) = self.give_up_if_late(p, now + pause) {
                         back.push(p);
                     }
@@ -437,12 +442,14 @@ impl Worker {
             Err(failure) => {
                 tracing::error!(error = %failure.message, entries = batch.len(), "SendMessageBatch rejected");
                 for mut p in batch {
-                    p.end_attempt(failure.maybe_reached, failure.message.clone());
+                    let cause = failure.cause.clone();
+                    p.end_attempt(failure.maybe_reached, failure.message.clone(), cause);
                     let event_id = p.msg.id;
                     p.fail(Error::Rejected {
                         event_id,
                         code: failure.code.clone(),
                         message: failure.message.clone(),
+                        source: failure.cause.clone(),
                     });
                 }
             }
@@ -469,7 +476,7 @@ impl Worker {
             };
             let error = format!("{}: {}", failed.code, failed.message);
             // SQS answered that this entry failed: this attempt did not store it.
-            p.end_attempt(false, error.clone());
+            p.end_attempt(false, error.clone(), None);
             if failed.retryable() {
                 retry.push(p);
             } else {
@@ -478,6 +485,7 @@ impl Worker {
                     event_id,
                     code: failed.code,
                     message: failed.message,
+                    source: None,
                 });
             }
         }
@@ -487,6 +495,7 @@ impl Worker {
             p.end_attempt(
                 true,
                 "entry missing from the SendMessageBatch response".to_string(),
+                None,
             );
             retry.push(p);
         }
@@ -521,6 +530,7 @@ impl Worker {
                 maybe_sent: p.maybe_sent(),
                 elapsed: p.accepted.elapsed(),
                 last_error: p.last_error.clone().unwrap_or_default(),
+                source: p.last_cause.clone(),
             };
             p.fail(error);
         }
@@ -664,6 +674,7 @@ fn timeout(p: Pending) {
         attempts: p.attempts,
         maybe_sent: p.maybe_sent(),
         last_error: p.last_error.clone().unwrap_or_else(|| "none".to_string()),
+        source: p.last_cause.clone(),
     };
     p.fail(error);
 }
@@ -768,6 +779,7 @@ mod tests {
                 maybe_reached: false,
                 code: "Transport".into(),
                 message: "connection refused".into(),
+                cause: None,
             }),
         );
         assert_eq!(

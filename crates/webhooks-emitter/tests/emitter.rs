@@ -1072,3 +1072,37 @@ async fn child_a_failure_hook_panics_on_every_event_of_the_drain() {
         stats.failed, stats.callback_panics, report.unsent
     );
 }
+
+#[tokio::test]
+async fn a_request_sqs_refuses_as_a_whole_fails_with_the_sdks_error_as_its_source() {
+    use aws_sdk_sqs::config::http::HttpResponse;
+    use aws_sdk_sqs::error::SdkError;
+    use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+
+    let endpoint = endpoint();
+    let sqs = raw_client(&endpoint).await;
+    let url = create_queue(&sqs, "deleted", false, &[]).await;
+    sqs.delete_queue().queue_url(&url).send().await.unwrap();
+    let emitter = builder(&endpoint, &url).build().unwrap();
+    emitter.start().await.unwrap();
+
+    let result = emitter
+        .emit_sync_timeout(
+            Event::new("p", "e", json!({})).unwrap(),
+            Duration::from_secs(10),
+        )
+        .await;
+    let error = match result {
+        Err(error @ Error::Rejected { .. }) => error,
+        other => panic!("expected Rejected, got {other:?}"),
+    };
+    let source = std::error::Error::source(&error).expect("the SDK's error is kept");
+    let sdk = source
+        .downcast_ref::<SdkError<SendMessageBatchError, HttpResponse>>()
+        .unwrap_or_else(|| panic!("not the SDK's error: {source:?}"));
+    assert!(
+        sdk.as_service_error().is_some(),
+        "SQS answered, refusing the request: {sdk:?}"
+    );
+    emitter.shutdown().await;
+}

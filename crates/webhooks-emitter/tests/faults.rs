@@ -169,6 +169,101 @@ async fn a_full_buffer_refuses_events_at_once_with_the_error_policy() {
 }
 
 #[tokio::test]
+async fn a_full_buffer_hands_the_refused_event_back_to_be_emitted_again_once_there_is_room() {
+    let moto = Moto::start_behind_proxy().unwrap();
+    let proxy = moto.proxy().unwrap();
+    let sqs = raw_client(&moto.endpoint()).await;
+    let url = create_queue(&sqs, "handback", false, &[]).await;
+    let emitter = builder(&moto.endpoint(), &url)
+        .buffer_capacity(2)
+        .full_policy(FullPolicy::Error)
+        .retry(fast_retry())
+        .build()
+        .unwrap();
+    emitter.start().await.unwrap();
+    proxy.down().unwrap();
+    for i in 0..2 {
+        emitter
+            .emit(Event::new("p", "e", json!({"i": i})).unwrap())
+            .await
+            .unwrap();
+    }
+    let refused = emitter
+        .emit(Event::new("p", "refused.event", json!({"i": "the third"})).unwrap())
+        .await
+        .expect_err("the buffer is full");
+    let event = refused
+        .into_event()
+        .expect("a full buffer hands the event back");
+    assert_eq!(
+        (event.provider_id(), event.event_type(), event.data()),
+        ("p", "refused.event", &json!({"i": "the third"})),
+        "unchanged"
+    );
+
+    proxy.restore().unwrap();
+    eventually_some(
+        "sent == 2",
+        Duration::from_secs(20),
+        stats_where(&emitter, |s| s.sent == 2),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", emitter.stats()));
+    let sent = emitter.emit_sync(event).await.expect("room again");
+    let bodies: Vec<serde_json::Value> = receive(&sqs, &url, 3, Duration::from_secs(10))
+        .await
+        .iter()
+        .map(body_json)
+        .collect();
+    let resent = bodies
+        .iter()
+        .find(|b| b["id"] == json!(sent.event_id.to_string()))
+        .unwrap_or_else(|| panic!("the handed-back event arrived: {bodies:?}"));
+    assert_eq!(resent["data"], json!({"i": "the third"}));
+    emitter.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_timeout_while_sqs_is_unreachable_keeps_the_sdks_last_error_as_its_source() {
+    use aws_sdk_sqs::config::http::HttpResponse;
+    use aws_sdk_sqs::error::SdkError;
+    use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+
+    let moto = Moto::start_behind_proxy().unwrap();
+    let proxy = moto.proxy().unwrap();
+    let sqs = raw_client(&moto.endpoint()).await;
+    let url = create_queue(&sqs, "timeoutsource", false, &[]).await;
+    let emitter = builder(&moto.endpoint(), &url)
+        .retry(fast_retry())
+        .build()
+        .unwrap();
+    emitter.start().await.unwrap();
+    proxy.down().unwrap();
+
+    let sync_timeout = Duration::from_millis(800);
+    let result = tokio::time::timeout(
+        sync_timeout * 2,
+        emitter.emit_sync_timeout(Event::new("p", "e", json!({})).unwrap(), sync_timeout),
+    )
+    .await
+    .expect("emit_sync answers within its timeout");
+    let error = match result {
+        Err(error @ Error::Timeout { .. }) => error,
+        other => panic!("expected Timeout, got {other:?}"),
+    };
+    let source = std::error::Error::source(&error).expect("the last error's cause is kept");
+    let sdk = source
+        .downcast_ref::<SdkError<SendMessageBatchError, HttpResponse>>()
+        .unwrap_or_else(|| panic!("not the SDK's error: {source:?}"));
+    assert!(
+        matches!(sdk, SdkError::DispatchFailure(_)),
+        "the request could not be sent: {sdk:?}"
+    );
+    proxy.restore().unwrap();
+    emitter.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_wait_policy_waits_for_room_then_gives_up_after_its_bound() {
     let moto = Moto::start_behind_proxy().unwrap();
     let proxy = moto.proxy().unwrap();

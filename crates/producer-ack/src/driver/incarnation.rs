@@ -1,0 +1,274 @@
+//! One connection attempt (an *incarnation*): a fresh `pulsar` client and producer, then
+//! sends and receipts until the driver gives it up.
+//!
+//! The driver holds an [`Incarnation`] (the attempt's handle: dropping it aborts the task),
+//! hands it messages and hears back through [`Event`]s. The task never decides a message's
+//! outcome: it reports receipts and breakage, and the driver decides.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use pulsar::{Pulsar, TokioExecutor};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::client::{connect, is_permanent};
+use crate::MessageId;
+use crate::config::ProducerBuilder;
+
+/// A message handed to an incarnation: the driver's id for it, and the `pulsar` message.
+type Outgoing = (u64, pulsar::producer::Message);
+
+/// What an incarnation reports to the driver.
+pub(super) enum Event {
+    Connected {
+        incarnation: u64,
+    },
+    Broken {
+        incarnation: u64,
+        broken: Broken,
+    },
+    Receipts {
+        incarnation: u64,
+        receipts: Vec<(u64, Result<MessageId, pulsar::Error>)>,
+    },
+}
+
+/// Why an incarnation gave its connection up.
+pub(super) enum Broken {
+    /// Another connection may work: a timeout, a failed ping or send, a broker that went
+    /// away. `cause` is the `pulsar` crate's error, when there is one.
+    Transient {
+        reason: String,
+        cause: Option<Arc<pulsar::Error>>,
+    },
+    /// The broker refused the producer for a reason reconnecting cannot fix.
+    Refused {
+        reason: String,
+        cause: Arc<pulsar::Error>,
+    },
+}
+
+impl Broken {
+    fn transient(reason: String) -> Self {
+        Broken::Transient {
+            reason,
+            cause: None,
+        }
+    }
+
+    /// `error` ended what the incarnation was doing (`context`): refused for good, or worth
+    /// another connection.
+    fn from_error(context: &str, error: pulsar::Error) -> Self {
+        let reason = format!("{context}: {error}");
+        let cause = Arc::new(error);
+        if is_permanent(&cause) {
+            Broken::Refused { reason, cause }
+        } else {
+            Broken::Transient {
+                reason,
+                cause: Some(cause),
+            }
+        }
+    }
+}
+
+/// The driver's handle on the current connection attempt.
+pub(super) struct Incarnation {
+    pub(super) id: u64,
+    /// Its client and producer are up (it reported `Connected`).
+    pub(super) up: bool,
+    pub(super) sends: mpsc::UnboundedSender<Outgoing>,
+    task: JoinHandle<()>,
+}
+
+impl Incarnation {
+    /// Starts connection attempt `id` in a task of its own, reporting to `events`.
+    pub(super) fn start(
+        config: Arc<ProducerBuilder>,
+        id: u64,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let (sends, rx) = mpsc::unbounded_channel();
+        let span = tracing::debug_span!("pulsar_connection", incarnation = id);
+        let task = tokio::spawn(run(config, id, events, rx).instrument(span));
+        Incarnation {
+            id,
+            up: false,
+            sends,
+            task,
+        }
+    }
+}
+
+impl Drop for Incarnation {
+    /// Aborts the attempt, dropping its client and producer.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How often the live connection is pinged, and how long a ping may take before the
+/// connection counts as lost (pings cross the network: they get more slack than sends).
+fn health_check(config: &ProducerBuilder) -> (Duration, Duration) {
+    let every =
+        (config.send_timeout / 8).clamp(Duration::from_millis(50), Duration::from_millis(250));
+    // generous: a false alarm costs a reconnect and duplicates of the messages in flight
+    let limit = (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+    (every, limit)
+}
+
+/// How long handing a message to the `pulsar` crate may take. It is instant (a queue with
+/// room for the whole window) unless the crate is busy re-creating a lost producer, and then
+/// wharf takes over.
+fn send_limit(config: &ProducerBuilder) -> Duration {
+    (config.send_timeout / 4).clamp(Duration::from_millis(200), Duration::from_millis(500))
+}
+
+/// The receipt of the oldest message still waiting for one (pending while there is none).
+async fn oldest_receipt(
+    receipts: &mut VecDeque<(u64, pulsar::producer::SendFuture)>,
+) -> (u64, Result<pulsar::CommandSendReceipt, pulsar::Error>) {
+    let result = std::future::poll_fn(|cx| match receipts.front_mut() {
+        Some((_, receipt)) => std::pin::Pin::new(receipt).poll(cx),
+        None => std::task::Poll::Pending,
+    })
+    .await;
+    let id = receipts.pop_front().map(|(id, _)| id).unwrap_or(u64::MAX);
+    (id, result)
+}
+
+fn to_message_id(
+    (id, result): (u64, Result<pulsar::CommandSendReceipt, pulsar::Error>),
+) -> (u64, Result<MessageId, pulsar::Error>) {
+    let result = result.and_then(|receipt| {
+        receipt
+            .message_id
+            .as_ref()
+            .map(MessageId::from_proto)
+            .ok_or_else(|| {
+                pulsar::Error::Custom("the broker's receipt carried no message id".to_owned())
+            })
+    });
+    (id, result)
+}
+
+/// One connection: a fresh client and producer, then sends and receipts until the connection
+/// breaks or the driver gives it up (and aborts the task).
+async fn run(
+    config: Arc<ProducerBuilder>,
+    id: u64,
+    events: mpsc::UnboundedSender<Event>,
+    sends: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let report = |broken| {
+        let _ = events.send(Event::Broken {
+            incarnation: id,
+            broken,
+        });
+    };
+    // the client lives as long as its producer is served
+    let (_client, producer) = match open(&config).await {
+        Ok(pair) => pair,
+        Err(broken) => return report(broken),
+    };
+    if events.send(Event::Connected { incarnation: id }).is_err() {
+        return;
+    }
+    if let Some(broken) = serve(&config, id, producer, &events, sends).await {
+        report(broken);
+    }
+}
+
+/// A fresh client and producer, within the connect timeout.
+async fn open(
+    config: &ProducerBuilder,
+) -> Result<(Pulsar<TokioExecutor>, pulsar::Producer<TokioExecutor>), Broken> {
+    match tokio::time::timeout(config.connect_timeout, connect(config)).await {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(error)) => Err(Broken::from_error("could not create the producer", error)),
+        Err(_) => Err(Broken::transient(format!(
+            "connecting took longer than {:?}",
+            config.connect_timeout
+        ))),
+    }
+}
+
+/// Hands the driver's messages to `producer` and reports their receipts, until the
+/// connection breaks (`Some`) or the driver gives it up (`None`).
+async fn serve(
+    config: &ProducerBuilder,
+    id: u64,
+    mut producer: pulsar::Producer<TokioExecutor>,
+    events: &mpsc::UnboundedSender<Event>,
+    mut sends: mpsc::UnboundedReceiver<Outgoing>,
+) -> Option<Broken> {
+    let (check_every, check_limit) = health_check(config);
+    let send_limit = send_limit(config);
+    let mut health = tokio::time::interval_at(Instant::now() + check_every, check_every);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Receipts in send order: the broker acknowledges a producer's messages in order, so
+    // waiting on the oldest one alone costs one wake-up per batch of receipts, not one per
+    // message (a partitioned topic may report a later partition's receipt a little late).
+    let mut receipts: VecDeque<(u64, pulsar::producer::SendFuture)> = VecDeque::new();
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            biased;
+            _ = health.tick() => {
+                if let Err(broken) = ping(&producer, check_limit).await {
+                    return Some(broken);
+                }
+            }
+            first = oldest_receipt(&mut receipts), if !receipts.is_empty() => {
+                // one event for every receipt ready now: fewer wake-ups of the driver
+                let mut ready = vec![to_message_id(first)];
+                while let Some(next) = oldest_receipt(&mut receipts).now_or_never() {
+                    ready.push(to_message_id(next));
+                }
+                let _ = events.send(Event::Receipts { incarnation: id, receipts: ready });
+            }
+            n = sends.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    return None; // the driver gave this connection up
+                }
+                for (message, payload) in batch.drain(..) {
+                    match tokio::time::timeout(send_limit, producer.send_non_blocking(payload)).await {
+                        Ok(Ok(receipt)) => receipts.push_back((message, receipt)),
+                        Ok(Err(error)) => {
+                            let receipts = vec![(message, Err(error))];
+                            let _ = events.send(Event::Receipts { incarnation: id, receipts });
+                        }
+                        Err(_) => {
+                            let reason = format!("the pulsar client did not take a message within {send_limit:?}");
+                            return Some(Broken::transient(reason));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The pulsar crate re-creates a lost producer by itself and says nothing; a ping that
+/// fails, or waits on such a re-creation, tells wharf the connection was lost, so that it
+/// counts the reconnect, applies `OnReconnect`, and never depends on the crate's recovery
+/// alone.
+async fn ping(producer: &pulsar::Producer<TokioExecutor>, limit: Duration) -> Result<(), Broken> {
+    match tokio::time::timeout(limit, producer.check_connection()).await {
+        Ok(Ok(())) => Ok(()),
+        // a failed ping is never taken for a refusal: the next connection decides
+        Ok(Err(error)) => Err(Broken::Transient {
+            reason: format!("the connection check failed: {error}"),
+            cause: Some(Arc::new(error)),
+        }),
+        Err(_) => Err(Broken::transient(format!(
+            "the connection did not answer a ping within {limit:?}"
+        ))),
+    }
+}
