@@ -18,7 +18,7 @@
 //!   synchronous controls usable from any test.
 //! - **[`eventually`]** and [`eventually_some`]: wait on observable state with a deadline,
 //!   instead of sleeping and hoping.
-//! - **[`bench`]**: what the benchmarks share: the median of their rounds and the JSON report
+//! - **[`bench`](mod@bench)**: what the benchmarks share: the median of their rounds and the JSON report
 //!   they write to `$WHARF_BENCH_OUT`.
 //!
 //! | broker | binary | address form |
