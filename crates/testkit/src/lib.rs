@@ -41,13 +41,16 @@
 //!
 //! | variable | example |
 //! |---|---|
-//! | `WHARF_REDIS_URL` | `redis://127.0.0.1:6379/` |
-//! | `WHARF_KAFKA_BROKERS` | `127.0.0.1:9092` |
-//! | `WHARF_PULSAR_URL` | `pulsar://127.0.0.1:6650` |
-//! | `WHARF_SQS_ENDPOINT` | `http://127.0.0.1:5000` |
+//! | `WHARF_TEST_REDIS_URL` | `redis://127.0.0.1:6379/` |
+//! | `WHARF_TEST_KAFKA_BROKERS` | `127.0.0.1:9092` |
+//! | `WHARF_TEST_PULSAR_URL` | `pulsar://127.0.0.1:6650` |
+//! | `WHARF_TEST_SQS_ENDPOINT` | `http://127.0.0.1:5000` |
 //! | `WHARF_BIN_DIR` | a directory holding the broker binaries |
 //!
-//! Owned brokers ignore the overrides: a fault test needs a process it may kill.
+//! They are the kit's own names ([`BrokerKind::override_var`]), apart from the settings the
+//! crates' `from_env` read (`WHARF_REDIS_URL`, `WHARF_KAFKA_BROKERS`, `WHARF_PULSAR_URL`), so
+//! a shell set up to run an application against a real broker does not run the tests against
+//! it. Owned brokers ignore the overrides: a fault test needs a process it may kill.
 //!
 //! # Lifecycle
 //!
