@@ -106,7 +106,7 @@ pub fn redis() -> Result<&'static Endpoint> {
     shared(
         &SHARED,
         BrokerKind::Redis,
-        || Instance::start(crate::redis::spec(), None),
+        || Instance::start(crate::redis::spec(Vec::new()), None),
         |port| format!("redis://127.0.0.1:{port}/"),
     )
 }
