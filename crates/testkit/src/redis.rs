@@ -18,7 +18,7 @@ const OPENSSL_TIMEOUT: Duration = Duration::from_secs(30);
 /// starts empty), killed on drop.
 ///
 /// ```no_run
-/// # fn main() -> wharf_testkit::Result<()> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let redis = wharf_testkit::RedisServer::start()?;
 /// let url = redis.url(); // redis://127.0.0.1:PORT/
 /// redis.kill()?; // clients now see the connection drop
