@@ -16,31 +16,37 @@
 //! Each capability crate is re-exported behind a feature of the same name (`full` enables
 //! them all), so a service can depend on `wharf` with the features it needs, or on one
 //! focused crate directly. `examples/showcase.rs` composes all of them.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]
 pub use wharf_core as core;
 
 /// Webhook events into AWS SQS (`wharf-webhooks-emitter`).
 #[cfg(feature = "webhooks-emitter")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhooks-emitter")))]
 #[doc(inline)]
 pub use wharf_webhooks_emitter as webhooks_emitter;
 
 /// A Pulsar producer that reports every message's outcome (`wharf-producer-ack`).
 #[cfg(feature = "producer-ack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "producer-ack")))]
 #[doc(inline)]
 pub use wharf_producer_ack as producer_ack;
 
 /// Supervised Kafka producers and consumers (`wharf-kafka-wrapper`).
 #[cfg(feature = "kafka-wrapper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka-wrapper")))]
 #[doc(inline)]
 pub use wharf_kafka_wrapper as kafka_wrapper;
 
 /// One stateful, ordered actor per sharding key (`wharf-sharded-consumer`).
 #[cfg(feature = "sharded-consumer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sharded-consumer")))]
 #[doc(inline)]
 pub use wharf_sharded_consumer as sharded_consumer;
 
 /// Redis-backed jobs with partitions, keys and cancellation (`wharf-job-partition`).
 #[cfg(feature = "job-partition")]
+#[cfg_attr(docsrs, doc(cfg(feature = "job-partition")))]
 #[doc(inline)]
 pub use wharf_job_partition as job_partition;

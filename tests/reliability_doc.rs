@@ -39,9 +39,11 @@ fn is_rust_path(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '.' | '-'))
 }
 
-/// Parses one backticked token into a citation, if it is one.
+/// Parses one backticked token into a citation, if it is one. `FILE::NAME` and `src/...` are
+/// the section's crate's; a path into `tests/` (`tests/FILE.rs::NAME`) is the workspace's own
+/// tests folder in every section, where tests that join several crates live.
 fn citation(dir: &Option<PathBuf>, line: usize, token: &str) -> Option<Citation> {
-    let base = dir.clone().unwrap_or_else(|| root().to_path_buf());
+    let crate_dir = dir.clone().unwrap_or_else(|| root().to_path_buf());
     let (place, function) = match token.split_once("::") {
         Some((place, function)) if is_ident(function) => (place, Some(function.to_owned())),
         Some(_) => return None,
@@ -52,10 +54,12 @@ fn citation(dir: &Option<PathBuf>, line: usize, token: &str) -> Option<Citation>
         }
         None => return None,
     };
-    let file = if is_rust_path(place) {
-        base.join(place)
+    let file = if is_rust_path(place) && place.starts_with("tests/") {
+        root().join(place)
+    } else if is_rust_path(place) {
+        crate_dir.join(place)
     } else if is_ident(place) {
-        base.join("tests").join(format!("{place}.rs"))
+        crate_dir.join("tests").join(format!("{place}.rs"))
     } else {
         return None;
     };
@@ -144,4 +148,21 @@ fn a_renamed_test_is_caught() {
     assert!(holds(&cited[0]).is_err());
     let page = "## wharf-core\n| p | `supervision::duplicate_child_ids_are_refused` | - | - |\n";
     assert!(holds(&citations(page)[0]).is_ok());
+}
+
+#[test]
+fn a_workspace_test_cited_in_a_crate_section_is_found_in_the_workspace_tests() {
+    let page = "## wharf-sharded-consumer\n\
+                | p | `tests/sharded_kafka.rs::two_consumers_in_one_group_handle_each_key_on_exactly_one_of_them`, \
+                `consumer::errors_name_the_key_plainly` | - | - |\n";
+    let cited = citations(page);
+    assert_eq!(cited.len(), 2);
+    assert_eq!(cited[0].file, root().join("tests/sharded_kafka.rs"));
+    assert_eq!(
+        cited[1].file,
+        root().join("crates/sharded-consumer/tests/consumer.rs")
+    );
+    for c in &cited {
+        assert!(holds(c).is_ok(), "{:?}", holds(c));
+    }
 }

@@ -1,7 +1,7 @@
 //! # wharf-core
 //!
 //! The small, stable centre of wharf: Erlang/OTP-grade supervision for async Rust, and the
-//! broker-neutral transport traits every wharf broker crate implements.
+//! broker-neutral transport traits that wharf's Kafka and Pulsar crates implement.
 //!
 //! This crate provides:
 //! - [`supervisor`]: supervisors with OTP semantics (two-phase start, one_for_one /
@@ -13,8 +13,7 @@
 //!   service restarts are served by its next incarnation; only the request in flight at a
 //!   crash fails, with [`Error::ServiceCrashed`]; every call ends by its deadline, enforced
 //!   without a timer per call.
-//! - [`transport`]: [`Message`](transport::Message), [`Receipt`](transport::Receipt), the
-//!   [`Publisher`](transport::Publisher) and [`Source`](transport::Source) traits with their
+//! - [`transport`]: [`Message`], [`Receipt`], the [`Publisher`] and [`Source`] traits with their
 //!   delivery contracts, and a bounded in-memory queue with acks and redelivery.
 //! - [`Backoff`]: exponential backoff with jitter, for restarts and reconnect loops.
 //!

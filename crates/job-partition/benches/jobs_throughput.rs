@@ -9,7 +9,7 @@
 //! Each wharf round also prints what one job cost, figures a busy shared machine moves far
 //! less than throughput: CPU time of the two worker processes, CPU time of Redis, and Redis
 //! commands (those run inside scripts included), each per job. Redis figures need the
-//! bench's own Redis (no `WHARF_REDIS_URL`). To compare two builds of the worker, point
+//! bench's own Redis (no `WHARF_TEST_REDIS_URL`). To compare two builds of the worker, point
 //! `WHARF_JOBS_BENCH_WORKER_EXE` at another build of this bench: its worker processes are
 //! then used, with this build's producer. `WHARF_BENCH_BULLMQ=0` skips BullMQ.
 //!
@@ -92,7 +92,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn start_redis() -> (Option<Server>, String) {
-    if let Ok(url) = std::env::var("WHARF_REDIS_URL") {
+    if let Ok(url) = std::env::var(wharf_testkit::BrokerKind::Redis.override_var()) {
         return (None, url);
     }
     let port = TcpListener::bind("127.0.0.1:0")

@@ -60,7 +60,8 @@ fn spawn_worker(p: &str, concurrency: usize, lease_ms: u64) -> Proc {
             "--test-threads=1",
         ])
         .env("WHARF_JOBS_CHILD", p)
-        .env("WHARF_REDIS_URL", redis_url())
+        // The child's testkit then returns this Redis instead of starting its own.
+        .env(wharf_testkit::BrokerKind::Redis.override_var(), redis_url())
         .env("CHILD_CONCURRENCY", concurrency.to_string())
         .env("CHILD_LEASE_MS", lease_ms.to_string())
         .stdin(Stdio::null())

@@ -40,7 +40,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
 ];
 
-/// `$WHARF_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
+/// `$WHARF_TEST_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
 fn brokers() -> String {
     wharf_testkit::kafka()
         .expect("start Tansu (run scripts/install)")

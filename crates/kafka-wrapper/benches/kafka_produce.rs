@@ -2,7 +2,7 @@
 //! `Producer` versus a raw rdkafka `FutureProducer` with the same settings, same broker, same
 //! run. Rounds alternate; medians are reported. Writes JSON to `$WHARF_BENCH_OUT` if set.
 //!
-//! Broker: `WHARF_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
+//! Broker: `WHARF_TEST_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("queue.buffering.max.kbytes", "1048576"),
 ];
 
-/// `$WHARF_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
+/// `$WHARF_TEST_KAFKA_BROKERS`, else a Tansu started by wharf-testkit.
 fn brokers() -> String {
     wharf_testkit::kafka()
         .expect("start Tansu (run scripts/install)")

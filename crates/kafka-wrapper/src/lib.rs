@@ -53,7 +53,7 @@
 //! ## Example
 //!
 //! A consumer that transforms orders and produces them to another topic (requires a broker
-//! at `WHARF_KAFKA_BROKERS`, for example one started by `scripts/brokers`):
+//! at `WHARF_KAFKA_BROKERS`, for example the Tansu that `scripts/install` puts in `.wharf/bin`):
 //!
 //! ```no_run
 //! use std::time::Duration;

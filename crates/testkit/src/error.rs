@@ -92,6 +92,54 @@ pub enum Error {
         reason: String,
     },
 
+    /// A helper command the kit runs while it sets brokers up (`redis-cli --cluster create`,
+    /// `openssl`) failed, or did not finish in time and was killed.
+    #[error("`{command}` {outcome}; last lines of {log}:\n{tail}")]
+    ToolFailed {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        outcome: String,
+        /// Its log file (stdout and stderr).
+        log: PathBuf,
+        /// The last lines of that log.
+        tail: String,
+    },
+
+    /// A set of brokers (a Redis Cluster, a Sentinel set) started, but did not reach the
+    /// state it needs in time; its processes have been killed.
+    #[error(
+        "{what} was not ready within {timeout:?} (last check: {last_check}); its processes \
+         were killed; last lines of their logs:\n{logs}"
+    )]
+    SetNotReady {
+        /// Which set, for example "a Redis Cluster of 3 masters".
+        what: String,
+        /// How long the kit waited.
+        timeout: Duration,
+        /// What the last check saw.
+        last_check: String,
+        /// The last lines of each process's log, each under its address (the logs themselves
+        /// are removed with the processes' directories).
+        logs: String,
+    },
+
+    /// A question the kit asked running brokers (what the sentinels name as master, whether
+    /// a replica caught up) got no usable answer, or a change it waited for (a failover) did
+    /// not come in time.
+    #[error("{what}: {reason}")]
+    Query {
+        /// What the kit asked or waited for.
+        what: String,
+        /// What it got instead.
+        reason: String,
+    },
+
+    /// A broker or set of brokers was asked for something it cannot be (for example a Redis
+    /// Cluster of fewer than 3 masters, which `redis-cli --cluster create` refuses).
+    #[error("{0}")]
+    Unsupported(String),
+
     /// An operation needs a broker process started by this test, but it has none (it was
     /// killed or stopped and not restarted).
     #[error("`{binary}` is not running: call restart() first")]

@@ -75,5 +75,6 @@ pub(crate) fn spec(advertised: Option<u16>) -> Spec {
             .collect()
         }),
         config_file: None,
+        prepare: None,
     }
 }

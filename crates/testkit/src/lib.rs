@@ -12,13 +12,18 @@
 //!   restarted on the same port; dropping one kills it. `start_behind_proxy()` puts a
 //!   [`FaultProxy`] in front (for Kafka the broker advertises the proxy's address, so that
 //!   metadata-driven connections go through it too; pulsar-lite always has one).
+//! - **Redis in other shapes**: [`RedisServer::start_with_args`] (any `redis-server` option: a
+//!   password, a memory limit), [`RedisServer::start_tls`] (TLS with a private CA's
+//!   certificate), [`RedisCluster`] (N masters joined with `redis-cli --cluster create`) and
+//!   [`RedisSentinel`] (a master, a replica and sentinels, with a failover control). Their
+//!   processes are [`RedisServer`]s too, with the same controls, logs and lifecycle.
 //! - **[`FaultProxy`]**: a TCP proxy that cuts connections, refuses new ones, holds bytes
 //!   silently (a partition: no reset, no refusal), adds latency in one or both directions
 //!   (a broker that answers after the client's timeout) and counts connections, with
 //!   synchronous controls usable from any test.
 //! - **[`eventually`]** and [`eventually_some`]: wait on observable state with a deadline,
 //!   instead of sleeping and hoping.
-//! - **[`bench`]**: what the benchmarks share: the median of their rounds and the JSON report
+//! - **[`bench`](mod@bench)**: what the benchmarks share: the median of their rounds and the JSON report
 //!   they write to `$WHARF_BENCH_OUT`.
 //!
 //! | broker | binary | address form |
@@ -32,7 +37,9 @@
 //!
 //! `scripts/install` (from the workspace root) installs them into `.wharf/bin`. Binaries are
 //! looked up in `$WHARF_BIN_DIR`, then `<workspace>/.wharf/bin`, then `$PATH`; a missing one
-//! fails with [`Error::BinaryNotFound`], which names it and the script.
+//! fails with [`Error::BinaryNotFound`], which names it and the script. The helper commands
+//! the kit runs are found the same way: `redis-cli` (installed with `redis-server`) for
+//! [`RedisCluster`], `openssl` for [`RedisServer::start_tls`].
 //!
 //! # Environment overrides
 //!
@@ -41,13 +48,16 @@
 //!
 //! | variable | example |
 //! |---|---|
-//! | `WHARF_REDIS_URL` | `redis://127.0.0.1:6379/` |
-//! | `WHARF_KAFKA_BROKERS` | `127.0.0.1:9092` |
-//! | `WHARF_PULSAR_URL` | `pulsar://127.0.0.1:6650` |
-//! | `WHARF_SQS_ENDPOINT` | `http://127.0.0.1:5000` |
+//! | `WHARF_TEST_REDIS_URL` | `redis://127.0.0.1:6379/` |
+//! | `WHARF_TEST_KAFKA_BROKERS` | `127.0.0.1:9092` |
+//! | `WHARF_TEST_PULSAR_URL` | `pulsar://127.0.0.1:6650` |
+//! | `WHARF_TEST_SQS_ENDPOINT` | `http://127.0.0.1:5000` |
 //! | `WHARF_BIN_DIR` | a directory holding the broker binaries |
 //!
-//! Owned brokers ignore the overrides: a fault test needs a process it may kill.
+//! They are the kit's own names ([`BrokerKind::override_var`]), apart from the settings the
+//! crates' `from_env` read (`WHARF_REDIS_URL`, `WHARF_KAFKA_BROKERS`, `WHARF_PULSAR_URL`), so
+//! a shell set up to run an application against a real broker does not run the tests against
+//! it. Owned brokers ignore the overrides: a fault test needs a process it may kill.
 //!
 //! # Lifecycle
 //!
@@ -108,9 +118,13 @@ mod proxy;
 mod pulsar;
 mod pulsar_compat;
 mod redis;
+mod redis_cluster;
+mod redis_sentinel;
+mod resp;
 mod shared;
 mod spawner;
 mod sqs;
+mod tool;
 mod wait;
 
 pub use error::{Error, Result};
@@ -118,6 +132,8 @@ pub use kafka::Tansu;
 pub use proxy::{Direction, FaultProxy};
 pub use pulsar::PulsarLite;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
+pub use redis_sentinel::RedisSentinel;
 pub use shared::{BrokerKind, Endpoint, kafka, pulsar, redis, sqs};
 pub use sqs::Moto;
 pub use wait::{NotYet, eventually, eventually_some};

@@ -11,7 +11,8 @@ const STEP_TIMEOUT: Duration = Duration::from_millis(500);
 pub(crate) enum Probe {
     /// A TCP connection is accepted.
     Tcp,
-    /// Redis answers `PING` with `+PONG`.
+    /// Redis answers `PING` with `+PONG`, or with `-NOAUTH` when it requires a password
+    /// (it then answers commands, which is what the probe asks).
     RedisPing,
     /// A Kafka broker answers an ApiVersions (v0) request.
     KafkaApiVersions,
@@ -30,7 +31,7 @@ impl Probe {
             Probe::Tcp => Ok(()),
             Probe::RedisPing => {
                 let reply = exchange(&mut stream, b"*1\r\n$4\r\nPING\r\n", 7)?;
-                expect_prefix(&reply, b"+PONG")
+                expect_prefix(&reply, b"+PONG").or_else(|_| expect_prefix(&reply, b"-NOAUTH"))
             }
             Probe::Http => {
                 let request = format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n");

@@ -32,6 +32,9 @@ const LOG_TAIL_BYTES: u64 = 8 * 1024;
 /// directory.
 pub(crate) type ArgsFn = Box<dyn Fn(u16, &Path) -> Vec<OsString> + Send + Sync>;
 
+/// Prepares the private directory before the first start (certificates, say).
+pub(crate) type PrepareFn = Box<dyn Fn(&Path) -> Result<()> + Send + Sync>;
+
 /// The command line of one broker kind.
 pub(crate) struct Spec {
     pub(crate) binary: &'static str,
@@ -39,6 +42,8 @@ pub(crate) struct Spec {
     pub(crate) args: ArgsFn,
     /// A file (name, contents) written into the private directory before the first start.
     pub(crate) config_file: Option<(&'static str, String)>,
+    /// Run in the private directory before the first start, after `config_file` is written.
+    pub(crate) prepare: Option<PrepareFn>,
 }
 
 /// One broker process and everything it owns. Killed when dropped.
@@ -75,6 +80,9 @@ impl Instance {
             let path = dir.path().join(name);
             std::fs::write(&path, contents)
                 .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        }
+        if let Some(prepare) = &spec.prepare {
+            prepare(dir.path())?;
         }
         let mut attempt = 1;
         let (port, child) = loop {

@@ -86,5 +86,6 @@ fn spec() -> Spec {
             ]
         }),
         config_file: Some((CONFIG_FILE, CONFIG.to_owned())),
+        prepare: None,
     }
 }

@@ -21,13 +21,21 @@ pub enum BrokerKind {
 }
 
 impl BrokerKind {
-    /// The environment variable that points tests at an external broker of this kind.
+    /// The environment variable that points tests at an external broker of this kind:
+    /// `WHARF_TEST_REDIS_URL`, `WHARF_TEST_KAFKA_BROKERS`, `WHARF_TEST_PULSAR_URL`,
+    /// `WHARF_TEST_SQS_ENDPOINT`.
+    ///
+    /// These are the kit's own names, not the settings the crates' `from_env` read
+    /// (`WHARF_REDIS_URL`, `WHARF_KAFKA_BROKERS`, `WHARF_PULSAR_URL`): a shell set up to run an
+    /// application against a real broker must not run the tests against it too. A test that
+    /// starts another process which should use the same shared broker passes the address
+    /// under this name (the child's [`redis()`] and the like then return it).
     pub fn override_var(self) -> &'static str {
         match self {
-            BrokerKind::Redis => "WHARF_REDIS_URL",
-            BrokerKind::Kafka => "WHARF_KAFKA_BROKERS",
-            BrokerKind::Pulsar => "WHARF_PULSAR_URL",
-            BrokerKind::Sqs => "WHARF_SQS_ENDPOINT",
+            BrokerKind::Redis => "WHARF_TEST_REDIS_URL",
+            BrokerKind::Kafka => "WHARF_TEST_KAFKA_BROKERS",
+            BrokerKind::Pulsar => "WHARF_TEST_PULSAR_URL",
+            BrokerKind::Sqs => "WHARF_TEST_SQS_ENDPOINT",
         }
     }
 }
@@ -91,19 +99,19 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// The Redis shared by this test binary: `$WHARF_REDIS_URL`, or a `redis-server` started on
+/// The Redis shared by this test binary: `$WHARF_TEST_REDIS_URL`, or a `redis-server` started on
 /// first use. See the [crate docs](crate) for the lifecycle.
 pub fn redis() -> Result<&'static Endpoint> {
     static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
     shared(
         &SHARED,
         BrokerKind::Redis,
-        || Instance::start(crate::redis::spec(), None),
+        || Instance::start(crate::redis::spec(Vec::new()), None),
         |port| format!("redis://127.0.0.1:{port}/"),
     )
 }
 
-/// The Kafka broker shared by this test binary: `$WHARF_KAFKA_BROKERS`, or Tansu started on
+/// The Kafka broker shared by this test binary: `$WHARF_TEST_KAFKA_BROKERS`, or Tansu started on
 /// first use. Tests share it: give each test its own topics and groups ([`unique_name`](crate::unique_name)).
 pub fn kafka() -> Result<&'static Endpoint> {
     static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
@@ -115,7 +123,7 @@ pub fn kafka() -> Result<&'static Endpoint> {
     )
 }
 
-/// The Pulsar broker shared by this test binary: `$WHARF_PULSAR_URL`, or pulsar-lite started
+/// The Pulsar broker shared by this test binary: `$WHARF_TEST_PULSAR_URL`, or pulsar-lite started
 /// on first use.
 pub fn pulsar() -> Result<&'static Endpoint> {
     static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();
@@ -127,7 +135,7 @@ pub fn pulsar() -> Result<&'static Endpoint> {
     )
 }
 
-/// The SQS endpoint shared by this test binary: `$WHARF_SQS_ENDPOINT`, or moto started on
+/// The SQS endpoint shared by this test binary: `$WHARF_TEST_SQS_ENDPOINT`, or moto started on
 /// first use.
 pub fn sqs() -> Result<&'static Endpoint> {
     static SHARED: OnceLock<Result<Endpoint>> = OnceLock::new();

@@ -60,5 +60,6 @@ pub(crate) fn spec() -> Spec {
                 .collect()
         }),
         config_file: None,
+        prepare: None,
     }
 }

@@ -54,7 +54,7 @@ fn brokers_die_when_the_test_binary_aborts() {
             "helper_start_brokers_then_abort",
             "--nocapture",
         ])
-        .env_remove("WHARF_REDIS_URL")
+        .env_remove(wharf_testkit::BrokerKind::Redis.override_var())
         .env_remove("WHARF_BIN_DIR")
         .env(HELPER_VAR, "1")
         .output()

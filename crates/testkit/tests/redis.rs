@@ -1,7 +1,8 @@
 //! Redis: the shared server and owned servers answer the real `redis` client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use wharf_testkit::{RedisServer, unique_name};
@@ -124,4 +125,81 @@ fn process_exists(pid: u32) -> bool {
             .starts_with('Z'),
         Err(_) => false,
     }
+}
+
+#[tokio::test]
+async fn an_owned_redis_takes_extra_arguments_and_a_password_protected_one_counts_as_ready() {
+    let redis = RedisServer::start_with_args(&["--requirepass", "s3cret-pw"]).unwrap();
+
+    let refused = ping(&redis.url()).await.unwrap_err();
+    assert!(
+        refused.to_string().to_lowercase().contains("auth"),
+        "{refused}"
+    );
+    let authed = format!("redis://:s3cret-pw@127.0.0.1:{}/", redis.port());
+    assert_eq!(ping(&authed).await.unwrap(), "PONG");
+}
+
+#[test]
+fn an_owned_tls_redis_answers_over_tls_with_a_certificate_of_its_ca_for_127_0_0_1() {
+    let redis = RedisServer::start_tls().unwrap();
+    let ca = redis.tls_ca_certificate().unwrap();
+    let port = redis.port().to_string();
+    assert_eq!(redis.url(), format!("rediss://127.0.0.1:{port}/"));
+    assert!(ca.exists(), "{} missing", ca.display());
+
+    // A verified handshake: the chain ends at the kit's CA and the certificate names the IP.
+    let handshake = run(Command::new("openssl").args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        "-CAfile",
+        &ca.display().to_string(),
+        "-verify_ip",
+        "127.0.0.1",
+        "-verify_return_error",
+    ]));
+    assert!(
+        handshake.contains("Verify return code: 0 (ok)"),
+        "{handshake}"
+    );
+
+    // Redis itself over TLS; plain text gets no answer.
+    let pong = run(Command::new("redis-cli").args([
+        "--tls",
+        "--cacert",
+        &ca.display().to_string(),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "PING",
+    ]));
+    assert_eq!(pong.trim(), "PONG");
+    let plain = run(Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port, "PING"]));
+    assert!(!plain.contains("PONG"), "{plain}");
+}
+
+/// Runs a command with stdin closed and a deadline; its stdout and stderr.
+fn run(command: &mut Command) -> String {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + STEP;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{command:?} did not finish within {STEP:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }

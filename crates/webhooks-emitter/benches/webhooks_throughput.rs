@@ -1,5 +1,5 @@
 //! Benchmark `webhooks-throughput`: 20,000 webhook events into one SQS queue (moto, started by
-//! wharf-testkit, or `WHARF_SQS_ENDPOINT`), the emitter against the original's approach (one
+//! wharf-testkit, or `WHARF_TEST_SQS_ENDPOINT`), the emitter against the original's approach (one
 //! SendMessage per event from one worker, on raw aws-sdk-sqs), same server, same run.
 //!
 //! Metrics (medians over the rounds): `events_per_second` (from the first emit until SQS
@@ -224,7 +224,7 @@ fn main() {
     // SAFETY: single-threaded here (no runtime, no other thread started yet); the variable is
     // read by the moto child processes only.
     unsafe { std::env::set_var("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false") };
-    let (_owned, endpoint) = match std::env::var("WHARF_SQS_ENDPOINT") {
+    let (_owned, endpoint) = match std::env::var(wharf_testkit::BrokerKind::Sqs.override_var()) {
         Ok(e) if !e.is_empty() => (None, e),
         _ => {
             let moto = wharf_testkit::Moto::start().expect("moto (run scripts/install)");

@@ -1,9 +1,13 @@
 //! Broker-neutral transport: messages, publishers, sources, acknowledgements, and an
 //! in-memory queue.
 //!
-//! Every wharf broker crate (Kafka, Pulsar, SQS, Redis) implements the two traits here, so
-//! code written against them runs on any broker, and on the in-memory [`MemoryQueue`] in
-//! examples and tests.
+//! Which wharf crates implement the two traits here: `wharf-kafka-wrapper` (both: a
+//! `TopicPublisher` per topic and a `KafkaSource` per consumer group) and `wharf-producer-ack`
+//! (its Pulsar `Producer` is a [`Publisher`]). `wharf-sharded-consumer` runs over any
+//! [`Source`]. Code written against the traits runs on those brokers, and on the in-memory
+//! [`MemoryQueue`] in examples and tests. `wharf-webhooks-emitter` (SQS) and
+//! `wharf-job-partition` (Redis) do not implement them: their APIs follow what they do
+//! (confirmed webhook events; jobs with leases), not a stream of acknowledged messages.
 //!
 //! # Which type for which job
 //!

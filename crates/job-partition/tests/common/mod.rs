@@ -20,7 +20,7 @@ pub use wharf_testkit::eventually;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The URL of this test binary's Redis: wharf-testkit's shared `redis-server` (or
-/// `WHARF_REDIS_URL`, which worker processes spawned by the tests inherit).
+/// `WHARF_TEST_REDIS_URL`, which worker processes spawned by the tests are given).
 pub fn redis_url() -> String {
     wharf_testkit::redis()
         .expect("start redis-server (run scripts/install)")

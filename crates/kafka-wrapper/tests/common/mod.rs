@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wharf_kafka_wrapper::{KafkaConfig, KafkaWrapper, TopicSpec};
 
-/// Bootstrap servers of the test binary's shared Tansu (or `WHARF_KAFKA_BROKERS`).
+/// Bootstrap servers of the test binary's shared Tansu (or `WHARF_TEST_KAFKA_BROKERS`).
 pub fn brokers() -> String {
     wharf_testkit::kafka()
         .expect("start Tansu (run scripts/install)")

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use wharf_testkit::bench::{self, Entry};
 
-/// The broker: `$WHARF_PULSAR_URL`, or a pulsar-lite of our own (kept alive by the guard).
+/// The broker: `$WHARF_TEST_PULSAR_URL`, or a pulsar-lite of our own (kept alive by the guard).
 pub fn broker() -> (String, Option<wharf_testkit::PulsarLite>) {
-    if let Ok(url) = std::env::var("WHARF_PULSAR_URL") {
+    if let Ok(url) = std::env::var(wharf_testkit::BrokerKind::Pulsar.override_var()) {
         return (url, None);
     }
     let broker = wharf_testkit::PulsarLite::start().expect("pulsar-lite starts");

@@ -1,5 +1,10 @@
-//! End to end over Kafka (Tansu, started by wharf-testkit) through wharf-kafka-wrapper's
-//! `KafkaSource`: a restart in the middle, and two consumers sharing one group.
+//! wharf-sharded-consumer end to end over Kafka (Tansu, started by wharf-testkit) through
+//! wharf-kafka-wrapper's `KafkaSource`: a restart in the middle, two consumers sharing one
+//! group, and many keys over one partition.
+//!
+//! These are the umbrella's tests, not the sharded consumer's: they join two capability
+//! crates, and a capability crate never depends on another. Run them with
+//! `cargo test -p wharf --features kafka-wrapper,sharded-consumer --test sharded_kafka`.
 //!
 //! Every wait has a deadline: `eventually` on what the test can observe, `timeout` around
 //! every run it joins.
