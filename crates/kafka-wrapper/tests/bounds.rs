@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,13 @@ const SLACK: Duration = Duration::from_secs(2);
 /// seen: the session of a 6 s timeout ended 6.7 s after the last heartbeat).
 const SESSION_CHECK: Duration = Duration::from_secs(1);
 
+/// How long a revoke or a stop waits for an aborted handler call to let go of its partition
+/// (see `consumer/instance.rs`).
+const ABORT_RELEASE: Duration = Duration::from_secs(1);
+
 /// The consumer's fixed waits at shutdown (see `consumer/instance.rs`): for aborted
-/// handlers to let go, to leave the group, for workers to let go of the client.
+/// handlers to let go (1 s), to leave the group (2 s), for workers to let go of the client
+/// (1 s).
 const FIXED_STOP_WAITS: Duration = Duration::from_secs(4);
 
 /// A Tansu of this test's own behind the fault proxy, with a new topic of `partitions`
@@ -60,32 +66,66 @@ async fn shut_down(w: &KafkaWrapper) {
         .unwrap();
 }
 
-/// A group consumer that records every payload it handles (duplicates included).
-fn recording_consumer(
-    name: &str,
-    group: &str,
-    topic: &str,
-) -> (ConsumerSpec, Arc<Mutex<Vec<String>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let spec = ConsumerSpec::group(
+/// The payload whose first handler call never returns: a message in flight when the
+/// partition is revoked or the consumer removed, which must come again.
+const STUCK: &str = "stuck";
+
+/// What the handlers of one test's consumers share.
+#[derive(Clone, Default)]
+struct Seen {
+    /// Every payload handled (acknowledged), duplicates included.
+    handled: Arc<Mutex<Vec<String>>>,
+    /// Calls of the handler for [`STUCK`].
+    stuck_calls: Arc<AtomicU32>,
+}
+
+impl Seen {
+    fn handled(&self) -> HashSet<String> {
+        self.handled.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+/// A group consumer that records every payload it handles into `seen`; the first call for
+/// [`STUCK`] (of any consumer of the test) never returns.
+fn recording_consumer(name: &str, group: &str, topic: &str, seen: &Seen) -> ConsumerSpec {
+    let seen = seen.clone();
+    ConsumerSpec::group(
         name,
         group,
         [topic.to_owned()],
         Handler::per_message(move |m| {
-            let s = s.clone();
+            let seen = seen.clone();
             async move {
-                s.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(m.payload()).into_owned());
+                let payload = String::from_utf8_lossy(m.payload()).into_owned();
+                if payload == STUCK && seen.stuck_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::future::pending::<()>().await;
+                }
+                seen.handled.lock().unwrap().push(payload);
                 Outcome::Ack
             }
         }),
     )
     // Offsets are committed only by the wrapper's own commits (revoke, shutdown), the ones
     // under test.
-    .set("auto.commit.interval.ms", "600000");
-    (spec, seen)
+    .set("auto.commit.interval.ms", "600000")
+}
+
+/// Sends 20 messages and then [`STUCK`], and waits until the 20 are handled and the call for
+/// [`STUCK`] has begun. Returns what must be handled in the end.
+async fn send_with_one_stuck(w: &KafkaWrapper, topic: &str, seen: &Seen) -> HashSet<String> {
+    let mut payloads: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
+    payloads.push(STUCK.to_owned());
+    send_all(w, topic, payloads.clone()).await;
+    let expected: HashSet<String> = payloads.into_iter().collect();
+    let mut done: HashSet<String> = expected.clone();
+    done.remove(STUCK);
+    wait_for_all(seen, &done, Duration::from_secs(30)).await;
+    wharf_testkit::eventually("the stuck call began", Duration::from_secs(30), || async {
+        seen.stuck_calls.load(Ordering::SeqCst) == 1
+    })
+    .await
+    .unwrap();
+    expected
 }
 
 async fn send_all(w: &KafkaWrapper, topic: &str, payloads: impl IntoIterator<Item = String>) {
@@ -103,15 +143,8 @@ async fn send_all(w: &KafkaWrapper, topic: &str, payloads: impl IntoIterator<Ite
     }
 }
 
-async fn wait_for_all(
-    seen: &Arc<Mutex<Vec<String>>>,
-    expected: &HashSet<String>,
-    within: Duration,
-) {
-    let missing = || {
-        let got: HashSet<String> = seen.lock().unwrap().iter().cloned().collect();
-        expected.difference(&got).count()
-    };
+async fn wait_for_all(seen: &Seen, expected: &HashSet<String>, within: Duration) {
+    let missing = || expected.difference(&seen.handled()).count();
     let r = wharf_testkit::eventually("every message handled", within, || async { missing() == 0 })
         .await;
     assert!(
@@ -123,10 +156,12 @@ async fn wait_for_all(
 }
 
 /// A group member cut off by a silent partition loses its session (librdkafka notices on
-/// its own clock after `session.timeout.ms`) and revokes its partitions: the revoke's commit
-/// gets no answer. The polling thread waits for it no longer than the request timeout, then
-/// publishes the empty assignment and goes on; when the link heals, the member joins again
-/// and nothing is lost.
+/// its own clock after `session.timeout.ms`) and revokes its partitions: the call in flight
+/// is aborted after the grace, and the revoke's commit gets no answer. The polling thread
+/// waits for it no longer than the request timeout, then publishes the empty assignment and
+/// goes on; when the link heals, the member joins again and nothing is lost: the aborted
+/// message comes again (the commit, whenever it landed, stopped below it), and so does
+/// everything after.
 ///
 /// Before the fix the commit was librdkafka's synchronous one: the revoke did not end for
 /// over 70 s (the polling thread sat in `rd_kafka_commit`), and a rebuild or removal of the
@@ -146,8 +181,10 @@ async fn a_revoke_under_a_silent_partition_holds_the_polling_thread_only_for_the
     )
     .await
     .unwrap();
-    let (spec, seen) = recording_consumer("c", &common::topic("g"), &topic);
-    let c = w.add_consumer(spec).unwrap();
+    let seen = Seen::default();
+    let c = w
+        .add_consumer(recording_consumer("c", &common::topic("g"), &topic, &seen))
+        .unwrap();
     wharf_testkit::eventually(
         "both partitions assigned",
         Duration::from_secs(30),
@@ -155,25 +192,23 @@ async fn a_revoke_under_a_silent_partition_holds_the_polling_thread_only_for_the
     )
     .await
     .unwrap();
-    let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
-    send_all(&w, &topic, before.clone()).await;
-    let mut expected: HashSet<String> = before.into_iter().collect();
-    wait_for_all(&seen, &expected, Duration::from_secs(30)).await;
+    let mut expected = send_with_one_stuck(&w, &topic, &seen).await;
 
     let proxy = kafka.proxy().unwrap();
     proxy.hold();
     let held = Instant::now();
     // The session ends on librdkafka's clock a session timeout after the last heartbeat
-    // answered (before the hold), seen at its next check; then the revoke drains idle workers
-    // at once (the grace bounds it) and commits (the request timeout bounds it).
-    let bound = common::SESSION_TIMEOUT + SESSION_CHECK + grace + commit_timeout + SLACK;
+    // answered (before the hold), seen at its next check; then the revoke waits the grace for
+    // the stuck call, aborts it (1 s for it to let go) and commits (the request timeout).
+    let bound =
+        common::SESSION_TIMEOUT + SESSION_CHECK + grace + ABORT_RELEASE + commit_timeout + SLACK;
     let revoked = wharf_testkit::eventually("the revoke to end", bound, || async {
         c.assignment().is_empty()
     })
     .await;
     assert!(
         revoked.is_ok(),
-        "the revoke did not end within {bound:?} of the hold (session timeout {:?} + its check {SESSION_CHECK:?} + grace {grace:?} + commit timeout {commit_timeout:?} + slack): the polling thread is blocked",
+        "the revoke did not end within {bound:?} of the hold (session timeout {:?} + its check {SESSION_CHECK:?} + grace {grace:?} + abort {ABORT_RELEASE:?} + commit timeout {commit_timeout:?} + slack): the polling thread is blocked",
         common::SESSION_TIMEOUT
     );
     eprintln!("revoke ended {:?} after the hold", held.elapsed());
@@ -190,14 +225,16 @@ async fn a_revoke_under_a_silent_partition_holds_the_polling_thread_only_for_the
     send_all(&w, &topic, after.clone()).await;
     expected.extend(after);
     wait_for_all(&seen, &expected, Duration::from_secs(60)).await;
+    assert_eq!(seen.stuck_calls.load(Ordering::SeqCst), 2);
     shut_down(&w).await;
 }
 
-/// Removing a consumer while its link holds bytes silently: its drain, its commit (no
-/// answer), its leave and the close of its client are each bounded, so the removal returns
-/// within the consumer's stop bound; the client goes on closing in the background. The
-/// messages it handled are not lost: a new member of the group gets them again if the
-/// commit did not land.
+/// Removing a consumer while its link holds bytes silently: its drain (a call that never
+/// returns, aborted after the grace), its commit (no answer), its leave and the close of its
+/// client are each bounded, so the removal returns within the consumer's stop bound; the
+/// client goes on closing in the background. Nothing is lost: a new member of the group
+/// handles the aborted message (the commit, whenever it landed, stopped below it) and
+/// everything after.
 ///
 /// Before the fix the removal did not return at all (the commit waited, then closing the
 /// client waited for librdkafka to settle the commit with a coordinator it could not reach).
@@ -216,8 +253,10 @@ async fn removing_a_consumer_during_a_silent_partition_returns_within_its_stop_b
     .await
     .unwrap();
     let group = common::topic("g");
-    let (spec, seen) = recording_consumer("c", &group, &topic);
-    let c = w.add_consumer(spec).unwrap();
+    let seen = Seen::default();
+    let c = w
+        .add_consumer(recording_consumer("c", &group, &topic, &seen))
+        .unwrap();
     wharf_testkit::eventually(
         "both partitions assigned",
         Duration::from_secs(30),
@@ -225,10 +264,7 @@ async fn removing_a_consumer_during_a_silent_partition_returns_within_its_stop_b
     )
     .await
     .unwrap();
-    let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
-    send_all(&w, &topic, before.clone()).await;
-    let mut expected: HashSet<String> = before.into_iter().collect();
-    wait_for_all(&seen, &expected, Duration::from_secs(30)).await;
+    let mut expected = send_with_one_stuck(&w, &topic, &seen).await;
 
     let proxy = kafka.proxy().unwrap();
     proxy.hold();
@@ -242,8 +278,9 @@ async fn removing_a_consumer_during_a_silent_partition_returns_within_its_stop_b
     eprintln!("removed in {:?}", started.elapsed());
 
     proxy.release();
-    let (spec, seen_again) = recording_consumer("c2", &group, &topic);
-    let c2 = w.add_consumer(spec).unwrap();
+    let c2 = w
+        .add_consumer(recording_consumer("c2", &group, &topic, &seen))
+        .unwrap();
     wharf_testkit::eventually(
         "the new member got both partitions",
         Duration::from_secs(60),
@@ -253,26 +290,10 @@ async fn removing_a_consumer_during_a_silent_partition_returns_within_its_stop_b
     .unwrap();
     let after: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
     send_all(&w, &topic, after.clone()).await;
-    // What the new member handles begins at the committed offset: together the two saw
-    // everything.
-    let both = Arc::new(Mutex::new(Vec::new()));
     expected.extend(after);
-    let r = wharf_testkit::eventually(
-        "every message handled by one member or the other",
-        Duration::from_secs(60),
-        || async {
-            let mut all = seen.lock().unwrap().clone();
-            all.extend(seen_again.lock().unwrap().iter().cloned());
-            let got: HashSet<String> = all.iter().cloned().collect();
-            *both.lock().unwrap() = all;
-            expected.is_subset(&got)
-        },
-    )
-    .await;
-    assert!(r.is_ok(), "lost: {:?}", {
-        let got: HashSet<String> = both.lock().unwrap().iter().cloned().collect();
-        expected.difference(&got).cloned().collect::<Vec<_>>()
-    });
+    // The removed member never finished the stuck message: the new one must handle it.
+    wait_for_all(&seen, &expected, Duration::from_secs(60)).await;
+    assert_eq!(seen.stuck_calls.load(Ordering::SeqCst), 2);
     shut_down(&w).await;
 }
 
