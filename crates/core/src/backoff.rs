@@ -31,17 +31,23 @@ pub struct Backoff {
 
 impl Backoff {
     /// Doubling backoff from `initial` up to `max`, with 50% jitter.
-    pub fn exponential(initial: Duration, max: Duration) -> Self {
+    pub const fn exponential(initial: Duration, max: Duration) -> Self {
+        // `Ord::max` is not `const`.
+        let max = if max.as_nanos() < initial.as_nanos() {
+            initial
+        } else {
+            max
+        };
         Self {
             initial,
-            max: max.max(initial),
+            max,
             multiplier: 2.0,
             jitter: 0.5,
         }
     }
 
     /// No delay at all: restart or retry at once (OTP's behaviour).
-    pub fn none() -> Self {
+    pub const fn none() -> Self {
         Self {
             initial: Duration::ZERO,
             max: Duration::ZERO,
@@ -51,7 +57,7 @@ impl Backoff {
     }
 
     /// A constant delay, without jitter.
-    pub fn constant(delay: Duration) -> Self {
+    pub const fn constant(delay: Duration) -> Self {
         Self {
             initial: delay,
             max: delay,

@@ -15,7 +15,9 @@
 //!   without a timer per call.
 //! - [`transport`]: [`Message`], [`Receipt`], the [`Publisher`] and [`Source`] traits with their
 //!   delivery contracts, and a bounded in-memory queue with acks and redelivery.
-//! - [`Backoff`]: exponential backoff with jitter, for restarts and reconnect loops.
+//! - [`Backoff`]: exponential backoff with jitter, for restarts and reconnect loops, and
+//!   [`RetryPolicy`]: at most so many tries with a backoff between them, the one retry shape
+//!   of the crates that retry.
 //!
 //! ## When to use it
 //! Use `wharf-core` directly to supervise your own tasks, or to write code against
@@ -89,6 +91,7 @@
 
 mod backoff;
 mod error;
+mod retry;
 pub mod service;
 pub mod supervisor;
 pub mod transport;
@@ -97,6 +100,8 @@ pub mod transport;
 pub use backoff::Backoff;
 #[doc(inline)]
 pub use error::{BoxError, Error, Result};
+#[doc(inline)]
+pub use retry::RetryPolicy;
 #[doc(inline)]
 pub use transport::{
     Delivery, DeliveryInfo, DynPublisher, MemoryQueue, Message, Publisher, Receipt, Source,

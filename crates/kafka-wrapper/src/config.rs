@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
+use crate::error::{Error, Result};
+
 /// The environment variable read by [`KafkaConfig::from_env`] for the bootstrap servers.
 pub const BROKERS_ENV: &str = "WHARF_KAFKA_BROKERS";
 
@@ -99,6 +101,23 @@ impl KafkaConfig {
     }
 
     /// Rebuild everything when no broker answered for this long (default 30 s).
+    ///
+    /// The wrapper probes the brokers with a metadata request every
+    /// [`health_interval`](Self::health_interval), one probe at a time, and judges them on
+    /// its own clock: they are unreachable once no probe has succeeded for `after`, counted
+    /// from the moment the last successful probe *began*. A probe waiting for its answer does
+    /// not delay that judgement (a silent partition, which answers nothing and resets
+    /// nothing, is judged like a refused connection): no probe waits longer than what is left
+    /// of `after`. So the rebuild begins at most `after` past the start of the last probe
+    /// that succeeded, which is at most one `health_interval` before the outage began (plus
+    /// scheduling delays).
+    ///
+    /// A broker that answers every probe within `after / 2` is never judged unreachable.
+    /// `after` must be at least twice `health_interval` ([`KafkaWrapper::start`] refuses
+    /// less): with probes `health_interval` apart, a shorter budget would take a broker that
+    /// answers for unreachable.
+    ///
+    /// [`KafkaWrapper::start`]: crate::KafkaWrapper::start
     pub fn unreachable_after(mut self, after: Duration) -> Self {
         self.unreachable_after = after;
         self
@@ -119,13 +138,20 @@ impl KafkaConfig {
         self
     }
 
-    /// How often the wrapper checks the brokers and the consumers (default 1 s).
+    /// How often the wrapper checks the brokers and the consumers (default 1 s). At most half
+    /// of [`unreachable_after`](Self::unreachable_after), and above zero.
     pub fn health_interval(mut self, every: Duration) -> Self {
         self.health_interval = every;
         self
     }
 
-    /// Timeout of metadata, watermark and admin requests (default 5 s).
+    /// Timeout of watermark and admin requests, and how long a consumer's commit on a
+    /// revoke or at shutdown waits for the coordinator's answer (default 5 s; above zero).
+    ///
+    /// A commit not answered within it is left to librdkafka (it may still land); the
+    /// messages it covered are delivered again if it does not (at least once). The
+    /// reachability probes do not use it: each waits for what is left of
+    /// [`unreachable_after`](Self::unreachable_after).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -150,6 +176,37 @@ impl KafkaConfig {
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
+    }
+
+    /// Checks the wrapper's own settings against each other (librdkafka checks its
+    /// properties when a client is built).
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.health_interval.is_zero() {
+            return Err(Error::Setting {
+                setting: "health_interval",
+                reason: "it must be above zero: it is how often the brokers are probed".into(),
+            });
+        }
+        if self.request_timeout.is_zero() {
+            return Err(Error::Setting {
+                setting: "request_timeout",
+                reason:
+                    "it must be above zero: a request given no time to be answered always fails"
+                        .into(),
+            });
+        }
+        if self.unreachable_after < self.health_interval * 2 {
+            return Err(Error::Setting {
+                setting: "unreachable_after",
+                reason: format!(
+                    "{:?} is less than twice health_interval ({:?}): the brokers are probed every health_interval and judged unreachable when no probe succeeded for unreachable_after, so a broker that answers would be taken for unreachable; raise unreachable_after to at least {:?} or lower health_interval",
+                    self.unreachable_after,
+                    self.health_interval,
+                    self.health_interval * 2
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The librdkafka configuration: these settings, then `defaults` where unset, then
@@ -228,7 +285,51 @@ impl fmt::Debug for KafkaConfig {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
+
     use super::*;
+
+    #[test]
+    fn a_budget_below_two_probe_intervals_is_refused_with_the_bound() {
+        let c = KafkaConfig::new("h:1")
+            .health_interval(Duration::from_millis(600))
+            .unreachable_after(Duration::from_secs(1));
+        let e = c.validate().expect_err("1 s is below two probes of 600 ms");
+        let text = e.to_string();
+        assert!(
+            text.contains("unreachable_after") && text.contains("1.2s"),
+            "{text}"
+        );
+        assert!(
+            c.unreachable_after(Duration::from_millis(1200))
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            KafkaConfig::new("h:1").validate().is_ok(),
+            "the defaults hold"
+        );
+    }
+
+    #[test]
+    fn zero_probe_interval_or_request_timeout_is_refused() {
+        let zero = KafkaConfig::new("h:1").health_interval(Duration::ZERO);
+        assert!(matches!(
+            zero.validate(),
+            Err(Error::Setting {
+                setting: "health_interval",
+                ..
+            })
+        ));
+        let zero = KafkaConfig::new("h:1").request_timeout(Duration::ZERO);
+        assert!(matches!(
+            zero.validate(),
+            Err(Error::Setting {
+                setting: "request_timeout",
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn secrets_never_appear_in_debug_output() {

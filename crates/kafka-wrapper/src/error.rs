@@ -16,6 +16,15 @@ pub enum Error {
         "invalid Kafka client configuration: {0}; check the librdkafka property names and values"
     )]
     Config(#[source] KafkaError),
+    /// A setting of the wrapper itself (not a librdkafka property) is out of range: the
+    /// reason says which bound it breaks and what to change.
+    #[error("invalid wrapper setting `{setting}`: {reason}")]
+    Setting {
+        /// The [`KafkaConfig`](crate::KafkaConfig) setting at fault.
+        setting: &'static str,
+        /// What is wrong with it, and what to do.
+        reason: String,
+    },
     /// A message could not be queued for sending (queue full past the wait, message too
     /// large, unknown topic or partition).
     #[error(

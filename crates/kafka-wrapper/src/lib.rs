@@ -7,8 +7,10 @@
 //!
 //! - [`KafkaWrapper`]: one client configuration ([`KafkaConfig`], librdkafka settings
 //!   passed straight through), a registry of producer and consumer specs, and a supervision
-//!   loop. When the client fails (a fatal librdkafka error, no broker reachable for a while,
-//!   a consumer that receives nothing while the broker holds messages for it) it rebuilds
+//!   loop. When the client fails (a fatal librdkafka error, no broker reachable for
+//!   [`KafkaConfig::unreachable_after`], judged on the wrapper's own clock so that a silent
+//!   partition counts as soon as a refused connection, a consumer that receives nothing
+//!   while the broker holds messages for it) it rebuilds
 //!   the client and every
 //!   registered producer and consumer from its spec, with exponential backoff and no limit
 //!   on attempts unless you set one. It starts even when Kafka is down. Producers and
@@ -26,7 +28,8 @@
 //!   then dead-lettered, so a handler that never returns cannot hold its partition. At
 //!   least once: an offset is committed only after
 //!   every earlier message of its partition was handled; commits happen on revoke and on
-//!   shutdown after in-flight work drains. Per-partition order, pause and resume, and lag
+//!   shutdown after in-flight work drains, each waiting for its answer at most
+//!   [`KafkaConfig::request_timeout`]. Per-partition order, pause and resume, and lag
 //!   ([`ConsumerHandle::lag`]); or several messages of one partition at once
 //!   ([`ConsumerSpec::in_flight_per_partition`]) for handlers that keep order per key.
 //!   Handlers get [`ConsumedMessage`]s read in place from librdkafka's fetch buffer (no
@@ -120,6 +123,7 @@ mod log_gate;
 mod message;
 pub mod partitioner;
 mod producer;
+mod reachability;
 mod transport;
 mod wrapper;
 
@@ -129,8 +133,8 @@ pub use admin::{Admin, PartitionInfo, TopicInfo, TopicSpec};
 pub use config::{BROKERS_ENV, KafkaConfig};
 #[doc(inline)]
 pub use consumer::{
-    ConsumerHandle, ConsumerSpec, DEFAULT_HANDLER_TIMEOUT, Handler, Outcome, PartitionLag,
-    RetryPolicy, StartAt,
+    ConsumerHandle, ConsumerSpec, DEFAULT_HANDLER_TIMEOUT, DEFAULT_RETRY_POLICY, Handler, Outcome,
+    PartitionLag, RetryPolicy, StartAt,
 };
 #[doc(inline)]
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::health::{Health, HealthContext};
 use crate::log_gate::{LogGates, gated_warn};
 use crate::producer::{Producer, ProducerInstance, ProducerSpec};
+use crate::reachability::Reachability;
 
 /// Where the wrapper is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +28,9 @@ use crate::producer::{Producer, ProducerInstance, ProducerSpec};
 pub enum WrapperState {
     /// Generation `n` of the clients is running (0 is the first).
     Running(u64),
-    /// The clients failed for this reason and are being rebuilt after a backoff.
+    /// The clients failed for this reason and are being rebuilt: set as soon as the failure
+    /// is judged, then the generation is torn down (producers flush, consumers drain and
+    /// commit, within their bounds) and the next one is built after a backoff.
     Rebuilding(String),
     /// Shut down, or gave up after `max_rebuilds`.
     Stopped,
@@ -101,9 +104,11 @@ impl fmt::Debug for KafkaWrapper {
 
 impl KafkaWrapper {
     /// Starts the wrapper: checks the configuration (an invalid librdkafka property is an
-    /// error) and starts the first generation of clients. Kafka being down is not an error.
+    /// [`Error::Config`], wrapper settings that contradict each other an [`Error::Setting`])
+    /// and starts the first generation of clients. Kafka being down is not an error.
     /// Must be called inside a tokio runtime.
     pub async fn start(config: KafkaConfig) -> Result<Self> {
+        config.validate()?;
         // Validate now, so a typo fails here rather than in every rebuild.
         let probe = HealthContext::new(
             Arc::new(Health::default()),
@@ -580,8 +585,8 @@ impl Inner {
         let mut attempt: u32 = 0;
         loop {
             let (failure, was_healthy) = self.monitor(&shutdown).await;
-            self.teardown().await;
             let Some(failure) = failure else {
+                self.teardown().await;
                 self.stopped();
                 return Ok(());
             };
@@ -590,10 +595,18 @@ impl Inner {
             } else {
                 attempt.saturating_add(1)
             };
+            let gives_up = self.config.max_rebuilds.is_some_and(|max| attempt > max);
+            if !gives_up {
+                // Said as soon as it is decided: the teardown may take up to the grace and
+                // a request timeout or two while Kafka does not answer.
+                self.state
+                    .send_replace(WrapperState::Rebuilding(failure.clone()));
+            }
+            self.teardown().await;
             let total = self.rebuilds.fetch_add(1, Ordering::Relaxed) + 1;
             metrics::counter!("wharf_kafka_rebuilds_total").increment(1);
             gated_warn!(self.gates.get(WRAPPER), "rebuilding Kafka clients", reason = %failure, attempt, total);
-            if self.config.max_rebuilds.is_some_and(|max| attempt > max) {
+            if gives_up {
                 self.stopped();
                 tracing::error!(reason = %failure, attempts = attempt - 1, "giving up rebuilding Kafka clients");
                 return Err(Error::RebuildsExhausted {
@@ -601,7 +614,6 @@ impl Inner {
                     last_failure: failure,
                 });
             }
-            self.state.send_replace(WrapperState::Rebuilding(failure));
             let delay = backoff(self.config.backoff_min, self.config.backoff_max, attempt);
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -626,56 +638,101 @@ impl Inner {
 
     /// Watches the current generation until it fails (`Some(reason)`) or the wrapper shuts
     /// down (`None`). The flag says whether a broker answered during this generation.
+    ///
+    /// Reachability is judged on this loop's own clock (see [`Reachability`]): a metadata
+    /// probe every `health_interval`, none overlapping, each waiting at most what is left of
+    /// `unreachable_after`; the brokers are unreachable once no probe has succeeded for
+    /// `unreachable_after`, counted from the start of the last one that did, whatever a
+    /// probe still pending is doing. After each successful probe, the watermarks of every
+    /// assigned partition are read (within one request timeout) for the stall check.
     async fn monitor(&self, shutdown: &CancellationToken) -> (Option<String>, bool) {
         let Some(health) = self.lock().generation.as_ref().map(|g| g.health.clone()) else {
             return (Some("no generation".to_owned()), false);
         };
-        let started = Instant::now();
-        let mut last_ok = started;
-        let mut ever_ok = false;
+        let mut reach = Reachability::new(Instant::now(), self.config.unreachable_after);
+        let mut probe: Option<JoinHandle<(Instant, Result<()>)>> = None;
+        let mut marks: Option<JoinHandle<Highs>> = None;
+        let mut next_probe = tokio::time::Instant::now();
+        let mut next_flush = tokio::time::Instant::now();
         let mut stalls = StallWatch::default();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return (None, ever_ok),
+                _ = shutdown.cancelled() => return (None, reach.ever_ok()),
                 _ = health.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.health_interval) => {}
+                _ = tokio::time::sleep_until(reach.deadline().into()) => {}
+                _ = tokio::time::sleep_until(next_probe), if probe.is_none() => {}
+                _ = tokio::time::sleep_until(next_flush) => {}
+                done = finished(&mut probe) => {
+                    probe = None;
+                    match done {
+                        Ok((started, Ok(()))) => {
+                            reach.succeeded(started);
+                            if marks.is_none() {
+                                marks = self.read_watermarks();
+                            }
+                        }
+                        Ok((_, Err(e))) => {
+                            tracing::debug!(error = %e, "broker probe failed");
+                            reach.failed(e.to_string());
+                        }
+                        Err(e) => reach.failed(format!("the probe's task failed: {e}")),
+                    }
+                }
+                done = finished(&mut marks) => {
+                    marks = None;
+                    if let Ok(highs) = done
+                        && let Some(stalled) = self.check_consumers(&highs, &mut stalls)
+                    {
+                        return (Some(stalled), reach.ever_ok());
+                    }
+                }
             }
-            self.gates.flush();
+            let now = tokio::time::Instant::now();
+            if now >= next_flush {
+                self.gates.flush();
+                next_flush = now + self.config.health_interval;
+            }
             if let Some(f) = health.failure() {
-                return (Some(f), ever_ok);
+                return (Some(f), reach.ever_ok());
             }
-            match self.probe().await {
-                Ok(highs) => {
-                    last_ok = Instant::now();
-                    ever_ok = true;
-                    if let Some(stalled) = self.check_consumers(&highs, &mut stalls) {
-                        return (Some(stalled), ever_ok);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "broker probe failed");
-                    if last_ok.elapsed() >= self.config.unreachable_after {
-                        return (
-                            Some(format!(
-                                "no broker reachable for {:?} ({e})",
-                                last_ok.elapsed()
-                            )),
-                            ever_ok,
-                        );
-                    }
-                }
+            if let Some(why) = reach.verdict(Instant::now()) {
+                // A pending probe is abandoned: it ends by itself within what was left of
+                // the budget when it began, which is now gone.
+                return (Some(why), reach.ever_ok());
+            }
+            if probe.is_none() && now >= next_probe {
+                probe = Some(self.probe_reachability(reach.deadline()));
+                next_probe = now + self.config.health_interval;
             }
         }
     }
 
-    /// Asks the brokers for metadata and for the high watermarks of every assigned
-    /// partition of every consumer.
-    async fn probe(&self) -> Result<HashMap<(String, i32), (i64, i64)>> {
-        let admin = self
-            .admin
-            .borrow()
-            .clone()
-            .ok_or_else(|| Error::Stopped("admin".to_owned()))?;
+    /// Asks the brokers for metadata, waiting for the answer until `until` at the latest;
+    /// the task answers when the request began and how it went.
+    fn probe_reachability(&self, until: Instant) -> JoinHandle<(Instant, Result<()>)> {
+        let admin = self.admin.borrow().clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let Some(admin) = admin else {
+                return (started, Err(Error::Stopped("admin".to_owned())));
+            };
+            let result = admin
+                .inner()
+                .fetch_metadata(None, until.saturating_duration_since(started))
+                .map(|_| ())
+                .map_err(|source| Error::Kafka {
+                    what: "metadata".to_owned(),
+                    source,
+                });
+            (started, result)
+        })
+    }
+
+    /// Reads the watermarks of every partition assigned to a consumer, all within one request
+    /// timeout; partitions whose watermarks could not be read are left out. `None` when there
+    /// is no admin client.
+    fn read_watermarks(&self) -> Option<JoinHandle<Highs>> {
+        let admin = self.admin.borrow().clone()?;
         let parts: Vec<(String, i32)> = {
             let reg = self.lock();
             let mut v: Vec<(String, i32)> = reg
@@ -687,25 +744,20 @@ impl Inner {
             v.dedup();
             v
         };
-        let timeout = self.config.request_timeout;
-        tokio::task::spawn_blocking(move || {
-            admin
-                .inner()
-                .fetch_metadata(None, timeout)
-                .map_err(|source| Error::Kafka {
-                    what: "metadata".to_owned(),
-                    source,
-                })?;
+        let until = Instant::now() + self.config.request_timeout;
+        Some(tokio::task::spawn_blocking(move || {
             let mut highs = HashMap::new();
             for (t, p) in parts {
-                if let Ok(marks) = admin.inner().fetch_watermarks(&t, p, timeout) {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if let Ok(marks) = admin.inner().fetch_watermarks(&t, p, left) {
                     highs.insert((t, p), marks);
                 }
             }
-            Ok(highs)
-        })
-        .await
-        .map_err(|e| Error::Stopped(format!("probe ({e})")))?
+            highs
+        }))
     }
 
     /// Updates every consumer's lag; returns why a consumer is stalled, if one is (see
@@ -749,6 +801,19 @@ impl Inner {
             }
         }
         stalled
+    }
+}
+
+/// Low and high watermarks by (topic, partition).
+type Highs = HashMap<(String, i32), (i64, i64)>;
+
+/// The outcome of a task in `slot`, or never if there is none.
+async fn finished<T>(
+    slot: &mut Option<JoinHandle<T>>,
+) -> std::result::Result<T, tokio::task::JoinError> {
+    match slot {
+        Some(task) => task.await,
+        None => std::future::pending().await,
     }
 }
 

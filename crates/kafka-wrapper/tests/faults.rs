@@ -340,6 +340,7 @@ async fn under_a_supervisor_a_wrapper_that_gave_up_is_restarted_with_its_registr
     let (kafka, brokers, topic) = proxied_tansu_with_topic("sup").await;
     kafka.proxy().unwrap().down().unwrap();
     let config = common::config(&brokers)
+        .health_interval(Duration::from_millis(250))
         .unreachable_after(Duration::from_millis(500))
         .rebuild_backoff(Duration::from_millis(50), Duration::from_millis(100))
         .max_rebuilds(Some(1));

@@ -10,15 +10,17 @@ use wharf_core::transport::{DynPublisher, Publisher};
 use crate::consumer::ShardedConsumer;
 use crate::{Error, Handler, KeyDecoder};
 
-/// How often a message is tried before it is dead-lettered, and how long to wait between
-/// tries after a failure.
+/// How often a message is tried before it is dead-lettered: wharf-core's
+/// [`RetryPolicy`](wharf_core::RetryPolicy), the retry shape every wharf crate shares.
 ///
-/// `max_attempts` counts calls of [`Handler::handle_message`] for one message in one
+/// Here `max_attempts` counts calls of [`Handler::handle_message`] for one message in one
 /// consumer: failures (`Err`, panic, failed `init`, a call past the
 /// [`handler_timeout`](ShardedConsumerBuilder::handler_timeout)) and [`Outcome::Retry`](crate::Outcome::Retry)
 /// answers alike. After a failure the actor waits `backoff.delay(attempt - 1)`; after
 /// `Retry(delay)` it waits `delay`. When the last attempt fails, the message is
-/// dead-lettered with the reason: never requeued forever.
+/// dead-lettered with the reason: never requeued forever. The default,
+/// [`RetryPolicy::default`](wharf_core::RetryPolicy::default), is 5 attempts with backoff
+/// doubling from 100 ms to 10 s.
 ///
 /// ```
 /// use std::time::Duration;
@@ -28,47 +30,9 @@ use crate::{Error, Handler, KeyDecoder};
 /// let policy = RetryPolicy::new(5, Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)));
 /// assert_eq!(policy.max_attempts(), 5);
 /// assert_eq!(RetryPolicy::no_retries().max_attempts(), 1);
+/// assert_eq!(RetryPolicy::default().max_attempts(), 5);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RetryPolicy {
-    max_attempts: u32,
-    backoff: Backoff,
-}
-
-impl RetryPolicy {
-    /// At most `max_attempts` tries (at least 1), waiting `backoff` between failed ones.
-    pub fn new(max_attempts: u32, backoff: Backoff) -> Self {
-        Self {
-            max_attempts: max_attempts.max(1),
-            backoff,
-        }
-    }
-
-    /// One try: a failure dead-letters the message at once.
-    pub fn no_retries() -> Self {
-        Self::new(1, Backoff::none())
-    }
-
-    /// The bound on tries.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-
-    /// The wait between failed tries.
-    pub fn backoff(&self) -> Backoff {
-        self.backoff
-    }
-}
-
-impl Default for RetryPolicy {
-    /// 5 attempts, exponential backoff from 100 ms to 10 s with jitter.
-    fn default() -> Self {
-        Self::new(
-            5,
-            Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10)),
-        )
-    }
-}
+pub use wharf_core::RetryPolicy;
 
 /// What happens to a message that cannot be handled.
 #[derive(Clone)]
@@ -82,8 +46,9 @@ pub(crate) enum DeadLetter {
 #[derive(Clone)]
 pub(crate) struct DeadLetterTarget {
     pub(crate) publisher: Arc<dyn DynPublisher>,
-    pub(crate) attempts: u32,
-    pub(crate) backoff: Backoff,
+    /// Tries of one publish, and the waits between them.
+    pub(crate) retry: RetryPolicy,
+    /// How long one try waits for the publisher.
     pub(crate) timeout: Duration,
 }
 
@@ -93,7 +58,7 @@ impl fmt::Debug for DeadLetter {
             DeadLetter::Discard => f.write_str("Discard"),
             DeadLetter::Publish(t) => f
                 .debug_struct("Publish")
-                .field("attempts", &t.attempts)
+                .field("attempts", &t.retry.max_attempts())
                 .field("timeout", &t.timeout)
                 .finish_non_exhaustive(),
         }
@@ -238,7 +203,8 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
         self
     }
 
-    /// How failed messages are retried (default [`RetryPolicy::default`]).
+    /// How failed messages are retried (default [`RetryPolicy::default`]: 5 attempts,
+    /// backoff doubling from 100 ms to 10 s).
     #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
@@ -260,8 +226,10 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
     pub fn dead_letter_to(mut self, publisher: Arc<dyn DynPublisher>) -> Self {
         self.dead_letter = Some(DeadLetter::Publish(DeadLetterTarget {
             publisher,
-            attempts: 5,
-            backoff: Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5)),
+            retry: RetryPolicy::new(
+                5,
+                Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5)),
+            ),
             timeout: Duration::from_secs(10),
         }));
         self

@@ -387,32 +387,35 @@ fn dead_letter_message(
 }
 
 async fn publish(target: &DeadLetterTarget, message: Message, origin: &str) -> Result<(), Error> {
-    let mut last = None;
-    for attempt in 0..target.attempts {
-        if attempt > 0 {
-            tokio::time::sleep(target.backoff.delay(attempt - 1)).await;
-        }
+    let mut failures = 0;
+    let cause = loop {
+        let attempt = failures + 1;
         let sent = tokio::time::timeout(
             target.timeout,
             target.publisher.publish_boxed(message.clone()),
         )
         .await;
-        match sent {
+        let cause = match sent {
             Ok(Ok(_receipt)) => return Ok(()),
             Ok(Err(e)) => {
-                tracing::warn!(%origin, attempt = attempt + 1, error = %e, "dead-letter publish failed");
-                last = Some(e);
+                tracing::warn!(%origin, attempt, error = %e, "dead-letter publish failed");
+                e
             }
             Err(_elapsed) => {
-                tracing::warn!(%origin, attempt = attempt + 1, timeout = ?target.timeout, "dead-letter publish timed out");
-                last = Some(format!("no answer within {:?}", target.timeout).into());
+                tracing::warn!(%origin, attempt, timeout = ?target.timeout, "dead-letter publish timed out");
+                format!("no answer within {:?}", target.timeout).into()
             }
+        };
+        failures = attempt;
+        match target.retry.delay_after(failures) {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => break cause,
         }
-    }
+    };
     Err(Error::DeadLetterFailed {
         message: origin.to_owned(),
-        attempts: target.attempts,
-        cause: last.unwrap_or_else(|| "no attempt was made".into()),
+        attempts: failures,
+        cause,
     })
 }
 

@@ -5,21 +5,23 @@
 //! slow they are (no rebalance storm); a partition whose worker queue is full is paused and
 //! resumed when it drains (bounded memory). Only the thread touches the consumer: it stores
 //! committable offsets, and on revoke and at shutdown it stops the workers, waits for the
-//! message each is handling (up to the grace period), and commits synchronously.
+//! message each is handling (up to the grace period), and commits, waiting for the answer up
+//! to the request timeout (see `commit.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, config::RDKafkaLogLevel};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::commit::{Committed, commit_within};
 use super::progress::PartitionView;
 use super::worker::{Base, BatchReader, DeadLetter, Feed, PartitionState, Split, Wake, Worker};
 use super::{ConsumerShared, Control, HandlerKind, StartAt, Subscription};
@@ -65,6 +67,10 @@ const LEAVE_WAIT: Duration = Duration::from_secs(2);
 /// How often the polling thread stores committable offsets.
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
+/// How long a stopping polling thread waits for its workers to let go of the client, so
+/// that it closes the client itself.
+const WORKERS_LET_GO: Duration = Duration::from_secs(1);
+
 struct Slot {
     tx: mpsc::Sender<Vec<ConsumedMessage>>,
     /// Fetched in this polling round, not yet handed over.
@@ -93,6 +99,8 @@ pub(crate) struct LoopState {
     /// A worker waits for its gate to open (see [`Wake::open`]).
     gates_closed: AtomicBool,
     grace: Duration,
+    /// How long a commit on revoke or at shutdown waits for its answer.
+    commit_timeout: Duration,
     group: bool,
     reset_to_end: bool,
     /// The consumer's warning budget (shared with its librdkafka callbacks).
@@ -173,6 +181,13 @@ impl ConsumerContext for GroupCtx {
 }
 
 impl LoopState {
+    /// The longest a stopping consumer takes: drain its handlers (the grace, then the wait
+    /// for aborted ones), commit (one request timeout), leave its group, wait for its workers
+    /// to let go of the client, and close it (one more request timeout).
+    pub(crate) fn stop_bound(&self) -> Duration {
+        self.grace + ABORT_RELEASE + LEAVE_WAIT + WORKERS_LET_GO + self.commit_timeout * 2
+    }
+
     fn start_worker(self: &Arc<Self>, topic: &str, partition: i32, base: Base) {
         let Ok(mut slots) = self.slots.lock() else {
             return;
@@ -369,12 +384,17 @@ impl LoopState {
             if let Err(e) = consumer.store_offsets(&tpl) {
                 tracing::debug!(error = %e, "store before commit failed");
             }
-            match consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => {
+            // Bounded: librdkafka's own synchronous commit can wait a minute and more for a
+            // coordinator that does not answer, and this thread would wait with it.
+            match commit_within(consumer, &tpl, self.commit_timeout) {
+                Committed::Done => {
                     tracing::debug!(consumer = %self.shared.spec.name, offsets = ?tpl, "committed")
                 }
-                Err(e) => {
-                    gated_warn!(self.gate, "commit failed; uncommitted messages will be delivered again", error = %e)
+                Committed::Failed(e) => {
+                    gated_warn!(self.gate, "commit failed; the messages handled since the last commit will be delivered again", error = %e)
+                }
+                Committed::TimedOut => {
+                    gated_warn!(self.gate, "commit not answered in time; unless it still lands, the messages handled since the last commit will be delivered again", within = ?self.commit_timeout)
                 }
             }
         }
@@ -615,6 +635,10 @@ fn max_poll_interval_ms(cc: &rdkafka::ClientConfig, grace: Duration) -> u64 {
 pub(crate) struct ConsumerInstance {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Resolves when the polling thread has done its work and begins to close its client.
+    closing: Option<oneshot::Receiver<()>>,
+    /// Resolves (its sender dropped) when the polling thread has closed its client and ends.
+    ended: Option<oneshot::Receiver<()>>,
     pub(crate) state: Arc<LoopState>,
 }
 
@@ -672,6 +696,7 @@ impl ConsumerInstance {
             consumer: OnceLock::new(),
             gates_closed: AtomicBool::new(false),
             grace: config.shutdown_grace,
+            commit_timeout: config.request_timeout,
             gate: base.gate.clone(),
             group,
             reset_to_end: matches!(
@@ -728,12 +753,17 @@ impl ConsumerInstance {
         let (control_tx, control_rx) = mpsc::channel(64);
         shared.control.send_replace(Some(control_tx));
         let stop = Arc::new(AtomicBool::new(false));
+        let (closing_tx, closing) = oneshot::channel();
+        let (ended_tx, ended) = oneshot::channel::<()>();
         let thread = {
             let stop = stop.clone();
             let state = state.clone();
             std::thread::Builder::new()
                 .name(format!("wharf-kafka-{}", spec.name))
-                .spawn(move || poll_loop(consumer, state, control_rx, stop))
+                .spawn(move || {
+                    poll_loop(consumer, state, control_rx, stop, closing_tx);
+                    drop(ended_tx);
+                })
                 .map_err(|e| {
                     Error::Stopped(format!(
                         "consumer `{}` (could not start its thread: {e})",
@@ -744,16 +774,37 @@ impl ConsumerInstance {
         Ok(Self {
             stop,
             thread: Some(thread),
+            closing: Some(closing),
+            ended: Some(ended),
             state,
         })
     }
 
-    /// Stops polling, drains in-flight handlers (up to the grace period), commits, closes.
+    /// Stops polling, drains in-flight handlers (up to the grace period), commits (waiting
+    /// up to the request timeout for the answer), leaves the group and closes the client.
+    ///
+    /// Returns within [`stop_bound`](LoopState::stop_bound) whatever Kafka does. Closing a
+    /// client waits for librdkafka to settle with the coordinator (a commit it still retries,
+    /// say), which under a silent partition did not end in minutes: a client that has not
+    /// closed within one request timeout goes on closing on its own thread, in the
+    /// background.
     pub(crate) async fn shutdown(mut self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        let (Some(thread), Some(closing), Some(ended)) =
+            (self.thread.take(), self.closing.take(), self.ended.take())
+        else {
+            return;
+        };
+        let close_wait = self.state.commit_timeout;
+        let work = self.state.stop_bound().saturating_sub(close_wait);
+        // Either is an error only once the thread is gone (panicked, or already ended).
+        if tokio::time::timeout(work, closing).await.is_err()
+            || tokio::time::timeout(close_wait, ended).await.is_err()
+        {
+            gated_warn!(self.state.gate, "consumer not closed within its stop bound (Kafka does not answer); it goes on closing in the background", bound = ?self.state.stop_bound());
+            return;
         }
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 
     /// The consumer group, for group consumers.
@@ -790,6 +841,7 @@ fn poll_loop(
     state: Arc<LoopState>,
     mut control: mpsc::Receiver<Control>,
     stop: Arc<AtomicBool>,
+    closing: oneshot::Sender<()>,
 ) {
     let span = tracing::info_span!("kafka_consumer", consumer = %state.shared.spec.name);
     let _g = span.enter();
@@ -832,11 +884,12 @@ fn poll_loop(
     }
     // Workers hold the consumer through their partition queues. Let an aborted one drop
     // its queue first (briefly), so the consumer is closed here, not on a runtime thread.
-    let until = Instant::now() + Duration::from_secs(1);
+    let until = Instant::now() + WORKERS_LET_GO;
     while Arc::strong_count(&consumer) > 1 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));
     }
     tracing::info!("consumer stopped");
+    let _ = closing.send(());
     drop(consumer);
 }
 

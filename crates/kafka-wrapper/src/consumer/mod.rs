@@ -1,8 +1,8 @@
 //! Consumers: group consumers with a handler, and plain consumers of given partitions.
 
+mod commit;
 mod instance;
 mod progress;
-mod retry;
 mod tracker;
 mod worker;
 
@@ -15,16 +15,42 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
+use wharf_core::Backoff;
 
 use crate::config::Redacted;
 use crate::message::ConsumedMessage;
 
 pub(crate) use instance::ConsumerInstance;
 pub(crate) use progress::StallWatch;
-pub use retry::RetryPolicy;
+/// How a message whose handler call *failed* (it overran the consumer's
+/// [handler deadline](ConsumerSpec::handler_timeout) or it panicked) is tried again, and when
+/// it is given up and dead-lettered: wharf-core's [`RetryPolicy`](wharf_core::RetryPolicy),
+/// the retry shape every wharf crate shares. See
+/// [`ConsumerSpec::retry_policy`] for what counts as an attempt here.
+///
+/// ```
+/// use std::time::Duration;
+/// use wharf_core::Backoff;
+/// use wharf_kafka_wrapper::RetryPolicy;
+///
+/// let policy = RetryPolicy::new(5, Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30)));
+/// assert_eq!(policy.max_attempts(), 5);
+/// assert_eq!(RetryPolicy::no_retries().max_attempts(), 1);
+/// ```
+pub use wharf_core::RetryPolicy;
 
 /// How long one handler call may take by default before it counts as failed.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The retry policy of a consumer that sets none: 3 attempts, backoff doubling from 1 s up to
+/// 30 s with 50% jitter (so the waits are 0.5 to 1 s, then 1 to 2 s). It is not
+/// [`RetryPolicy::default`] (wharf-core's: 5 attempts from 100 ms): a call that failed by
+/// overrunning its deadline has held its partition for the whole deadline already, so this
+/// default tries fewer times.
+pub const DEFAULT_RETRY_POLICY: RetryPolicy = RetryPolicy::new(
+    3,
+    Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30)),
+);
 
 /// What a handler answers for a message (or a batch).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +241,7 @@ impl ConsumerSpec {
             queue_per_partition: 4096,
             in_flight_per_partition: 1,
             handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
-            retry: RetryPolicy::default(),
+            retry: DEFAULT_RETRY_POLICY,
         }
     }
 
@@ -254,7 +280,22 @@ impl ConsumerSpec {
     }
 
     /// How messages whose handler call failed (a panic, an overrun deadline) are retried
-    /// and when they are dead-lettered. Default: [`RetryPolicy::default`] (3 attempts).
+    /// and when they are dead-lettered. Default: [`DEFAULT_RETRY_POLICY`] (3 attempts, from
+    /// 1 s).
+    ///
+    /// `max_attempts` bounds the failed calls of one message: after the `n`-th failure (`n`
+    /// below `max_attempts`) the message is handled again after `backoff.delay(n - 1)`; the
+    /// `max_attempts`-th failure sends it to the spec's
+    /// [dead-letter topic](Self::dead_letter_topic), with the reason in the
+    /// `wharf.dlq.reason` header, like [`Outcome::DeadLetter`]. Then the partition moves on,
+    /// and its offset is committed past the message once the dead-letter topic has it.
+    ///
+    /// A handler's own [`Outcome::Retry`] is not a failure: the message is handled again after
+    /// the delay it asked for, as often as it asks (the handler sees
+    /// [`attempt`](crate::ConsumedMessage::attempt) and can answer `DeadLetter` itself).
+    ///
+    /// Failures are counted per delivery: a message delivered again after a rebalance or a
+    /// rebuild starts from zero.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self

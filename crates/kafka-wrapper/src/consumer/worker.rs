@@ -716,7 +716,7 @@ impl Worker {
     fn failure(&self, msgs: &[ConsumedMessage], why: &str, failures: u32) -> Next {
         let (offset, attempt) = msgs.first().map_or((-1, 0), |m| (m.offset, m.attempt));
         let max = self.retry.max_attempts();
-        match self.retry.after_failure(failures) {
+        match self.retry.delay_after(failures) {
             Some(delay) => {
                 tracing::warn!(consumer = %self.shared.spec.name, topic = %self.state.topic, partition = self.state.partition, offset, attempt, failures, max_failures = max, retry_in = ?delay, "{why}");
                 Next::Wait(delay)
