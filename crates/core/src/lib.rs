@@ -90,6 +90,7 @@
 //! [`supervisor`]).
 
 mod backoff;
+mod cause;
 mod error;
 mod retry;
 pub mod service;
@@ -98,6 +99,8 @@ pub mod transport;
 
 #[doc(inline)]
 pub use backoff::Backoff;
+#[doc(inline)]
+pub use cause::Cause;
 #[doc(inline)]
 pub use error::{BoxError, Error, Result};
 #[doc(inline)]
