@@ -71,8 +71,13 @@ pub enum Error {
         reason: String,
     },
     /// The service's bounded mailbox is full and the caller asked not to wait.
+    ///
+    /// [`try_call`](crate::service::ServiceHandle::try_call) fails with
+    /// [`TryCallError::Full`](crate::service::TryCallError::Full), which hands the request
+    /// back; this is what it becomes once converted into `Error` (by `?`), the request dropped.
     #[error(
-        "the mailbox of `{service}` is full ({capacity} requests queued); retry later or raise its capacity"
+        "the mailbox of `{service}` is full ({capacity} requests queued); retry later, wait for \
+         room with `call`, or raise its capacity"
     )]
     MailboxFull {
         /// Id of the service.

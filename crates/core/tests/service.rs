@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::Notify;
-use wharf_core::service::{CALL_DEADLINE_SLACK, ServiceHandle, mailbox};
+use wharf_core::service::{CALL_DEADLINE_SLACK, ServiceHandle, TryCallError, mailbox};
 use wharf_core::supervisor::{ChildSpec, Shutdown, Started, Supervisor, SupervisorHandle};
 use wharf_core::{Backoff, Error};
 use wharf_testkit::eventually;
@@ -238,7 +238,7 @@ async fn the_same_handle_survives_many_crashes() {
 }
 
 #[tokio::test]
-async fn try_call_on_a_full_mailbox_fails_at_once_with_mailbox_full() {
+async fn try_call_on_a_full_mailbox_fails_at_once_and_hands_the_request_back() {
     bounded(async {
         let (counter, sup) = start_counter(2).await;
         let (held, gate) = hold(&counter).await;
@@ -249,16 +249,23 @@ async fn try_call_on_a_full_mailbox_fails_at_once_with_mailbox_full() {
             })
             .collect();
         wait_queued(&counter, 2).await;
-        let err = counter.try_call(Cmd::Add(1)).await.unwrap_err();
+        let err = counter.try_call(Cmd::Add(40)).await.unwrap_err();
         assert!(
-            matches!(err, Error::MailboxFull { capacity: 2, .. }),
+            matches!(err, TryCallError::Full { capacity: 2, .. }),
             "{err:?}"
         );
+        let Some(Cmd::Add(n)) = err.into_inner() else {
+            panic!("the refused request should come back as it was sent");
+        };
+        assert_eq!(n, 40);
+
         gate.notify_one();
         held.await.unwrap().unwrap();
         for q in queued {
             q.await.unwrap().unwrap();
         }
+        // The request that came back is sent again, without a clone: 1 + 1 + 40.
+        assert_eq!(counter.call(Cmd::Add(n)).await.unwrap(), 42);
         sup.shutdown().await.unwrap();
     })
     .await;
@@ -289,6 +296,17 @@ async fn after_the_service_stops_for_good_queued_and_new_calls_fail_with_stopped
         assert!(matches!(queued, Err(Error::Stopped(_))), "{queued:?}");
         let late = counter.call(Cmd::Add(1)).await;
         assert!(matches!(late, Err(Error::Stopped(_))), "{late:?}");
+        let late = counter.try_call(Cmd::Add(7)).await;
+        assert!(
+            matches!(
+                late,
+                Err(TryCallError::Stopped {
+                    request: Cmd::Add(7),
+                    ..
+                })
+            ),
+            "{late:?}"
+        );
     })
     .await;
 }

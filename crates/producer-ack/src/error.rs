@@ -1,8 +1,8 @@
 //! The crate's one error enum.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
+
+use wharf_core::Cause;
 
 /// Everything that can go wrong when producing to Pulsar through wharf.
 ///
@@ -12,9 +12,9 @@ use std::time::Duration;
 /// duplicate it.
 ///
 /// Where the `pulsar` crate reported the failure, its error is kept: in the variant's
-/// `source` field, behind an `Arc` (one connection's error can end every message it held,
-/// and `Error` stays `Clone`), and as [`std::error::Error::source`], which hands out the
-/// `pulsar::Error` itself:
+/// `source` field, as a [`Cause`] (wharf-core's shared box: one connection's error can end
+/// every message it held, and `Error` stays `Clone`), and as
+/// [`std::error::Error::source`], which hands out the `pulsar::Error` itself:
 ///
 /// ```
 /// # fn check(error: &wharf_producer_ack::Error) {
@@ -27,10 +27,15 @@ use std::time::Duration;
 /// # }
 /// ```
 #[non_exhaustive]
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// No receipt came within the send timeout. If the message had been sent, the broker may
     /// or may not have stored it: a retry can duplicate it.
+    #[error(
+        "no receipt from Pulsar for topic `{topic}` within the send timeout of {after:?} \
+         (connected: {connected}); the broker may or may not have stored the message. Check \
+         that the broker is reachable, or raise `send_timeout`"
+    )]
     Timeout {
         /// The topic.
         topic: String,
@@ -42,28 +47,44 @@ pub enum Error {
     /// The connection dropped while the message waited for its receipt, and the producer was
     /// configured with [`OnReconnect::Fail`](crate::OnReconnect::Fail). The broker may or may
     /// not have stored the message.
+    #[error(
+        "the connection to Pulsar for topic `{topic}` was lost before the message was \
+         acknowledged ({reason}); it was not re-sent because the producer is configured with \
+         OnReconnect::Fail. The broker may or may not have stored it: send it again if a \
+         duplicate is acceptable, or use OnReconnect::Resend"
+    )]
     ConnectionLost {
         /// The topic.
         topic: String,
         /// What broke the connection.
         reason: String,
-        /// The `pulsar` crate's error, when it reported the breakage; `None` when wharf
-        /// judged the connection lost itself (a ping or a hand-over that took too long,
-        /// which is how a frozen or silently partitioned broker shows).
-        source: Option<Arc<pulsar::Error>>,
+        /// The `pulsar` crate's error (a `pulsar::Error`), when it reported the breakage;
+        /// `None` when wharf judged the connection lost itself (a ping or a hand-over that
+        /// took too long, which is how a frozen or silently partitioned broker shows).
+        #[source]
+        source: Option<Cause>,
     },
     /// The broker refused the message or the producer for a reason retrying cannot fix
     /// (topic not found or terminated, not authorised, producer fenced, schema mismatch...).
+    #[error(
+        "Pulsar rejected the message for topic `{topic}`: {reason}. Retrying will not help: \
+         fix the cause (topic, permissions, schema) first"
+    )]
     Rejected {
         /// The topic.
         topic: String,
         /// The broker's or client's reason.
         reason: String,
-        /// The `pulsar` crate's error that carried the refusal.
-        source: Arc<pulsar::Error>,
+        /// The `pulsar` crate's error that carried the refusal (a `pulsar::Error`).
+        #[source]
+        source: Cause,
     },
     /// The producer was shut down (or its task stopped) before the message got a receipt.
     /// If the message had been sent, the broker may or may not have stored it.
+    #[error(
+        "the producer for topic `{topic}` stopped before the message got a receipt ({reason}); \
+         the broker may or may not have stored it. Produce it again through a running producer"
+    )]
     Closed {
         /// The topic.
         topic: String,
@@ -71,6 +92,7 @@ pub enum Error {
         reason: String,
     },
     /// The builder's settings cannot work.
+    #[error("invalid producer configuration: {0}")]
     InvalidConfig(String),
 }
 
@@ -79,56 +101,6 @@ impl Error {
     /// (a retry may then duplicate it).
     pub fn may_have_been_stored(&self) -> bool {
         !matches!(self, Error::InvalidConfig(_) | Error::Rejected { .. })
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Timeout {
-                topic,
-                after,
-                connected,
-            } => write!(
-                f,
-                "no receipt from Pulsar for topic `{topic}` within the send timeout of \
-                 {after:?} (connected: {connected}); the broker may or may not have stored the \
-                 message. Check that the broker is reachable, or raise `send_timeout`"
-            ),
-            Error::ConnectionLost { topic, reason, .. } => write!(
-                f,
-                "the connection to Pulsar for topic `{topic}` was lost before the message was \
-                 acknowledged ({reason}); it was not re-sent because the producer is configured \
-                 with OnReconnect::Fail. The broker may or may not have stored it"
-            ),
-            Error::Rejected { topic, reason, .. } => write!(
-                f,
-                "Pulsar rejected the message for topic `{topic}`: {reason}. Fix the cause \
-                 before retrying"
-            ),
-            Error::Closed { topic, reason } => write!(
-                f,
-                "the producer for topic `{topic}` stopped before the message got a receipt \
-                 ({reason}); the broker may or may not have stored it"
-            ),
-            Error::InvalidConfig(reason) => write!(f, "invalid producer configuration: {reason}"),
-        }
-    }
-}
-
-/// Written by hand rather than derived: a derived `source` would hand out the `Arc`, which
-/// does not downcast to `pulsar::Error`.
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        let pulsar: &pulsar::Error = match self {
-            Error::ConnectionLost {
-                source: Some(source),
-                ..
-            }
-            | Error::Rejected { source, .. } => source,
-            _ => return None,
-        };
-        Some(pulsar)
     }
 }
 
@@ -142,7 +114,7 @@ mod tests {
         let error = Error::ConnectionLost {
             topic: "t".to_owned(),
             reason: "the connection closed".to_owned(),
-            source: Some(Arc::new(pulsar::Error::Connection(
+            source: Some(Cause::new(pulsar::Error::Connection(
                 ConnectionError::Disconnected,
             ))),
         };

@@ -248,6 +248,9 @@ impl<H: Handler> ShardedConsumer<H> {
         let mut outboxes = Vec::with_capacity(receivers.len());
         let mut executors = Executors(Vec::with_capacity(receivers.len()));
         for (index, controls) in receivers.into_iter().enumerate() {
+            // The run's own channel, not a `wharf_core::service` mailbox like `controls`:
+            // deliveries must not outlive the run that received them (un-acked, the source
+            // delivers them again to the next run), so nothing here needs to survive a restart.
             let (tx, inbox) = mpsc::channel(INBOX_BATCHES);
             outboxes.push(tx);
             let shard = Shard::new(ShardParts {

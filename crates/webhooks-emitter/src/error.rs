@@ -1,9 +1,9 @@
-//! The crate's one error enum, and the [`Cause`] it keeps.
+//! The crate's one error enum.
 
-use std::fmt;
-use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Duration;
+
+// The error behind a failure that `Error` keeps: wharf-core's, the one shape for it.
+pub use wharf_core::Cause;
 
 use crate::{Event, EventId};
 
@@ -16,9 +16,24 @@ use crate::{Event, EventId};
 /// [`metrics::FAILED`](crate::metrics::FAILED) counter.
 ///
 /// Where another error caused the failure (the AWS SDK's, serde_json's, a compressor's), it
-/// is kept as a [`Cause`]: in the variant's `source` field, and as
-/// [`std::error::Error::source`], which hands out that error itself, so it downcasts to its
-/// type. [`Error::BufferFull`] hands the refused event back ([`Error::into_event`]).
+/// is kept as a [`Cause`] (wharf-core's, shared so that `Error` stays `Clone`): in the
+/// variant's `source` field, and as [`std::error::Error::source`], which hands out that
+/// error itself, so it downcasts to its type:
+///
+/// ```
+/// # fn check(error: &wharf_webhooks_emitter::Error) {
+/// use std::error::Error as _;
+/// use wharf_webhooks_emitter::aws_sdk_sqs::error::SdkError;
+/// use wharf_webhooks_emitter::aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
+///
+/// type SendError = SdkError<SendMessageBatchError, wharf_webhooks_emitter::aws_sdk_sqs::config::http::HttpResponse>;
+/// if let Some(sdk) = error.source().and_then(|e| e.downcast_ref::<SendError>()) {
+///     eprintln!("the AWS SDK said: {sdk}");
+/// }
+/// # }
+/// ```
+///
+/// [`Error::BufferFull`] hands the refused event back ([`Error::into_event`]).
 #[non_exhaustive]
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -278,56 +293,6 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::NotSent { .. } => "not_sent",
         }
-    }
-}
-
-/// The error behind a failure, kept by [`Error`]: the AWS SDK's, serde_json's, a
-/// compressor's. Shared (an `Arc`), so that `Error` stays `Clone`.
-///
-/// It dereferences to that error: downcast it to its type, or walk its own sources. As
-/// [`std::error::Error::source`] of an [`Error`], the error itself comes out, not this
-/// wrapper:
-///
-/// ```
-/// # fn check(error: &wharf_webhooks_emitter::Error) {
-/// use std::error::Error as _;
-/// use wharf_webhooks_emitter::aws_sdk_sqs::error::SdkError;
-/// use wharf_webhooks_emitter::aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
-///
-/// type SendError = SdkError<SendMessageBatchError, wharf_webhooks_emitter::aws_sdk_sqs::config::http::HttpResponse>;
-/// if let Some(sdk) = error.source().and_then(|e| e.downcast_ref::<SendError>()) {
-///     eprintln!("the AWS SDK said: {sdk}");
-/// }
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
-
-impl Cause {
-    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Cause(Arc::new(error))
-    }
-}
-
-/// `Cause` is not itself an `std::error::Error`: that is what lets the derived
-/// `Error::source` reach through it (by dereferencing) to the error it holds.
-impl Deref for Cause {
-    type Target = dyn std::error::Error + Send + Sync + 'static;
-
-    fn deref(&self) -> &Self::Target {
-        &*self.0
-    }
-}
-
-impl fmt::Debug for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&*self.0, f)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::DEFAULT_CALL_TIMEOUT;
 use super::queue::{Envelope, Refused, Shared, Wait};
 use super::reply::{Outcome, ReplyCell, Responder, Stage, Unanswered};
-use super::{clock, deadlines};
+use super::{TryCallError, clock, deadlines};
 use crate::error::Error;
 
 /// Keeps the queue open for requests; the last one to go tells the service.
@@ -101,16 +101,25 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
     /// (the mailbox stayed full), withdrawn from the queue (never served), or taken by the
     /// service (it may still take effect; its answer is then discarded).
     pub async fn call(&self, request: Req) -> Result<Resp, Error> {
-        self.exchange(request, Wait::ForRoom).await
+        self.exchange(request, Wait::ForRoom)
+            .await
+            .map_err(TryCallError::into_error)
     }
 
-    /// Like [`call`](Self::call), but fails at once with [`Error::MailboxFull`] instead of
-    /// waiting for room.
-    pub async fn try_call(&self, request: Req) -> Result<Resp, Error> {
+    /// Like [`call`](Self::call), but does not wait for room: when the mailbox is full, fails
+    /// at once with [`TryCallError::Full`], which hands the request back
+    /// ([`TryCallError::into_inner`]) to retry or reroute without a clone.
+    ///
+    /// Errors: [`TryCallError::Full`] (mailbox full) and [`TryCallError::Stopped`] (the
+    /// service stopped for good) when the request was not queued, with the request;
+    /// [`TryCallError::Failed`] with the [`Error`] [`call`](Self::call) would give when the
+    /// call failed after the request was queued. `?` converts it into [`Error`] (the
+    /// request dropped).
+    pub async fn try_call(&self, request: Req) -> Result<Resp, TryCallError<Req>> {
         self.exchange(request, Wait::No).await
     }
 
-    async fn exchange(&self, request: Req, wait: Wait) -> Result<Resp, Error> {
+    async fn exchange(&self, request: Req, wait: Wait) -> Result<Resp, TryCallError<Req>> {
         if deadlines::running() && !clock::tokio_paused() {
             let deadline = Instant::now().checked_add(self.call_timeout);
             let pending = match self.enqueue(request, wait, deadline) {
@@ -127,7 +136,11 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
     /// (the deadline then follows that clock, and the runtime's auto-advance reaches it), or
     /// when the system refused the deadline thread. At the deadline the call is failed as
     /// the deadline thread would: withdrawn if still queued or waiting for room.
-    async fn exchange_on_a_tokio_timer(&self, request: Req, wait: Wait) -> Result<Resp, Error> {
+    async fn exchange_on_a_tokio_timer(
+        &self,
+        request: Req,
+        wait: Wait,
+    ) -> Result<Resp, TryCallError<Req>> {
         let began = tokio::time::Instant::now();
         let mut pending = match self.enqueue(request, wait, None) {
             Ok(pending) => pending,
@@ -151,7 +164,7 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
         request: Req,
         wait: Wait,
         deadline: Option<Instant>,
-    ) -> Result<PendingCall<'_, Req, Resp>, Refused> {
+    ) -> Result<PendingCall<'_, Req, Resp>, (Req, Refused)> {
         let cell = ReplyCell::new(deadline);
         let envelope = Envelope {
             request,
@@ -160,7 +173,7 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
         let stage = self
             .shared
             .enqueue(envelope, wait)
-            .map_err(|(_, refused)| refused)?;
+            .map_err(|(envelope, refused)| (envelope.request, refused))?;
         Ok(PendingCall {
             shared: &self.shared,
             cell,
@@ -169,20 +182,23 @@ impl<Req, Resp> ServiceHandle<Req, Resp> {
         })
     }
 
+    /// The request back, with why the mailbox refused it.
     #[cold]
-    fn refused(&self, refused: Refused) -> Error {
+    fn refused(&self, (request, refused): (Req, Refused)) -> TryCallError<Req> {
+        let service = self.service.to_string();
         match refused {
-            Refused::Stopped => Error::Stopped(self.service.to_string()),
-            Refused::Full => Error::MailboxFull {
-                service: self.service.to_string(),
+            Refused::Stopped => TryCallError::Stopped { request, service },
+            Refused::Full => TryCallError::Full {
+                request,
+                service,
                 capacity: self.shared.capacity(),
             },
         }
     }
 
     #[inline]
-    fn answer(&self, outcome: Outcome<Resp>) -> Result<Resp, Error> {
-        outcome.map_err(|why| self.unanswered(why))
+    fn answer(&self, outcome: Outcome<Resp>) -> Result<Resp, TryCallError<Req>> {
+        outcome.map_err(|why| TryCallError::Failed(self.unanswered(why)))
     }
 
     #[cold]

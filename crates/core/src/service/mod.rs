@@ -16,7 +16,7 @@
 //! | call | when the mailbox is full | answer |
 //! | --- | --- | --- |
 //! | [`ServiceHandle::call`] | waits for room (within the call timeout) | the response |
-//! | [`ServiceHandle::try_call`] | fails at once with [`Error::MailboxFull`] | the response |
+//! | [`ServiceHandle::try_call`] | fails at once with [`TryCallError::Full`], which hands the request back | the response |
 //!
 //! ## A deadline on every call
 //! Every call ends by its deadline, the handle's call timeout after the call began
@@ -104,7 +104,6 @@
 //!
 //! [`Error::ServiceCrashed`]: crate::Error::ServiceCrashed
 //! [`Error::Stopped`]: crate::Error::Stopped
-//! [`Error::MailboxFull`]: crate::Error::MailboxFull
 //! [`Error::Timeout`]: crate::Error::Timeout
 
 use std::sync::Arc;
@@ -116,10 +115,12 @@ mod handle;
 mod inbox;
 mod queue;
 mod reply;
+mod try_call_error;
 
 pub use handle::ServiceHandle;
 pub use inbox::{Inbox, Mailbox, Request};
 pub use reply::Responder;
+pub use try_call_error::TryCallError;
 
 use inbox::Receivers;
 use queue::Shared;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::error::{BoxError, Error};
+use crate::metrics as m;
 use crate::supervisor::Strategy;
 use crate::supervisor::child_spec::{ChildContext, ChildSpec, Restart, Shutdown, Started};
 use crate::supervisor::exit::{Exit, box_error_chain, panic_message};
@@ -198,8 +199,7 @@ impl Engine {
 
     async fn escalate(mut self, outcome: Outcome) -> Outcome {
         tracing::error!(supervisor = %self.cfg.id, ?outcome, "restart intensity exceeded: stopping all children and escalating");
-        metrics::counter!("wharf_supervisor_escalations_total", "supervisor" => self.cfg.id.to_string())
-            .increment(1);
+        metrics::counter!(m::ESCALATIONS, "supervisor" => self.cfg.id.to_string()).increment(1);
         self.stop_all().await;
         outcome
     }
@@ -253,7 +253,7 @@ impl Engine {
                     since: Instant::now(),
                 });
                 tracing::info!(supervisor = %self.cfg.id, %child, incarnation = slot.restarts, "child started");
-                metrics::counter!("wharf_supervisor_child_starts_total",
+                metrics::counter!(m::CHILD_STARTS,
                     "supervisor" => self.cfg.id.to_string(), "child" => child.to_string())
                 .increment(1);
                 Ok(())
@@ -332,7 +332,7 @@ impl Engine {
         let exit = finished.exit;
         let child = slot.spec.id.to_string();
         slot.last_exit = Some(exit.to_string());
-        metrics::counter!("wharf_supervisor_child_exits_total",
+        metrics::counter!(m::CHILD_EXITS,
             "supervisor" => self.cfg.id.to_string(), "child" => child.clone(), "reason" => exit.label())
         .increment(1);
         if exit.is_abnormal() || exit == Exit::Aborted {
@@ -454,7 +454,7 @@ impl Engine {
         slot.restarts = slot.restarts.saturating_add(1);
         self.total_restarts += 1;
         tracing::info!(supervisor = %self.cfg.id, child = %slot.spec.id, restarts = slot.restarts, "restarting child");
-        metrics::counter!("wharf_supervisor_restarts_total",
+        metrics::counter!(m::RESTARTS,
             "supervisor" => self.cfg.id.to_string(), "child" => slot.spec.id.to_string())
         .increment(1);
     }
@@ -546,7 +546,7 @@ impl Engine {
         {
             tracing::error!(supervisor = %self.cfg.id, %child, "child did not stop even when aborted: it blocks its thread (a synchronous loop?)");
         }
-        metrics::counter!("wharf_supervisor_child_exits_total",
+        metrics::counter!(m::CHILD_EXITS,
             "supervisor" => self.cfg.id.to_string(), "child" => child.to_string(), "reason" => "shutdown")
         .increment(1);
         tracing::info!(supervisor = %self.cfg.id, %child, "child stopped by its supervisor");

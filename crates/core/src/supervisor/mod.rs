@@ -39,10 +39,7 @@
 //! - **Panics are exits.** A panic in setup or in the run phase is caught; its message is
 //!   the exit reason and it counts as abnormal.
 //! - **Observability.** `tracing` events for every start, exit, restart and escalation, and
-//!   `metrics` counters: `wharf_supervisor_child_starts_total`,
-//!   `wharf_supervisor_child_exits_total` (label `reason`: normal, error, panic, aborted,
-//!   shutdown), `wharf_supervisor_restarts_total`, `wharf_supervisor_escalations_total`
-//!   (labels `supervisor` and `child`).
+//!   a `metrics` counter for each, named in [`crate::metrics`].
 //! - **Introspection** of a running tree: [`SupervisorHandle::snapshot`] walks nested
 //!   supervisors and reports ids, states, restart counts and last exits.
 //! - **Bounded setup**: a child's setup that does not answer within its

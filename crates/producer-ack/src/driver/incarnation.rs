@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
+use wharf_core::Cause;
 
 use super::client::{connect, is_permanent};
 use crate::MessageId;
@@ -45,13 +46,10 @@ pub(super) enum Broken {
     /// away. `cause` is the `pulsar` crate's error, when there is one.
     Transient {
         reason: String,
-        cause: Option<Arc<pulsar::Error>>,
+        cause: Option<Cause>,
     },
     /// The broker refused the producer for a reason reconnecting cannot fix.
-    Refused {
-        reason: String,
-        cause: Arc<pulsar::Error>,
-    },
+    Refused { reason: String, cause: Cause },
 }
 
 impl Broken {
@@ -66,8 +64,9 @@ impl Broken {
     /// another connection.
     fn from_error(context: &str, error: pulsar::Error) -> Self {
         let reason = format!("{context}: {error}");
-        let cause = Arc::new(error);
-        if is_permanent(&cause) {
+        let permanent = is_permanent(&error);
+        let cause = Cause::new(error);
+        if permanent {
             Broken::Refused { reason, cause }
         } else {
             Broken::Transient {
@@ -265,7 +264,7 @@ async fn ping(producer: &pulsar::Producer<TokioExecutor>, limit: Duration) -> Re
         // a failed ping is never taken for a refusal: the next connection decides
         Ok(Err(error)) => Err(Broken::Transient {
             reason: format!("the connection check failed: {error}"),
-            cause: Some(Arc::new(error)),
+            cause: Some(Cause::new(error)),
         }),
         Err(_) => Err(Broken::transient(format!(
             "the connection did not answer a ping within {limit:?}"

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
-use wharf_core::Backoff;
 use wharf_core::supervisor::panic_message;
+use wharf_core::{Backoff, Cause};
 
 use crate::config::{OnReconnect, ProducerBuilder};
 use crate::metrics as m;
@@ -265,7 +265,7 @@ impl Driver {
                 self.fail_all(|topic| Error::Rejected {
                     topic,
                     reason: reason.clone(),
-                    source: Arc::clone(&cause),
+                    source: cause.clone(),
                 });
                 (reason, Some(cause))
             }
@@ -297,13 +297,13 @@ impl Driver {
                     envelope.resolve(Err(Error::Rejected {
                         topic,
                         reason: error.to_string(),
-                        source: Arc::new(error),
+                        source: Cause::new(error),
                     }));
                 }
             }
             Err(error) => {
                 if self.pending.contains_key(&id) {
-                    self.teardown(&error.to_string(), Some(&Arc::new(error)));
+                    self.teardown(&error.to_string(), Some(&Cause::new(error)));
                 }
             }
         }
@@ -319,7 +319,7 @@ impl Driver {
 
     /// Gives the connection up and schedules the next attempt; `cause` is the `pulsar`
     /// crate's error behind `reason`, when there is one.
-    fn teardown(&mut self, reason: &str, cause: Option<&Arc<pulsar::Error>>) {
+    fn teardown(&mut self, reason: &str, cause: Option<&Cause>) {
         let Some(connection) = self.connection.take() else {
             return;
         };
@@ -343,7 +343,7 @@ impl Driver {
 
     /// `OnReconnect::Fail`: every message handed to the lost connection fails with
     /// `ConnectionLost`; those not sent yet wait for the next one.
-    fn fail_sent(&mut self, reason: &str, cause: Option<&Arc<pulsar::Error>>) {
+    fn fail_sent(&mut self, reason: &str, cause: Option<&Cause>) {
         let lost: Vec<u64> = self
             .pending
             .iter()
@@ -483,7 +483,7 @@ mod tests {
         let (mut driver, mut outcome) = driver_with_a_sent_message(OnReconnect::Resend);
         let broken = Broken::Refused {
             reason: "could not create the producer: not authorized".to_owned(),
-            cause: Arc::new(refusal()),
+            cause: Cause::new(refusal()),
         };
         driver.on_event(Event::Broken {
             incarnation: 1,
