@@ -145,12 +145,7 @@ impl<H: Handler> Shard<H> {
     /// The dead-letter target refused the message: stop the consumer so that it is
     /// delivered again rather than lost. The delivery is kept as the key's oldest, so that
     /// it is released last (see `release_queued`).
-    fn dead_letter_failed(
-        &mut self,
-        key: Option<&ShardKey>,
-        delivery: Delivery,
-        error: Error,
-    ) {
+    fn dead_letter_failed(&mut self, key: Option<&ShardKey>, delivery: Delivery, error: Error) {
         tracing::error!(consumer = %self.config.name, error = %error, "dead-lettering failed; stopping the consumer");
         match key.and_then(|k| self.slots.get_mut(k.as_bytes())) {
             Some(slot) => {
