@@ -26,14 +26,3 @@ pub use handler::{Handler, Incoming, Outcome, StopReason};
 pub use key::{KeyDecoder, KeyRejected, ShardKey};
 #[doc(inline)]
 pub use stats::Stats;
-
-/// The text of a caught panic.
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "a panic without a message".to_owned()
-    }
-}
