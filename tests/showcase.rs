@@ -1,4 +1,4 @@
-//! The showcase (`examples/showcase.rs`, what `scripts/demo` runs) loses nothing on real
+//! The showcase (`examples/showcase/`, what `scripts/demo` runs) loses nothing on real
 //! brokers, with and without chaos: every order Kafka acknowledged became one issued ticket,
 //! one webhook event read back from SQS and one audit record read back from Pulsar.
 //!
@@ -31,12 +31,23 @@ fn showcase_binary() -> PathBuf {
          (cargo test --workspace --all-features builds it)",
         binary.display()
     );
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/showcase.rs");
+    // Its sources are the files of examples/showcase/: the binary must be newer than each.
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/showcase");
     let built = binary.metadata().and_then(|m| m.modified()).unwrap();
-    let edited = source.metadata().and_then(|m| m.modified()).unwrap();
+    let edited = std::fs::read_dir(&sources)
+        .unwrap()
+        .map(|entry| {
+            entry
+                .unwrap()
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap()
+        })
+        .max()
+        .expect("examples/showcase/ has the example's files");
     assert!(
         built >= edited,
-        "{} is older than examples/showcase.rs: rebuild it (cargo test --workspace \
+        "{} is older than a file of examples/showcase/: rebuild it (cargo test --workspace \
          --all-features, or cargo build --example showcase --features full)",
         binary.display()
     );

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 /// not use before it waits for anything (the source, an executor's inbox), so while the
 /// consumer waits the count is exactly the deliveries received and not settled.
 ///
-/// The count is also the `wharf_sharded_in_flight` gauge, published on every change.
+/// The count is also the [`IN_FLIGHT`](crate::metrics::IN_FLIGHT) gauge, published on every change.
 #[derive(Debug)]
 pub(crate) struct Budget {
     used: AtomicUsize,

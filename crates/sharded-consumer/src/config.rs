@@ -236,7 +236,7 @@ impl<H: Handler> ShardedConsumerBuilder<H> {
     }
 
     /// Logs messages that cannot be handled (at error level, with the reason and the
-    /// message's id), counts them in `wharf_sharded_dead_lettered_total`, and acknowledges
+    /// message's id), counts them in [`DEAD_LETTERED`](crate::metrics::DEAD_LETTERED), and acknowledges
     /// them. Choose this only when losing them is acceptable.
     #[must_use]
     pub fn discard_dead_letters(mut self) -> Self {

@@ -22,7 +22,8 @@ use crate::dispatch::{Reader, Router};
 use crate::mailbox::{Answer, Ask, Control, Life, Line, SpecHold};
 use crate::shard::{Shard, ShardParts};
 use crate::stats::{Metrics, Stats, Totals};
-use crate::{Error, Handler, ShardKey, panic_text};
+use crate::{Error, Handler, ShardKey};
+use wharf_core::supervisor::panic_message;
 
 /// Batches an executor's inbox holds; with `batch_size` deliveries each.
 const INBOX_BATCHES: usize = 4;
@@ -272,7 +273,7 @@ impl<H: Handler> ShardedConsumer<H> {
                 let ended = ended.unwrap_or_else(|panic| {
                     Err(Error::Internal {
                         consumer: name,
-                        reason: format!("an executor panicked: {}", panic_text(panic.as_ref())),
+                        reason: format!("an executor panicked: {}", panic_message(panic.as_ref())),
                     })
                 });
                 if ended.is_err() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use wharf_core::transport::Message;
 
-use crate::panic_text;
+use wharf_core::supervisor::panic_message;
 
 /// The key that picks a message's actor: messages with equal keys are handled by one actor,
 /// one at a time, in order.
@@ -259,7 +259,7 @@ impl KeyDecoder {
                     Err(panic) => {
                         return Err(KeyRejected::new(format!(
                             "the key function panicked: {}",
-                            panic_text(panic.as_ref())
+                            panic_message(panic.as_ref())
                         )));
                     }
                 },

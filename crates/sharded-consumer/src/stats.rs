@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use metrics::{Counter, Gauge, counter, gauge};
 
+use crate::metrics as names;
+
 /// A snapshot of a consumer's counts, from [`ShardedConsumer::stats`](crate::ShardedConsumer::stats).
 ///
 /// Totals count since the consumer was built, across its runs. The same figures go to the
-/// `metrics` facade (see the crate docs for the names).
+/// `metrics` facade (their names are in [`metrics`](crate::metrics)).
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -98,19 +100,19 @@ impl Metrics {
     pub(crate) fn new(consumer: &str) -> Self {
         let label = || [("consumer", consumer.to_owned())];
         Self {
-            active: gauge!("wharf_sharded_keys_active", &label()),
-            queued: gauge!("wharf_sharded_queued_messages", &label()),
-            in_flight: gauge!("wharf_sharded_in_flight", &label()),
-            max_depth: gauge!("wharf_sharded_key_queue_depth_max", &label()),
-            started: counter!("wharf_sharded_keys_started_total", &label()),
-            evicted: counter!("wharf_sharded_keys_evicted_total", &label()),
-            stopped: counter!("wharf_sharded_keys_stopped_total", &label()),
-            restarts: counter!("wharf_sharded_key_restarts_total", &label()),
-            retries: counter!("wharf_sharded_retries_total", &label()),
-            dead_lettered: counter!("wharf_sharded_dead_lettered_total", &label()),
-            acked: counter!("wharf_sharded_acked_total", &label()),
-            rejected: counter!("wharf_sharded_rejected_keys_total", &label()),
-            source_errors: counter!("wharf_sharded_source_errors_total", &label()),
+            active: gauge!(names::KEYS_ACTIVE, &label()),
+            queued: gauge!(names::QUEUED_MESSAGES, &label()),
+            in_flight: gauge!(names::IN_FLIGHT, &label()),
+            max_depth: gauge!(names::KEY_QUEUE_DEPTH_MAX, &label()),
+            started: counter!(names::KEYS_STARTED, &label()),
+            evicted: counter!(names::KEYS_EVICTED, &label()),
+            stopped: counter!(names::KEYS_STOPPED, &label()),
+            restarts: counter!(names::KEY_RESTARTS, &label()),
+            retries: counter!(names::RETRIES, &label()),
+            dead_lettered: counter!(names::DEAD_LETTERED, &label()),
+            acked: counter!(names::ACKED, &label()),
+            rejected: counter!(names::REJECTED_KEYS, &label()),
+            source_errors: counter!(names::SOURCE_ERRORS, &label()),
         }
     }
 }

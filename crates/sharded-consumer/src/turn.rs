@@ -13,7 +13,8 @@ use wharf_core::transport::{Delivery, Message};
 use crate::config::{Config, DeadLetter, DeadLetterTarget};
 use crate::deadline::within;
 use crate::mailbox::{Answer, Responder};
-use crate::{Error, Handler, Incoming, Outcome, ShardKey, StopReason, panic_text};
+use crate::{Error, Handler, Incoming, Outcome, ShardKey, StopReason};
+use wharf_core::supervisor::panic_message;
 
 /// What one executor's turns share: the handler and the configuration. One per executor, so
 /// that cloning it for a turn bumps a reference count no other core touches.
@@ -114,7 +115,7 @@ async fn init<H: Handler>(ctx: &ShardCtx<H>, key: &ShardKey) -> Result<H::State,
         }),
         Ok(Err(panic)) => Err(Failure {
             what: "init panicked",
-            text: panic_text(panic.as_ref()),
+            text: panic_message(panic.as_ref()),
         }),
         Err(late) => Err(Failure {
             what: "init timed out",
@@ -134,7 +135,7 @@ async fn terminate<H: Handler>(
         Ok(Ok(())) => {}
         Ok(Err(panic)) => tracing::error!(
             consumer = %ctx.config.name, %key, ?reason,
-            panic = %panic_text(panic.as_ref()),
+            panic = %panic_message(panic.as_ref()),
             "terminate panicked; the actor is stopped anyway"
         ),
         Err(late) => tracing::error!(
@@ -209,7 +210,7 @@ async fn handle<H: Handler>(
             started,
             Err(Failure {
                 what: "handle_message panicked",
-                text: panic_text(panic.as_ref()),
+                text: panic_message(panic.as_ref()),
             }),
         ),
         // Cut off mid-way: the state may be half-changed too.
@@ -284,7 +285,7 @@ pub(crate) async fn request<H: Handler>(
             (None, true)
         }
         Ok(Err(panic)) => {
-            let reason = format!("handle_signal panicked: {}", panic_text(panic.as_ref()));
+            let reason = format!("handle_signal panicked: {}", panic_message(panic.as_ref()));
             let _ = reply.send(Answer::Signal(Err(Error::ActorFailed {
                 key: key.to_string(),
                 reason,

@@ -137,6 +137,51 @@ async fn counts_and_gauges_reach_the_metrics_facade_labelled_with_the_consumer()
     assert!(values.contains_key("wharf_sharded_key_queue_depth_max"));
 }
 
+/// The `metrics` module names every metric the consumer records, under the names the
+/// guide lists: a run registers each one, labelled with the consumer, and nothing else.
+#[tokio::test(start_paused = true)]
+async fn a_run_registers_exactly_the_metrics_the_metrics_module_names() {
+    use wharf_sharded_consumer::metrics::*;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let queue = MemoryQueue::new(8);
+    let consumer = ShardedConsumer::builder("named", Picky)
+        .discard_dead_letters()
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let running = consumer.spawn(queue.source(), stop.clone()).unwrap();
+    settle().await;
+
+    let mut registered: Vec<String> = values(&snapshotter, "named").into_keys().collect();
+    registered.sort();
+    let mut named = vec![
+        KEYS_ACTIVE,
+        IN_FLIGHT,
+        QUEUED_MESSAGES,
+        KEY_QUEUE_DEPTH_MAX,
+        KEYS_STARTED,
+        KEYS_EVICTED,
+        KEYS_STOPPED,
+        KEY_RESTARTS,
+        RETRIES,
+        DEAD_LETTERED,
+        ACKED,
+        REJECTED_KEYS,
+        SOURCE_ERRORS,
+    ];
+    named.sort_unstable();
+    assert_eq!(registered, named);
+
+    stop.cancel();
+    tokio::time::timeout(WAIT, running)
+        .await
+        .expect("the run ends once stopped")
+        .unwrap()
+        .unwrap();
+}
+
 /// Holds every message until the test lets it go.
 struct Held(Arc<tokio::sync::Semaphore>);
 
