@@ -20,9 +20,9 @@ use crate::{Error, MessageId};
 
 /// One place in the producer's window, released when dropped.
 #[derive(Debug)]
-pub(crate) struct Slot(#[allow(dead_code)] pub(crate) Option<OwnedSemaphorePermit>);
+pub(crate) struct WindowPermit(#[allow(dead_code)] pub(crate) Option<OwnedSemaphorePermit>);
 
-pub(crate) type Callback = Box<dyn FnOnce(Result<MessageId, Error>, Slot) + Send>;
+pub(crate) type Callback = Box<dyn FnOnce(Result<MessageId, Error>, WindowPermit) + Send>;
 
 /// How a message's outcome reaches its caller.
 pub(crate) enum Notify {
@@ -41,7 +41,7 @@ impl fmt::Debug for Notify {
 
 impl Notify {
     /// Delivers the outcome. A panicking ack closure is logged, never propagated.
-    pub(crate) fn deliver(self, result: Result<MessageId, Error>, slot: Slot) {
+    pub(crate) fn deliver(self, result: Result<MessageId, Error>, slot: WindowPermit) {
         match self {
             Notify::Reply(tx) => {
                 // the caller may have given up (timeout, dropped future): nothing to tell
@@ -193,7 +193,7 @@ pub struct Acked<C> {
     pub context: C,
     /// The broker's id for the message, or what ended it.
     pub result: Result<MessageId, Error>,
-    _slot: Slot,
+    _slot: WindowPermit,
 }
 
 impl<C: fmt::Debug> fmt::Debug for Acked<C> {

@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::ack::{Ack, Notify, Slot};
+use crate::ack::{Ack, Notify, WindowPermit};
 use crate::config::ProducerBuilder;
 use crate::driver::{self, Command, Envelope};
 use crate::{Error, MessageId, PulsarMessage};
@@ -239,17 +239,17 @@ impl Producer {
         let permit = match inner.window.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => {
-                return notify.deliver(Err(self.closed_error()), Slot(None));
+                return notify.deliver(Err(self.closed_error()), WindowPermit(None));
             }
             Err(TryAcquireError::NoPermits) => {
                 let wait = inner.window.clone().acquire_owned();
                 match tokio::time::timeout_at(deadline, wait).await {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_closed)) => {
-                        return notify.deliver(Err(self.closed_error()), Slot(None));
+                        return notify.deliver(Err(self.closed_error()), WindowPermit(None));
                     }
                     Err(_elapsed) => {
-                        return notify.deliver(Err(self.timeout_error()), Slot(None));
+                        return notify.deliver(Err(self.timeout_error()), WindowPermit(None));
                     }
                 }
             }
@@ -259,7 +259,7 @@ impl Producer {
             message,
             deadline,
             notify,
-            Slot(Some(permit)),
+            WindowPermit(Some(permit)),
         );
         if let Err(mpsc::error::SendError(command)) =
             inner.commands.send(Command::Produce(envelope)).await

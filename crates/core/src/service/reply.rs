@@ -42,11 +42,11 @@ pub(super) struct ReplyCell<Resp> {
     /// Set once the outcome is written or the caller gave up: read without the lock by the
     /// caller's polls and by the mailbox's scans.
     finished: AtomicBool,
-    slot: Mutex<Slot<Resp>>,
+    state: Mutex<CellState<Resp>>,
     waker: AtomicWaker,
 }
 
-struct Slot<Resp> {
+struct CellState<Resp> {
     outcome: Option<Outcome<Resp>>,
     /// An outcome was written (and maybe already taken).
     written: bool,
@@ -59,7 +59,7 @@ impl<Resp> ReplyCell<Resp> {
         Arc::new(Self {
             deadline,
             finished: AtomicBool::new(false),
-            slot: Mutex::new(Slot {
+            state: Mutex::new(CellState {
                 outcome: None,
                 written: false,
                 abandoned: false,
@@ -91,12 +91,12 @@ impl<Resp> ReplyCell<Resp> {
     /// the outcome is handed back (dropped by the caller of this function, not under a lock).
     pub(super) fn complete(&self, outcome: Outcome<Resp>) -> Result<(), Outcome<Resp>> {
         {
-            let mut slot = self.lock();
-            if slot.written || slot.abandoned {
+            let mut state = self.lock();
+            if state.written || state.abandoned {
                 return Err(outcome);
             }
-            slot.outcome = Some(outcome);
-            slot.written = true;
+            state.outcome = Some(outcome);
+            state.written = true;
         }
         self.finished.store(true, Ordering::Release);
         self.waker.wake();
@@ -120,18 +120,18 @@ impl<Resp> ReplyCell<Resp> {
     /// dropped here, on the caller's side.
     pub(super) fn abandon(&self) {
         let outcome = {
-            let mut slot = self.lock();
-            slot.abandoned = true;
-            slot.outcome.take()
+            let mut state = self.lock();
+            state.abandoned = true;
+            state.outcome.take()
         };
         self.finished.store(true, Ordering::Release);
         drop(outcome);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Slot<Resp>> {
+    fn lock(&self) -> MutexGuard<'_, CellState<Resp>> {
         // No user code runs under this lock (values are dropped after it), so a poisoned
-        // lock still holds a consistent slot.
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+        // lock still holds a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::ack::{Notify, Slot};
+use crate::ack::{Notify, WindowPermit};
 use crate::{Error, MessageId, PulsarMessage};
 
 /// What handles send to the driver.
@@ -28,7 +28,7 @@ pub(crate) struct Envelope {
     pub(super) message: PulsarMessage,
     pub(super) deadline: Instant,
     notify: Option<Notify>,
-    slot: Option<Slot>,
+    slot: Option<WindowPermit>,
     /// The incarnation it was last handed to, if any.
     pub(super) sent_in: Option<u64>,
 }
@@ -39,7 +39,7 @@ impl Envelope {
         message: PulsarMessage,
         deadline: Instant,
         notify: Notify,
-        slot: Slot,
+        slot: WindowPermit,
     ) -> Self {
         Envelope {
             topic,
@@ -82,7 +82,7 @@ mod tests {
             PulsarMessage::new("m"),
             Instant::now(),
             Notify::Reply(tx),
-            Slot(None),
+            WindowPermit(None),
         );
         drop(envelope);
         assert!(matches!(rx.try_recv(), Ok(Err(Error::Closed { .. }))));

@@ -423,7 +423,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::PulsarMessage;
-    use crate::ack::{Notify, Slot};
+    use crate::ack::{Notify, WindowPermit};
     use pulsar::error::ConnectionError;
     use pulsar::message::proto::ServerError;
 
@@ -442,7 +442,7 @@ mod tests {
             PulsarMessage::new("m"),
             deadline,
             Notify::Reply(tx),
-            Slot(None),
+            WindowPermit(None),
         );
         driver.on_command(Command::Produce(envelope));
         driver.connect();
