@@ -54,6 +54,11 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    if std::env::var("WHARF_BENCH_MODE").as_deref() == Ok("growth") {
+        // The same as `scripts/bench jobs-growth`.
+        growth_main();
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
