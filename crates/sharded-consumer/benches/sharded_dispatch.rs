@@ -3,13 +3,21 @@
 //!
 //! - `messages_per_second`: 1,000,000 messages over 10,000 keys, already queued, handled by a
 //!   handler that counts per key; timed from the start of consumption to the last ack.
-//! - `p99_latency_us`: 200,000 messages published at a steady 100,000/s while consumed;
-//!   latency from publish to the handler's call.
+//! - `p99_latency_us`: 200,000 messages published at a steady 100,000/s (bursts of 100 on a
+//!   1 ms tokio interval) while consumed; latency from publish to the handler's call. The
+//!   two sides alternate which goes first; each round also prints p50, p99.9, the maximum,
+//!   the p99 counted from when each message was due by the schedule (coordinated omission),
+//!   and how long the process's threads waited for a CPU and how often they were preempted
+//!   (`/proc/self/task/*/schedstat` and `status`): on a shared machine those decide the p99.
 //! - `bytes_per_idle_key`: live heap bytes added per idle key actor after 100,000 keys
 //!   were each handled once (a counting global allocator in this binary), against a tokio
 //!   task with its own channel per key (the naive actor-per-key design).
 //!
 //! Several rounds, medians reported. Writes `$WHARF_BENCH_OUT` (JSON) when set.
+//!
+//! Modes: `BENCH_ONLY=latency` runs the latency rounds alone (`BENCH_LATENCY_ROUNDS`,
+//! default 9; `BENCH_KEYS`, default 10,000; `BENCH_LATENCY_WARM=1` creates every key before
+//! the clock starts); `BENCH_ONLY=growth` is `sharded-growth` (see `growth_main`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
