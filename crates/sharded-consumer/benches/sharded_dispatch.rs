@@ -287,11 +287,14 @@ struct LatencyRun {
     runqueue_wait_ms: f64,
     /// Involuntary context switches of this process's threads (preemptions).
     preempted: u64,
+    /// Voluntary context switches (a thread parking: each is a later wake-up).
+    parked: u64,
 }
 
-/// (run-queue wait in ns, involuntary context switches), summed over this process's threads.
-fn sched_totals() -> (u64, u64) {
-    let (mut wait, mut preempted) = (0, 0);
+/// (run-queue wait in ns, involuntary and voluntary context switches), summed over this
+/// process's threads.
+fn sched_totals() -> (u64, u64, u64) {
+    let (mut wait, mut preempted, mut parked) = (0, 0, 0);
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
             let dir = task.path();
@@ -303,15 +306,18 @@ fn sched_totals() -> (u64, u64) {
                     .unwrap_or(0);
             }
             if let Ok(s) = std::fs::read_to_string(dir.join("status")) {
-                preempted += s
-                    .lines()
-                    .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0);
+                let field = |name: &str| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                preempted += field("nonvoluntary_ctxt_switches:");
+                parked += field("voluntary_ctxt_switches:");
             }
         }
     }
-    (wait, preempted)
+    (wait, preempted, parked)
 }
 
 fn load_average() -> f64 {
@@ -426,6 +432,7 @@ async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
         p99_due: percentile(&due, 0.99),
         runqueue_wait_ms: after.0.saturating_sub(before.0) as f64 / 1e6,
         preempted: after.1.saturating_sub(before.1),
+        parked: after.2.saturating_sub(before.2),
     }
 }
 
@@ -445,7 +452,7 @@ async fn latency_rounds(
             (latency(true, keys, warm).await, p)
         };
         println!(
-            "latency round {round} (load {:.1}): sharded p99 {:>7.1} us (p50 {:>5.1}, p99.9 {:>7.1}, max {:>7.1}, p99 from due {:>7.1}; runqueue wait {:>6.1} ms, {:>4} preemptions)   pool p99 {:>7.1} us (p50 {:>5.1}, p99.9 {:>7.1}, max {:>7.1}, p99 from due {:>7.1}; runqueue wait {:>6.1} ms, {:>4} preemptions)   ratio {:.2}",
+            "latency round {round} (load {:.1}): sharded p99 {:>7.1} us (p50 {:>5.1}, p99.9 {:>7.1}, max {:>7.1}, p99 from due {:>7.1}; runqueue wait {:>6.1} ms, {:>4} preemptions, {:>6} parks)   pool p99 {:>7.1} us (p50 {:>5.1}, p99.9 {:>7.1}, max {:>7.1}, p99 from due {:>7.1}; runqueue wait {:>6.1} ms, {:>4} preemptions, {:>6} parks)   ratio {:.2}",
             load_average(),
             o.p99,
             o.p50,
@@ -454,6 +461,7 @@ async fn latency_rounds(
             o.p99_due,
             o.runqueue_wait_ms,
             o.preempted,
+            o.parked,
             p.p99,
             p.p50,
             p.p999,
@@ -461,6 +469,7 @@ async fn latency_rounds(
             p.p99_due,
             p.runqueue_wait_ms,
             p.preempted,
+            p.parked,
             o.p99 / p.p99,
         );
         ours.push(o);
