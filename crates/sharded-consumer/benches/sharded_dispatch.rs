@@ -17,7 +17,8 @@
 //!
 //! Modes: `BENCH_ONLY=latency` runs the latency rounds alone (`BENCH_LATENCY_ROUNDS`,
 //! default 9; `BENCH_KEYS`, default 10,000; `BENCH_LATENCY_WARM=1` creates every key before
-//! the clock starts); `BENCH_ONLY=growth` is `sharded-growth` (see `growth_main`).
+//! the clock starts; `BENCH_SCHED_DETAIL=1` prints each thread's parks per side);
+//! `BENCH_ONLY=growth` is `sharded-growth` (see `growth_main`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -320,6 +321,27 @@ fn sched_totals() -> (u64, u64, u64) {
     (wait, preempted, parked)
 }
 
+/// Voluntary context switches per thread ("name/tid"), for `BENCH_SCHED_DETAIL`.
+fn parks_per_thread() -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let tid = task.file_name().to_string_lossy().into_owned();
+            if let Ok(s) = std::fs::read_to_string(dir.join("status")) {
+                let n = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                out.insert(format!("{}/{tid}", name.trim()), n);
+            }
+        }
+    }
+    out
+}
+
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -401,10 +423,23 @@ async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
         wait_acked(&queue, keys as u64).await;
     }
     let before = sched_totals();
+    let threads_before = parks_per_thread();
     let start = paced_publish(&queue, &clock, keys).await;
     let acked = LATENCY_MESSAGES as u64 + if warm { keys as u64 } else { 0 };
     wait_acked(&queue, acked).await;
     let after = sched_totals();
+    if std::env::var("BENCH_SCHED_DETAIL").is_ok() {
+        let side = if ours { "sharded" } else { "pool" };
+        let mut detail: Vec<String> = parks_per_thread()
+            .into_iter()
+            .map(|(thread, n)| {
+                let was = threads_before.get(&thread).copied().unwrap_or(0);
+                format!("{thread}: {}", n.saturating_sub(was))
+            })
+            .collect();
+        detail.sort();
+        println!("  {side} parks per thread: {}", detail.join(", "));
+    }
     stop.cancel();
     run.await.unwrap();
     let mut lat: Vec<u64> = clock
