@@ -54,6 +54,11 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    if std::env::var("WHARF_BENCH_MODE").as_deref() == Ok("growth") {
+        // The same as `scripts/bench jobs-growth`.
+        growth_main();
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,6 +68,185 @@ fn main() {
         return;
     }
     rt.block_on(bench());
+}
+
+/// `scripts/bench jobs-growth` (`benches/jobs_growth.rs`): with 10,000, 100,000 and
+/// 1,000,000 jobs waiting (`WHARF_BENCH_GROWTH_JOBS`, comma-separated), Redis memory per
+/// waiting job (`INFO memory` used_memory added by the enqueue, divided by the jobs) and the
+/// processing rate of 2 worker processes over the first `min(jobs, 100,000)` jobs, so that
+/// the rate is measured with the queue still that deep. Rounds: `WHARF_BENCH_ROUNDS`
+/// (default 3) up to 100,000 jobs, `WHARF_BENCH_BIG_ROUNDS` (default 1) above. The enqueue
+/// is pipelined: 4 `enqueue_bulk` calls of 10,000 in flight.
+pub(crate) fn growth_main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Ok(partition) = std::env::var("WHARF_JOBS_BENCH_WORKER") {
+        rt.block_on(worker_process(partition));
+        return;
+    }
+    rt.block_on(growth());
+}
+
+/// Redis' `used_memory` (bytes).
+async fn used_memory(jobs: &Jobs) -> f64 {
+    let text = match jobs.raw(redis::cmd("INFO").arg("memory")).await {
+        Ok(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(redis::Value::VerbatimString { text, .. }) => text,
+        _ => String::new(),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Starts the 2 worker processes on partition `p` and waits until both are ready.
+fn spawn_workers(url: &str, p: &str) -> Vec<Server> {
+    let exe = std::env::var_os("WHARF_JOBS_BENCH_WORKER_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_exe().unwrap());
+    let mut workers: Vec<Server> = (0..2)
+        .map(|_| {
+            Server(
+                Command::new(&exe)
+                    .env("WHARF_JOBS_BENCH_WORKER", p)
+                    .env("WHARF_REDIS_URL", url)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for w in &mut workers {
+        use std::io::BufRead;
+        let out = w.0.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    workers
+}
+
+struct GrowthRound {
+    enqueue_per_s: f64,
+    process_per_s: f64,
+    bytes_per_job: f64,
+}
+
+async fn growth_round(url: &str, n: u64, round: u64) -> GrowthRound {
+    use futures::StreamExt;
+    let jobs = Jobs::connect(Config::new(url)).await.unwrap();
+    jobs.raw(&redis::cmd("FLUSHALL")).await.unwrap();
+    let p = format!("growth-{n}-{round}");
+    jobs.pause(&p, "bench").await.unwrap();
+    let batch: Vec<Noop> = (0..n).map(|i| Noop { n: i, key: None }).collect();
+    let before = used_memory(&jobs).await;
+    let t0 = Instant::now();
+    let results: Vec<_> = futures::stream::iter(batch.chunks(10_000))
+        .map(|chunk| jobs.enqueue_bulk(&p, "bench", chunk))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for r in results {
+        r.unwrap();
+    }
+    let enqueue = t0.elapsed();
+    let after = used_memory(&jobs).await;
+    let measured = n.min(100_000);
+    let workers = spawn_workers(url, &p);
+    let t1 = Instant::now();
+    jobs.resume(&p, "bench").await.unwrap();
+    loop {
+        let c = jobs.counts(&p, "bench").await.unwrap();
+        if c.completed_total >= measured {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(600),
+            "processing stalled: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let process = t1.elapsed();
+    drop(workers);
+    jobs.raw(&redis::cmd("FLUSHALL")).await.unwrap();
+    GrowthRound {
+        enqueue_per_s: n as f64 / enqueue.as_secs_f64(),
+        process_per_s: measured as f64 / process.as_secs_f64(),
+        bytes_per_job: (after - before) / n as f64,
+    }
+}
+
+async fn growth() {
+    let sizes: Vec<u64> = std::env::var("WHARF_BENCH_GROWTH_JOBS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
+    let (server, url) = start_redis();
+    assert!(
+        server.is_some(),
+        "jobs-growth flushes its Redis: it starts its own, so unset WHARF_TEST_REDIS_URL"
+    );
+    let mut rows = Vec::new();
+    for n in sizes {
+        let rounds = if n > 100_000 {
+            env_num("WHARF_BENCH_BIG_ROUNDS", 1)
+        } else {
+            env_num("WHARF_BENCH_ROUNDS", 3)
+        }
+        .max(1);
+        let (mut e, mut pr, mut b) = (vec![], vec![], vec![]);
+        for round in 0..rounds {
+            let r = growth_round(&url, n, round).await;
+            eprintln!(
+                "{n:>8} jobs waiting, round {round}: enqueue {:.0}/s, process {:.0}/s (first {} jobs), Redis {:.0} B per waiting job",
+                r.enqueue_per_s,
+                r.process_per_s,
+                n.min(100_000),
+                r.bytes_per_job
+            );
+            e.push(r.enqueue_per_s);
+            pr.push(r.process_per_s);
+            b.push(r.bytes_per_job);
+        }
+        let params = serde_json::json!({
+            "jobs_waiting": n, "rounds": rounds, "worker_processes": 2,
+            "concurrency_per_process": CONCURRENCY, "measured_jobs": n.min(100_000),
+            "enqueue_jobs_per_second": median(&e),
+            "enqueue": "enqueue_bulk chunks of 10,000, 4 in flight, into a paused queue",
+        });
+        let row = |metric: &str, unit: &str, higher: bool, ours: f64| {
+            Entry {
+                name: "jobs-growth".to_owned(),
+                metric: metric.to_owned(),
+                unit: unit.to_owned(),
+                higher_is_better: higher,
+                ours,
+                baseline: f64::NAN,
+                baseline_label: "none (how wharf's own cost grows)".to_owned(),
+                params: params.clone(),
+            }
+            .to_json()
+        };
+        rows.push(row(
+            "processing_jobs_per_second",
+            "jobs/s",
+            true,
+            median(&pr),
+        ));
+        rows.push(row(
+            "redis_bytes_per_waiting_job",
+            "bytes",
+            false,
+            median(&b),
+        ));
+    }
+    if let Some(out) = bench::write_report(&rows).unwrap() {
+        println!("wrote {}", out.display());
+    }
 }
 
 /// A worker process: works the partition's queue until killed (at most 10 min).

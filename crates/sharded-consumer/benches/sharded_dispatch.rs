@@ -3,13 +3,22 @@
 //!
 //! - `messages_per_second`: 1,000,000 messages over 10,000 keys, already queued, handled by a
 //!   handler that counts per key; timed from the start of consumption to the last ack.
-//! - `p99_latency_us`: 200,000 messages published at a steady 100,000/s while consumed;
-//!   latency from publish to the handler's call.
+//! - `p99_latency_us`: 200,000 messages published at a steady 100,000/s (bursts of 100 on a
+//!   1 ms tokio interval) while consumed; latency from publish to the handler's call. The
+//!   two sides alternate which goes first; each round also prints p50, p99.9, the maximum,
+//!   the p99 counted from when each message was due by the schedule (coordinated omission),
+//!   and how long the process's threads waited for a CPU and how often they were preempted
+//!   (`/proc/self/task/*/schedstat` and `status`): on a shared machine those decide the p99.
 //! - `bytes_per_idle_key`: live heap bytes added per idle key actor after 100,000 keys
 //!   were each handled once (a counting global allocator in this binary), against a tokio
 //!   task with its own channel per key (the naive actor-per-key design).
 //!
 //! Several rounds, medians reported. Writes `$WHARF_BENCH_OUT` (JSON) when set.
+//!
+//! Modes: `BENCH_ONLY=latency` runs the latency rounds alone (`BENCH_LATENCY_ROUNDS`,
+//! default 9; `BENCH_KEYS`, default 10,000; `BENCH_LATENCY_WARM=1` creates every key before
+//! the clock starts; `BENCH_SCHED_DETAIL=1` prints each thread's parks per side);
+//! `BENCH_ONLY=growth` is `sharded-growth` (see `growth_main`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -75,6 +84,8 @@ const IDLE_KEYS: usize = 100_000;
 struct Clock {
     epoch: Instant,
     latencies_ns: Vec<AtomicU64>,
+    /// When each message reached the handler, since `epoch`.
+    received_ns: Vec<AtomicU64>,
 }
 
 impl Clock {
@@ -87,6 +98,9 @@ impl Clock {
         let now = self.epoch.elapsed().as_nanos() as u64;
         if let Some(slot) = self.latencies_ns.get(seq) {
             slot.store(now.saturating_sub(sent), Ordering::Relaxed);
+        }
+        if let Some(slot) = self.received_ns.get(seq) {
+            slot.store(now, Ordering::Relaxed);
         }
     }
 }
@@ -258,46 +272,137 @@ async fn pool_throughput() -> f64 {
 
 // ----- latency under a steady load -----
 
-async fn paced_publish(queue: &MemoryQueue, clock: &Clock) {
+/// One latency round: the distribution, and what the machine did to the process meanwhile.
+#[derive(Debug, Clone, Copy)]
+struct LatencyRun {
+    /// Percentiles from the moment each message was published (µs).
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    /// p99 from the moment each message was *due* by the schedule (µs): counts the time a
+    /// delayed publisher (coordinated omission) made messages wait before being published.
+    p99_due: f64,
+    /// Time this process's threads spent runnable but waiting for a CPU (ms), from
+    /// `/proc/self/task/*/schedstat`: the other load of the machine.
+    runqueue_wait_ms: f64,
+    /// Involuntary context switches of this process's threads (preemptions).
+    preempted: u64,
+    /// Voluntary context switches (a thread parking: each is a later wake-up).
+    parked: u64,
+}
+
+/// (run-queue wait in ns, involuntary and voluntary context switches), summed over this
+/// process's threads.
+fn sched_totals() -> (u64, u64, u64) {
+    let (mut wait, mut preempted, mut parked) = (0, 0, 0);
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let dir = task.path();
+            if let Ok(s) = std::fs::read_to_string(dir.join("schedstat")) {
+                wait += s
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|w| w.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            if let Ok(s) = std::fs::read_to_string(dir.join("status")) {
+                let field = |name: &str| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                preempted += field("nonvoluntary_ctxt_switches:");
+                parked += field("voluntary_ctxt_switches:");
+            }
+        }
+    }
+    (wait, preempted, parked)
+}
+
+/// Voluntary context switches per thread ("name/tid"), for `BENCH_SCHED_DETAIL`.
+fn parks_per_thread() -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let tid = task.file_name().to_string_lossy().into_owned();
+            if let Ok(s) = std::fs::read_to_string(dir.join("status")) {
+                let n = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                out.insert(format!("{}/{tid}", name.trim()), n);
+            }
+        }
+    }
+    out
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const BURST: usize = 100;
+
+fn burst_every() -> Duration {
+    Duration::from_secs_f64(BURST as f64 / LATENCY_RATE as f64)
+}
+
+/// Publishes `LATENCY_MESSAGES` at `LATENCY_RATE`, in bursts of `BURST` on a tokio interval
+/// (its 1 ms timer resolution is the burst period), each message stamped as it is published.
+/// Returns the schedule's start, for the due times.
+async fn paced_publish(queue: &MemoryQueue, clock: &Clock, keys: usize) -> u64 {
     let publisher = queue.publisher();
-    let burst = 100;
-    let every = Duration::from_secs_f64(burst as f64 / LATENCY_RATE as f64);
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(burst_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for start in (0..LATENCY_MESSAGES).step_by(burst) {
+    let mut start_ns = None;
+    for start in (0..LATENCY_MESSAGES).step_by(BURST) {
         tick.tick().await;
-        for seq in start..(start + burst).min(LATENCY_MESSAGES) {
+        start_ns.get_or_insert_with(|| clock.epoch.elapsed().as_nanos() as u64);
+        for seq in start..(start + BURST).min(LATENCY_MESSAGES) {
             let sent = clock.epoch.elapsed().as_nanos() as u64;
             let mut payload = Vec::with_capacity(16);
             payload.extend_from_slice(&(seq as u64).to_le_bytes());
             payload.extend_from_slice(&sent.to_le_bytes());
             publisher
-                .publish(Message::new(payload).with_key(key_of(seq, KEYS)))
+                .publish(Message::new(payload).with_key(key_of(seq, keys)))
                 .await
                 .unwrap();
         }
     }
+    start_ns.unwrap_or(0)
 }
 
-fn p99_us(clock: &Clock) -> f64 {
-    let mut all: Vec<u64> = clock
-        .latencies_ns
-        .iter()
-        .map(|l| l.load(Ordering::Relaxed))
-        .collect();
-    all.sort_unstable();
-    all[(all.len() * 99 / 100).min(all.len() - 1)] as f64 / 1000.0
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len() - 1);
+    sorted[i] as f64 / 1000.0
 }
 
 fn new_clock() -> Arc<Clock> {
     Arc::new(Clock {
         epoch: Instant::now(),
         latencies_ns: (0..LATENCY_MESSAGES).map(|_| AtomicU64::new(0)).collect(),
+        received_ns: (0..LATENCY_MESSAGES).map(|_| AtomicU64::new(0)).collect(),
     })
 }
 
-async fn latency(ours: bool) -> f64 {
-    let queue = MemoryQueue::new(LATENCY_MESSAGES);
+/// With `warm`, every key's actor (or pool map entry) exists before the clock starts.
+async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
+    let queue = MemoryQueue::new(LATENCY_MESSAGES + keys);
     let clock = new_clock();
     let stop = CancellationToken::new();
     let run = if ours {
@@ -307,11 +412,105 @@ async fn latency(ours: bool) -> f64 {
     } else {
         tokio::spawn(pool_run(queue.source(), Some(clock.clone()), stop.clone()))
     };
-    paced_publish(&queue, &clock).await;
-    wait_acked(&queue, LATENCY_MESSAGES as u64).await;
+    if warm {
+        let publisher = queue.publisher();
+        for k in 0..keys {
+            publisher
+                .publish(Message::new("w").with_key(format!("key-{k}")))
+                .await
+                .unwrap();
+        }
+        wait_acked(&queue, keys as u64).await;
+    }
+    let before = sched_totals();
+    let threads_before = parks_per_thread();
+    let start = paced_publish(&queue, &clock, keys).await;
+    let acked = LATENCY_MESSAGES as u64 + if warm { keys as u64 } else { 0 };
+    wait_acked(&queue, acked).await;
+    let after = sched_totals();
+    if std::env::var("BENCH_SCHED_DETAIL").is_ok() {
+        let side = if ours { "sharded" } else { "pool" };
+        let mut detail: Vec<String> = parks_per_thread()
+            .into_iter()
+            .map(|(thread, n)| {
+                let was = threads_before.get(&thread).copied().unwrap_or(0);
+                format!("{thread}: {}", n.saturating_sub(was))
+            })
+            .collect();
+        detail.sort();
+        println!("  {side} parks per thread: {}", detail.join(", "));
+    }
     stop.cancel();
     run.await.unwrap();
-    p99_us(&clock)
+    let mut lat: Vec<u64> = clock
+        .latencies_ns
+        .iter()
+        .map(|l| l.load(Ordering::Relaxed))
+        .collect();
+    lat.sort_unstable();
+    let every = burst_every().as_nanos() as u64;
+    let mut due: Vec<u64> = clock
+        .received_ns
+        .iter()
+        .enumerate()
+        .map(|(seq, r)| {
+            let due = start + (seq / BURST) as u64 * every;
+            r.load(Ordering::Relaxed).saturating_sub(due)
+        })
+        .collect();
+    due.sort_unstable();
+    LatencyRun {
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        p999: percentile(&lat, 0.999),
+        max: percentile(&lat, 1.0),
+        p99_due: percentile(&due, 0.99),
+        runqueue_wait_ms: after.0.saturating_sub(before.0) as f64 / 1e6,
+        preempted: after.1.saturating_sub(before.1),
+        parked: after.2.saturating_sub(before.2),
+    }
+}
+
+/// Latency rounds, the side that goes first alternating; prints each round.
+async fn latency_rounds(
+    rounds: usize,
+    keys: usize,
+    warm: bool,
+) -> (Vec<LatencyRun>, Vec<LatencyRun>) {
+    let (mut ours, mut pool) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (o, p) = if round % 2 == 0 {
+            let o = latency(true, keys, warm).await;
+            (o, latency(false, keys, warm).await)
+        } else {
+            let p = latency(false, keys, warm).await;
+            (latency(true, keys, warm).await, p)
+        };
+        println!(
+            "latency round {round} (load {:.1}): sharded p99 {:>7.1} us (p50 {:>5.1}, p99.9 {:>7.1}, max {:>7.1}, p99 from due {:>7.1}; runqueue wait {:>6.1} ms, {:>4} preemptions, {:>6} parks)   pool p99 {:>7.1} us (p50 {:>5.1}, p99.9 {:>7.1}, max {:>7.1}, p99 from due {:>7.1}; runqueue wait {:>6.1} ms, {:>4} preemptions, {:>6} parks)   ratio {:.2}",
+            load_average(),
+            o.p99,
+            o.p50,
+            o.p999,
+            o.max,
+            o.p99_due,
+            o.runqueue_wait_ms,
+            o.preempted,
+            o.parked,
+            p.p99,
+            p.p50,
+            p.p999,
+            p.max,
+            p.p99_due,
+            p.runqueue_wait_ms,
+            p.preempted,
+            p.parked,
+            o.p99 / p.p99,
+        );
+        ours.push(o);
+        pool.push(p);
+    }
+    (ours, pool)
 }
 
 // ----- memory per idle key -----
@@ -401,9 +600,217 @@ async fn task_per_key_bytes_per_idle_key() -> f64 {
     grown as f64 / IDLE_KEYS as f64
 }
 
+// ----- how the costs grow with the number of keys (`scripts/bench sharded-growth`) -----
+
+/// Resident set size of this process (bytes), from `/proc/self/statm`.
+fn rss_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |pages| pages * 4096.0)
+}
+
+async fn throughput_over(ours: bool, keys: usize) -> f64 {
+    let queue = prefilled(MESSAGES, keys);
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let run = if ours {
+        let consumer = sharded(None, None);
+        let (source, stop) = (queue.source(), stop.clone());
+        tokio::spawn(async move { consumer.run(source, stop).await.unwrap() })
+    } else {
+        tokio::spawn(pool_run(queue.source(), None, stop.clone()))
+    };
+    wait_acked(&queue, MESSAGES as u64).await;
+    let elapsed = started.elapsed();
+    stop.cancel();
+    run.await.unwrap();
+    MESSAGES as f64 / elapsed.as_secs_f64()
+}
+
+/// Memory held once `keys` keys have each been handled once and stay idle (no eviction):
+/// (live heap bytes added, RSS bytes added). Messages are published in chunks of 10,000
+/// and handled before the next, so the queue never holds more than a chunk.
+async fn memory_over(ours: bool, keys: usize) -> (f64, f64) {
+    let queue = MemoryQueue::new(keys + 10_000);
+    let stop = CancellationToken::new();
+    let run = if ours {
+        let consumer = sharded(None, None);
+        let (source, stop) = (queue.source(), stop.clone());
+        tokio::spawn(async move { consumer.run(source, stop).await.unwrap() })
+    } else {
+        tokio::spawn(pool_run(queue.source(), None, stop.clone()))
+    };
+    let publisher = queue.publisher();
+    // Warm up with one key, as `ours_bytes_per_idle_key` does.
+    for _ in 0..10_000 {
+        publisher
+            .try_publish(Message::new("x").with_key("warm-up"))
+            .unwrap();
+    }
+    wait_acked(&queue, 10_000).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rss0 = rss_bytes();
+    LIVE.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::SeqCst);
+    let mut done = 10_000u64;
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(10_000) {
+        for i in chunk {
+            publisher
+                .try_publish(Message::new("x").with_key(format!("key-{i}")))
+                .unwrap();
+        }
+        done += chunk.len() as u64;
+        wait_acked(&queue, done).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let live = LIVE.load(Ordering::Relaxed) as f64;
+    COUNTING.store(false, Ordering::SeqCst);
+    let rss = rss_bytes() - rss0;
+    stop.cancel();
+    run.await.unwrap();
+    (live, rss)
+}
+
+/// Runs `memory_over` in a fresh process of this binary: (live heap bytes, RSS bytes) added.
+fn memory_in_child(side: &str, keys: usize) -> (f64, f64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BENCH_GROWTH_MEMORY_CHILD", format!("{side}:{keys}"))
+        .env("BENCH_ONLY", "growth")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut figures = text
+        .lines()
+        .last()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(f64::NAN));
+    (
+        figures.next().unwrap_or(f64::NAN),
+        figures.next().unwrap_or(f64::NAN),
+    )
+}
+
+/// `scripts/bench sharded-growth`: throughput, p99 at 100,000 msg/s and memory at 1k, 10k,
+/// 100k and 1M keys (`BENCH_GROWTH_KEYS` to choose, comma-separated; `WHARF_BENCH_ROUNDS`
+/// rounds, default 3), the fixed pool alongside.
+pub(crate) fn growth_main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Ok(child) = std::env::var("BENCH_GROWTH_MEMORY_CHILD") {
+        // A fresh process per measurement, so that no memory freed by an earlier phase
+        // (and kept by the allocator) hides what the keys take.
+        let (side, keys) = child.split_once(':').unwrap();
+        let (live, rss) = runtime.block_on(memory_over(side == "ours", keys.parse().unwrap()));
+        println!("{live} {rss}");
+        return;
+    }
+    let sizes: Vec<usize> = std::env::var("BENCH_GROWTH_KEYS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 100_000, 1_000_000]);
+    let rounds = env_usize("WHARF_BENCH_ROUNDS", 3).max(1);
+    let label = "fixed pool of workers chosen by key hash (Broadway partition_by)";
+    let mut json = Vec::new();
+    runtime.block_on(async {
+        for &keys in &sizes {
+            let (mut to, mut tp, mut lo, mut lp, mut ratios) = (vec![], vec![], vec![], vec![], vec![]);
+            for round in 0..rounds {
+                let (o, p) = if round % 2 == 0 {
+                    let o = throughput_over(true, keys).await;
+                    (o, throughput_over(false, keys).await)
+                } else {
+                    let p = throughput_over(false, keys).await;
+                    (throughput_over(true, keys).await, p)
+                };
+                to.push(o);
+                tp.push(p);
+                let (o, p) = if round % 2 == 0 {
+                    let o = latency(true, keys, false).await;
+                    (o, latency(false, keys, false).await)
+                } else {
+                    let p = latency(false, keys, false).await;
+                    (latency(true, keys, false).await, p)
+                };
+                println!(
+                    "{keys:>8} keys, round {round} (load {:.1}): sharded {:>10.0} msg/s, p99 {:>7.1} us (runqueue wait {:>5.1} ms)   pool {:>10.0} msg/s, p99 {:>7.1} us (runqueue wait {:>5.1} ms)",
+                    load_average(), to[round], o.p99, o.runqueue_wait_ms, tp[round], p.p99, p.runqueue_wait_ms
+                );
+                lo.push(o.p99);
+                lp.push(p.p99);
+                ratios.push(o.p99 / p.p99);
+            }
+            let (live_o, rss_o) = memory_in_child("ours", keys);
+            let (live_p, rss_p) = memory_in_child("pool", keys);
+            println!(
+                "{keys:>8} keys: sharded live heap {:>7.1} B/key, RSS {:>7.1} B/key   pool live heap {:>7.1} B/key, RSS {:>7.1} B/key",
+                live_o / keys as f64, rss_o / keys as f64, live_p / keys as f64, rss_p / keys as f64
+            );
+            let params = serde_json::json!({"keys": keys, "rounds": rounds, "cores": std::thread::available_parallelism().map_or(1, usize::from)});
+            let entry = |metric: &str, unit: &str, higher: bool, ours: f64, base: f64, extra: serde_json::Value| {
+                let mut params = params.clone();
+                if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+                    p.extend(e.clone());
+                }
+                Entry {
+                    name: "sharded-growth".into(),
+                    metric: metric.into(),
+                    unit: unit.into(),
+                    higher_is_better: higher,
+                    ours,
+                    baseline: base,
+                    baseline_label: label.into(),
+                    params,
+                }
+                .to_json()
+            };
+            json.push(entry("messages_per_second", "messages/s", true, median(&to), median(&tp), serde_json::json!({"messages": MESSAGES, "source": "in-memory queue, pre-filled"})));
+            json.push(entry("p99_latency_us", "us", false, median(&lo), median(&lp), serde_json::json!({"messages": LATENCY_MESSAGES, "rate_per_second": LATENCY_RATE, "median_of_per_round_ratios": median(&ratios)})));
+            json.push(entry("rss_bytes_per_key", "bytes", false, rss_o / keys as f64, rss_p / keys as f64, serde_json::json!({"measured": "RSS (/proc/self/statm) added while each key was handled once and kept (no eviction), chunks of 10,000 messages"})));
+            json.push(entry("live_heap_bytes_per_key", "bytes", false, live_o / keys as f64, live_p / keys as f64, serde_json::json!({"measured": "live heap bytes added (counting global allocator), same phase"})));
+        }
+    });
+    if let Some(out) = bench::write_report(&json).unwrap() {
+        println!("wrote {}", out.display());
+    }
+}
+
 // ----- report -----
 
 fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("growth") {
+        growth_main();
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
+        // The latency rounds alone: `BENCH_LATENCY_ROUNDS` (default 9), `BENCH_KEYS`
+        // (default 10,000), `BENCH_LATENCY_WARM=1` to create every key before the clock.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let rounds = env_usize("BENCH_LATENCY_ROUNDS", 9);
+            let keys = env_usize("BENCH_KEYS", KEYS);
+            let warm = std::env::var("BENCH_LATENCY_WARM").is_ok();
+            let (ours, pool) = latency_rounds(rounds, keys, warm).await;
+            let p99 = |runs: &[LatencyRun]| median(&runs.iter().map(|r| r.p99).collect::<Vec<_>>());
+            let ratios: Vec<f64> = ours.iter().zip(&pool).map(|(o, p)| o.p99 / p.p99).collect();
+            println!(
+                "median p99: sharded {:.1} us, pool {:.1} us; ratio of medians {:.2}, median of per-round ratios {:.2}, rounds with sharded <= pool: {}/{}",
+                p99(&ours),
+                p99(&pool),
+                p99(&ours) / p99(&pool),
+                median(&ratios),
+                ratios.iter().filter(|r| **r <= 1.0).count(),
+                ratios.len()
+            );
+        });
+        return;
+    }
     if std::env::var("BENCH_ONLY_THROUGHPUT").is_ok() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -436,14 +843,12 @@ fn main() {
             ours.push(o);
             pool.push(p);
         }
-        let (mut ours_lat, mut pool_lat) = (Vec::new(), Vec::new());
-        for round in 0..LATENCY_ROUNDS {
-            let o = latency(true).await;
-            let p = latency(false).await;
-            println!("latency round {round}: sharded p99 {o:>8.1} us   pool p99 {p:>8.1} us");
-            ours_lat.push(o);
-            pool_lat.push(p);
-        }
+        let (ours_runs, pool_runs) = latency_rounds(LATENCY_ROUNDS, KEYS, false).await;
+        let ours_lat: Vec<f64> = ours_runs.iter().map(|r| r.p99).collect();
+        let pool_lat: Vec<f64> = pool_runs.iter().map(|r| r.p99).collect();
+        let lat_ratios: Vec<f64> = ours_lat.iter().zip(&pool_lat).map(|(o, p)| o / p).collect();
+        let ours_wait: Vec<f64> = ours_runs.iter().map(|r| r.runqueue_wait_ms).collect();
+        let pool_wait: Vec<f64> = pool_runs.iter().map(|r| r.runqueue_wait_ms).collect();
         let (mut ours_mem, mut task_mem) = (Vec::new(), Vec::new());
         for round in 0..3 {
             let o = ours_bytes_per_idle_key().await;
@@ -473,7 +878,7 @@ fn main() {
                 ours: median(&ours_lat),
                 baseline: median(&pool_lat),
                 baseline_label: pool_label.into(),
-                params: serde_json::json!({"messages": LATENCY_MESSAGES, "rate_per_second": LATENCY_RATE, "keys": KEYS, "measured": "publish to handler call", "rounds": LATENCY_ROUNDS}),
+                params: serde_json::json!({"messages": LATENCY_MESSAGES, "rate_per_second": LATENCY_RATE, "keys": KEYS, "measured": "publish to handler call", "rounds": LATENCY_ROUNDS, "order": "alternating", "per_round_ratios": lat_ratios, "median_of_per_round_ratios": median(&lat_ratios), "ours_p99_us": ours_lat, "baseline_p99_us": pool_lat, "ours_runqueue_wait_ms": ours_wait, "baseline_runqueue_wait_ms": pool_wait}),
             },
             Entry {
                 name: name.into(),
