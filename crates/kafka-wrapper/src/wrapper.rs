@@ -302,31 +302,65 @@ impl KafkaWrapper {
         name: &str,
         expected: Option<&Arc<crate::consumer::ConsumerShared>>,
     ) {
-        if let Some(expected) = expected {
-            let same = self
-                .inner
-                .lock()
-                .consumers
-                .get(name)
-                .is_some_and(|h| Arc::ptr_eq(&h.shared, expected));
-            if !same {
-                return;
-            }
-        }
-        let Ok(Some(instance)) = self.detach_consumer(name) else {
+        let Ok(Some((instance, leaving))) = self.detach_consumer(name, expected) else {
             return;
         };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return; // dropping the instance tells its thread to stop and clean up
         };
-        let leaving = self.leaving(name, instance.group_id());
         rt.spawn(async move {
             instance.shutdown().await;
             drop(leaving);
         });
     }
 
+    /// Unregisters a consumer: it stops fetching, finishes in-flight messages (up to the
+    /// shutdown grace), commits, and leaves its group.
+    pub async fn remove_consumer(&self, name: &str) -> Result<()> {
+        if let Some((instance, _leaving)) = self.detach_consumer(name, None)? {
+            instance.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Takes a consumer out of the registry (its name is free again) and returns its running
+    /// instance, for the caller to shut down, with the guard that records it as leaving its
+    /// group until then. With `expected`, only if `name` is still registered to it.
+    ///
+    /// The check, the removal and the record are one critical section (the registry's
+    /// lock, the order `add_consumer` takes the locks in): a consumer added at the same time
+    /// sees the old one either registered (and retires it itself) or leaving (and waits for
+    /// it), never neither. With a gap between them, a dropped source's clean-up could remove
+    /// the registration that replaced it (which then never started), or a new member could
+    /// join while the old one was leaving (a join Tansu never completes).
+    fn detach_consumer(
+        &self,
+        name: &str,
+        expected: Option<&Arc<crate::consumer::ConsumerShared>>,
+    ) -> Result<Option<(ConsumerInstance, Leaving)>> {
+        let mut reg = self.inner.lock();
+        let h = reg
+            .consumers
+            .get(name)
+            .ok_or_else(|| Error::Stopped(name.to_owned()))?;
+        if expected.is_some_and(|e| !Arc::ptr_eq(&h.shared, e)) {
+            return Ok(None);
+        }
+        if let Some(h) = reg.consumers.remove(name) {
+            h.shared.control.send_replace(None);
+        }
+        let instance = reg
+            .generation
+            .as_mut()
+            .and_then(|g| g.consumers.remove(name));
+        Ok(instance.map(|i| {
+            let leaving = self.leaving(name, i.group_id());
+            (i, leaving)
+        }))
+    }
+
     /// Records that consumer `name` of `group` is leaving, until the returned guard drops.
+    /// Called with the registry locked (see [`detach_consumer`](Self::detach_consumer)).
     fn leaving(&self, name: &str, group: Option<String>) -> Leaving {
         let (tx, done) = watch::channel(false);
         if let Ok(mut r) = self.inner.retiring.lock() {
@@ -337,31 +371,6 @@ impl KafkaWrapper {
             name: name.to_owned(),
             tx,
         }
-    }
-
-    /// Unregisters a consumer: it stops fetching, finishes in-flight messages (up to the
-    /// shutdown grace), commits, and leaves its group.
-    pub async fn remove_consumer(&self, name: &str) -> Result<()> {
-        if let Some(i) = self.detach_consumer(name)? {
-            let _leaving = self.leaving(name, i.group_id());
-            i.shutdown().await;
-        }
-        Ok(())
-    }
-
-    /// Takes a consumer out of the registry at once (its name is free again); the caller
-    /// shuts its running instance down.
-    pub(crate) fn detach_consumer(&self, name: &str) -> Result<Option<ConsumerInstance>> {
-        let mut reg = self.inner.lock();
-        let h = reg
-            .consumers
-            .remove(name)
-            .ok_or_else(|| Error::Stopped(name.to_owned()))?;
-        h.shared.control.send_replace(None);
-        Ok(reg
-            .generation
-            .as_mut()
-            .and_then(|g| g.consumers.remove(name)))
     }
 
     /// The handle of a registered producer.
