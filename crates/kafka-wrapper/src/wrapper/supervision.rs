@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -166,7 +166,8 @@ impl Inner {
                     last_failure: failure,
                 });
             }
-            let delay = backoff(self.config.backoff_min, self.config.backoff_max, attempt);
+            // `attempt` counts from 1; the backoff's attempts from 0.
+            let delay = self.config.rebuild_backoff.delay(attempt.saturating_sub(1));
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.stopped();
@@ -367,16 +368,4 @@ async fn finished<T>(
         Some(task) => task.await,
         None => std::future::pending().await,
     }
-}
-
-/// Exponential backoff with ±20% jitter.
-fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = min.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
-    let base = exp.min(max);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = 0.8 + f64::from(nanos % 1000) / 1000.0 * 0.4;
-    base.mul_f64(jitter)
 }
