@@ -62,6 +62,27 @@ pub enum Error {
         /// How long it was waited for.
         after: Duration,
     },
+    /// A consumer was started outside a tokio runtime: its workers and handlers run on the
+    /// runtime it was started in.
+    #[error(
+        "{what} needs a tokio runtime: start the wrapper and add consumers from async code (or inside `Runtime::enter`)"
+    )]
+    NoRuntime {
+        /// What could not be started.
+        what: String,
+    },
+    /// The operating system refused a thread (each consumer polls Kafka on a thread of its
+    /// own).
+    #[error(
+        "could not start the polling thread of {what}: {source}; the process is out of threads or memory (check `ulimit -u` and the memory limit)"
+    )]
+    Thread {
+        /// What could not be started.
+        what: String,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// A producer or consumer with this name is already registered.
     #[error("a producer or consumer named `{0}` is already registered; names must be unique")]
     Duplicate(String),
