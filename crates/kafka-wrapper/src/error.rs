@@ -87,12 +87,18 @@ pub enum Error {
     #[error("a producer or consumer named `{0}` is already registered; names must be unique")]
     Duplicate(String),
     /// A topic administration request failed.
-    #[error("topic administration failed for `{topic}`: {reason}")]
+    #[error(
+        "topic administration failed for `{topic}`: {reason}{}",
+        source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
     Admin {
         /// The topic concerned (or `*` for the whole request).
         topic: String,
-        /// What the broker or librdkafka said.
+        /// What failed.
         reason: String,
+        /// librdkafka's or the broker's error, when there is one.
+        #[source]
+        source: Option<Box<KafkaError>>,
     },
     /// A request to the brokers failed (metadata, watermarks, fetch).
     #[error("Kafka request `{what}` failed: {source}; check that the brokers are reachable")]
