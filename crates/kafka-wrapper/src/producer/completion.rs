@@ -123,7 +123,7 @@ impl CallbackSlot {
         {
             // Purged by a rebuild: it goes to the next client, ahead of anything sent after
             // it; the callback gets the outcome of that send instead.
-            metrics::counter!("wharf_kafka_resent_after_rebuild_total", "producer" => r.producer.shared.spec.name.clone()).increment(1);
+            metrics::counter!(crate::metrics::RESENT_AFTER_REBUILD, "producer" => r.producer.shared.spec.name.clone()).increment(1);
             let Resend {
                 record,
                 producer,

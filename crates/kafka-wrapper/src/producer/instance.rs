@@ -72,8 +72,8 @@ impl ProducerInstance {
         let name = spec.name.clone();
         let ctx = ProducerCtx {
             base,
-            delivered: metrics::counter!("wharf_kafka_produced_total", "producer" => name.clone()),
-            failed: metrics::counter!("wharf_kafka_produce_failed_total", "producer" => name),
+            delivered: metrics::counter!(crate::metrics::PRODUCED, "producer" => name.clone()),
+            failed: metrics::counter!(crate::metrics::PRODUCE_FAILED, "producer" => name),
         };
         let producer = cc.create_with_context(ctx).map_err(Error::Config)?;
         Ok(Self { producer })

@@ -329,7 +329,7 @@ impl Producer {
         let purged = matches!(result, Err(Error::Delivery { source, .. }) if is_purge(source));
         if purged && *resends < MAX_RESENDS && !self.shared.stopped.load(Ordering::Acquire) {
             *resends += 1;
-            metrics::counter!("wharf_kafka_resent_after_rebuild_total", "producer" => self.shared.spec.name.clone()).increment(1);
+            metrics::counter!(crate::metrics::RESENT_AFTER_REBUILD, "producer" => self.shared.spec.name.clone()).increment(1);
             return true;
         }
         false

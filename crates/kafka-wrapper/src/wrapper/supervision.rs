@@ -105,7 +105,7 @@ impl Inner {
         reg.generation = Some(g);
         drop(reg);
         self.state.send_replace(WrapperState::Running(number));
-        metrics::gauge!("wharf_kafka_generation").set(number as f64);
+        metrics::gauge!(crate::metrics::GENERATION).set(number as f64);
         tracing::info!(generation = number, "Kafka clients built");
     }
 
@@ -156,7 +156,7 @@ impl Inner {
             }
             self.teardown().await;
             let total = self.rebuilds.fetch_add(1, Ordering::Relaxed) + 1;
-            metrics::counter!("wharf_kafka_rebuilds_total").increment(1);
+            metrics::counter!(crate::metrics::REBUILDS).increment(1);
             gated_warn!(self.gates.get(WRAPPER), "rebuilding Kafka clients", reason = %failure, attempt, total);
             if gives_up {
                 self.stopped();
@@ -333,7 +333,7 @@ impl Inner {
             let views = instance.views(highs);
             let lag: Vec<PartitionLag> = views.iter().map(|v| v.lag()).collect();
             for l in &lag {
-                metrics::gauge!("wharf_kafka_consumer_lag", "consumer" => name.clone(), "topic" => l.topic.clone(), "partition" => l.partition.to_string())
+                metrics::gauge!(crate::metrics::CONSUMER_LAG, "consumer" => name.clone(), "topic" => l.topic.clone(), "partition" => l.partition.to_string())
                     .set(l.lag as f64);
             }
             if let Ok(mut s) = handle.shared.lag.lock() {
