@@ -282,7 +282,7 @@ impl Admin {
         .await
         .map_err(|e| Error::Admin {
             topic: "*".to_owned(),
-            reason: format!("the metadata request's thread failed: {e}"),
+            reason: format!("the watermarks request's thread failed: {e}"),
             source: None,
         })?
         .map_err(|source| Error::Kafka {
@@ -323,7 +323,7 @@ impl Admin {
         .await
         .map_err(|e| Error::Admin {
             topic: "*".to_owned(),
-            reason: format!("the metadata request's thread failed: {e}"),
+            reason: format!("the thread reading the range failed: {e}"),
             source: None,
         })?
     }
