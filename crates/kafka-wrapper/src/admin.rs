@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -141,7 +142,8 @@ impl Admin {
             .await
             .map_err(|e| Error::Admin {
                 topic: "*".to_owned(),
-                reason: e.to_string(),
+                reason: "the request to create topics failed".to_owned(),
+                source: Some(Box::new(e)),
             })?;
         for r in results {
             if let Err((topic, code)) = r {
@@ -150,7 +152,8 @@ impl Admin {
                 }
                 return Err(Error::Admin {
                     topic,
-                    reason: code.to_string(),
+                    reason: "the brokers did not create it".to_owned(),
+                    source: Some(Box::new(KafkaError::AdminOp(code))),
                 });
             }
         }
@@ -165,13 +168,15 @@ impl Admin {
             .await
             .map_err(|e| Error::Admin {
                 topic: "*".to_owned(),
-                reason: e.to_string(),
+                reason: "the request to delete topics failed".to_owned(),
+                source: Some(Box::new(e)),
             })?;
         for r in results {
             if let Err((topic, code)) = r {
                 return Err(Error::Admin {
                     topic,
-                    reason: code.to_string(),
+                    reason: "the brokers did not delete it".to_owned(),
+                    source: Some(Box::new(KafkaError::AdminOp(code))),
                 });
             }
         }
@@ -187,7 +192,8 @@ impl Admin {
         .await
         .map_err(|e| Error::Admin {
             topic: "*".to_owned(),
-            reason: e.to_string(),
+            reason: format!("the metadata request's thread failed: {e}"),
+            source: None,
         })?
         .map_err(|source| Error::Kafka {
             what: "metadata".to_owned(),
@@ -234,6 +240,7 @@ impl Admin {
             .ok_or_else(|| Error::Admin {
                 topic: name.to_owned(),
                 reason: "no such topic".to_owned(),
+                source: None,
             })
     }
 
@@ -245,13 +252,15 @@ impl Admin {
             .await
             .map_err(|e| Error::Admin {
                 topic: name.to_owned(),
-                reason: e.to_string(),
+                reason: "the request to describe its configuration failed".to_owned(),
+                source: Some(Box::new(e)),
             })?;
         let mut out = BTreeMap::new();
         for r in res {
-            let r = r.map_err(|e| Error::Admin {
+            let r = r.map_err(|code| Error::Admin {
                 topic: name.to_owned(),
-                reason: e.to_string(),
+                reason: "the brokers did not describe its configuration".to_owned(),
+                source: Some(Box::new(KafkaError::AdminOp(code))),
             })?;
             for e in r.entries {
                 if let Some(v) = e.value {
@@ -273,7 +282,8 @@ impl Admin {
         .await
         .map_err(|e| Error::Admin {
             topic: "*".to_owned(),
-            reason: e.to_string(),
+            reason: format!("the watermarks request's thread failed: {e}"),
+            source: None,
         })?
         .map_err(|source| Error::Kafka {
             what: "watermarks".to_owned(),
@@ -313,7 +323,8 @@ impl Admin {
         .await
         .map_err(|e| Error::Admin {
             topic: "*".to_owned(),
-            reason: e.to_string(),
+            reason: format!("the thread reading the range failed: {e}"),
+            source: None,
         })?
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use wharf_core::Backoff;
 
 use crate::error::{Error, Result};
 
@@ -54,8 +55,7 @@ pub struct KafkaConfig {
     pub(crate) stall_after: Duration,
     pub(crate) health_interval: Duration,
     pub(crate) request_timeout: Duration,
-    pub(crate) backoff_min: Duration,
-    pub(crate) backoff_max: Duration,
+    pub(crate) rebuild_backoff: Backoff,
     pub(crate) max_rebuilds: Option<u32>,
     pub(crate) shutdown_grace: Duration,
 }
@@ -71,8 +71,10 @@ impl KafkaConfig {
             stall_after: Duration::from_secs(60),
             health_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
-            backoff_min: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
+            rebuild_backoff: Backoff::exponential(
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            ),
             max_rebuilds: None,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -157,11 +159,12 @@ impl KafkaConfig {
         self
     }
 
-    /// Backoff between rebuilds: exponential from `min` to `max`, with jitter
-    /// (default 500 ms to 30 s).
+    /// Backoff between rebuilds (default 500 ms to 30 s): wharf-core's
+    /// [`Backoff::exponential`], doubling from `min` to `max` over consecutive rebuilds, each
+    /// delay drawn between half of it and all of it, so that many services that failed
+    /// together do not rebuild together.
     pub fn rebuild_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff_min = min;
-        self.backoff_max = max.max(min);
+        self.rebuild_backoff = Backoff::exponential(min, max);
         self
     }
 
@@ -276,7 +279,7 @@ impl fmt::Debug for KafkaConfig {
             .field("stall_after", &self.stall_after)
             .field("health_interval", &self.health_interval)
             .field("request_timeout", &self.request_timeout)
-            .field("backoff", &(self.backoff_min, self.backoff_max))
+            .field("rebuild_backoff", &self.rebuild_backoff)
             .field("max_rebuilds", &self.max_rebuilds)
             .field("shutdown_grace", &self.shutdown_grace)
             .finish()

@@ -62,16 +62,43 @@ pub enum Error {
         /// How long it was waited for.
         after: Duration,
     },
+    /// A consumer was started outside a tokio runtime: its workers and handlers run on the
+    /// runtime it was started in.
+    #[error(
+        "{what} needs a tokio runtime: start the wrapper and add consumers from async code (or inside `Runtime::enter`)"
+    )]
+    NoRuntime {
+        /// What could not be started.
+        what: String,
+    },
+    /// The operating system refused a thread (each consumer polls Kafka on a thread of its
+    /// own).
+    #[error(
+        "could not start the polling thread of {what}: {source}; the process is out of threads or memory (check `ulimit -u` and the memory limit)"
+    )]
+    Thread {
+        /// What could not be started.
+        what: String,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// A producer or consumer with this name is already registered.
     #[error("a producer or consumer named `{0}` is already registered; names must be unique")]
     Duplicate(String),
     /// A topic administration request failed.
-    #[error("topic administration failed for `{topic}`: {reason}")]
+    #[error(
+        "topic administration failed for `{topic}`: {reason}{}",
+        source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
     Admin {
         /// The topic concerned (or `*` for the whole request).
         topic: String,
-        /// What the broker or librdkafka said.
+        /// What failed.
         reason: String,
+        /// librdkafka's or the broker's error, when there is one.
+        #[source]
+        source: Option<Box<KafkaError>>,
     },
     /// A request to the brokers failed (metadata, watermarks, fetch).
     #[error("Kafka request `{what}` failed: {source}; check that the brokers are reachable")]

@@ -101,7 +101,8 @@ impl ClientContext for HealthContext {
             return;
         }
         if code == Some(RDKafkaErrorCode::AllBrokersDown) {
-            metrics::counter!("wharf_kafka_all_brokers_down_total", "client" => self.name.to_string()).increment(1);
+            metrics::counter!(crate::metrics::ALL_BROKERS_DOWN, "client" => self.name.to_string())
+                .increment(1);
         }
         match self.gate.admit(reason) {
             Verdict::Log { suppressed } => {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::commit::{Committed, commit_within};
 use super::progress::PartitionView;
 use super::worker::{Base, BatchReader, DeadLetter, Feed, PartitionState, Split, Wake, Worker};
-use super::{ConsumerShared, Control, HandlerKind, StartAt, Subscription};
+use super::{ConsumerShared, ConsumerSpec, Control, HandlerKind, StartAt, Subscription};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::health::HealthContext;
@@ -631,6 +631,91 @@ fn max_poll_interval_ms(cc: &rdkafka::ClientConfig, grace: Duration) -> u64 {
     session.max(drain.saturating_mul(2).saturating_add(5_000))
 }
 
+/// The librdkafka settings of `spec`'s consumer, and whether it is a group consumer: the
+/// defaults of its kind under the wrapper's config and the spec's overrides, plus its group.
+fn client_config(config: &KafkaConfig, spec: &ConsumerSpec) -> (rdkafka::ClientConfig, bool) {
+    let (defaults, group) = match &spec.subscription {
+        Subscription::Group { .. } => (GROUP_DEFAULTS, true),
+        Subscription::Partitions(_) => (PLAIN_DEFAULTS, false),
+    };
+    let mut cc = config.client_config(defaults, &spec.overrides);
+    if let Subscription::Group { group_id, .. } = &spec.subscription {
+        cc.set("group.id", group_id);
+        if cc.get("max.poll.interval.ms").is_none() {
+            cc.set(
+                "max.poll.interval.ms",
+                max_poll_interval_ms(&cc, config.shutdown_grace).to_string(),
+            );
+        }
+    } else if cc.get("group.id").is_none() {
+        // librdkafka wants a group id even for assign(); nothing is committed to it.
+        cc.set("group.id", format!("wharf-plain-{}", spec.name));
+    }
+    (cc, group)
+}
+
+/// The producer of `spec`'s dead-letter topic, if it has one.
+fn dead_letter(
+    config: &KafkaConfig,
+    spec: &ConsumerSpec,
+    base: &HealthContext,
+) -> Result<Option<Arc<DeadLetter>>> {
+    let Some(topic) = &spec.dead_letter_topic else {
+        return Ok(None);
+    };
+    let producer = ProducerInstance::build(
+        config,
+        &ProducerSpec::new(format!("{}-dlq", spec.name)),
+        base.clone(),
+    )?;
+    Ok(Some(Arc::new(DeadLetter {
+        topic: topic.clone(),
+        producer: Arc::new(producer),
+    })))
+}
+
+/// Assigns a plain consumer its partitions, each from where the previous incarnation left
+/// off, else from its start position, and starts their workers.
+fn assign(
+    consumer: &BaseConsumer<GroupCtx>,
+    state: &Arc<LoopState>,
+    parts: &[(String, i32, StartAt)],
+) -> Result<()> {
+    let resume = state
+        .shared
+        .resume_at
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    let mut tpl = TopicPartitionList::new();
+    let mut workers = Vec::new();
+    for (t, p, start) in parts {
+        let offset = match resume.get(&(t.clone(), *p)) {
+            Some(o) => Offset::Offset(*o),
+            None => match start {
+                StartAt::Beginning => Offset::Beginning,
+                StartAt::End => Offset::End,
+                StartAt::Offset(o) => Offset::Offset(*o),
+            },
+        };
+        tpl.add_partition_offset(t, *p, offset)
+            .map_err(Error::Config)?;
+        let base = match offset {
+            Offset::Offset(o) => Base::Offset(o),
+            Offset::End => Base::End,
+            _ => Base::Beginning,
+        };
+        workers.push((t, *p, base));
+    }
+    consumer.assign(&tpl).map_err(Error::Config)?;
+    // After `assign`, which would undo earlier queue splits.
+    for (t, p, base) in workers {
+        state.start_worker(t, p, base);
+    }
+    state.publish_assignment();
+    Ok(())
+}
+
 /// A running incarnation of a consumer.
 pub(crate) struct ConsumerInstance {
     stop: Arc<AtomicBool>,
@@ -643,50 +728,19 @@ pub(crate) struct ConsumerInstance {
 }
 
 impl ConsumerInstance {
-    /// Builds the librdkafka consumer and starts its polling thread. Fails only on invalid
-    /// configuration: an unreachable broker is not an error here.
+    /// Builds the librdkafka consumer and starts its polling thread. Fails on invalid
+    /// configuration, outside a tokio runtime, or when no thread can be spawned; an
+    /// unreachable broker is not an error here.
     pub(crate) fn start(
         config: &KafkaConfig,
         shared: Arc<ConsumerShared>,
         base: HealthContext,
     ) -> Result<Self> {
         let spec = &shared.spec;
-        let (defaults, group) = match &spec.subscription {
-            Subscription::Group { .. } => (GROUP_DEFAULTS, true),
-            Subscription::Partitions(_) => (PLAIN_DEFAULTS, false),
-        };
-        let mut cc = config.client_config(defaults, &spec.overrides);
-        if let Subscription::Group { group_id, .. } = &spec.subscription {
-            cc.set("group.id", group_id);
-            if cc.get("max.poll.interval.ms").is_none() {
-                cc.set(
-                    "max.poll.interval.ms",
-                    max_poll_interval_ms(&cc, config.shutdown_grace).to_string(),
-                );
-            }
-        } else if cc.get("group.id").is_none() {
-            // librdkafka wants a group id even for assign(); nothing is committed to it.
-            cc.set("group.id", format!("wharf-plain-{}", spec.name));
-        }
-        let dead_letter = match &spec.dead_letter_topic {
-            Some(topic) => {
-                let p = ProducerInstance::build(
-                    config,
-                    &ProducerSpec::new(format!("{}-dlq", spec.name)),
-                    base.clone(),
-                )?;
-                Some(Arc::new(DeadLetter {
-                    topic: topic.clone(),
-                    producer: Arc::new(p),
-                }))
-            }
-            None => None,
-        };
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::Stopped(format!(
-                "consumer `{}` (no tokio runtime: start the wrapper inside one)",
-                spec.name
-            ))
+        let (cc, group) = client_config(config, spec);
+        let dead_letter = dead_letter(config, spec, &base)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
+            what: format!("consumer `{}`", spec.name),
         })?;
         let state = Arc::new(LoopState {
             shared: shared.clone(),
@@ -716,59 +770,31 @@ impl ConsumerInstance {
                 let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
                 consumer.subscribe(&topics).map_err(Error::Config)?;
             }
-            Subscription::Partitions(parts) => {
-                let resume = shared
-                    .resume_at
-                    .lock()
-                    .map(|r| r.clone())
-                    .unwrap_or_default();
-                let mut tpl = TopicPartitionList::new();
-                let mut workers = Vec::new();
-                for (t, p, start) in parts {
-                    let offset = match resume.get(&(t.clone(), *p)) {
-                        Some(o) => Offset::Offset(*o),
-                        None => match start {
-                            StartAt::Beginning => Offset::Beginning,
-                            StartAt::End => Offset::End,
-                            StartAt::Offset(o) => Offset::Offset(*o),
-                        },
-                    };
-                    tpl.add_partition_offset(t, *p, offset)
-                        .map_err(Error::Config)?;
-                    let base = match offset {
-                        Offset::Offset(o) => Base::Offset(o),
-                        Offset::End => Base::End,
-                        _ => Base::Beginning,
-                    };
-                    workers.push((t, *p, base));
-                }
-                consumer.assign(&tpl).map_err(Error::Config)?;
-                // After `assign`, which would undo earlier queue splits.
-                for (t, p, base) in workers {
-                    state.start_worker(t, p, base);
-                }
-                state.publish_assignment();
-            }
+            Subscription::Partitions(parts) => assign(&consumer, &state, parts)?,
         }
+        Self::spawn_polling(consumer, state)
+    }
+
+    /// Starts the thread that polls `consumer` until the instance is stopped.
+    fn spawn_polling(consumer: Arc<BaseConsumer<GroupCtx>>, state: Arc<LoopState>) -> Result<Self> {
         let (control_tx, control_rx) = mpsc::channel(64);
-        shared.control.send_replace(Some(control_tx));
+        state.shared.control.send_replace(Some(control_tx));
         let stop = Arc::new(AtomicBool::new(false));
         let (closing_tx, closing) = oneshot::channel();
         let (ended_tx, ended) = oneshot::channel::<()>();
+        let name = state.shared.spec.name.clone();
         let thread = {
             let stop = stop.clone();
             let state = state.clone();
             std::thread::Builder::new()
-                .name(format!("wharf-kafka-{}", spec.name))
+                .name(format!("wharf-kafka-{name}"))
                 .spawn(move || {
                     poll_loop(consumer, state, control_rx, stop, closing_tx);
                     drop(ended_tx);
                 })
-                .map_err(|e| {
-                    Error::Stopped(format!(
-                        "consumer `{}` (could not start its thread: {e})",
-                        shared.spec.name
-                    ))
+                .map_err(|source| Error::Thread {
+                    what: format!("consumer `{name}`"),
+                    source,
                 })?
         };
         Ok(Self {

@@ -569,14 +569,14 @@ impl Worker {
         match r {
             Ok(o) => Answer::Outcome(o),
             Err(panic) => {
-                metrics::counter!("wharf_kafka_handler_failures_total", "consumer" => self.shared.spec.name.clone(), "reason" => "panic").increment(1);
+                metrics::counter!(crate::metrics::HANDLER_FAILURES, "consumer" => self.shared.spec.name.clone(), "reason" => "panic").increment(1);
                 Answer::Failed(format!("handler panicked: {}", panic_message(&*panic)))
             }
         }
     }
 
     fn failed(&self, why: String) -> Answer {
-        metrics::counter!("wharf_kafka_handler_failures_total", "consumer" => self.shared.spec.name.clone(), "reason" => "deadline").increment(1);
+        metrics::counter!(crate::metrics::HANDLER_FAILURES, "consumer" => self.shared.spec.name.clone(), "reason" => "deadline").increment(1);
         Answer::Failed(why)
     }
 
@@ -696,7 +696,7 @@ impl Worker {
                     }
                 },
             };
-            metrics::counter!("wharf_kafka_handler_retries_total", "consumer" => self.shared.spec.name.clone()).increment(1);
+            metrics::counter!(crate::metrics::HANDLER_RETRIES, "consumer" => self.shared.spec.name.clone()).increment(1);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return false,
@@ -747,7 +747,7 @@ impl Worker {
                 match dl.producer.send_one(&r).await {
                     Ok(d) => {
                         tracing::info!(consumer = %self.shared.spec.name, from = %format!("{}/{}@{}", m.topic(), m.partition, m.offset), to = %d, %reason, "dead-lettered");
-                        metrics::counter!("wharf_kafka_dead_lettered_total", "consumer" => self.shared.spec.name.clone()).increment(1);
+                        metrics::counter!(crate::metrics::DEAD_LETTERED, "consumer" => self.shared.spec.name.clone()).increment(1);
                         break;
                     }
                     Err(e) => {
