@@ -570,7 +570,10 @@ impl Worker {
             Ok(o) => Answer::Outcome(o),
             Err(panic) => {
                 metrics::counter!(crate::metrics::HANDLER_FAILURES, "consumer" => self.shared.spec.name.clone(), "reason" => "panic").increment(1);
-                Answer::Failed(format!("handler panicked: {}", panic_message(&*panic)))
+                Answer::Failed(format!(
+                    "handler panicked: {}",
+                    wharf_core::supervisor::panic_message(&*panic)
+                ))
             }
         }
     }
@@ -784,15 +787,5 @@ async fn reserve(handler: &HandlerKind) -> Option<Room> {
     match handler {
         HandlerKind::Source(sink) => sink.reserve().await,
         _ => None,
-    }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
     }
 }
