@@ -80,12 +80,12 @@ impl<H: Handler> Shard<H> {
                 if !room {
                     slot.queue.push_back(delivery);
                     self.counts.queued += 1;
-                    self.slots.insert(key.compact(), slot);
+                    self.slots.insert_new(key.compact(), slot);
                     self.run_key(key);
                     return None;
                 }
                 slot.busy = true;
-                self.slots.insert(key.compact(), slot);
+                self.slots.insert_new(key.compact(), slot);
                 None
             }
         };
@@ -137,9 +137,7 @@ impl<H: Handler> Shard<H> {
             Some(slot) => slot,
             None => {
                 self.counts.active += 1;
-                self.slots
-                    .entry(key.compact())
-                    .or_insert_with(|| Slot::new(now_ms))
+                self.slots.insert_new(key.compact(), Slot::new(now_ms))
             }
         };
         if slot.requests.len() >= max {

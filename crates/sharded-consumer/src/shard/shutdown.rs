@@ -68,7 +68,7 @@ impl<H: Handler> Shard<H> {
     /// as nothing will run the consumer again, they fail with `Stopped` now.
     fn leave_requests(&mut self) {
         let supervised = self.life.supervised();
-        for (key, slot) in &mut self.slots {
+        for (key, slot) in self.slots.iter_mut() {
             for request in slot.requests.drain(..) {
                 if supervised {
                     self.life.carry(self.index, key.clone(), request);
@@ -110,7 +110,7 @@ impl<H: Handler> Drop for Shard<H> {
         for (key, request) in self.carried.drain(..) {
             self.life.carry(self.index, key, request);
         }
-        for (key, slot) in &mut self.slots {
+        for (key, slot) in self.slots.iter_mut() {
             for request in slot.requests.drain(..) {
                 self.life.carry(self.index, key.clone(), request);
             }

@@ -18,7 +18,7 @@ impl<H: Handler> Shard<H> {
         let now_ms = self.now_ms;
         let mut expired = Vec::new();
         let mut deepest = 0usize;
-        for (key, slot) in &mut self.slots {
+        for (key, slot) in self.slots.iter_mut() {
             deepest = deepest.max(slot.queue.len());
             if slot.queue.is_empty() && slot.queue.capacity() > 0 {
                 slot.queue = VecDeque::new();
@@ -35,9 +35,7 @@ impl<H: Handler> Shard<H> {
             self.stop_actor(key, StopReason::Idle);
         }
         // Give memory back after a wave of evictions.
-        if self.slots.capacity() > 64 && self.slots.len() < self.slots.capacity() / 4 {
-            self.slots.shrink_to_fit();
-        }
+        self.slots.shrink();
     }
 
     pub(super) fn stop_actor(&mut self, key: ShardKey, reason: StopReason) {
