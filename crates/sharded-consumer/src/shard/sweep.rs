@@ -1,7 +1,6 @@
 //! Idle eviction: a sweep of the registry every `idle_timeout / 4` (at most every second)
 //! stops the actors idle past their timeout and samples the deepest key queue.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Shard;
@@ -19,10 +18,8 @@ impl<H: Handler> Shard<H> {
         let mut expired = Vec::new();
         let mut deepest = 0usize;
         for (key, slot) in self.slots.iter_mut() {
-            deepest = deepest.max(slot.queue.len());
-            if slot.queue.is_empty() && slot.queue.capacity() > 0 {
-                slot.queue = VecDeque::new();
-            }
+            deepest = deepest.max(slot.queued());
+            slot.trim();
             if slot.is_idle() && now_ms.saturating_sub(slot.last_active_ms) >= idle_ms {
                 expired.push(key.clone());
             }
