@@ -33,7 +33,6 @@ pub(super) struct Entry<H: Handler> {
 pub(super) struct Registry<H: Handler> {
     parts: Box<[HashTable<Entry<H>>]>,
     hasher: foldhash::fast::RandomState,
-    len: usize,
 }
 
 impl<H: Handler> Registry<H> {
@@ -41,14 +40,13 @@ impl<H: Handler> Registry<H> {
         Self {
             parts: (0..PARTS).map(|_| HashTable::new()).collect(),
             hasher: foldhash::fast::RandomState::default(),
-            len: 0,
         }
     }
 
     /// The number of keys.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.parts.iter().map(HashTable::len).sum()
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -80,7 +78,6 @@ impl<H: Handler> Registry<H> {
     pub(super) fn insert_new(&mut self, key: ShardKey, slot: Slot<H>) -> &mut Slot<H> {
         let hash = self.hash(key.as_bytes());
         let hasher = &self.hasher;
-        self.len += 1;
         let entry = self.parts[Self::part(hash)].insert_unique(hash, Entry { key, slot }, |e| {
             hasher.hash_one(e.key.as_bytes())
         });
@@ -92,7 +89,6 @@ impl<H: Handler> Registry<H> {
         let found = self.parts[Self::part(hash)]
             .find_entry(hash, |e| e.key.as_bytes() == key)
             .ok()?;
-        self.len -= 1;
         Some(found.remove().0.slot)
     }
 
