@@ -1,8 +1,8 @@
 //! An executor: one task that owns the actors of the keys hashed to it.
 //!
-//! An actor is an entry in the executor's registry ([`Slot`]): the key's state, its queue of
-//! waiting messages and signals, and whether a turn is running. An idle actor is that entry
-//! alone: no task, no channel, no timer. When a key has work and its executor has room
+//! An actor is an entry in the executor's registry ([`Slot`](slot::Slot)): the key's state,
+//! whether a turn is running and, while work waits, its queue of waiting messages and
+//! signals. An idle actor is that entry alone: no task, no channel, no timer. When a key has work and its executor has room
 //! under its concurrency share, the executor starts a *turn*: a future that owns the state
 //! and the delivery for one handler call. The turn is polled once at once; most handlers
 //! finish in that poll and their outcome is applied on the spot, without a task, a channel
