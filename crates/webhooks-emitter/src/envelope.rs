@@ -146,11 +146,14 @@ pub(crate) fn prepare(event: &Event, opts: &EncodeOptions) -> Result<Prepared, E
         url: url.as_deref(),
         enc,
     };
-    let body = serde_json::to_string(&envelope).map_err(|e| Error::Unencodable {
+    let mut body = serde_json::to_string(&envelope).map_err(|e| Error::Unencodable {
         event: event_type.clone(),
         reason: e.to_string(),
         source: Some(Cause::new(e)),
     })?;
+    // The body is kept until the event is sent, possibly for long with SQS down: trim the
+    // writer's slack (its buffer doubles from 128 bytes, so a 300-byte body sat in 512).
+    body.shrink_to_fit();
     // serde_json escapes control characters; U+FFFE and U+FFFF pass through and SQS
     // rejects them.
     check_sqs_chars(event_type, "data", &body)?;

@@ -33,10 +33,10 @@ impl<H: Handler> Shard<H> {
             Some(slot) => {
                 slot.last_active_ms = self.now_ms;
                 if slot.busy || slot.has_work() || !room {
-                    if slot.queue.len() >= max_queue {
+                    if slot.queued() >= max_queue {
                         return Some(Inbound::Message { key, delivery });
                     }
-                    slot.queue.push_back(delivery);
+                    slot.backlog_mut().queue.push_back(delivery);
                     self.counts.queued += 1;
                     if !slot.busy {
                         self.run_key(key);
@@ -78,14 +78,14 @@ impl<H: Handler> Shard<H> {
                 let mut slot = Slot::new(self.now_ms);
                 self.counts.active += 1;
                 if !room {
-                    slot.queue.push_back(delivery);
+                    slot.backlog_mut().queue.push_back(delivery);
                     self.counts.queued += 1;
-                    self.slots.insert(key.compact(), slot);
+                    self.slots.insert_new(key.compact(), slot);
                     self.run_key(key);
                     return None;
                 }
                 slot.busy = true;
-                self.slots.insert(key.compact(), slot);
+                self.slots.insert_new(key.compact(), slot);
                 None
             }
         };
@@ -112,9 +112,9 @@ impl<H: Handler> Shard<H> {
                 let info = self.slots.get(key.as_bytes()).map(|slot| KeyInfo {
                     started: slot.state.is_some() || slot.busy,
                     running: slot.busy,
-                    queued: slot.queue.len(),
-                    waiting_retry: slot.held.is_some(),
-                    signals_waiting: slot.requests.len(),
+                    queued: slot.queued(),
+                    waiting_retry: slot.held().is_some(),
+                    signals_waiting: slot.requests_waiting(),
                 });
                 let _ = reply.send(Answer::Info(info));
             }
@@ -137,12 +137,10 @@ impl<H: Handler> Shard<H> {
             Some(slot) => slot,
             None => {
                 self.counts.active += 1;
-                self.slots
-                    .entry(key.compact())
-                    .or_insert_with(|| Slot::new(now_ms))
+                self.slots.insert_new(key.compact(), Slot::new(now_ms))
             }
         };
-        if slot.requests.len() >= max {
+        if slot.requests_waiting() >= max {
             request.fail(Error::SignalQueueFull {
                 key: key.to_string(),
                 capacity: max,
@@ -150,7 +148,7 @@ impl<H: Handler> Shard<H> {
             return;
         }
         slot.last_active_ms = now_ms;
-        slot.requests.push_back(request);
+        slot.backlog_mut().requests.push_back(request);
         self.run_key(key);
     }
 
@@ -159,7 +157,7 @@ impl<H: Handler> Shard<H> {
         let Some(slot) = self.slots.get_mut(key.as_bytes()) else {
             return;
         };
-        let Some(held) = slot.held.as_mut() else {
+        let Some(held) = slot.backlog_if_any().and_then(|b| b.held.as_mut()) else {
             return;
         };
         if held.due_at.is_some_and(|at| at <= now) {

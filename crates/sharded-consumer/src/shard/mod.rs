@@ -1,8 +1,8 @@
 //! An executor: one task that owns the actors of the keys hashed to it.
 //!
-//! An actor is an entry in the executor's registry ([`Slot`]): the key's state, its queue of
-//! waiting messages and signals, and whether a turn is running. An idle actor is that entry
-//! alone: no task, no channel, no timer. When a key has work and its executor has room
+//! An actor is an entry in the executor's registry ([`Slot`](slot::Slot)): the key's state,
+//! whether a turn is running and, while work waits, its queue of waiting messages and
+//! signals. An idle actor is that entry alone: no task, no channel, no timer. When a key has work and its executor has room
 //! under its concurrency share, the executor starts a *turn*: a future that owns the state
 //! and the delivery for one handler call. The turn is polled once at once; most handlers
 //! finish in that poll and their outcome is applied on the spot, without a task, a channel
@@ -15,13 +15,15 @@
 //! requests, new deliveries) in one pass, counting locally and publishing counts once per
 //! pass.
 //!
-//! The executor's parts, one file each: [`slot`] (a key's registry entry), [`poll`] (the
+//! The executor's parts, one file each: [`slot`] (a key's registry entry), [`registry`]
+//! (the keys' slots, in many small tables so that none grows in one long pause), [`poll`] (the
 //! sources of work), [`intake`] (taking deliveries and requests in), [`schedule`] (running
 //! keys), [`settle`] (applying a finished turn), [`sweep`] (idle eviction) and [`shutdown`]
 //! (stopping).
 
 mod intake;
 mod poll;
+mod registry;
 mod schedule;
 mod settle;
 mod shutdown;
@@ -29,7 +31,7 @@ mod slot;
 mod sweep;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,7 +44,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 use wharf_core::transport::Delivery;
 
-use self::slot::Slot;
+use self::registry::Registry;
 use self::sweep::sweep_every;
 use crate::budget::Budget;
 use crate::config::Config;
@@ -60,7 +62,6 @@ pub(crate) enum Inbound {
 
 type Turn<H> = BoxFuture<'static, Done<H>>;
 type AckFuture = BoxFuture<'static, Result<(), wharf_core::Error>>;
-type Registry<H> = HashMap<ShardKey, Slot<H>, foldhash::fast::RandomState>;
 
 /// Work rounds per poll before the executor yields to the runtime.
 const ROUNDS_PER_POLL: usize = 64;
@@ -131,7 +132,7 @@ impl<H: Handler> Shard<H> {
             }),
             limit: config.shard_concurrency(parts.index),
             config,
-            slots: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            slots: Registry::new(),
             running: FuturesUnordered::new(),
             busy: 0,
             ready: VecDeque::new(),

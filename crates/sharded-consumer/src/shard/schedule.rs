@@ -1,14 +1,13 @@
 //! Running keys: picking a key's next piece of work ([`Work`], requests first), building its
 //! turn and polling it once at once, and queueing keys that wait for a concurrency slot.
 
-use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
 use futures::stream::FuturesUnordered;
 use tracing::Instrument;
 use wharf_core::transport::Delivery;
 
-use super::slot::{Held, Slot};
+use super::slot::{Backlog, Held, Slot};
 use super::{Shard, Turn};
 use crate::stats::Counts;
 use crate::turn::{self, Done, Request};
@@ -52,7 +51,7 @@ impl<H: Handler> Shard<H> {
                 }
                 return;
             }
-            if slot.held.as_ref().is_some_and(|h| h.due_at.is_some()) && slot.requests.is_empty() {
+            if slot.held().is_some_and(|h| h.due_at.is_some()) && slot.requests_waiting() == 0 {
                 return; // waiting out a retry delay; its queue waits behind it
             }
             if !room {
@@ -132,17 +131,23 @@ impl<H: Handler> Shard<H> {
     }
 }
 
-/// The key's next piece of work, signals first.
+/// The key's next piece of work, signals first. A backlog left empty is dropped.
 fn next_work<H: Handler>(slot: &mut Slot<H>, counts: &mut Counts) -> Option<Work<H>> {
-    while let Some(request) = slot.requests.pop_front() {
+    let work = next_in(slot.backlog_if_any()?, counts);
+    slot.trim();
+    work
+}
+
+fn next_in<H: Handler>(backlog: &mut Backlog<H>, counts: &mut Counts) -> Option<Work<H>> {
+    while let Some(request) = backlog.requests.pop_front() {
         // A caller that gave up (timed out) before its signal started: skip it.
         if !request.is_abandoned() {
             return Some(Work::Request(request));
         }
     }
-    if let Some(held) = slot.held.take() {
+    if let Some(held) = backlog.held.take() {
         if held.due_at.is_some() {
-            slot.held = Some(held);
+            backlog.held = Some(held);
             return None;
         }
         let Held {
@@ -150,7 +155,7 @@ fn next_work<H: Handler>(slot: &mut Slot<H>, counts: &mut Counts) -> Option<Work
             attempt,
             dead_letter,
             ..
-        } = *held;
+        } = held;
         return Some(match dead_letter {
             Some(reason) => Work::DeadLetter {
                 delivery,
@@ -160,11 +165,8 @@ fn next_work<H: Handler>(slot: &mut Slot<H>, counts: &mut Counts) -> Option<Work
             None => Work::Message { delivery, attempt },
         });
     }
-    let delivery = slot.queue.pop_front()?;
+    let delivery = backlog.queue.pop_front()?;
     counts.queued -= 1;
-    if slot.queue.is_empty() && slot.queue.capacity() > 16 {
-        slot.queue = VecDeque::new(); // a burst is over: give its memory back
-    }
     Some(Work::Message {
         delivery,
         attempt: 1,

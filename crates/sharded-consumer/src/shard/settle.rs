@@ -67,7 +67,7 @@ impl<H: Handler> Shard<H> {
                 };
                 let slot = self.slots.get_mut(key.as_bytes())?;
                 if let Some(held) = held {
-                    slot.held = Some(Box::new(held));
+                    slot.backlog_mut().held = Some(held);
                 }
                 // The common case (acked, nothing queued, state kept) needs no further look.
                 (slot.has_work() || slot.state.is_none()).then_some(key)
@@ -149,12 +149,12 @@ impl<H: Handler> Shard<H> {
         tracing::error!(consumer = %self.config.name, error = %error, "dead-lettering failed; stopping the consumer");
         match key.and_then(|k| self.slots.get_mut(k.as_bytes())) {
             Some(slot) => {
-                slot.held = Some(Box::new(Held {
+                slot.backlog_mut().held = Some(Held {
                     delivery,
                     attempt: 0,
                     due_at: Some(self.now + Duration::from_secs(3600)),
                     dead_letter: None,
-                }));
+                });
             }
             None => {
                 drop(delivery);

@@ -51,8 +51,8 @@ impl<H: Handler> Shard<H> {
             drop(inbound);
             released += 1;
         }
-        for slot in self.slots.values_mut() {
-            while let Some(delivery) = slot.queue.pop_back() {
+        for backlog in self.slots.values_mut().filter_map(Slot::backlog_if_any) {
+            while let Some(delivery) = backlog.queue.pop_back() {
                 drop(delivery);
                 released += 1;
                 self.counts.queued -= 1;
@@ -68,8 +68,11 @@ impl<H: Handler> Shard<H> {
     /// as nothing will run the consumer again, they fail with `Stopped` now.
     fn leave_requests(&mut self) {
         let supervised = self.life.supervised();
-        for (key, slot) in &mut self.slots {
-            for request in slot.requests.drain(..) {
+        for (key, slot) in self.slots.iter_mut() {
+            let Some(backlog) = slot.backlog_if_any() else {
+                continue;
+            };
+            for request in backlog.requests.drain(..) {
                 if supervised {
                     self.life.carry(self.index, key.clone(), request);
                 } else {
@@ -84,7 +87,7 @@ impl<H: Handler> Shard<H> {
     /// Drops the deliveries waiting for a retry: each is its key's oldest, so it goes last.
     fn release_held(&mut self) {
         for slot in self.slots.values_mut() {
-            if let Some(held) = slot.held.take() {
+            if let Some(held) = slot.backlog_if_any().and_then(|b| b.held.take()) {
                 drop(held);
                 self.counts.settled += 1;
             }
@@ -110,8 +113,11 @@ impl<H: Handler> Drop for Shard<H> {
         for (key, request) in self.carried.drain(..) {
             self.life.carry(self.index, key, request);
         }
-        for (key, slot) in &mut self.slots {
-            for request in slot.requests.drain(..) {
+        for (key, slot) in self.slots.iter_mut() {
+            let Some(backlog) = slot.backlog_if_any() else {
+                continue;
+            };
+            for request in backlog.requests.drain(..) {
                 self.life.carry(self.index, key.clone(), request);
             }
         }

@@ -1,7 +1,6 @@
 //! Idle eviction: a sweep of the registry every `idle_timeout / 4` (at most every second)
 //! stops the actors idle past their timeout and samples the deepest key queue.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Shard;
@@ -18,11 +17,9 @@ impl<H: Handler> Shard<H> {
         let now_ms = self.now_ms;
         let mut expired = Vec::new();
         let mut deepest = 0usize;
-        for (key, slot) in &mut self.slots {
-            deepest = deepest.max(slot.queue.len());
-            if slot.queue.is_empty() && slot.queue.capacity() > 0 {
-                slot.queue = VecDeque::new();
-            }
+        for (key, slot) in self.slots.iter_mut() {
+            deepest = deepest.max(slot.queued());
+            slot.trim();
             if slot.is_idle() && now_ms.saturating_sub(slot.last_active_ms) >= idle_ms {
                 expired.push(key.clone());
             }
@@ -35,9 +32,7 @@ impl<H: Handler> Shard<H> {
             self.stop_actor(key, StopReason::Idle);
         }
         // Give memory back after a wave of evictions.
-        if self.slots.capacity() > 64 && self.slots.len() < self.slots.capacity() / 4 {
-            self.slots.shrink_to_fit();
-        }
+        self.slots.shrink();
     }
 
     pub(super) fn stop_actor(&mut self, key: ShardKey, reason: StopReason) {
