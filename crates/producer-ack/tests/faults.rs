@@ -138,6 +138,7 @@ async fn produce_fails_with_timeout_within_the_send_timeout_when_the_broker_is_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_and_restarted_mid_stream_every_message_ends_once_and_acked_ones_read_back() {
     const TOTAL: u32 = 3_000;
+    common::init_logs();
     let broker = Arc::new(PulsarLite::start().unwrap());
     let topic = common::topic("restart");
     let producer = Producer::builder(broker.url(), &topic)
@@ -504,6 +505,75 @@ async fn with_on_reconnect_fail_unacknowledged_messages_fail_with_connection_los
             "message {i}: {v:?}"
         );
     }
+}
+
+/// The `pulsar` crate re-creates a producer whose connection dropped, and re-sends its
+/// unacknowledged messages, by itself and silently; while it does, wharf's pings wait on it
+/// (the crate serialises them behind the re-creation), so a re-creation shorter than a
+/// ping's limit (here 5 s) used to pass for a healthy connection. Five messages are sent on a
+/// link that holds them (requests only), the link is cut while nothing else is handed over
+/// (the window holds them all) and the crate could re-make it at once: the loss must still
+/// reach wharf, so that `OnReconnect::Fail` fails the five and `reconnects` counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_pulsar_crate_re_makes_by_itself_still_counts_as_lost() {
+    const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+    const SIZE: usize = 16 * 1024;
+    common::init_logs();
+    let broker = PulsarLite::start_behind_proxy().unwrap();
+    let proxy = broker.proxy().unwrap();
+    let producer = Producer::builder(broker.url(), common::topic("silent-recovery"))
+        .on_reconnect(OnReconnect::Fail)
+        .send_timeout(SEND_TIMEOUT)
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .start()
+        .unwrap();
+    producer.produce("connect first").await.unwrap();
+    proxy.hold_direction(Direction::ToUpstream);
+    let outcomes: Outcomes = Arc::default();
+    for i in 0..5u32 {
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(SIZE, b'x');
+        let outcomes = outcomes.clone();
+        producer
+            .produce_with(
+                PulsarMessage::new(payload),
+                move |r: Result<MessageId, Error>| {
+                    outcomes.lock().unwrap().entry(i).or_default().push(r);
+                },
+            )
+            .await;
+    }
+    // The five were written to the connection once the kernel holds all their bytes but the
+    // one chunk (16 KiB) the proxy may have read before it noticed the hold; pings are tiny.
+    const PROXY_CHUNK: usize = 16 * 1024;
+    eventually("the five messages to be on the wire", WAIT, || async {
+        kernel_bytes_queued_to(proxy.port()) >= (5 * SIZE - PROXY_CHUNK) as u64
+    })
+    .await
+    .unwrap();
+    assert!(outcomes.lock().unwrap().is_empty(), "no receipt while held");
+    proxy.cut().unwrap();
+    proxy.release();
+    eventually("the five messages to end", WAIT, || async {
+        outcomes.lock().unwrap().len() == 5
+    })
+    .await
+    .unwrap();
+    assert!(
+        producer.reconnects() >= 1,
+        "the lost connection was noticed by wharf"
+    );
+    let outcomes = outcomes.lock().unwrap().clone();
+    for (i, v) in &outcomes {
+        assert!(
+            matches!(v[..], [Err(Error::ConnectionLost { .. })]),
+            "message {i}, handed to the lost connection, fails under OnReconnect::Fail: {v:?}"
+        );
+    }
+    let after = tokio::time::timeout(SEND_TIMEOUT, producer.produce("after"))
+        .await
+        .expect("resolves within the send timeout");
+    assert!(after.is_ok(), "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
