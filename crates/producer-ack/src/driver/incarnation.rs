@@ -217,8 +217,9 @@ async fn reopened(opened: &mut watch::Receiver<u64>) -> Broken {
 /// A connection the `pulsar` crate replaces by itself counts as broken the moment it opens
 /// the new one, whatever wharf is waiting on then (a ping and a hand-over wait on the crate's
 /// re-creation): the driver hears of the loss before any receipt that could have come over
-/// the new connection, so `OnReconnect` applies to every message handed to the lost one,
-/// and dropping the client then keeps the crate from re-sending them itself.
+/// the new connection, so `OnReconnect` applies to every message handed to the lost one.
+/// Dropping the producer then closes it, which stops the crate's re-creation before it
+/// re-sends them, unless it got past that point.
 async fn serve(
     config: &ProducerBuilder,
     id: u64,
