@@ -464,7 +464,7 @@ async fn with_on_reconnect_fail_unacknowledged_messages_fail_with_connection_los
         .unwrap();
     producer.produce("connect first").await.unwrap();
     // a frozen broker: the next messages are sent but get no receipt
-    signal(&broker, "STOP");
+    signal(&broker, "STOP").await;
     let connections = proxy.connections_accepted();
     let outcomes: Outcomes = Arc::default();
     for i in 0..5 {
@@ -599,7 +599,7 @@ async fn a_frozen_broker_is_detected_and_messages_resent_when_it_thaws() {
         .start()
         .unwrap();
     producer.produce("connect first").await.unwrap();
-    signal(&broker, "STOP");
+    signal(&broker, "STOP").await;
     let outcomes: Outcomes = Arc::default();
     for i in 0..20 {
         produce_recorded(&producer, &outcomes, i).await;
@@ -613,7 +613,7 @@ async fn a_frozen_broker_is_detected_and_messages_resent_when_it_thaws() {
     )
     .await
     .unwrap();
-    signal(&broker, "CONT");
+    signal(&broker, "CONT").await;
     // every message ends by its deadline (plus scheduling), stored or not
     let _ = eventually(
         "the 20 messages to end",
@@ -632,7 +632,7 @@ async fn a_frozen_broker_is_detected_and_messages_resent_when_it_thaws() {
 /// Sends signal `name` to the broker; after `STOP`, returns once every thread of it is stopped
 /// (`kill` returns when the signal is queued, and a broker thread running then could still
 /// answer what the test sends next).
-fn signal(broker: &PulsarLite, name: &str) {
+async fn signal(broker: &PulsarLite, name: &str) {
     let pid = broker.pid().expect("broker running");
     let status = std::process::Command::new("kill")
         .arg(format!("-{name}"))
@@ -640,16 +640,12 @@ fn signal(broker: &PulsarLite, name: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-    if name != "STOP" {
-        return;
-    }
-    let started = std::time::Instant::now();
-    while !all_threads_stopped(pid) {
-        assert!(
-            started.elapsed() < WAIT,
-            "the broker did not stop within {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    if name == "STOP" {
+        eventually("the broker to stop", WAIT, || async {
+            all_threads_stopped(pid)
+        })
+        .await
+        .unwrap();
     }
 }
 
