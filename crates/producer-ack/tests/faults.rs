@@ -317,6 +317,7 @@ async fn far_more_messages_than_the_pulsar_crates_queue_never_see_slow_down() {
     const TOTAL: u32 = 600;
     const SIZE: usize = 32 * 1024;
     const CRATE_QUEUE: u64 = 100;
+    common::init_logs();
     let broker = PulsarLite::start_behind_proxy().unwrap();
     let proxy = broker.proxy().unwrap();
     // The default window (1000) holds every message; the send timeout leaves the held link
