@@ -1,12 +1,77 @@
 //! Building a `pulsar` client and producer from the builder's settings, and telling the
 //! errors reconnecting cannot fix.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use pulsar::error::{ConnectionError, ProducerError, ServiceDiscoveryError};
-use pulsar::{Pulsar, TokioExecutor};
+use pulsar::executor::{Delay, ExecutorKind, Interval, JoinHandle};
+use pulsar::{Executor, Pulsar, TokioExecutor};
+use tokio::sync::watch;
 
 use crate::config::ProducerBuilder;
+
+/// The `pulsar` crate's keep-alive period: also what tells its connections apart from its
+/// other intervals (the client's 60 s clean-up), see [`Watched`].
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+const _: () = assert!(
+    KEEP_ALIVE.as_secs() != 60,
+    "must differ from the crate's clean-up interval"
+);
+
+/// A client and producer of one incarnation, and the count of the connections their client
+/// opened (see [`Watched`]).
+pub(super) type Connected = (
+    Pulsar<Watched>,
+    pulsar::Producer<Watched>,
+    watch::Receiver<u64>,
+);
+
+/// Tokio's executor, counting the connections the `pulsar` crate opens.
+///
+/// The crate re-connects and re-creates a lost producer by itself, silently, and holds
+/// wharf's pings and sends behind that re-creation; a re-creation that ends before a ping's
+/// limit would pass for a healthy connection. What it cannot do without wharf seeing it is
+/// open a connection: the crate starts exactly one keep-alive interval (of
+/// `ConnectionRetryOptions::keep_alive`) per connection it opens (pulsar 6.9,
+/// `ConnectionManager::connect`), on the client's executor. A count that grows after the
+/// producer was created means the crate replaced a connection it lost. The broker tests
+/// (`tests/faults.rs`, the silent re-creation) fail if a new version of the crate stops doing
+/// so.
+#[derive(Clone)]
+pub(super) struct Watched {
+    connections: watch::Sender<u64>,
+}
+
+impl Executor for Watched {
+    fn spawn(&self, f: Pin<Box<dyn Future<Output = ()> + Send>>) -> Result<(), ()> {
+        TokioExecutor.spawn(f)
+    }
+
+    fn spawn_blocking<F, Res>(&self, f: F) -> JoinHandle<Res>
+    where
+        F: FnOnce() -> Res + Send + 'static,
+        Res: Send + 'static,
+    {
+        TokioExecutor.spawn_blocking(f)
+    }
+
+    fn interval(&self, duration: Duration) -> Interval {
+        if duration == KEEP_ALIVE {
+            self.connections.send_modify(|n| *n += 1);
+        }
+        TokioExecutor.interval(duration)
+    }
+
+    fn delay(&self, duration: Duration) -> Delay {
+        TokioExecutor.delay(duration)
+    }
+
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Tokio
+    }
+}
 
 /// The `pulsar` crate's per-message receipt timeout: a fraction of the send timeout, so a
 /// connection that swallows receipts is detected (and the messages re-sent on a new one)
@@ -15,17 +80,19 @@ fn operation_timeout(config: &ProducerBuilder) -> Duration {
     (config.send_timeout / 2).clamp(Duration::from_millis(500), Duration::from_secs(30))
 }
 
-pub(super) async fn connect(
-    config: &ProducerBuilder,
-) -> Result<(Pulsar<TokioExecutor>, pulsar::Producer<TokioExecutor>), pulsar::Error> {
-    let mut builder = Pulsar::builder(config.service_url.clone(), TokioExecutor)
+/// A fresh client and producer; the receiver counts the connections the client opened, and
+/// changes when the client opens another one.
+pub(super) async fn connect(config: &ProducerBuilder) -> Result<Connected, pulsar::Error> {
+    let (connections, opened) = watch::channel(0);
+    let executor = Watched { connections };
+    let mut builder = Pulsar::builder(config.service_url.clone(), executor)
         .with_connection_retry_options(pulsar::ConnectionRetryOptions {
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
             // wharf retries with its own backoff and a fresh client
             max_retries: 1,
             connection_timeout: config.connect_timeout,
-            keep_alive: Duration::from_secs(30),
+            keep_alive: KEEP_ALIVE,
             ..Default::default()
         })
         .with_operation_retry_options(pulsar::OperationRetryOptions {
@@ -74,7 +141,7 @@ pub(super) async fn connect(
         producer = producer.with_name(name.clone());
     }
     let producer = producer.build().await?;
-    Ok((client, producer))
+    Ok((client, producer, opened))
 }
 
 /// Errors that re-connecting cannot fix.

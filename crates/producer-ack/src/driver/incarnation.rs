@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use pulsar::{Pulsar, TokioExecutor};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 use wharf_core::Cause;
 
-use super::client::{connect, is_permanent};
+use super::client::{Connected, Watched, connect, is_permanent};
 use crate::MessageId;
 use crate::config::ProducerBuilder;
 
@@ -172,24 +171,24 @@ async fn run(
         });
     };
     // the client lives as long as its producer is served
-    let (_client, producer) = match open(&config).await {
-        Ok(pair) => pair,
+    let (_client, producer, mut opened) = match open(&config).await {
+        Ok(connected) => connected,
         Err(broken) => return report(broken),
     };
+    // the connections opened so far are this producer's: only a later one is news
+    opened.borrow_and_update();
     if events.send(Event::Connected { incarnation: id }).is_err() {
         return;
     }
-    if let Some(broken) = serve(&config, id, producer, &events, sends).await {
+    if let Some(broken) = serve(&config, id, producer, opened, &events, sends).await {
         report(broken);
     }
 }
 
 /// A fresh client and producer, within the connect timeout.
-async fn open(
-    config: &ProducerBuilder,
-) -> Result<(Pulsar<TokioExecutor>, pulsar::Producer<TokioExecutor>), Broken> {
+async fn open(config: &ProducerBuilder) -> Result<Connected, Broken> {
     match tokio::time::timeout(config.connect_timeout, connect(config)).await {
-        Ok(Ok(pair)) => Ok(pair),
+        Ok(Ok(connected)) => Ok(connected),
         Ok(Err(error)) => Err(Broken::from_error("could not create the producer", error)),
         Err(_) => Err(Broken::transient(format!(
             "connecting took longer than {:?}",
@@ -198,12 +197,34 @@ async fn open(
     }
 }
 
+/// The `pulsar` crate opened another connection since the producer was created (`opened` is
+/// the count from [`connect`]): it lost one and is re-creating the producer by itself.
+/// Pending (never ready) otherwise, so it can stand in a `select!`.
+async fn reopened(opened: &mut watch::Receiver<u64>) -> Broken {
+    if opened.changed().await.is_err() {
+        // the client is gone, which only the end of this incarnation does
+        std::future::pending::<()>().await;
+    }
+    Broken::transient(format!(
+        "the pulsar client lost its connection and opened another by itself ({} opened)",
+        *opened.borrow_and_update()
+    ))
+}
+
 /// Hands the driver's messages to `producer` and reports their receipts, until the
 /// connection breaks (`Some`) or the driver gives it up (`None`).
+///
+/// A connection the `pulsar` crate replaces by itself counts as broken the moment it opens
+/// the new one, whatever wharf is waiting on then (a ping and a hand-over wait on the crate's
+/// re-creation): the driver hears of the loss before any receipt that could have come over
+/// the new connection, so `OnReconnect` applies to every message handed to the lost one.
+/// Dropping the producer then closes it, which stops the crate's re-creation before it
+/// re-sends them, unless it got past that point.
 async fn serve(
     config: &ProducerBuilder,
     id: u64,
-    mut producer: pulsar::Producer<TokioExecutor>,
+    mut producer: pulsar::Producer<Watched>,
+    mut opened: watch::Receiver<u64>,
     events: &mpsc::UnboundedSender<Event>,
     mut sends: mpsc::UnboundedReceiver<Outgoing>,
 ) -> Option<Broken> {
@@ -219,8 +240,14 @@ async fn serve(
     loop {
         tokio::select! {
             biased;
+            broken = reopened(&mut opened) => return Some(broken),
             _ = health.tick() => {
-                if let Err(broken) = ping(&producer, check_limit).await {
+                let checked = tokio::select! {
+                    biased;
+                    broken = reopened(&mut opened) => Err(broken),
+                    checked = ping(&producer, check_limit) => checked,
+                };
+                if let Err(broken) = checked {
                     return Some(broken);
                 }
             }
@@ -230,6 +257,12 @@ async fn serve(
                 while let Some(next) = oldest_receipt(&mut receipts).now_or_never() {
                     ready.push(to_message_id(next));
                 }
+                if let Some(broken) = reopened(&mut opened).now_or_never() {
+                    // some may have come over the crate's new connection: the loss goes first
+                    let _ = events.send(Event::Broken { incarnation: id, broken });
+                    let _ = events.send(Event::Receipts { incarnation: id, receipts: ready });
+                    return None;
+                }
                 let _ = events.send(Event::Receipts { incarnation: id, receipts: ready });
             }
             n = sends.recv_many(&mut batch, 256) => {
@@ -237,7 +270,12 @@ async fn serve(
                     return None; // the driver gave this connection up
                 }
                 for (message, payload) in batch.drain(..) {
-                    match tokio::time::timeout(send_limit, producer.send_non_blocking(payload)).await {
+                    let handed = tokio::select! {
+                        biased;
+                        broken = reopened(&mut opened) => return Some(broken),
+                        handed = tokio::time::timeout(send_limit, producer.send_non_blocking(payload)) => handed,
+                    };
+                    match handed {
                         Ok(Ok(receipt)) => receipts.push_back((message, receipt)),
                         Ok(Err(error)) => {
                             let receipts = vec![(message, Err(error))];
@@ -254,11 +292,11 @@ async fn serve(
     }
 }
 
-/// The pulsar crate re-creates a lost producer by itself and says nothing; a ping that
-/// fails, or waits on such a re-creation, tells wharf the connection was lost, so that it
-/// counts the reconnect, applies `OnReconnect`, and never depends on the crate's recovery
-/// alone.
-async fn ping(producer: &pulsar::Producer<TokioExecutor>, limit: Duration) -> Result<(), Broken> {
+/// A ping that fails or gets no answer within `limit` tells wharf the connection was lost:
+/// a frozen broker or a silent partition. (A connection the crate replaced by itself is told
+/// by [`reopened`], which `serve` races with the ping: the crate holds pings behind its
+/// re-creation.)
+async fn ping(producer: &pulsar::Producer<Watched>, limit: Duration) -> Result<(), Broken> {
     match tokio::time::timeout(limit, producer.check_connection()).await {
         Ok(Ok(())) => Ok(()),
         // a failed ping is never taken for a refusal: the next connection decides

@@ -117,3 +117,12 @@ fn decode_hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// Logs to the test's output as `RUST_LOG` says (nothing without it), the `pulsar` crate's
+/// `log` records included: the evidence when a fault test fails.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
