@@ -329,6 +329,11 @@ async fn far_more_messages_than_the_pulsar_crates_queue_never_see_slow_down() {
     producer.produce("connect first").await.unwrap();
     let accepted_before = proxy.connections_accepted();
 
+    // A hold longer than the ping limit (5 s at this send timeout) is rightly taken for a lost
+    // connection; on a machine too loaded to fill the buffers within it, the no-reconnect check
+    // below has nothing to say and is skipped (the order check still runs).
+    let ping_limit = Duration::from_secs(5);
+    let held_at = Instant::now();
     proxy.hold_direction(Direction::ToUpstream);
     let outcomes: Outcomes = Arc::default();
     for i in 0..TOTAL {
@@ -374,6 +379,7 @@ async fn far_more_messages_than_the_pulsar_crates_queue_never_see_slow_down() {
          {in_kernel} bytes, at most {at_most_in_kernel} messages), more than the pulsar crate's \
          default {CRATE_QUEUE}"
     );
+    let held_for = held_at.elapsed();
     proxy.release();
 
     wharf_testkit::eventually(
@@ -395,11 +401,20 @@ async fn far_more_messages_than_the_pulsar_crates_queue_never_see_slow_down() {
         ids.windows(2).all(|w| w[0] < w[1]),
         "stored once each, in order"
     );
-    assert_eq!(
-        (producer.reconnects(), proxy.connections_accepted()),
-        (0, accepted_before),
-        "no SlowDown from the pulsar crate (wharf would have reconnected on it)"
-    );
+    // a second of margin for the ping's own scheduling on a loaded machine
+    if held_for + Duration::from_secs(1) < ping_limit {
+        assert_eq!(
+            (producer.reconnects(), proxy.connections_accepted()),
+            (0, accepted_before),
+            "no SlowDown from the pulsar crate (wharf would have reconnected on it); \
+             the link was held {held_for:?}"
+        );
+    } else {
+        eprintln!(
+            "the link was held {held_for:?}, too close to the {ping_limit:?} ping limit for the \
+             no-reconnect check to mean anything; skipped it (the machine is loaded)"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
