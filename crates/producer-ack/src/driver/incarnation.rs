@@ -269,10 +269,13 @@ async fn serve(
                 if n == 0 {
                     return None; // the driver gave this connection up
                 }
+                // one wait for a re-made connection per batch, not one per message
+                let reopen = reopened(&mut opened);
+                tokio::pin!(reopen);
                 for (message, payload) in batch.drain(..) {
                     let handed = tokio::select! {
                         biased;
-                        broken = reopened(&mut opened) => return Some(broken),
+                        broken = &mut reopen => return Some(broken),
                         handed = tokio::time::timeout(send_limit, producer.send_non_blocking(payload)) => handed,
                     };
                     match handed {
