@@ -237,14 +237,19 @@ async fn serve(
     // message (a partitioned topic may report a later partition's receipt a little late).
     let mut receipts: VecDeque<(u64, pulsar::producer::SendFuture)> = VecDeque::new();
     let mut batch = Vec::with_capacity(256);
+    // One wait for a re-made connection for the whole incarnation, raced by every await
+    // below (a new wait per loop turn would register a waker per message and per receipt);
+    // it ends the incarnation once ready, so it is never polled after completing.
+    let reopen = reopened(&mut opened);
+    tokio::pin!(reopen);
     loop {
         tokio::select! {
             biased;
-            broken = reopened(&mut opened) => return Some(broken),
+            broken = &mut reopen => return Some(broken),
             _ = health.tick() => {
                 let checked = tokio::select! {
                     biased;
-                    broken = reopened(&mut opened) => Err(broken),
+                    broken = &mut reopen => Err(broken),
                     checked = ping(&producer, check_limit) => checked,
                 };
                 if let Err(broken) = checked {
@@ -257,7 +262,7 @@ async fn serve(
                 while let Some(next) = oldest_receipt(&mut receipts).now_or_never() {
                     ready.push(to_message_id(next));
                 }
-                if let Some(broken) = reopened(&mut opened).now_or_never() {
+                if let Some(broken) = (&mut reopen).now_or_never() {
                     // some may have come over the crate's new connection: the loss goes first
                     let _ = events.send(Event::Broken { incarnation: id, broken });
                     let _ = events.send(Event::Receipts { incarnation: id, receipts: ready });
@@ -269,9 +274,6 @@ async fn serve(
                 if n == 0 {
                     return None; // the driver gave this connection up
                 }
-                // one wait for a re-made connection per batch, not one per message
-                let reopen = reopened(&mut opened);
-                tokio::pin!(reopen);
                 for (message, payload) in batch.drain(..) {
                     let handed = tokio::select! {
                         biased;
