@@ -47,8 +47,9 @@ pub(crate) struct Prepared {
     pub(crate) group_id: Option<String>,
     pub(crate) delay_seconds: Option<i32>,
     /// The emitting span's trace context, sent as two more attributes (4 of SQS's 10).
+    /// Boxed: an event without one stays as small as before.
     #[cfg(feature = "otel")]
-    pub(crate) trace: Option<wharf_core::trace::TraceContext>,
+    pub(crate) trace: Option<Box<wharf_core::trace::TraceContext>>,
     /// Bytes SQS counts against its limit: body plus attribute names, types and values.
     pub(crate) size: usize,
 }
@@ -174,7 +175,7 @@ pub(crate) fn prepare(event: &Event, opts: &EncodeOptions) -> Result<Prepared, E
     let id_text = envelope.id;
     // Read here, in the caller's span (emit, try_emit and emit_sync all prepare first).
     #[cfg(feature = "otel")]
-    let trace = wharf_core::trace::TraceContext::current();
+    let trace = wharf_core::trace::TraceContext::current().map(Box::new);
     #[cfg(feature = "otel")]
     let trace_size = trace.as_ref().map_or(0, |t| {
         ATTR_TRACEPARENT.len()
