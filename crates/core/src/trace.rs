@@ -68,6 +68,11 @@ pub trait Carrier {
     fn get(&self, name: &str) -> Option<&str>;
     /// Sets `name` (one of [`TRACEPARENT`], [`TRACESTATE`]) to `value`.
     fn set(&mut self, name: &'static str, value: String);
+    /// Removes `name`, so a context written over an earlier one leaves no stale
+    /// `tracestate`. The default does nothing: for carriers that start empty.
+    fn remove(&mut self, name: &'static str) {
+        let _ = name;
+    }
 }
 
 impl Carrier for HashMap<String, String> {
@@ -77,6 +82,27 @@ impl Carrier for HashMap<String, String> {
 
     fn set(&mut self, name: &'static str, value: String) {
         self.insert(name.to_owned(), value);
+    }
+
+    fn remove(&mut self, name: &'static str) {
+        HashMap::remove(self, name);
+    }
+}
+
+/// A message's headers ([`crate::transport::Headers`], the Kafka and Pulsar transports'):
+/// `set` replaces any earlier value (a message sent again carries one context, the latest);
+/// a value that is not UTF-8 reads as absent.
+impl Carrier for crate::transport::Headers {
+    fn get(&self, name: &str) -> Option<&str> {
+        crate::transport::Headers::get(self, name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    fn set(&mut self, name: &'static str, value: String) {
+        self.insert(name, value);
+    }
+
+    fn remove(&mut self, name: &'static str) {
+        crate::transport::Headers::remove(self, name);
     }
 }
 
@@ -195,11 +221,13 @@ impl TraceContext {
         self.tracestate.as_deref()
     }
 
-    /// Writes both headers (`tracestate` only when there is one) into `carrier`.
+    /// Writes both headers into `carrier`: `tracestate` only when there is one, and a
+    /// `tracestate` already there is removed when there is none.
     pub fn write(&self, carrier: &mut impl Carrier) {
         carrier.set(TRACEPARENT, self.traceparent.clone());
-        if let Some(s) = &self.tracestate {
-            carrier.set(TRACESTATE, s.clone());
+        match &self.tracestate {
+            Some(s) => carrier.set(TRACESTATE, s.clone()),
+            None => carrier.remove(TRACESTATE),
         }
     }
 
@@ -459,6 +487,28 @@ mod tests {
                 "{events:?}"
             );
         }
+    }
+
+    #[test]
+    fn message_headers_carry_one_context_and_the_latest_wins() {
+        let first = TraceContext::parse(Some(VALID), Some("a=1")).unwrap();
+        let second = TraceContext::parse(
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            None,
+        )
+        .unwrap();
+        let mut headers = crate::transport::Headers::new();
+        first.write(&mut headers);
+        second.write(&mut headers);
+        assert_eq!(headers.get_all(TRACEPARENT).count(), 1);
+        assert_eq!(extract(&headers), Some(second), "no stale tracestate");
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_reads_as_absent() {
+        let mut headers = crate::transport::Headers::new();
+        headers.insert(TRACEPARENT, vec![0xff, 0xfe]);
+        assert_eq!(extract(&headers), None);
     }
 
     #[test]
