@@ -15,7 +15,9 @@
 //!
 //! Each capability crate is re-exported behind a feature of the same name (`full` enables
 //! them all), so a service can depend on `wharf` with the features it needs, or on one
-//! focused crate directly. `examples/showcase/` composes all of them.
+//! focused crate directly. `examples/showcase/` composes all of them. The feature `otel`
+//! turns on W3C trace context through the brokers in every enabled crate that carries it
+//! (`wharf::core::trace`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]

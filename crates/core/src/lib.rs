@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
 mod cause;
@@ -7,6 +8,9 @@ pub mod metrics;
 mod retry;
 pub mod service;
 pub mod supervisor;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod trace;
 pub mod transport;
 
 #[doc(inline)]

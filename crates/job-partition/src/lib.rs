@@ -8,6 +8,7 @@ mod job;
 mod keys;
 pub mod metrics;
 mod scripts;
+mod trace;
 mod worker;
 
 #[doc(inline)]

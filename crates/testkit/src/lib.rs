@@ -125,6 +125,8 @@ mod shared;
 mod spawner;
 mod sqs;
 mod tool;
+#[cfg(feature = "otel")]
+pub mod trace;
 mod wait;
 
 pub use error::{Error, Result};

@@ -16,6 +16,12 @@ use crate::{Error, Event, EventId};
 pub const ATTR_EVENT: &str = "event";
 /// Name of the message attribute carrying the event id.
 pub const ATTR_ID: &str = "id";
+/// Name of the message attribute carrying the emitting span's W3C `traceparent` (feature
+/// `otel`; absent when the event was emitted outside a traced span).
+pub const ATTR_TRACEPARENT: &str = "traceparent";
+/// Name of the message attribute carrying the emitting span's W3C `tracestate` (feature
+/// `otel`; absent when there is none).
+pub const ATTR_TRACESTATE: &str = "tracestate";
 const STRING_TYPE: &str = "String";
 /// SQS's longest per-message delay.
 const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -40,6 +46,10 @@ pub(crate) struct Prepared {
     pub(crate) body: String,
     pub(crate) group_id: Option<String>,
     pub(crate) delay_seconds: Option<i32>,
+    /// The emitting span's trace context, sent as two more attributes (4 of SQS's 10).
+    /// Boxed: an event without one stays as small as before.
+    #[cfg(feature = "otel")]
+    pub(crate) trace: Option<Box<wharf_core::trace::TraceContext>>,
     /// Bytes SQS counts against its limit: body plus attribute names, types and values.
     pub(crate) size: usize,
 }
@@ -70,6 +80,13 @@ impl Prepared {
             .set_delay_seconds(self.delay_seconds)
             .message_attributes(ATTR_EVENT, attr(&self.event)?)
             .message_attributes(ATTR_ID, attr(&self.id.to_string())?);
+        #[cfg(feature = "otel")]
+        if let Some(trace) = &self.trace {
+            b = b.message_attributes(ATTR_TRACEPARENT, attr(trace.traceparent())?);
+            if let Some(state) = trace.tracestate() {
+                b = b.message_attributes(ATTR_TRACESTATE, attr(state)?);
+            }
+        }
         if let Some(group) = &self.group_id {
             b = b
                 .message_group_id(group)
@@ -159,7 +176,21 @@ pub(crate) fn prepare(event: &Event, opts: &EncodeOptions) -> Result<Prepared, E
     check_sqs_chars(event_type, "data", &body)?;
 
     let id_text = envelope.id;
-    let size = body.len()
+    // Read here, in the caller's span (emit, try_emit and emit_sync all prepare first).
+    #[cfg(feature = "otel")]
+    let trace = wharf_core::trace::TraceContext::current().map(Box::new);
+    #[cfg(feature = "otel")]
+    let trace_size = trace.as_ref().map_or(0, |t| {
+        ATTR_TRACEPARENT.len()
+            + STRING_TYPE.len()
+            + t.traceparent().len()
+            + t.tracestate()
+                .map_or(0, |s| ATTR_TRACESTATE.len() + STRING_TYPE.len() + s.len())
+    });
+    #[cfg(not(feature = "otel"))]
+    let trace_size = 0;
+    let size = trace_size
+        + body.len()
         + ATTR_EVENT.len()
         + STRING_TYPE.len()
         + event_type.len()
@@ -180,6 +211,8 @@ pub(crate) fn prepare(event: &Event, opts: &EncodeOptions) -> Result<Prepared, E
         body,
         group_id,
         delay_seconds,
+        #[cfg(feature = "otel")]
+        trace,
         size,
     })
 }

@@ -29,7 +29,7 @@ pub use config::{
 #[doc(inline)]
 pub use emitter::Emitter;
 #[doc(inline)]
-pub use envelope::{ATTR_EVENT, ATTR_ID};
+pub use envelope::{ATTR_EVENT, ATTR_ID, ATTR_TRACEPARENT, ATTR_TRACESTATE};
 #[doc(inline)]
 pub use error::{Cause, Error};
 #[doc(inline)]

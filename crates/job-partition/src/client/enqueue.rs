@@ -148,8 +148,11 @@ impl Jobs {
         check_name("queue", queue)?;
         self.note_partition(partition).await?;
         let mut out = Vec::with_capacity(jobs.len());
+        // The caller's span is current here (this future runs in it): every job of the call
+        // continues its trace.
+        let trace = crate::trace::to_store();
         for chunk in jobs.chunks(BULK_CHUNK) {
-            let mut args = Vec::with_capacity(1 + chunk.len() * 8);
+            let mut args = Vec::with_capacity(1 + chunk.len() * 9);
             args.push(chunk.len().to_string());
             for p in chunk {
                 args.extend([
@@ -161,6 +164,7 @@ impl Jobs {
                     p.xkey.clone(),
                     p.at_ms.to_string(),
                     p.delay_ms.to_string(),
+                    trace.clone(),
                 ]);
             }
             let answers: Vec<String> = self

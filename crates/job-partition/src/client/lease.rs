@@ -68,6 +68,8 @@ pub(crate) struct Claimed {
     pub(crate) attempt: u32,
     pub(crate) name: String,
     pub(crate) args: String,
+    /// The enqueuing span's stored trace context (see `crate::trace`), or empty.
+    pub(crate) trace: String,
 }
 
 /// What a heartbeat learned about a running job.
@@ -98,14 +100,15 @@ impl Jobs {
         let flat: Vec<String> = self
             .script("claim", &scripts().claim, partition, args)
             .await?;
-        let mut out = Vec::with_capacity(flat.len() / 6);
-        for c in flat.chunks_exact(6) {
+        let mut out = Vec::with_capacity(flat.len() / 7);
+        for c in flat.chunks_exact(7) {
             out.push(Claimed {
                 id: c[0].clone(),
                 token: c[1].clone(),
                 attempt: c[2].parse().unwrap_or(1),
                 name: c[3].clone(),
                 args: c[4].clone(),
+                trace: c[6].clone(),
             });
         }
         Ok(out)

@@ -49,13 +49,14 @@ while want > 0 and budget > 0 do
     local att = redis.call('HINCRBY', j, 'attempts', 1)
     redis.call('HSET', j, 'state', 'running', 'worker', holder, 'started_at', t)
     redis.call('ZADD', qk(q, 'active'), t + lease, id)
-    local f = redis.call('HMGET', j, 'name', 'args', 'enq_at')
+    local f = redis.call('HMGET', j, 'name', 'args', 'enq_at', 'trace')
     out[#out + 1] = id
     out[#out + 1] = tostring(tok)
     out[#out + 1] = tostring(att)
     out[#out + 1] = f[1] or ''
     out[#out + 1] = f[2] or ''
     out[#out + 1] = f[3] or '0'
+    out[#out + 1] = f[4] or ''
     want = want - 1
   end
 end

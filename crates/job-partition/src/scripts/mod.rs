@@ -13,12 +13,14 @@ use redis::Script;
 /// Helpers shared by every script (prepended to each body).
 const PRELUDE: &str = include_str!("prelude.lua");
 
-/// ARGV: P, count, then per job: id, queue, name, args, qkey, xkey, at_ms, delay_ms.
+/// ARGV: P, count, then per job: id, queue, name, args, qkey, xkey, at_ms, delay_ms, trace
+/// (the enqueuing span's W3C context, `<traceparent>[ <tracestate>]`, or empty: stored as the
+/// job's `trace` field only when present and at most 600 bytes).
 /// Returns per job its id, or `dup:<id of the holder>`.
 const ENQUEUE: &str = include_str!("enqueue.lua");
 
 /// ARGV: P, queue, want, lease_ms, worker, beat_ms. Returns flat: id, token, attempt, name,
-/// args, enq_at. A queue `limit` of 0 starts nothing (a missing limit is no limit).
+/// args, enq_at, trace (empty when the job stored none). A queue `limit` of 0 starts nothing (a missing limit is no limit).
 ///
 /// A claimed job's `worker` field reads `<worker> <lease_ms> <beat_ms>`: what `LEASES` needs
 /// to tell a stalled lease, in the field every claim writes anyway (two more fields in every

@@ -152,6 +152,8 @@ impl QueueRunner {
         };
         let span =
             tracing::info_span!("wharf_job", id = %job.id, job = %job.name, attempt = job.attempt);
+        // Before the span is first entered: a parent can be set only until then.
+        crate::trace::continue_stored(&span, &job.trace);
         tokio::spawn(
             async move {
                 run.execute(job, stop).await;
