@@ -94,10 +94,10 @@ async fn emit_sync_answers_timeout_within_its_timeout_when_sqs_is_unreachable() 
     proxy.down().unwrap();
 
     let sync_timeout = Duration::from_millis(800);
-    // Bounded by twice its timeout: the emitter answers at its deadline (or earlier, once the
-    // next retry could only come after it); the slack is for a loaded machine.
+    // Bounded by four times its timeout: the emitter answers at its deadline (or earlier, once
+    // the next retry could only come after it); the slack is for a loaded machine.
     let result = tokio::time::timeout(
-        sync_timeout * 2,
+        sync_timeout * 4,
         emitter.emit_sync_timeout(Event::new("p", "e", json!({})).unwrap(), sync_timeout),
     )
     .await
@@ -242,7 +242,7 @@ async fn a_timeout_while_sqs_is_unreachable_keeps_the_sdks_last_error_as_its_sou
 
     let sync_timeout = Duration::from_millis(800);
     let result = tokio::time::timeout(
-        sync_timeout * 2,
+        sync_timeout * 4, // slack for a loaded machine; a deadline ignored would retry far longer
         emitter.emit_sync_timeout(Event::new("p", "e", json!({})).unwrap(), sync_timeout),
     )
     .await
@@ -351,13 +351,16 @@ async fn shutdown_with_sqs_unreachable_counts_every_unsent_event_and_hands_each_
 
 #[tokio::test]
 async fn with_a_hanging_endpoint_emit_returns_at_once_and_emit_sync_answers_within_its_timeout() {
+    // Far apart, so that "answered by its own timeout, not by the request's" needs no tight
+    // wall-clock bound: an emit_sync that waited on the hanging request would take 5 s.
+    let request_timeout = Duration::from_secs(5);
     let moto = Moto::start_behind_proxy().unwrap();
     let proxy = moto.proxy().unwrap();
     let sqs = raw_client(&moto.endpoint()).await;
     let url = create_queue(&sqs, "hanging", false, &[]).await;
     let emitter = builder(&moto.endpoint(), &url)
         .retry(fast_retry())
-        .request_timeout(Duration::from_secs(1))
+        .request_timeout(request_timeout)
         .drain_timeout(Duration::from_secs(20))
         .build()
         .unwrap();
@@ -376,11 +379,11 @@ async fn with_a_hanging_endpoint_emit_returns_at_once_and_emit_sync_answers_with
 
     let sync_timeout = Duration::from_millis(600);
     let result = tokio::time::timeout(
-        sync_timeout * 2,
+        request_timeout,
         emitter.emit_sync_timeout(Event::new("p", "e", json!({})).unwrap(), sync_timeout),
     )
     .await
-    .expect("emit_sync answers within its timeout");
+    .expect("emit_sync answers by its own timeout, before the hanging request's");
     assert!(
         matches!(result, Err(Error::Timeout { after, .. }) if after == sync_timeout),
         "{result:?}"
