@@ -447,6 +447,9 @@ async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
         .iter()
         .map(|l| l.load(Ordering::Relaxed))
         .collect();
+    if std::env::var("BENCH_SCHED_DETAIL").is_ok() {
+        burst_profile(ours, &clock);
+    }
     lat.sort_unstable();
     let every = burst_every().as_nanos() as u64;
     let mut due: Vec<u64> = clock
@@ -469,6 +472,48 @@ async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
         preempted: after.1.saturating_sub(before.1),
         parked: after.2.saturating_sub(before.2),
     }
+}
+
+/// For `BENCH_SCHED_DETAIL`: the median and p99 latency of the message at each position in its
+/// burst, and how long publishing a burst took (median), to tell a wake-up delay (the first
+/// message late) from a slower drain (the latency growing along the burst).
+fn burst_profile(ours: bool, clock: &Clock) {
+    let lat: Vec<u64> = clock
+        .latencies_ns
+        .iter()
+        .map(|l| l.load(Ordering::Relaxed))
+        .collect();
+    let sent: Vec<u64> = clock
+        .received_ns
+        .iter()
+        .zip(&lat)
+        .map(|(r, l)| r.load(Ordering::Relaxed).saturating_sub(*l))
+        .collect();
+    let quantile = |mut v: Vec<u64>, q: f64| {
+        v.sort_unstable();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64 / 1000.0
+    };
+    let median_of = |v: Vec<u64>| quantile(v, 0.5);
+    let bursts = LATENCY_MESSAGES / BURST;
+    let at = |pos: usize| {
+        let v: Vec<u64> = (0..bursts).map(|b| lat[b * BURST + pos]).collect();
+        format!("{:.0}/{:.0}", quantile(v.clone(), 0.5), quantile(v, 0.99))
+    };
+    let spread = median_of(
+        (0..bursts)
+            .map(|b| sent[b * BURST + BURST - 1].saturating_sub(sent[b * BURST]))
+            .collect(),
+    );
+    let positions = [0, 1, 5, 10, 25, 50, 75, 90, 99];
+    let profile: Vec<String> = positions
+        .iter()
+        .map(|&p| format!("#{p} {}", at(p)))
+        .collect();
+    let side = if ours { "sharded" } else { "pool" };
+    println!(
+        "  {side} latency by position in burst, median/p99 over bursts (us): {}; publishing a burst took {spread:.0} us",
+        profile.join(", ")
+    );
 }
 
 /// Latency rounds, the side that goes first alternating; prints each round.
