@@ -209,8 +209,13 @@ async fn ours_throughput() -> f64 {
 // ----- the baseline: a fixed pool of workers chosen by key hash -----
 
 fn pool_size() -> usize {
-    // Broadway's default processor concurrency: twice the schedulers.
-    2 * std::thread::available_parallelism().map_or(1, usize::from)
+    // Broadway's default processor concurrency: twice the schedulers
+    // (`BENCH_POOL_WORKERS` to compare at another size).
+    env_usize(
+        "BENCH_POOL_WORKERS",
+        2 * std::thread::available_parallelism().map_or(1, usize::from),
+    )
+    .max(1)
 }
 
 async fn pool_worker(mut rx: mpsc::Receiver<Delivery>, clock: Option<Arc<Clock>>) {
