@@ -17,7 +17,8 @@
 //!
 //! Modes: `BENCH_ONLY=latency` runs the latency rounds alone (`BENCH_LATENCY_ROUNDS`,
 //! default 9; `BENCH_KEYS`, default 10,000; `BENCH_LATENCY_WARM=1` creates every key before
-//! the clock starts; `BENCH_SCHED_DETAIL=1` prints each thread's parks per side);
+//! the clock starts; `BENCH_SCHED_DETAIL=1` prints each thread's parks per side and the
+//! latency by position in the burst; `BENCH_POOL_WORKERS` sizes the fixed pool);
 //! `BENCH_ONLY=growth` is `sharded-growth` (see `growth_main`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
