@@ -87,6 +87,36 @@ struct Clock {
     latencies_ns: Vec<AtomicU64>,
     /// When each message reached the handler, since `epoch`.
     received_ns: Vec<AtomicU64>,
+    /// When the consumer's reading task took each message from the source, since `epoch`.
+    read_ns: Vec<AtomicU64>,
+}
+
+/// The latency rounds' source: stamps when the reading task takes each message, to split a
+/// message's latency into the wait for the reader and the way from the reader to the handler.
+struct Stamped<S> {
+    inner: S,
+    clock: Arc<Clock>,
+}
+
+impl<S: Source> Source for Stamped<S> {
+    type Error = S::Error;
+
+    async fn recv(&mut self) -> Option<Result<Delivery, S::Error>> {
+        let next = self.inner.recv().await;
+        if let Some(Ok(delivery)) = &next {
+            let payload = delivery.message().payload();
+            if payload.len() == 16 {
+                let seq = u64::from_le_bytes(payload[..8].try_into().unwrap()) as usize;
+                if let Some(slot) = self.clock.read_ns.get(seq) {
+                    slot.store(
+                        self.clock.epoch.elapsed().as_nanos() as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+        next
+    }
 }
 
 impl Clock {
@@ -403,6 +433,7 @@ fn new_clock() -> Arc<Clock> {
         epoch: Instant::now(),
         latencies_ns: (0..LATENCY_MESSAGES).map(|_| AtomicU64::new(0)).collect(),
         received_ns: (0..LATENCY_MESSAGES).map(|_| AtomicU64::new(0)).collect(),
+        read_ns: (0..LATENCY_MESSAGES).map(|_| AtomicU64::new(0)).collect(),
     })
 }
 
@@ -413,10 +444,18 @@ async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
     let stop = CancellationToken::new();
     let run = if ours {
         let consumer = sharded(Some(clock.clone()), None);
-        let (source, stop) = (queue.source(), stop.clone());
+        let stop = stop.clone();
+        let source = Stamped {
+            inner: queue.source(),
+            clock: clock.clone(),
+        };
         tokio::spawn(async move { consumer.run(source, stop).await.unwrap() })
     } else {
-        tokio::spawn(pool_run(queue.source(), Some(clock.clone()), stop.clone()))
+        let source = Stamped {
+            inner: queue.source(),
+            clock: clock.clone(),
+        };
+        tokio::spawn(pool_run(source, Some(clock.clone()), stop.clone()))
     };
     if warm {
         let publisher = queue.publisher();
@@ -515,7 +554,37 @@ fn burst_profile(ours: bool, clock: &Clock) {
         .iter()
         .map(|&p| format!("#{p} {}", at(p)))
         .collect();
+    let read: Vec<u64> = clock
+        .read_ns
+        .iter()
+        .map(|r| r.load(Ordering::Relaxed))
+        .collect();
+    let received: Vec<u64> = clock
+        .received_ns
+        .iter()
+        .map(|r| r.load(Ordering::Relaxed))
+        .collect();
+    let split = |pos: usize| {
+        let to_reader: Vec<u64> = (0..bursts)
+            .map(|b| read[b * BURST + pos].saturating_sub(sent[b * BURST + pos]))
+            .collect();
+        let to_handler: Vec<u64> = (0..bursts)
+            .map(|b| received[b * BURST + pos].saturating_sub(read[b * BURST + pos]))
+            .collect();
+        format!(
+            "#{pos} to the reader {:.0}/{:.0}, reader to handler {:.0}/{:.0}",
+            quantile(to_reader.clone(), 0.5),
+            quantile(to_reader, 0.99),
+            quantile(to_handler.clone(), 0.5),
+            quantile(to_handler, 0.99)
+        )
+    };
     let side = if ours { "sharded" } else { "pool" };
+    println!(
+        "  {side} split, median/p99 over bursts (us): {}; {}",
+        split(0),
+        split(BURST - 1)
+    );
     println!(
         "  {side} latency by position in burst, median/p99 over bursts (us): {}; publishing a burst took {spread:.0} us",
         profile.join(", ")
