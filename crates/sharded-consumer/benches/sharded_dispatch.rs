@@ -17,7 +17,8 @@
 //!
 //! Modes: `BENCH_ONLY=latency` runs the latency rounds alone (`BENCH_LATENCY_ROUNDS`,
 //! default 9; `BENCH_KEYS`, default 10,000; `BENCH_LATENCY_WARM=1` creates every key before
-//! the clock starts; `BENCH_SCHED_DETAIL=1` prints each thread's parks per side);
+//! the clock starts; `BENCH_SCHED_DETAIL=1` prints each thread's parks per side and the
+//! latency by position in the burst; `BENCH_POOL_WORKERS` sizes the fixed pool);
 //! `BENCH_ONLY=growth` is `sharded-growth` (see `growth_main`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -86,6 +87,36 @@ struct Clock {
     latencies_ns: Vec<AtomicU64>,
     /// When each message reached the handler, since `epoch`.
     received_ns: Vec<AtomicU64>,
+    /// When the consumer's reading task took each message from the source, since `epoch`.
+    read_ns: Vec<AtomicU64>,
+}
+
+/// The latency rounds' source: stamps when the reading task takes each message, to split a
+/// message's latency into the wait for the reader and the way from the reader to the handler.
+struct Stamped<S> {
+    inner: S,
+    clock: Arc<Clock>,
+}
+
+impl<S: Source> Source for Stamped<S> {
+    type Error = S::Error;
+
+    async fn recv(&mut self) -> Option<Result<Delivery, S::Error>> {
+        let next = self.inner.recv().await;
+        if let Some(Ok(delivery)) = &next {
+            let payload = delivery.message().payload();
+            if payload.len() == 16 {
+                let seq = u64::from_le_bytes(payload[..8].try_into().unwrap()) as usize;
+                if let Some(slot) = self.clock.read_ns.get(seq) {
+                    slot.store(
+                        self.clock.epoch.elapsed().as_nanos() as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+        next
+    }
 }
 
 impl Clock {
@@ -209,8 +240,13 @@ async fn ours_throughput() -> f64 {
 // ----- the baseline: a fixed pool of workers chosen by key hash -----
 
 fn pool_size() -> usize {
-    // Broadway's default processor concurrency: twice the schedulers.
-    2 * std::thread::available_parallelism().map_or(1, usize::from)
+    // Broadway's default processor concurrency: twice the schedulers
+    // (`BENCH_POOL_WORKERS` to compare at another size).
+    env_usize(
+        "BENCH_POOL_WORKERS",
+        2 * std::thread::available_parallelism().map_or(1, usize::from),
+    )
+    .max(1)
 }
 
 async fn pool_worker(mut rx: mpsc::Receiver<Delivery>, clock: Option<Arc<Clock>>) {
@@ -397,6 +433,7 @@ fn new_clock() -> Arc<Clock> {
         epoch: Instant::now(),
         latencies_ns: (0..LATENCY_MESSAGES).map(|_| AtomicU64::new(0)).collect(),
         received_ns: (0..LATENCY_MESSAGES).map(|_| AtomicU64::new(0)).collect(),
+        read_ns: (0..LATENCY_MESSAGES).map(|_| AtomicU64::new(0)).collect(),
     })
 }
 
@@ -407,10 +444,18 @@ async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
     let stop = CancellationToken::new();
     let run = if ours {
         let consumer = sharded(Some(clock.clone()), None);
-        let (source, stop) = (queue.source(), stop.clone());
+        let stop = stop.clone();
+        let source = Stamped {
+            inner: queue.source(),
+            clock: clock.clone(),
+        };
         tokio::spawn(async move { consumer.run(source, stop).await.unwrap() })
     } else {
-        tokio::spawn(pool_run(queue.source(), Some(clock.clone()), stop.clone()))
+        let source = Stamped {
+            inner: queue.source(),
+            clock: clock.clone(),
+        };
+        tokio::spawn(pool_run(source, Some(clock.clone()), stop.clone()))
     };
     if warm {
         let publisher = queue.publisher();
@@ -447,6 +492,9 @@ async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
         .iter()
         .map(|l| l.load(Ordering::Relaxed))
         .collect();
+    if std::env::var("BENCH_SCHED_DETAIL").is_ok() {
+        burst_profile(ours, &clock);
+    }
     lat.sort_unstable();
     let every = burst_every().as_nanos() as u64;
     let mut due: Vec<u64> = clock
@@ -469,6 +517,78 @@ async fn latency(ours: bool, keys: usize, warm: bool) -> LatencyRun {
         preempted: after.1.saturating_sub(before.1),
         parked: after.2.saturating_sub(before.2),
     }
+}
+
+/// For `BENCH_SCHED_DETAIL`: the median and p99 latency of the message at each position in its
+/// burst, and how long publishing a burst took (median), to tell a wake-up delay (the first
+/// message late) from a slower drain (the latency growing along the burst).
+fn burst_profile(ours: bool, clock: &Clock) {
+    let lat: Vec<u64> = clock
+        .latencies_ns
+        .iter()
+        .map(|l| l.load(Ordering::Relaxed))
+        .collect();
+    let sent: Vec<u64> = clock
+        .received_ns
+        .iter()
+        .zip(&lat)
+        .map(|(r, l)| r.load(Ordering::Relaxed).saturating_sub(*l))
+        .collect();
+    let quantile = |mut v: Vec<u64>, q: f64| {
+        v.sort_unstable();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64 / 1000.0
+    };
+    let median_of = |v: Vec<u64>| quantile(v, 0.5);
+    let bursts = LATENCY_MESSAGES / BURST;
+    let at = |pos: usize| {
+        let v: Vec<u64> = (0..bursts).map(|b| lat[b * BURST + pos]).collect();
+        format!("{:.0}/{:.0}", quantile(v.clone(), 0.5), quantile(v, 0.99))
+    };
+    let spread = median_of(
+        (0..bursts)
+            .map(|b| sent[b * BURST + BURST - 1].saturating_sub(sent[b * BURST]))
+            .collect(),
+    );
+    let positions = [0, 1, 5, 10, 25, 50, 75, 90, 99];
+    let profile: Vec<String> = positions
+        .iter()
+        .map(|&p| format!("#{p} {}", at(p)))
+        .collect();
+    let read: Vec<u64> = clock
+        .read_ns
+        .iter()
+        .map(|r| r.load(Ordering::Relaxed))
+        .collect();
+    let received: Vec<u64> = clock
+        .received_ns
+        .iter()
+        .map(|r| r.load(Ordering::Relaxed))
+        .collect();
+    let split = |pos: usize| {
+        let to_reader: Vec<u64> = (0..bursts)
+            .map(|b| read[b * BURST + pos].saturating_sub(sent[b * BURST + pos]))
+            .collect();
+        let to_handler: Vec<u64> = (0..bursts)
+            .map(|b| received[b * BURST + pos].saturating_sub(read[b * BURST + pos]))
+            .collect();
+        format!(
+            "#{pos} to the reader {:.0}/{:.0}, reader to handler {:.0}/{:.0}",
+            quantile(to_reader.clone(), 0.5),
+            quantile(to_reader, 0.99),
+            quantile(to_handler.clone(), 0.5),
+            quantile(to_handler, 0.99)
+        )
+    };
+    let side = if ours { "sharded" } else { "pool" };
+    println!(
+        "  {side} split, median/p99 over bursts (us): {}; {}",
+        split(0),
+        split(BURST - 1)
+    );
+    println!(
+        "  {side} latency by position in burst, median/p99 over bursts (us): {}; publishing a burst took {spread:.0} us",
+        profile.join(", ")
+    );
 }
 
 /// Latency rounds, the side that goes first alternating; prints each round.
