@@ -9,6 +9,7 @@ mod message;
 pub mod metrics;
 mod producer;
 mod publisher;
+mod trace;
 
 /// The `pulsar` crate this one is built on: the type of the errors kept as sources.
 pub use pulsar;

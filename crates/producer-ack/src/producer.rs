@@ -233,7 +233,9 @@ impl Producer {
         }
     }
 
-    async fn submit(&self, message: PulsarMessage, deadline: Instant, notify: Notify) {
+    async fn submit(&self, mut message: PulsarMessage, deadline: Instant, notify: Notify) {
+        // Before any wait, in the caller's span: the context is the one that accepted it.
+        crate::trace::stamp(&mut message);
         let inner = &self.inner;
         // fast path without a timer: the window has room
         let permit = match inner.window.clone().try_acquire_owned() {

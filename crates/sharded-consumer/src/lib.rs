@@ -12,6 +12,7 @@ mod mailbox;
 pub mod metrics;
 mod shard;
 mod stats;
+mod trace;
 mod turn;
 
 #[doc(inline)]

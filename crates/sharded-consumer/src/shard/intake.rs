@@ -48,7 +48,7 @@ impl<H: Handler> Shard<H> {
                 // in hand, without looking the key up again.
                 slot.busy = true;
                 let state = slot.state.take();
-                let span = tracing::trace_span!("sharded_message", %key, attempt = 1u32);
+                let span = crate::trace::message_span(&key, 1, &delivery);
                 let turn = turn::message(self.ctx.clone(), key, state, delivery, 1);
                 let turn: Turn<H> = Box::pin(turn.instrument(span));
                 match start_turn(&mut self.running, &mut self.busy, turn)? {

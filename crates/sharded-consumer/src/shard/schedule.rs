@@ -103,7 +103,7 @@ impl<H: Handler> Shard<H> {
         let ctx = self.ctx.clone();
         let turn: Turn<H> = match work {
             Work::Message { delivery, attempt } => {
-                let span = tracing::trace_span!("sharded_message", %key, attempt);
+                let span = crate::trace::message_span(&key, attempt, &delivery);
                 Box::pin(turn::message(ctx, key, state, delivery, attempt).instrument(span))
             }
             Work::DeadLetter {
