@@ -68,6 +68,10 @@ pub(crate) fn message_span(m: &ConsumedMessage) -> tracing::Span {
         offset = m.offset(),
         attempt = m.attempt()
     );
+    // A span no subscriber wants has nothing to continue: skip reading the headers.
+    if span.is_disabled() {
+        return span;
+    }
     if let Some(cx) = received(m) {
         cx.apply(&span, wharf_core::trace::Relation::Child);
     }
@@ -85,6 +89,9 @@ pub(crate) fn batch_span(batch: &[ConsumedMessage]) -> tracing::Span {
         first_offset = first.map(ConsumedMessage::offset),
         messages = batch.len()
     );
+    if span.is_disabled() {
+        return span;
+    }
     for m in batch {
         if let Some(cx) = received(m) {
             cx.apply(&span, wharf_core::trace::Relation::Link);
@@ -103,6 +110,10 @@ pub(crate) fn delivery_span(m: &ConsumedMessage) -> tracing::Span {
         offset = m.offset(),
         attempt = m.attempt()
     );
+    // A span no subscriber wants has nothing to continue: skip reading the headers.
+    if span.is_disabled() {
+        return span;
+    }
     if let Some(cx) = received(m) {
         cx.apply(&span, wharf_core::trace::Relation::Child);
     }

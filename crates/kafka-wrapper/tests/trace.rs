@@ -205,6 +205,62 @@ async fn a_published_message_reaches_a_source_with_its_context_and_a_child_deliv
     w.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_handler_call_links_to_each_records_producing_span() {
+    recorder();
+    let brokers = common::brokers();
+    let topic = common::topic("trace-batch");
+    let w = common::wrapper_with_topic(&brokers, &topic, 1).await;
+    let p = w.add_producer(ProducerSpec::new("p")).unwrap();
+    let mut sent = Vec::new();
+    for name in ["first", "second"] {
+        let span = tracing::info_span!("send", name);
+        let sc = span.context().span().span_context().clone();
+        sent.push((sc.trace_id(), sc.span_id()));
+        p.send(Record::new(&topic, name))
+            .instrument(span)
+            .await
+            .unwrap();
+    }
+
+    let spec = ConsumerSpec::group(
+        "c",
+        common::topic("g"),
+        [topic.clone()],
+        Handler::per_batch(10, |_| async { Outcome::Ack }),
+    );
+    w.add_consumer(spec).unwrap();
+    let links = eventually_some(
+        "kafka_batch spans linking to both records",
+        Duration::from_secs(30),
+        || async {
+            let linked: Vec<_> = recorder()
+                .spans()
+                .into_iter()
+                .filter(|s| s.name == "kafka_batch")
+                .flat_map(|s| s.links.links.clone())
+                .map(|l| (l.span_context.trace_id(), l.span_context.span_id()))
+                .filter(|l| sent.contains(l))
+                .collect();
+            (linked.len() >= 2).then_some(linked)
+        },
+    )
+    .await
+    .unwrap();
+    for sc in &sent {
+        assert!(links.contains(sc), "a link to {sc:?}");
+    }
+    let batches = recorder().spans();
+    assert!(
+        batches
+            .iter()
+            .filter(|s| s.name == "kafka_batch")
+            .all(|s| sent.iter().all(|(t, _)| s.span_context.trace_id() != *t)),
+        "a batch span stays in its own trace"
+    );
+    w.shutdown().await.unwrap();
+}
+
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now()) as u32
