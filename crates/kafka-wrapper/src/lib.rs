@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod partitioner;
 mod producer;
 mod reachability;
+mod trace;
 mod transport;
 mod wrapper;
 

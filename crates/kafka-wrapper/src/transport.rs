@@ -114,7 +114,15 @@ impl fmt::Debug for KafkaSource {
     }
 }
 
-struct KafkaAck(oneshot::Sender<Outcome>);
+/// Answers a delivery. With `otel`, it also holds the delivery's `kafka_delivery` span, so
+/// that the span lasts until the delivery is settled.
+struct KafkaAck(
+    oneshot::Sender<Outcome>,
+    // Held, never read: the span closes when the acknowledger is consumed or dropped.
+    #[cfg(feature = "otel")]
+    #[allow(dead_code)]
+    tracing::Span,
+);
 
 impl Acknowledger for KafkaAck {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BoxError>> {
@@ -172,7 +180,11 @@ impl Room {
     /// dropped unsettled counts as `Retry` at once).
     pub(crate) fn hand_out(self, m: ConsumedMessage) -> BoxFuture<'static, Outcome> {
         let (otx, orx) = oneshot::channel();
-        self.0.send(to_delivery(m, KafkaAck(otx)));
+        #[cfg(feature = "otel")]
+        let ack = KafkaAck(otx, crate::trace::delivery_span(&m));
+        #[cfg(not(feature = "otel"))]
+        let ack = KafkaAck(otx);
+        self.0.send(to_delivery(m, ack));
         Box::pin(async move { orx.await.unwrap_or(Outcome::Retry(Duration::ZERO)) })
     }
 }

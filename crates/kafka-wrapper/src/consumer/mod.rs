@@ -145,7 +145,17 @@ impl Handler {
         Fut: Future<Output = Outcome> + Send + 'static,
     {
         Self {
-            kind: HandlerKind::Message(Arc::new(move |m| Box::pin(f(m)))),
+            kind: HandlerKind::Message(Arc::new(move |m| {
+                #[cfg(feature = "otel")]
+                {
+                    use tracing::Instrument as _;
+                    let span = crate::trace::message_span(&m);
+                    let call = span.in_scope(|| f(m));
+                    Box::pin(call.instrument(span))
+                }
+                #[cfg(not(feature = "otel"))]
+                Box::pin(f(m))
+            })),
         }
     }
 
@@ -160,7 +170,17 @@ impl Handler {
         Self {
             kind: HandlerKind::Batch {
                 max: max_batch.max(1),
-                f: Arc::new(move |b| Box::pin(f(b))),
+                f: Arc::new(move |b| {
+                    #[cfg(feature = "otel")]
+                    {
+                        use tracing::Instrument as _;
+                        let span = crate::trace::batch_span(&b);
+                        let call = span.in_scope(|| f(b));
+                        Box::pin(call.instrument(span))
+                    }
+                    #[cfg(not(feature = "otel"))]
+                    Box::pin(f(b))
+                }),
             },
         }
     }

@@ -308,7 +308,8 @@ impl Producer {
     /// client is torn down by a rebuild before the broker acknowledged it is sent again
     /// through the rebuilt client (up to 3 times; it may then be stored twice). Dropping the
     /// future does not cancel the send.
-    pub async fn send(&self, record: Record) -> Result<Delivered> {
+    pub async fn send(&self, mut record: Record) -> Result<Delivered> {
+        crate::trace::inject(&mut record.headers);
         let mut resends = 0;
         loop {
             let (tx, rx) = oneshot::channel();
@@ -341,10 +342,11 @@ impl Producer {
     /// again through the next client, as with [`send`](Self::send), and the callback gets
     /// that outcome; it is never dropped without a call. If `send_with` itself returns an
     /// error, the record was not queued and the callback is not called.
-    pub async fn send_with<F>(&self, record: Record, on_delivery: F) -> Result<()>
+    pub async fn send_with<F>(&self, mut record: Record, on_delivery: F) -> Result<()>
     where
         F: FnOnce(Result<Delivered>) + Send + 'static,
     {
+        crate::trace::inject(&mut record.headers);
         let cb: Callback = Box::new(on_delivery);
         let cb = Arc::new(Mutex::new(Some(cb)));
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -375,7 +377,10 @@ impl Producer {
 
     /// Sends every record and returns one result per record, in order. A record that could
     /// not be queued gets its error; the others are still sent.
-    pub async fn send_batch(&self, records: Vec<Record>) -> Vec<Result<Delivered>> {
+    pub async fn send_batch(&self, mut records: Vec<Record>) -> Vec<Result<Delivered>> {
+        for r in &mut records {
+            crate::trace::inject(&mut r.headers);
+        }
         let state = BatchState::new(records.len());
         let mut not_queued: Vec<Option<Error>> = Vec::new();
         for (index, record) in records.iter().enumerate() {
