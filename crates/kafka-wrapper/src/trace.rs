@@ -58,6 +58,19 @@ fn received(m: &ConsumedMessage) -> Option<wharf_core::trace::TraceContext> {
     TraceContext::parse(text(TRACEPARENT), text(TRACESTATE))
 }
 
+/// `span`, made a child of the span that produced `m` (when `m` carries its context).
+#[cfg(feature = "otel")]
+fn child_of_sender(span: tracing::Span, m: &ConsumedMessage) -> tracing::Span {
+    // A span no subscriber wants has nothing to continue: skip reading the headers.
+    if span.is_disabled() {
+        return span;
+    }
+    if let Some(cx) = received(m) {
+        cx.apply(&span, wharf_core::trace::Relation::Child);
+    }
+    span
+}
+
 /// The span of one handler call for `m`: a child of the producing span.
 #[cfg(feature = "otel")]
 pub(crate) fn message_span(m: &ConsumedMessage) -> tracing::Span {
@@ -68,14 +81,7 @@ pub(crate) fn message_span(m: &ConsumedMessage) -> tracing::Span {
         offset = m.offset(),
         attempt = m.attempt()
     );
-    // A span no subscriber wants has nothing to continue: skip reading the headers.
-    if span.is_disabled() {
-        return span;
-    }
-    if let Some(cx) = received(m) {
-        cx.apply(&span, wharf_core::trace::Relation::Child);
-    }
-    span
+    child_of_sender(span, m)
 }
 
 /// The span of one batch handler call: linked to each record's producing span.
@@ -110,12 +116,5 @@ pub(crate) fn delivery_span(m: &ConsumedMessage) -> tracing::Span {
         offset = m.offset(),
         attempt = m.attempt()
     );
-    // A span no subscriber wants has nothing to continue: skip reading the headers.
-    if span.is_disabled() {
-        return span;
-    }
-    if let Some(cx) = received(m) {
-        cx.apply(&span, wharf_core::trace::Relation::Child);
-    }
-    span
+    child_of_sender(span, m)
 }
