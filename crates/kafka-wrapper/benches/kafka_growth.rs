@@ -22,7 +22,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use wharf_kafka_wrapper::{
     ConsumerSpec, Handler, KafkaConfig, KafkaWrapper, Outcome, ProducerSpec, Record, TopicSpec,
 };
-use wharf_testkit::bench::{Entry, median, write_report};
+use wharf_testkit::bench::{Entry, median, rss_bytes, write_report};
 
 const MESSAGES: u64 = 200_000;
 const SIZE: usize = 100;
@@ -35,13 +35,6 @@ const SETTINGS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
 ];
 const CHILD_VAR: &str = "WHARF_KAFKA_GROWTH_CHILD";
-
-fn rss_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |pages| pages * 4096.0)
-}
 
 /// Samples RSS every millisecond until `done`; answers the peak.
 fn sample_peak(done: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<f64> {

@@ -20,17 +20,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wharf_producer_ack::{Error, MessageId, Producer};
-use wharf_testkit::bench::{Entry, median, write_report};
+use wharf_testkit::bench::{Entry, median, rss_bytes, write_report};
 
 const CHILD_VAR: &str = "WHARF_PULSAR_WINDOW_CHILD";
 const SIZE: usize = 100;
-
-fn rss_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |pages| pages * 4096.0)
-}
 
 /// In a fresh process: RSS added (bytes) with `window` messages awaiting their receipt.
 async fn child(window: usize) -> f64 {

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_core::transport::{Delivery, MemoryQueue, Message, Publisher, Source};
 use wharf_sharded_consumer::{Handler, Incoming, Outcome, ShardKey, ShardedConsumer};
-use wharf_testkit::bench::{self, Entry, median};
+use wharf_testkit::bench::{self, Entry, median, rss_bytes};
 
 // ----- a counting allocator, switched on only while memory is measured -----
 
@@ -721,14 +721,6 @@ async fn task_per_key_bytes_per_idle_key() -> f64 {
 }
 
 // ----- how the costs grow with the number of keys (`scripts/bench sharded-growth`) -----
-
-/// Resident set size of this process (bytes), from `/proc/self/statm`.
-fn rss_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |pages| pages * 4096.0)
-}
 
 async fn throughput_over(ours: bool, keys: usize) -> f64 {
     let queue = prefilled(MESSAGES, keys);

@@ -114,6 +114,20 @@ pub fn write_report_to(path: &Path, entries: &[serde_json::Value]) -> std::io::R
     std::fs::write(path, serde_json::to_string_pretty(entries)?)
 }
 
+/// This process's resident set size in bytes, from `/proc/self/statm` (NaN where it cannot
+/// be read): what the memory benchmarks measure before and after filling a structure.
+pub fn rss_bytes() -> f64 {
+    // SAFETY: sysconf has no preconditions; a failure answers -1, taken as 4 KiB pages.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as f64,
+        _ => 4096.0,
+    };
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |pages| pages * page)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -18,17 +18,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use wharf_testkit::bench::{Entry, median, write_report};
+use wharf_testkit::bench::{Entry, median, rss_bytes, write_report};
 use wharf_webhooks_emitter::{Emitter, Event};
 
 const CHILD_VAR: &str = "WHARF_WEBHOOKS_BUFFER_CHILD";
-
-fn rss_bytes() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |pages| pages * 4096.0)
-}
 
 /// The event body of `webhooks-throughput`.
 fn data(i: usize) -> serde_json::Value {
