@@ -27,6 +27,12 @@ OPTIONS:
                      (credentials and region from the standard AWS variables, else test/us-east-1)
   --redis URL        use this Redis (redis://host:port/) instead of starting redis-server
   --quiet            no live progress lines
+  --trace            record every span with OpenTelemetry (in memory): at the end, check that
+                     each accepted order's spans form one connected trace (Kafka produce →
+                     consume → actor → job → SQS emit + Pulsar produce) and print one order's
+                     tree; at most 200,000 spans are kept (the rest are counted, not checked)
+  --metrics ADDR     serve Prometheus metrics at http://ADDR/metrics (default 127.0.0.1:0,
+                     a free loopback port; the address is printed at start; `off`: none)
   -h, --help         this text
 
 Local brokers are started by the program (wharf-testkit, binaries from scripts/install) on
@@ -44,6 +50,9 @@ pub(crate) struct Args {
     pub(crate) sqs: Option<String>,
     pub(crate) redis: Option<String>,
     pub(crate) quiet: bool,
+    pub(crate) trace: bool,
+    /// Where `/metrics` is served; `None`: not at all.
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn parse_args() -> Result<Args, String> {
@@ -58,6 +67,8 @@ pub(crate) fn parse_args() -> Result<Args, String> {
         sqs: None,
         redis: None,
         quiet: false,
+        trace: false,
+        metrics: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -91,6 +102,16 @@ pub(crate) fn parse_args() -> Result<Args, String> {
             }
             "--chaos" => args.chaos = true,
             "--quiet" => args.quiet = true,
+            "--trace" => args.trace = true,
+            "--metrics" => {
+                let v = value("--metrics")?;
+                args.metrics = match v.as_str() {
+                    "off" => None,
+                    addr => Some(addr.parse().map_err(|e| {
+                        format!("--metrics wants HOST:PORT (e.g. 127.0.0.1:9100) or off, not {addr:?}: {e}")
+                    })?),
+                };
+            }
             "--kafka" => args.kafka = Some(value("--kafka")?),
             "--pulsar" => args.pulsar = Some(value("--pulsar")?),
             "--sqs" => args.sqs = Some(value("--sqs")?),
