@@ -9,7 +9,8 @@ Orders go to Kafka (keyed by customer), a sharded consumer keeps per-customer st
 and enqueues a job per order in Redis (job-partition); job workers issue the ticket, emit a
 webhook event to SQS and an acknowledged audit record to Pulsar. At the end the SQS queue and
 the Pulsar topic are read back: every order must have become exactly one ticket, one event
-and one audit record. The last line is `lost: N`; the exit status is 1 when N > 0.
+and one audit record. The last line is `lost: N`; the exit status is 1 when N > 0 (or, with
+--trace, when an accepted order's trace is not whole).
 
 USAGE: showcase [OPTIONS]        (scripts/demo [OPTIONS] installs the brokers and runs this)
 
