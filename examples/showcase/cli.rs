@@ -9,7 +9,8 @@ Orders go to Kafka (keyed by customer), a sharded consumer keeps per-customer st
 and enqueues a job per order in Redis (job-partition); job workers issue the ticket, emit a
 webhook event to SQS and an acknowledged audit record to Pulsar. At the end the SQS queue and
 the Pulsar topic are read back: every order must have become exactly one ticket, one event
-and one audit record. The last line is `lost: N`; the exit status is 1 when N > 0.
+and one audit record. The last line is `lost: N`; the exit status is 1 when N > 0 (or, with
+--trace, when an accepted order's trace is not whole).
 
 USAGE: showcase [OPTIONS]        (scripts/demo [OPTIONS] installs the brokers and runs this)
 
@@ -27,6 +28,12 @@ OPTIONS:
                      (credentials and region from the standard AWS variables, else test/us-east-1)
   --redis URL        use this Redis (redis://host:port/) instead of starting redis-server
   --quiet            no live progress lines
+  --trace            record every span with OpenTelemetry (in memory): at the end, check that
+                     each accepted order's spans form one connected trace (Kafka produce →
+                     consume → actor → job → SQS emit + Pulsar produce) and print one order's
+                     tree; at most 200,000 spans are kept (the rest are counted, not checked)
+  --metrics ADDR     serve Prometheus metrics at http://ADDR/metrics (default 127.0.0.1:0,
+                     a free loopback port; the address is printed at start; `off`: none)
   -h, --help         this text
 
 Local brokers are started by the program (wharf-testkit, binaries from scripts/install) on
@@ -44,6 +51,9 @@ pub(crate) struct Args {
     pub(crate) sqs: Option<String>,
     pub(crate) redis: Option<String>,
     pub(crate) quiet: bool,
+    pub(crate) trace: bool,
+    /// Where `/metrics` is served; `None`: not at all.
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn parse_args() -> Result<Args, String> {
@@ -58,6 +68,8 @@ pub(crate) fn parse_args() -> Result<Args, String> {
         sqs: None,
         redis: None,
         quiet: false,
+        trace: false,
+        metrics: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -91,6 +103,16 @@ pub(crate) fn parse_args() -> Result<Args, String> {
             }
             "--chaos" => args.chaos = true,
             "--quiet" => args.quiet = true,
+            "--trace" => args.trace = true,
+            "--metrics" => {
+                let v = value("--metrics")?;
+                args.metrics = match v.as_str() {
+                    "off" => None,
+                    addr => Some(addr.parse().map_err(|e| {
+                        format!("--metrics wants HOST:PORT (e.g. 127.0.0.1:9100) or off, not {addr:?}: {e}")
+                    })?),
+                };
+            }
             "--kafka" => args.kafka = Some(value("--kafka")?),
             "--pulsar" => args.pulsar = Some(value("--pulsar")?),
             "--sqs" => args.sqs = Some(value("--sqs")?),

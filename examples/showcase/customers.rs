@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use wharf::job_partition::Jobs;
 use wharf::sharded_consumer::{Handler as ShardHandler, Incoming, Outcome, ShardKey};
 use wharf::webhooks_emitter::serde_json;
@@ -70,7 +71,14 @@ impl ShardHandler for Customers {
             customer: order.customer,
             seats: order.seats,
         };
-        match self.jobs.enqueue(PARTITION, QUEUE, &job).await {
+        // The job stores this span's context (with --trace): its run continues the trace.
+        let span = tracing::info_span!("customer_actor", order = order.order as i64, customer = %job.customer);
+        match self
+            .jobs
+            .enqueue(PARTITION, QUEUE, &job)
+            .instrument(span)
+            .await
+        {
             Ok(enqueued) => {
                 if matches!(enqueued, wharf::job_partition::Enqueued::Duplicate(_)) {
                     bump(&app.counters.enqueue_duplicates);

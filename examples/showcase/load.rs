@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use wharf::kafka_wrapper::Record;
 use wharf::webhooks_emitter::serde_json;
 
@@ -37,6 +39,10 @@ pub(crate) async fn generate(
                 seq,
                 seats: 1 + (next % 4) as u32,
             };
+            // The root of the order's trace (with --trace): the producer writes its context
+            // into the record's headers, and every later step continues it.
+            let span =
+                tracing::info_span!("order_produce", order = next as i64, customer = %customer);
             let record = Record::new(&topic, serde_json::to_vec(&order)?).key(customer);
             let id = next;
             let app2 = app.clone();
@@ -52,6 +58,7 @@ pub(crate) async fn generate(
                         bump(&app2.counters.produce_failed);
                     }
                 })
+                .instrument(span)
                 .await;
             if let Err(e) = queued {
                 lock(&app.failed_produce).insert(id, e.to_string());

@@ -30,7 +30,7 @@
 //! each stage took to recover.
 //!
 //! Run it with `scripts/demo` (installs the brokers first), or
-//! `cargo run --example showcase --features full -- --help`.
+//! `cargo run --example showcase --features full,otel -- --help`.
 //!
 //! The modules, in the order the program uses them: [`cli`] (options), [`brokers`]
 //! (started or given), [`clients`] (connected, topics created), [`app`] (shared counters
@@ -46,6 +46,7 @@ mod cli;
 mod clients;
 mod customers;
 mod load;
+mod observe;
 mod progress;
 mod readback;
 mod report;
@@ -104,11 +105,7 @@ fn main() {
 }
 
 async fn run(args: Args) -> Result<u64, BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "error,librdkafka=off,pulsar=off".into()),
-        )
-        .init();
+    let telemetry = observe::Telemetry::install(args.trace)?;
     let t0 = Instant::now();
     println!(
         "wharf showcase: {:.0} s of orders at {}/s from {} customers{}",
@@ -117,6 +114,10 @@ async fn run(args: Args) -> Result<u64, BoxError> {
         args.customers,
         if args.chaos { ", with chaos" } else { "" }
     );
+    if let Some(addr) = args.metrics {
+        let bound = observe::serve_metrics(addr).await?;
+        println!("metrics: http://{bound}/metrics (Prometheus text)");
+    }
     let brokers = start_brokers(&args).await?;
     println!(
         "brokers ({:.1} s): Kafka {}  Pulsar {}  SQS {}  Redis {}",
@@ -196,6 +197,20 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     let ledger = lock(&app.tickets).clone();
     let jc = clients.jobs.counts(PARTITION, QUEUE).await.ok();
 
+    let trace_report = telemetry.spans.as_ref().map(|spans| {
+        spans.check(
+            &produced,
+            &[
+                ("sqs_emit", &sqs_seen.traceparents),
+                ("pulsar_produce", &audit_seen.traceparents),
+            ],
+        )
+    });
+    if let Some(trace_report) = &trace_report {
+        trace_report.print();
+    }
+    let broken_traces = trace_report.as_ref().map_or(0, |r| r.broken() as u64);
+
     let failures = report::print(report::Facts {
         args: &args,
         app: &app,
@@ -205,13 +220,13 @@ async fn run(args: Args) -> Result<u64, BoxError> {
         sqs_read_in,
         pulsar_read_in,
         produced,
-        sqs_seen,
-        audit_seen,
+        sqs_seen: sqs_seen.per_order,
+        audit_seen: audit_seen.per_order,
         ledger,
         jc,
         faults: lock(&faults).clone(),
         snapshot,
     });
     drop(brokers);
-    Ok(failures)
+    Ok(failures + broken_traces)
 }

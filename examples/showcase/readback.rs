@@ -12,6 +12,17 @@ use wharf::webhooks_emitter::serde_json;
 use crate::BoxError;
 use crate::app::lock;
 
+/// Per order, the W3C `traceparent` its first read-back message carried (SQS message
+/// attribute, Pulsar property): the context the sending span wrote, checked by `--trace`.
+pub(crate) type Carried = HashMap<u64, String>;
+
+/// The read-back of one broker: messages per order, and the trace context they carried.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    pub(crate) per_order: HashMap<u64, u32>,
+    pub(crate) traceparents: Carried,
+}
+
 /// The SQS read-back, running beside the showcase (outside the tree: it is the test's eyes).
 #[derive(Debug)]
 pub(crate) struct SqsReaders {
@@ -49,10 +60,14 @@ impl SqsReaders {
 
     /// Tells the readers how many orders to expect, waits for them to finish, and answers
     /// the events each order got.
-    pub(crate) async fn finish(mut self, expected: usize) -> HashMap<u64, u32> {
+    pub(crate) async fn finish(mut self, expected: usize) -> Seen {
         self.finish.send_replace(Some(expected));
         while self.readers.join_next().await.is_some() {}
-        std::mem::take(&mut lock(&self.seen).per_order)
+        let mut seen = lock(&self.seen);
+        Seen {
+            per_order: std::mem::take(&mut seen.per_order),
+            traceparents: std::mem::take(&mut seen.traceparents),
+        }
     }
 }
 
@@ -61,6 +76,7 @@ impl SqsReaders {
 struct SqsSeen {
     ids: HashSet<String>,
     per_order: HashMap<u64, u32>,
+    traceparents: Carried,
 }
 
 /// Reads the webhook queue back while the showcase runs (and deletes what it read, which
@@ -92,6 +108,7 @@ async fn read_sqs(
                 .max_number_of_messages(10)
                 // Not deleted in time (a lost response): visible again for the final pass.
                 .visibility_timeout(20)
+                .message_attribute_names("traceparent")
                 .wait_time_seconds(0)
                 .send(),
         )
@@ -123,6 +140,15 @@ async fn read_sqs(
                     && let Some(order) = body["data"]["order"].as_u64()
                 {
                     *seen.per_order.entry(order).or_default() += 1;
+                    if let Some(tp) = m
+                        .message_attributes()
+                        .and_then(|a| a.get("traceparent"))
+                        .and_then(|v| v.string_value())
+                    {
+                        seen.traceparents
+                            .entry(order)
+                            .or_insert_with(|| tp.to_owned());
+                    }
                 }
                 let entry = aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
                     .id(n.to_string())
@@ -137,12 +163,13 @@ async fn read_sqs(
     }
 }
 
-/// Reads the audit topic back from its beginning: how many records each order got.
+/// Reads the audit topic back from its beginning: how many records each order got, and the
+/// trace context each order's first record carried.
 pub(crate) async fn read_pulsar(
     client: &pulsar::Pulsar<pulsar::TokioExecutor>,
     topic: &str,
     expected: usize,
-) -> Result<HashMap<u64, u32>, BoxError> {
+) -> Result<Seen, BoxError> {
     use pulsar::consumer::{ConsumerOptions, InitialPosition};
     let mut consumer: pulsar::Consumer<Vec<u8>, pulsar::TokioExecutor> = tokio::time::timeout(
         Duration::from_secs(20),
@@ -160,6 +187,7 @@ pub(crate) async fn read_pulsar(
     .map_err(|_| "subscribing to the audit topic timed out")?
     .map_err(|e| format!("subscribing to the audit topic failed: {e}"))?;
     let mut per_order: HashMap<u64, u32> = HashMap::new();
+    let mut traceparents = Carried::new();
     let mut records = 0usize;
     loop {
         let wait = if per_order.len() >= expected { 1 } else { 5 };
@@ -174,6 +202,17 @@ pub(crate) async fn read_pulsar(
         let body: serde_json::Value = serde_json::from_slice(&next.payload.data)?;
         if let Some(order) = body["order"].as_u64() {
             *per_order.entry(order).or_default() += 1;
+            if let Some(tp) = next
+                .payload
+                .metadata
+                .properties
+                .iter()
+                .find(|kv| kv.key == "traceparent")
+            {
+                traceparents
+                    .entry(order)
+                    .or_insert_with(|| tp.value.clone());
+            }
         }
         let _ = consumer.ack(&next).await;
         if records > expected * 3 + 1000 {
@@ -181,5 +220,8 @@ pub(crate) async fn read_pulsar(
         }
     }
     let _ = consumer.close().await;
-    Ok(per_order)
+    Ok(Seen {
+        per_order,
+        traceparents,
+    })
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use wharf::core::Backoff;
 use wharf::job_partition::{Job, JobContext, JobError};
 use wharf::producer_ack::PulsarMessage as AuditMessage;
@@ -42,7 +43,9 @@ impl Job for IssueTickets {
         }
         if !done.webhook {
             let event = Event::new(&self.customer, "ticket.issued", body.clone())?;
-            let sent = app.emitter.emit_sync(event).await?;
+            // The event's SQS attributes carry this span's context (with --trace).
+            let span = tracing::info_span!("sqs_emit", order = self.order as i64);
+            let sent = app.emitter.emit_sync(event).instrument(span).await?;
             let mut tickets = lock(&app.tickets);
             let progress = tickets.entry(self.order).or_default();
             progress.webhook = true;
@@ -57,7 +60,9 @@ impl Job for IssueTickets {
             let record = AuditMessage::new(body.to_string())
                 .with_key(&self.customer)
                 .with_property("ticket", &ticket);
-            app.audit.produce(record).await?;
+            // The record's Pulsar properties carry this span's context (with --trace).
+            let span = tracing::info_span!("pulsar_produce", order = self.order as i64);
+            app.audit.produce(record).instrument(span).await?;
             lock(&app.tickets).entry(self.order).or_default().audit = true;
             bump(&app.counters.audit_acks);
         }

@@ -17,14 +17,16 @@ use wharf_job_partition::{Job, JobContext, JobError, JobState, Jobs, Registry, W
 use wharf_testkit::eventually_some;
 use wharf_testkit::trace::recorder;
 
-/// Does nothing; what matters is the span it runs in.
+/// Opens one span of its own, `inside_job`; what matters is where its spans sit.
 #[derive(Serialize, Deserialize, Debug)]
 struct Noop;
 
 impl Job for Noop {
     const NAME: &'static str = "noop";
 
-    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        // What the job's code does (an HTTP call, a produce) runs in the run's span.
+        tracing::info_span!("inside_job", id = %ctx.id()).in_scope(|| ());
         Ok(())
     }
 }
@@ -39,12 +41,17 @@ fn worker(jobs: &Jobs, p: &str) -> wharf_job_partition::WorkerHandle {
 
 /// The finished `wharf_job` span of job `id`, once it has been exported.
 async fn job_span(id: &str) -> SpanData {
+    span_named("wharf_job", id).await
+}
+
+/// The finished span `name` with attribute `id` = `id`, once it has been exported.
+async fn span_named(name: &str, id: &str) -> SpanData {
     eventually_some(
-        &format!("the wharf_job span of {id}"),
+        &format!("the {name} span of {id}"),
         Duration::from_secs(20),
         || async {
             recorder().spans().into_iter().find(|s| {
-                s.name == "wharf_job"
+                s.name == name
                     && s.attributes
                         .iter()
                         .any(|kv| kv.key.as_str() == "id" && kv.value.as_str() == id)
@@ -96,6 +103,11 @@ async fn a_job_enqueued_inside_a_span_runs_in_a_child_span_of_the_same_trace() {
     assert_eq!(run.span_context.trace_id(), sc.trace_id());
     assert_eq!(run.parent_span_id, sc.span_id());
     assert!(run.parent_span_is_remote);
+    // The job's own code runs inside the run's span (its task carries it), so what it sends
+    // on continues the same trace.
+    let inside = span_named("inside_job", &id).await;
+    assert_eq!(inside.span_context.trace_id(), sc.trace_id());
+    assert_eq!(inside.parent_span_id, run.span_context.span_id());
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use wharf_core::Backoff;
 use wharf_core::supervisor::panic_message;
 
@@ -215,8 +216,10 @@ impl JobRun {
             cancel: stop.child_token(),
         };
         // `perform` is called inside the task: code it runs before returning its future is
-        // the job's too, and a panic there a failed attempt.
-        let task = tokio::spawn(async move { run(ctx).await });
+        // the job's too, and a panic there a failed attempt. The task runs in the run's span
+        // (`wharf_job`), so the job's own spans, and the trace context of what it sends on,
+        // continue the job's trace.
+        let task = tokio::spawn(async move { run(ctx).await }.instrument(tracing::Span::current()));
         self.keeper
             .started(self.lease, task.abort_handle(), timeout);
         let result = task.await;
