@@ -1,0 +1,757 @@
+//! `wharf-jobs`: inspect and administer [wharf-job-partition] jobs in Redis.
+//!
+//! ```text
+//! wharf-jobs queues billing                 # counts per state of each queue of a partition
+//! wharf-jobs --json dead billing invoices   # the newest dead jobs, as JSON
+//! wharf-jobs --watch 2 leases billing mail  # the running jobs' leases, every 2 s
+//! wharf-jobs retry-dead billing invoices    # every dead job of the queue back in its queue
+//! ```
+//!
+//! Run `wharf-jobs help` or `wharf-jobs help COMMAND`. The Redis URL comes from `--url` or
+//! `WHARF_REDIS_URL` (default `redis://127.0.0.1:6379`); it is never printed.
+//!
+//! Exit status: 0 done; 1 failed (Redis unreachable, a command refused); 2 bad usage;
+//! 3 not found (an unknown partition, queue or job id: nothing was changed).
+//!
+//! [wharf-job-partition]: https://docs.rs/wharf-job-partition
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use wharf_job_partition::{CancelOutcome, Config, Enqueued, JobInfo, Jobs, Lease, QueueCounts};
+
+/// Exit status when a command failed (Redis unreachable, a refusal).
+const FAILED: u8 = 1;
+/// Exit status for bad usage (clap's own for a parse error).
+const USAGE: u8 = 2;
+/// Exit status when a partition, queue or job does not exist.
+const NOT_FOUND: u8 = 3;
+
+/// The most dead jobs `retry-dead` and `dead` handle in one call.
+const MAX_BULK: usize = 100_000;
+
+const AFTER_HELP: &str = "\
+The Redis URL comes from --url or WHARF_REDIS_URL (default redis://127.0.0.1:6379); it is
+never printed. A PARTITION or QUEUE that does not exist is an error (a misspelling must not
+create a queue); --create lets pause, resume and limit set up a queue before its first job.
+
+Exit status: 0 done; 1 failed (Redis unreachable, a command refused); 2 bad usage;
+3 not found (an unknown partition, queue or job id: nothing was changed).";
+
+/// Inspect and administer wharf-job-partition jobs in Redis.
+#[derive(Debug, Parser)]
+#[command(name = "wharf-jobs", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// Redis URL (else WHARF_REDIS_URL, else redis://127.0.0.1:6379).
+    #[arg(long, global = true, value_name = "URL")]
+    url: Option<String>,
+    /// Print JSON (one document per run) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Run a listing again every SECS seconds (at least 0.5) until interrupted (Ctrl-C).
+    #[arg(long, global = true, value_name = "SECS")]
+    watch: Option<f64>,
+    /// Let pause, resume and limit set up a queue that has no job yet.
+    #[arg(long, global = true)]
+    create: bool,
+    /// How long to wait for each Redis reply, in seconds.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the partitions.
+    Partitions,
+    /// List a partition's queues with their counts per state and settings.
+    Queues {
+        /// The partition.
+        partition: String,
+    },
+    /// List the leases of a queue's running jobs, and which a dead worker holds.
+    Leases {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+    },
+    /// Show one job: its state, arguments, attempts, keys and last error.
+    Show {
+        /// The partition.
+        partition: String,
+        /// The job's id.
+        id: String,
+    },
+    /// List a queue's newest dead jobs.
+    Dead {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+        /// How many (newest first).
+        #[arg(default_value_t = 20)]
+        n: usize,
+    },
+    /// Cancel waiting or running jobs (a running one is aborted by its worker).
+    Cancel {
+        /// The partition.
+        partition: String,
+        /// The jobs' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Put dead jobs back in their queue.
+    Retry {
+        /// The partition.
+        partition: String,
+        /// The dead jobs' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Put every dead job of a queue back in the queue (at most --max).
+    RetryDead {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 10_000)]
+        max: usize,
+    },
+    /// Delete a queue's waiting jobs.
+    Purge {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+    },
+    /// Delete every dead job of a queue.
+    #[command(visible_alias = "delete-dead")]
+    PurgeDead {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+    },
+    /// Stop every worker starting jobs of the queue (running ones finish).
+    Pause {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+    },
+    /// Let workers start jobs of the queue again.
+    Resume {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+    },
+    /// Set the queue's global limit of running jobs (0: no job starts; none: no limit).
+    Limit {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+        /// A number of jobs, or `none`.
+        limit: String,
+    },
+}
+
+impl Command {
+    /// Whether the command only reads (so `--watch` can repeat it).
+    fn is_listing(&self) -> bool {
+        matches!(
+            self,
+            Command::Partitions
+                | Command::Queues { .. }
+                | Command::Leases { .. }
+                | Command::Show { .. }
+                | Command::Dead { .. }
+        )
+    }
+}
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+enum Fail {
+    /// Bad usage the parser could not catch (a value out of range): exit 2.
+    Usage(String),
+    /// A partition, queue or job that does not exist: exit 3.
+    NotFound(String),
+    /// The command failed: exit 1.
+    Failed(String),
+}
+
+impl From<wharf_job_partition::Error> for Fail {
+    fn from(e: wharf_job_partition::Error) -> Self {
+        // The library's message says what went wrong and what to do; its causes follow.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let said = cause.to_string();
+            if !text.contains(&said) {
+                text.push_str(": ");
+                text.push_str(&said);
+            }
+            source = cause.source();
+        }
+        Fail::Failed(text)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Usage(e)) => {
+            eprintln!("error: {e}\n\nSee wharf-jobs help.");
+            ExitCode::from(USAGE)
+        }
+        Err(Fail::NotFound(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(NOT_FOUND)
+        }
+        Err(Fail::Failed(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Fail> {
+    let watch = match cli.watch {
+        None => None,
+        Some(s) if !cli.command.is_listing() => {
+            return Err(Fail::Usage(format!(
+                "--watch {s} repeats listings only (partitions, queues, leases, show, dead), not an action"
+            )));
+        }
+        Some(s) if (0.5..=86_400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+        Some(s) => {
+            return Err(Fail::Usage(format!(
+                "--watch wants seconds between 0.5 and 86400, not {s}"
+            )));
+        }
+    };
+    if !(cli.timeout.is_finite() && cli.timeout > 0.0 && cli.timeout <= 3600.0) {
+        return Err(Fail::Usage(format!(
+            "--timeout wants seconds between 0 and 3600, not {}",
+            cli.timeout
+        )));
+    }
+    let timeout = Duration::from_secs_f64(cli.timeout);
+    let config = match &cli.url {
+        Some(url) => Config::new(url.clone()),
+        None => Config::from_env(),
+    }
+    .response_timeout(timeout)
+    .connect_timeout(timeout);
+    let jobs = Jobs::connect(config).await?;
+    let out = Out { json: cli.json };
+    let Some(every) = watch else {
+        return command(&jobs, &cli, &out).await;
+    };
+    loop {
+        if !cli.json {
+            print!("\x1b[2J\x1b[H"); // clear the terminal, cursor home
+        }
+        command(&jobs, &cli, &out).await?;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// Text or JSON.
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    /// Prints `value` as JSON, or `text()` as text.
+    fn print(&self, value: Value, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            let text = text();
+            if !text.is_empty() {
+                println!("{text}");
+            }
+        }
+    }
+}
+
+/// The partition must exist.
+async fn known_partition(jobs: &Jobs, p: &str) -> Result<(), Fail> {
+    let all = jobs.partitions().await?;
+    if all.iter().any(|k| k == p) {
+        return Ok(());
+    }
+    Err(Fail::NotFound(format!(
+        "no partition `{p}` (known: {}); check the spelling",
+        list(&all)
+    )))
+}
+
+/// The queue must exist, unless `create` (then the partition need not exist either).
+async fn known_queue(jobs: &Jobs, p: &str, q: &str, create: bool) -> Result<(), Fail> {
+    if create {
+        return Ok(());
+    }
+    known_partition(jobs, p).await?;
+    let all = jobs.queues(p).await?;
+    if all.iter().any(|k| k == q) {
+        return Ok(());
+    }
+    Err(Fail::NotFound(format!(
+        "no queue `{q}` in partition `{p}` (its queues: {}); check the spelling, or pass --create to set up a queue before its first job",
+        list(&all)
+    )))
+}
+
+fn unknown_job(p: &str, id: &str, what: &str) -> Fail {
+    Fail::NotFound(format!(
+        "no job {id} in partition {p} (unknown, or trimmed by retention){what}"
+    ))
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn secs(ms: i64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// Runs the command once.
+async fn command(jobs: &Jobs, cli: &Cli, out: &Out) -> Result<(), Fail> {
+    match &cli.command {
+        Command::Partitions => {
+            let all = jobs.partitions().await?;
+            out.print(json!(all), || all.join("\n"));
+        }
+        Command::Queues { partition } => queues(jobs, partition, out).await?,
+        Command::Leases { partition, queue } => {
+            known_queue(jobs, partition, queue, false).await?;
+            leases(jobs, partition, queue, out).await?;
+        }
+        Command::Show { partition, id } => {
+            let Some(j) = jobs.job(partition, id).await? else {
+                return Err(unknown_job(partition, id, ""));
+            };
+            out.print(job_json(&j), || show_text(&j));
+        }
+        Command::Dead {
+            partition,
+            queue,
+            n,
+        } => {
+            known_queue(jobs, partition, queue, false).await?;
+            let dead = jobs.dead(partition, queue, (*n).min(MAX_BULK)).await?;
+            out.print(json!(dead.iter().map(job_json).collect::<Vec<_>>()), || {
+                dead.iter()
+                    .map(|j| {
+                        format!(
+                            "{}  {}  attempts={}  {}",
+                            j.id,
+                            j.name,
+                            j.attempts,
+                            j.error.as_deref().unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Cancel { partition, ids } => {
+            each(ids, out, |id| async move {
+                let (outcome, text) = match jobs.cancel(partition, &id).await? {
+                    CancelOutcome::Cancelled => ("cancelled", "cancelled".to_owned()),
+                    CancelOutcome::Cancelling => (
+                        "cancelling",
+                        "running: its worker aborts it within about a second".to_owned(),
+                    ),
+                    CancelOutcome::AlreadyFinished(s) => {
+                        ("already_finished", format!("already finished: {s}"))
+                    }
+                    CancelOutcome::Unknown => {
+                        return Err(unknown_job(partition, &id, ": nothing cancelled"));
+                    }
+                    other => ("other", format!("{other:?}")),
+                };
+                Ok((
+                    json!({ "id": id, "outcome": outcome }),
+                    format!("{id}: {text}"),
+                ))
+            })
+            .await?;
+        }
+        Command::Retry { partition, ids } => {
+            each(ids, out, |id| async move {
+                retry_one(jobs, partition, &id).await
+            })
+            .await?;
+        }
+        Command::RetryDead {
+            partition,
+            queue,
+            max,
+        } => {
+            known_queue(jobs, partition, queue, false).await?;
+            let dead = jobs.dead(partition, queue, (*max).min(MAX_BULK)).await?;
+            let ids: Vec<String> = dead.into_iter().map(|j| j.id).collect();
+            if ids.is_empty() {
+                out.print(json!([]), || format!("no dead job in {partition}/{queue}"));
+            } else {
+                each(&ids, out, |id| async move {
+                    retry_one(jobs, partition, &id).await
+                })
+                .await?;
+            }
+        }
+        Command::Purge { partition, queue } => {
+            known_queue(jobs, partition, queue, false).await?;
+            let n = jobs.purge(partition, queue).await?;
+            out.print(json!({ "deleted": n }), || {
+                format!("deleted {n} waiting jobs")
+            });
+        }
+        Command::PurgeDead { partition, queue } => {
+            known_queue(jobs, partition, queue, false).await?;
+            let n = jobs.purge_dead(partition, queue).await?;
+            out.print(json!({ "deleted": n }), || format!("deleted {n} dead jobs"));
+        }
+        Command::Pause { partition, queue } => {
+            known_queue(jobs, partition, queue, cli.create).await?;
+            jobs.pause(partition, queue).await?;
+            out.print(json!({ "paused": true }), || {
+                format!("paused {partition}/{queue}")
+            });
+        }
+        Command::Resume { partition, queue } => {
+            known_queue(jobs, partition, queue, cli.create).await?;
+            jobs.resume(partition, queue).await?;
+            out.print(json!({ "paused": false }), || {
+                format!("resumed {partition}/{queue}")
+            });
+        }
+        Command::Limit {
+            partition,
+            queue,
+            limit,
+        } => {
+            let limit = match limit.as_str() {
+                "none" => None,
+                n => Some(n.parse::<u32>().map_err(|e| {
+                    Fail::Usage(format!(
+                        "limit wants a number of jobs (0 or more) or `none`, not {n:?}: {e}"
+                    ))
+                })?),
+            };
+            known_queue(jobs, partition, queue, cli.create).await?;
+            jobs.set_limit(partition, queue, limit).await?;
+            out.print(json!({ "limit": limit }), || match limit {
+                None => format!("limit of {partition}/{queue}: none (no global limit)"),
+                Some(0) => format!("limit of {partition}/{queue}: 0 (no job of the queue starts)"),
+                Some(l) => format!("limit of {partition}/{queue}: {l}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Retries one dead job: (JSON, text).
+async fn retry_one(jobs: &Jobs, p: &str, id: &str) -> Result<(Value, String), Fail> {
+    if jobs.job(p, id).await?.is_none() {
+        return Err(unknown_job(p, id, ": nothing retried"));
+    }
+    Ok(match jobs.retry_dead(p, id).await? {
+        Enqueued::Queued(new) => (
+            json!({ "id": id, "outcome": "queued", "job": new }),
+            format!("{id}: re-enqueued as {new}"),
+        ),
+        Enqueued::Duplicate(holder) => (
+            json!({ "id": id, "outcome": "duplicate", "holder": holder }),
+            format!("{id}: not re-enqueued: job {holder} holds its queue key"),
+        ),
+    })
+}
+
+/// Runs `one` for each id, printing each result as it comes; every id is tried. Fails with
+/// the first failure's kind when any failed (not found before failed: nothing to undo).
+async fn each<F, Fut>(ids: &[String], out: &Out, one: F) -> Result<(), Fail>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Value, String), Fail>>,
+{
+    let mut results = Vec::with_capacity(ids.len());
+    let mut first_failure = None;
+    let mut failures = 0usize;
+    for id in ids {
+        match one(id.clone()).await {
+            Ok((value, text)) => {
+                if !out.json {
+                    println!("{text}");
+                }
+                results.push(value);
+            }
+            Err(fail) => {
+                let text = match &fail {
+                    Fail::Usage(t) | Fail::NotFound(t) | Fail::Failed(t) => t.clone(),
+                };
+                if !out.json {
+                    eprintln!("error: {text}");
+                }
+                results.push(json!({ "id": id, "error": text }));
+                failures += 1;
+                first_failure.get_or_insert(fail);
+            }
+        }
+    }
+    if out.json {
+        println!("{}", json!(results));
+    }
+    match first_failure {
+        None => Ok(()),
+        Some(fail) if ids.len() == 1 => Err(fail),
+        Some(fail) => {
+            let summary = format!("{failures} of {} failed (above)", ids.len());
+            Err(match fail {
+                Fail::NotFound(_) => Fail::NotFound(summary),
+                Fail::Usage(_) => Fail::Usage(summary),
+                Fail::Failed(_) => Fail::Failed(summary),
+            })
+        }
+    }
+}
+
+fn job_json(j: &JobInfo) -> Value {
+    json!({
+        "id": j.id,
+        "name": j.name,
+        "queue": j.queue,
+        "state": j.state.as_str(),
+        "args": serde_json::from_str::<Value>(&j.args).unwrap_or_else(|_| Value::String(j.args.clone())),
+        "attempts": j.attempts,
+        "error": j.error,
+        "queue_key": j.queue_key,
+        "execution_key": j.execution_key,
+        "lease_expiries": j.lease_expiries,
+        "cancel_requested": j.cancel_requested,
+        "stopping": j.stopping,
+    })
+}
+
+fn show_text(j: &JobInfo) -> String {
+    let mut lines = vec![
+        format!("id:              {}", j.id),
+        format!("name:            {}", j.name),
+        format!("queue:           {}", j.queue),
+        format!("state:           {}", j.state.as_str()),
+        format!("attempts:        {}", j.attempts),
+        format!("args:            {}", j.args),
+        format!(
+            "queue_key:       {}",
+            j.queue_key.as_deref().unwrap_or_default()
+        ),
+        format!(
+            "execution_key:   {}",
+            j.execution_key.as_deref().unwrap_or_default()
+        ),
+        format!("lease_expiries:  {}", j.lease_expiries),
+        format!("cancel_asked:    {}", j.cancel_requested),
+    ];
+    if let Some(s) = &j.stopping {
+        lines.push(format!("stopping:        {s}"));
+    }
+    lines.push(format!(
+        "error:           {}",
+        j.error.as_deref().unwrap_or_default()
+    ));
+    lines.join("\n")
+}
+
+fn counts_json(q: &str, c: &QueueCounts, stalled: Option<&str>) -> Value {
+    json!({
+        "queue": q,
+        "queued": c.queued,
+        "scheduled": c.scheduled,
+        "parked": c.parked,
+        "running": c.running,
+        "dead": c.dead,
+        "finished_kept": c.finished_kept,
+        "completed_total": c.completed_total,
+        "cancelled_total": c.cancelled_total,
+        "dead_total": c.dead_total,
+        "retried_total": c.retried_total,
+        "lease_expired_total": c.lease_expired_total,
+        "paused": c.paused,
+        "limit": c.limit,
+        "stalled": stalled,
+    })
+}
+
+/// One line about a queue's stalled leases, if any.
+fn stalled_note(leases: &[Lease]) -> Option<String> {
+    let stalled: Vec<&Lease> = leases.iter().filter(|l| l.stalled).collect();
+    let soonest = stalled.iter().map(|l| l.expires_in_ms).min()?;
+    Some(format!(
+        "{} stalled lease(s) held by a dead or frozen worker; the first frees in {}",
+        stalled.len(),
+        secs(soonest.max(0))
+    ))
+}
+
+async fn queues(jobs: &Jobs, p: &str, out: &Out) -> Result<(), Fail> {
+    known_partition(jobs, p).await?;
+    let mut rows = Vec::new();
+    for q in jobs.queues(p).await? {
+        let c = jobs.counts(p, &q).await?;
+        let note = if c.running > 0 {
+            stalled_note(&jobs.leases(p, &q, 100).await?)
+        } else {
+            None
+        };
+        rows.push((q, c, note));
+    }
+    out.print(
+        json!(
+            rows.iter()
+                .map(|(q, c, note)| counts_json(q, c, note.as_deref()))
+                .collect::<Vec<_>>()
+        ),
+        || {
+            let mut text = format!(
+                "{:<24} {:>8} {:>9} {:>7} {:>7} {:>6} {:>10} {:>9} {:>6}  settings",
+                "queue",
+                "queued",
+                "scheduled",
+                "parked",
+                "running",
+                "dead",
+                "completed",
+                "cancelled",
+                "leases"
+            );
+            for (q, c, note) in &rows {
+                let mut settings = Vec::new();
+                if c.paused {
+                    settings.push("paused".to_owned());
+                }
+                if let Some(l) = c.limit {
+                    settings.push(format!("limit={l}"));
+                }
+                if let Some(note) = note {
+                    settings.push(format!("({note})"));
+                }
+                text.push_str(&format!(
+                    "\n{:<24} {:>8} {:>9} {:>7} {:>7} {:>6} {:>10} {:>9} {:>6}  {}",
+                    q,
+                    c.queued,
+                    c.scheduled,
+                    c.parked,
+                    c.running,
+                    c.dead,
+                    c.completed_total,
+                    c.cancelled_total,
+                    c.lease_expired_total,
+                    settings.join(" ")
+                ));
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+async fn leases(jobs: &Jobs, p: &str, q: &str, out: &Out) -> Result<(), Fail> {
+    let leases = jobs.leases(p, q, 1000).await?;
+    let c = jobs.counts(p, q).await?;
+    let value = json!({
+        "running": c.running,
+        "limit": c.limit,
+        "leases": leases.iter().map(|l| json!({
+            "id": l.id,
+            "name": l.name,
+            "worker": l.worker,
+            "expires_in_ms": l.expires_in_ms,
+            "renewed_ms_ago": l.renewed_ms_ago,
+            "heartbeat_ms": l.heartbeat_ms,
+            "stalled": l.stalled,
+        })).collect::<Vec<_>>(),
+    });
+    out.print(value, || {
+        let mut lines = vec![format!(
+            "{} running{}",
+            c.running,
+            c.limit.map_or(String::new(), |l| format!(" (limit {l})"))
+        )];
+        for l in &leases {
+            let state = if l.expires_in_ms < 0 {
+                format!(
+                    "EXPIRED {} ago: the next lease check puts it back in its queue",
+                    secs(-l.expires_in_ms)
+                )
+            } else if l.stalled {
+                format!(
+                    "STALLED: not renewed for {} (its worker beats every {} ms: dead or frozen); holds its slot and keys until the lease expires in {}",
+                    secs(l.renewed_ms_ago),
+                    l.heartbeat_ms,
+                    secs(l.expires_in_ms)
+                )
+            } else {
+                format!(
+                    "renewed {} ago, expires in {}",
+                    secs(l.renewed_ms_ago),
+                    secs(l.expires_in_ms)
+                )
+            };
+            lines.push(format!("{}  {}  worker={}  {}", l.id, l.name, l.worker, state));
+        }
+        if let Some(note) = stalled_note(&leases) {
+            lines.push(format!("waiting: {note}"));
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn watch_is_refused_for_actions() {
+        let cli = Cli::try_parse_from(["wharf-jobs", "--watch", "1", "purge", "p", "q"]).unwrap();
+        assert!(!cli.command.is_listing());
+        let cli = Cli::try_parse_from(["wharf-jobs", "--watch", "1", "queues", "p"]).unwrap();
+        assert!(cli.command.is_listing());
+    }
+}

@@ -1,0 +1,494 @@
+//! The `wharf-jobs` command line against a real Redis (wharf-testkit's): every command, its
+//! text and `--json` output, `--watch`, and the exit status of each kind of failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use wharf_job_partition::{
+    Config, Job, JobContext, JobError, JobState, Jobs, Registry, Worker, testing,
+};
+use wharf_testkit::eventually;
+
+fn redis_url() -> String {
+    wharf_testkit::redis()
+        .expect("start redis-server (run scripts/install)")
+        .address()
+        .to_owned()
+}
+
+async fn jobs() -> Jobs {
+    Jobs::connect(Config::new(redis_url()).response_timeout(Duration::from_secs(2)))
+        .await
+        .unwrap()
+}
+
+/// A partition name no other test uses.
+fn partition(tag: &str) -> String {
+    format!("{tag}-{:08x}", rand::random::<u32>())
+}
+
+/// Succeeds, or with `fail` fails for good (one attempt): dead.
+#[derive(Serialize, Deserialize, Debug, Default)]
+struct Task {
+    n: u32,
+    fail: bool,
+}
+
+impl Job for Task {
+    const NAME: &'static str = "task";
+
+    async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+        if self.fail {
+            return Err(format!("task {} failed on purpose", self.n).into());
+        }
+        Ok(())
+    }
+
+    fn max_attempts(&self) -> u32 {
+        1
+    }
+}
+
+/// Runs `wharf-jobs --url <test redis> ARGS`: (exit status, stdout + stderr).
+fn cli(args: &[&str]) -> (i32, String) {
+    let (code, stdout, stderr) = cli_split(args);
+    (code, stdout + &stderr)
+}
+
+/// Runs `wharf-jobs --url <test redis> ARGS`: (exit status, stdout, stderr).
+fn cli_split(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf-jobs"))
+        .arg("--url")
+        .arg(redis_url())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs with `--json`: (exit status, the JSON document on stdout).
+fn cli_json(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = cli_split(&all);
+    let value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+    (code, value)
+}
+
+/// `n` dead jobs in `p`/`q`, made by a worker running tasks that fail for good.
+async fn dead_jobs(jobs: &Jobs, p: &str, q: &str, n: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 0..n {
+        let job = Task { n, fail: true };
+        ids.push(jobs.enqueue(p, q, &job).await.unwrap().id().to_owned());
+    }
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Task>())
+        .queue(p, q, 4)
+        .build()
+        .unwrap()
+        .start();
+    eventually("the tasks to die", Duration::from_secs(20), || async {
+        jobs.counts(p, q).await.unwrap().dead == u64::from(n)
+    })
+    .await
+    .unwrap();
+    w.shutdown().await;
+    ids
+}
+
+#[tokio::test]
+async fn the_cli_lists_counts_pauses_limits_cancels_and_purges() {
+    let jobs = jobs().await;
+    let p = partition("cli");
+    let a = jobs.enqueue(&p, "mail", &Task::default()).await.unwrap();
+    jobs.enqueue(&p, "mail", &Task::default()).await.unwrap();
+
+    let (code, out) = cli(&["partitions"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == p), "{out}");
+
+    assert_eq!(cli(&["pause", &p, "mail"]).0, 0);
+    assert_eq!(cli(&["limit", &p, "mail", "3"]).0, 0);
+    let (_, out) = cli(&["queues", &p]);
+    let row = out.lines().find(|l| l.starts_with("mail")).unwrap();
+    assert!(row.contains("paused") && row.contains("limit=3"), "{row}");
+    assert_eq!(row.split_whitespace().nth(1), Some("2"), "{row}");
+
+    let (_, out) = cli(&["show", &p, a.id()]);
+    assert!(out.contains("state:           queued"), "{out}");
+    let (_, out) = cli(&["cancel", &p, a.id()]);
+    assert!(out.contains("cancelled"), "{out}");
+    assert_eq!(
+        jobs.job(&p, a.id()).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+
+    let (_, out) = cli(&["purge", &p, "mail"]);
+    assert!(out.contains("deleted 1 waiting jobs"), "{out}");
+    assert_eq!(cli(&["resume", &p, "mail"]).0, 0);
+    assert!(!jobs.counts(&p, "mail").await.unwrap().paused);
+}
+
+#[tokio::test]
+async fn every_listing_prints_json_with_json() {
+    let jobs = jobs().await;
+    let p = partition("cli-json");
+    let a = jobs
+        .enqueue(&p, "mail", &Task { n: 7, fail: false })
+        .await
+        .unwrap();
+    jobs.set_limit(&p, "mail", Some(5)).await.unwrap();
+
+    let (code, v) = cli_json(&["partitions"]);
+    assert_eq!(code, 0);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == &Value::from(p.clone())),
+        "{v}"
+    );
+
+    let (code, v) = cli_json(&["queues", &p]);
+    assert_eq!(code, 0);
+    assert_eq!(v[0]["queue"], "mail", "{v}");
+    assert_eq!(v[0]["queued"], 1, "{v}");
+    assert_eq!(v[0]["limit"], 5, "{v}");
+
+    let (code, v) = cli_json(&["show", &p, a.id()]);
+    assert_eq!(code, 0);
+    assert_eq!(v["state"], "queued", "{v}");
+    assert_eq!(
+        v["args"]["n"], 7,
+        "the arguments are JSON, not a string: {v}"
+    );
+
+    let (code, v) = cli_json(&["leases", &p, "mail"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["running"], 0, "{v}");
+    assert_eq!(v["leases"], Value::Array(vec![]), "{v}");
+
+    dead_jobs(&jobs, &p, "mail", 2).await;
+    let (code, v) = cli_json(&["dead", &p, "mail"]);
+    assert_eq!(code, 0);
+    let dead = v.as_array().unwrap();
+    assert_eq!(dead.len(), 2, "{v}");
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed on purpose"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn retry_dead_puts_every_dead_job_of_a_queue_back_and_delete_dead_empties_it() {
+    let jobs = jobs().await;
+    let p = partition("cli-bulk");
+    let ids = dead_jobs(&jobs, &p, "q", 3).await;
+    // One by id (two ids, one unknown: the known one is retried, the status says not found).
+    let (code, out) = cli(&["retry", &p, &ids[0], "no-such-id"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&format!("{}: re-enqueued", ids[0])), "{out}");
+    assert!(out.contains("no job no-such-id"), "{out}");
+    assert_eq!(jobs.counts(&p, "q").await.unwrap().dead, 2);
+
+    // The rest in bulk, as JSON.
+    let (code, v) = cli_json(&["retry-dead", &p, "q"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    let c = jobs.counts(&p, "q").await.unwrap();
+    assert_eq!((c.dead, c.queued), (0, 3), "{c:?}");
+    let (code, out) = cli(&["retry-dead", &p, "q"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no dead job"), "{out}");
+
+    // They die again; delete-dead (purge-dead's alias) empties the dead set.
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Task>())
+        .queue(&p, "q", 4)
+        .build()
+        .unwrap()
+        .start();
+    eventually(
+        "the tasks to die again",
+        Duration::from_secs(20),
+        || async { jobs.counts(&p, "q").await.unwrap().dead == 3 },
+    )
+    .await
+    .unwrap();
+    w.shutdown().await;
+    let (code, out) = cli(&["delete-dead", &p, "q"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("deleted 3 dead jobs"), "{out}");
+    assert_eq!(jobs.counts(&p, "q").await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn leases_and_queues_say_which_leases_a_dead_worker_holds() {
+    let jobs = jobs().await;
+    let p = partition("cli-stalled");
+    jobs.enqueue(&p, "q", &Task::default()).await.unwrap();
+    jobs.enqueue(&p, "q", &Task::default()).await.unwrap();
+    // A worker claims both and dies (never renews: as after kill -9). A lease is stalled
+    // once not renewed for five heartbeats (lease / 10 each): after half the lease.
+    let lease = Duration::from_secs(20);
+    testing::claim(&jobs, &p, "q", 2, lease, "4242-deadbeef")
+        .await
+        .unwrap();
+    eventually(
+        "both leases to read as stalled",
+        lease / 2 + Duration::from_secs(5),
+        || async {
+            jobs.leases(&p, "q", 10)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|l| l.stalled)
+                .count()
+                == 2
+        },
+    )
+    .await
+    .unwrap();
+    let (code, out) = cli(&["leases", &p, "q"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("STALLED").count(), 2, "{out}");
+    assert!(out.contains("worker=4242-deadbeef"), "{out}");
+    assert!(out.contains("waiting: 2 stalled lease(s)"), "{out}");
+    let (code, out) = cli(&["queues", &p]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("2 stalled lease(s) held by a dead or frozen worker"),
+        "{out}"
+    );
+    let (_, v) = cli_json(&["leases", &p, "q"]);
+    assert_eq!(v["leases"][0]["stalled"], true, "{v}");
+    assert_eq!(v["leases"][0]["worker"], "4242-deadbeef", "{v}");
+}
+
+#[test]
+fn bad_usage_exits_2_with_the_help() {
+    let (code, out) = cli(&["frobnicate"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("Usage: wharf-jobs"), "{out}");
+    let (code, out) = cli(&["--watch", "1", "purge", "p", "q"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("repeats listings only"), "{out}");
+    let (code, out) = cli(&["--watch", "0.1", "partitions"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = cli(&["limit", "p", "q", "-1"]);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn every_command_has_its_own_help() {
+    for command in [
+        "partitions",
+        "queues",
+        "leases",
+        "show",
+        "dead",
+        "cancel",
+        "retry",
+        "retry-dead",
+        "purge",
+        "purge-dead",
+        "pause",
+        "resume",
+        "limit",
+    ] {
+        let (code, out) = cli(&["help", command]);
+        assert_eq!(code, 0, "{command}: {out}");
+        assert!(
+            out.contains(&format!("Usage: wharf-jobs {command}")),
+            "{command}: {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn watch_repeats_a_listing_until_stopped() {
+    let jobs = jobs().await;
+    let p = partition("cli-watch");
+    jobs.enqueue(&p, "q", &Task::default()).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-jobs"))
+        .args([
+            "--url",
+            &redis_url(),
+            "--json",
+            "--watch",
+            "0.5",
+            "queues",
+            &p,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first run shows one queued job; a job enqueued meanwhile shows in a later run.
+    let first: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap();
+    assert_eq!(first[0]["queued"], 1, "{first}");
+    jobs.enqueue(&p, "q", &Task::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen_two = false;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v[0]["queued"] == 2 {
+            seen_two = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen_two, "--watch did not show the second job");
+}
+
+#[tokio::test]
+async fn limit_zero_means_zero_in_the_cli_and_the_library_and_none_lifts_it() {
+    let jobs = jobs().await;
+    let p = partition("cli-zero");
+    jobs.enqueue(&p, "q", &Task::default()).await.unwrap();
+    let (code, out) = cli(&["limit", &p, "q", "0"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 (no job of the queue starts)"), "{out}");
+    assert_eq!(jobs.counts(&p, "q").await.unwrap().limit, Some(0));
+    let (_, out) = cli(&["queues", &p]);
+    assert!(out.contains("limit=0"), "{out}");
+
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Task>())
+        .queue(&p, "q", 4)
+        .build()
+        .unwrap()
+        .start();
+    // A job due at once is moved to the ready jobs by the same atomic claim that applies the
+    // limit: once it has moved, a claim has run and had to start nothing.
+    jobs.enqueue_in(&p, "q", &Task::default(), Duration::from_millis(1))
+        .await
+        .unwrap();
+    eventually("a claim on the queue", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().scheduled == 0
+    })
+    .await
+    .unwrap();
+    let c = jobs.counts(&p, "q").await.unwrap();
+    assert_eq!(
+        (c.queued, c.running, c.completed_total),
+        (2, 0, 0),
+        "limit 0 let jobs start: {c:?}"
+    );
+
+    let (code, out) = cli(&["limit", &p, "q", "none"]);
+    assert_eq!(code, 0, "{out}");
+    eventually("both jobs to complete", Duration::from_secs(5), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 2
+    })
+    .await
+    .unwrap();
+    w.shutdown().await;
+    assert_eq!(jobs.counts(&p, "q").await.unwrap().limit, None);
+}
+
+#[tokio::test]
+async fn a_misspelled_partition_or_queue_exits_3_and_creates_nothing() {
+    let jobs = jobs().await;
+    let p = partition("cli-spell");
+    jobs.enqueue(&p, "mail", &Task::default()).await.unwrap();
+    let ghost = partition("cli-nosuch");
+
+    for args in [
+        vec!["pause", ghost.as_str(), "mail"],
+        vec!["limit", ghost.as_str(), "mail", "3"],
+        vec!["resume", ghost.as_str(), "mail"],
+    ] {
+        let (code, out) = cli(&args);
+        assert_eq!(code, 3, "{args:?}: {out}");
+        assert!(out.contains(&format!("no partition `{ghost}`")), "{out}");
+    }
+    assert!(!jobs.partitions().await.unwrap().contains(&ghost));
+
+    for args in [
+        vec!["pause", p.as_str(), "mial"],
+        vec!["limit", p.as_str(), "mial", "0"],
+        vec!["purge", p.as_str(), "mial"],
+        vec!["dead", p.as_str(), "mial"],
+        vec!["retry-dead", p.as_str(), "mial"],
+    ] {
+        let (code, out) = cli(&args);
+        assert_eq!(code, 3, "{args:?}: {out}");
+        assert!(out.contains("no queue `mial`"), "{out}");
+        assert!(out.contains("its queues: mail"), "{out}");
+    }
+    assert_eq!(jobs.queues(&p).await.unwrap(), ["mail"]);
+    let (code, out) = cli(&["queues", &ghost]);
+    assert_eq!(code, 3, "{out}");
+
+    // On purpose: --create sets up a queue before its first job.
+    let (code, out) = cli(&["--create", "pause", &p, "later"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(jobs.counts(&p, "later").await.unwrap().paused);
+}
+
+#[tokio::test]
+async fn show_and_cancel_of_an_unknown_job_exit_3_with_a_message() {
+    let jobs = jobs().await;
+    let p = partition("cli-unknown");
+    jobs.enqueue(&p, "q", &Task::default()).await.unwrap();
+    let (code, out) = cli(&["show", &p, "no-such-id"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("no job no-such-id"), "{out}");
+    let (code, out) = cli(&["cancel", &p, "no-such-id"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("nothing cancelled"), "{out}");
+}
+
+#[test]
+fn an_unreachable_redis_exits_1_and_never_prints_the_password() {
+    // A port nothing listens on (bound, then closed): the connection is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf-jobs"))
+        .args([
+            "--url",
+            &format!("redis://:sekrit-pass@127.0.0.1:{port}/"),
+            "--timeout",
+            "2",
+            "partitions",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("error:"), "{text}");
+    assert!(
+        !text.contains("sekrit-pass"),
+        "the password was printed: {text}"
+    );
+}
