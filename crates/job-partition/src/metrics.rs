@@ -9,14 +9,14 @@
 //! its labels; the guide (`docs/job-partition.md`, "Metrics") has them in one table, which
 //! a test checks against these docs.
 
-/// Counter, in jobs: job events, by label `state`.
-///
-/// Labels: `partition`, `queue`, `state`. Recorded by [`Jobs`](crate::Jobs) for
+/// Counter, in jobs: job events, by label `state`. Recorded by [`Jobs`](crate::Jobs) for
 /// `enqueued` and `duplicate` (a queue key was taken); by a worker for `completed`,
 /// `retried`, `dead`, `cancelled`, `timed_out` (its `max_execution_time` passed),
 /// `lost_lease` (the worker could not prove it still held the lease, or Redis said it
 /// lost it) and `stop_overdue` (the job was told to stop and its task did not end: its
 /// code blocks its thread or ignores cancellation).
+///
+/// Labels: `partition`, `queue`, `state`.
 pub const JOBS: &str = "wharf_jobs_total";
 
 /// Histogram, in seconds: how long `perform` ran, from its start to its task's end

@@ -58,7 +58,9 @@ async fn a_worker_publishes_its_queues_depth_per_state_and_keeps_it_current() {
         .unwrap();
     assert_eq!(held.len(), 2);
     assert_eq!(
-        testing::fail(&jobs, &p, &held[0].0, &held[0].1).await.unwrap(),
+        testing::fail(&jobs, &p, &held[0].0, &held[0].1)
+            .await
+            .unwrap(),
         2
     );
     jobs.set_limit(&p, "q", Some(0)).await.unwrap();
