@@ -25,9 +25,10 @@ pub const ACKNOWLEDGED: &str = "wharf_producer_ack_acknowledged_total";
 /// Labels: `topic`.
 pub const FAILED: &str = "wharf_producer_ack_failed_total";
 
-/// Gauge, in messages: the window's places in use now: messages queued or awaiting their
-/// receipt (what [`Producer::pending`](crate::Producer::pending) reports, as the producer's
-/// background task last saw it). At most [`WINDOW`].
+/// Gauge, in messages: the window's places in use: the messages the producer's background
+/// task holds, queued or awaiting their receipt, set each time it has handled what woke it.
+/// At most [`WINDOW`]; [`Producer::pending`](crate::Producer::pending) also counts the
+/// messages still on their way to the task.
 ///
 /// Labels: `topic`.
 pub const PENDING: &str = "wharf_producer_ack_pending";
