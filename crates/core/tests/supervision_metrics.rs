@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use wharf_core::metrics as m;
 use wharf_core::supervisor::{ChildSpec, Started, Supervisor};
 use wharf_core::{Backoff, Error};
 
@@ -61,26 +62,14 @@ async fn starts_exits_restarts_and_escalations_are_counted() {
     // One snapshot: taking one drains the counters.
     let snapshot = snapshotter.snapshot().into_vec();
     let who = [("supervisor", "metered"), ("child", "failing")];
-    assert_eq!(
-        counter(&snapshot, "wharf_supervisor_child_starts_total", &who),
-        3
-    );
-    assert_eq!(
-        counter(&snapshot, "wharf_supervisor_restarts_total", &who),
-        2
-    );
+    assert_eq!(counter(&snapshot, m::CHILD_STARTS, &who), 3);
+    assert_eq!(counter(&snapshot, m::RESTARTS, &who), 2);
     let errors = [
         ("supervisor", "metered"),
         ("child", "failing"),
         ("reason", "error"),
     ];
-    assert_eq!(
-        counter(&snapshot, "wharf_supervisor_child_exits_total", &errors),
-        3
-    );
+    assert_eq!(counter(&snapshot, m::CHILD_EXITS, &errors), 3);
     let sup_only = [("supervisor", "metered")];
-    assert_eq!(
-        counter(&snapshot, "wharf_supervisor_escalations_total", &sup_only),
-        1
-    );
+    assert_eq!(counter(&snapshot, m::ESCALATIONS, &sup_only), 1);
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio_util::sync::CancellationToken;
-use wharf_job_partition::{Config, JobState, Jobs, Registry, Worker};
+use wharf_job_partition::{Config, JobState, Jobs, Registry, Worker, metrics};
 
 const LEASE: Duration = Duration::from_secs(1);
 const BEAT: Duration = Duration::from_millis(100);
@@ -179,10 +179,10 @@ async fn a_timed_out_job_that_does_not_end_is_reported_stopping_and_keeps_its_ke
         "{info:?}"
     );
     assert_eq!(
-        metric("wharf_jobs_total", &p, Some(("state", "stop_overdue"))),
+        metric(metrics::JOBS, &p, Some(("state", "stop_overdue"))),
         1.0
     );
-    assert_eq!(metric("wharf_jobs_stopping", &p, None), 1.0);
+    assert_eq!(metric(metrics::STOPPING, &p, None), 1.0);
     // It still holds its execution key and its slot: the next job of the key waits.
     let holder: Option<String> = cmd(
         &jobs,
@@ -218,5 +218,5 @@ async fn a_timed_out_job_that_does_not_end_is_reported_stopping_and_keeps_its_ke
     assert!(second.started >= first.ended.unwrap(), "{seen:#?}");
     let info = jobs.job(&p, stuck.id()).await.unwrap().unwrap();
     assert_eq!((info.state, info.stopping), (JobState::Dead, None));
-    assert_eq!(metric("wharf_jobs_stopping", &p, None), 0.0);
+    assert_eq!(metric(metrics::STOPPING, &p, None), 0.0);
 }

@@ -15,7 +15,7 @@ use wharf_job_partition::{
     CancelOutcome, Hooks, Job, JobContext, JobError, JobEvent, JobState, Jobs, Registry, Worker,
 };
 
-const PANICS: &str = "wharf_jobs_callback_panics_total";
+const PANICS: &str = wharf_job_partition::metrics::CALLBACK_PANICS;
 /// Long enough that a job re-run after its lease expired cannot be mistaken for its first
 /// run within the tests' deadlines (a rerun comes after the lease, plus a lease check).
 const LEASE: Duration = Duration::from_secs(6);

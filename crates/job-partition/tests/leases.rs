@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use wharf_job_partition::{Registry, Worker, testing};
+use wharf_job_partition::{Registry, Worker, metrics, testing};
 
 /// The latest value of gauge `name` for partition `p`, if it was set since the last look.
 fn gauge(snapshotter: &metrics_util::debugging::Snapshotter, name: &str, p: &str) -> Option<f64> {
@@ -105,7 +105,7 @@ async fn leases_a_dead_worker_holds_are_shown_with_their_expiry_until_they_free_
     eventually(
         "the stalled-lease gauges",
         Duration::from_secs(3),
-        || async { gauge(&snapshotter, "wharf_jobs_stalled_leases", &p) == Some(2.0) },
+        || async { gauge(&snapshotter, metrics::STALLED_LEASES, &p) == Some(2.0) },
     )
     .await
     .unwrap();

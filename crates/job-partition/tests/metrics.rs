@@ -1,4 +1,6 @@
-//! Counters and histograms through the `metrics` facade, per partition, queue and state.
+//! Counters and histograms through the `metrics` facade, per partition, queue and state
+//! (the queue depth gauges are in `queue_depth.rs`: a snapshot drains the counters, so
+//! each binary holds one test that reads them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use wharf_job_partition::{Registry, Worker};
+use wharf_job_partition::{Registry, Worker, metrics as m};
 
 #[tokio::test]
 async fn jobs_are_counted_per_partition_queue_and_state() {
@@ -56,7 +58,7 @@ async fn jobs_are_counted_per_partition_queue_and_state() {
             .iter()
             .filter(|(k, _, _, _)| {
                 let key = k.key();
-                key.name() == "wharf_jobs_total"
+                key.name() == m::JOBS
                     && key
                         .labels()
                         .any(|l| l.key() == "partition" && l.value() == p)

@@ -4,8 +4,10 @@
 //!
 //! Labels carry the names given to producers and consumers ([`ProducerSpec::new`],
 //! [`ConsumerSpec::group`](crate::ConsumerSpec::group)), topics and partitions; never a
-//! broker address or a credential. The guide (`docs/kafka-wrapper.md`, "Metrics and
-//! tracing") says how they fit with the logs.
+//! broker address or a credential. Each constant's doc opens with the metric's type and
+//! unit and ends with its labels; the guide (`docs/kafka-wrapper.md`, "Metrics and
+//! tracing") has them in one table, which a test checks against these docs, and says how
+//! they fit with the logs.
 //!
 //! [`ProducerSpec::new`]: crate::ProducerSpec::new
 
@@ -17,8 +19,9 @@
 /// No labels.
 pub const REBUILDS: &str = "wharf_kafka_rebuilds_total";
 
-/// Gauge: the number of the generation of clients running now (0 is the first; see
-/// [`WrapperState::Running`](crate::WrapperState::Running)). Set when a generation is built.
+/// Gauge, in generations: the number of the generation of clients running now (0 is the
+/// first; see [`WrapperState::Running`](crate::WrapperState::Running)). Set when a
+/// generation is built.
 ///
 /// No labels.
 pub const GENERATION: &str = "wharf_kafka_generation";
@@ -43,7 +46,8 @@ pub const PRODUCE_FAILED: &str = "wharf_kafka_produce_failed_total";
 /// Labels: `producer`.
 pub const RESENT_AFTER_REBUILD: &str = "wharf_kafka_resent_after_rebuild_total";
 
-/// Gauge, in messages: how far a consumer is behind the partition's high watermark. Set
+/// Gauge, in messages: how far a consumer is behind the partition's high watermark, one
+/// series per assigned partition (the high watermark minus the consumer's position). Set
 /// after each health check that could read the watermarks.
 ///
 /// Labels: `consumer`, `topic`, `partition`.
@@ -69,7 +73,8 @@ pub const DEAD_LETTERED: &str = "wharf_kafka_dead_lettered_total";
 pub const HANDLER_FAILURES: &str = "wharf_kafka_handler_failures_total";
 
 /// Counter, in reports: librdkafka reported that none of a client's brokers is reachable
-/// (`AllBrokersDown`). The wrapper rebuilds only once that lasts `unreachable_after`.
+/// (`AllBrokersDown`). The wrapper rebuilds only once that lasts `unreachable_after`. Label
+/// `client` is the producer's or consumer's name, or `admin`.
 ///
-/// Labels: `client` (the producer's or consumer's name, or `admin`).
+/// Labels: `client`.
 pub const ALL_BROKERS_DOWN: &str = "wharf_kafka_all_brokers_down_total";

@@ -16,6 +16,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio_util::sync::CancellationToken;
 use wharf_core::Backoff;
 use wharf_core::transport::{MemoryQueue, Message, Publisher};
+use wharf_sharded_consumer::metrics as m;
 use wharf_sharded_consumer::{Handler, Incoming, Outcome, RetryPolicy, ShardKey, ShardedConsumer};
 use wharf_testkit::eventually;
 
@@ -114,27 +115,19 @@ async fn counts_and_gauges_reach_the_metrics_facade_labelled_with_the_consumer()
         Some(DebugValue::Counter(n)) => *n,
         other => panic!("{name}: {other:?} in {:?}", values.keys()),
     };
-    assert_eq!(counter("wharf_sharded_acked_total"), 3);
-    assert_eq!(
-        counter("wharf_sharded_keys_started_total"),
-        3 + 1,
-        "a, b, bad twice"
-    );
-    assert_eq!(counter("wharf_sharded_key_restarts_total"), 2);
-    assert_eq!(counter("wharf_sharded_retries_total"), 1);
-    assert_eq!(
-        counter("wharf_sharded_dead_lettered_total"),
-        2,
-        "bad, and the keyless one"
-    );
-    assert_eq!(counter("wharf_sharded_rejected_keys_total"), 1);
-    assert!(counter("wharf_sharded_keys_evicted_total") >= 2);
-    match values.get("wharf_sharded_keys_active") {
+    assert_eq!(counter(m::ACKED), 3);
+    assert_eq!(counter(m::KEYS_STARTED), 3 + 1, "a, b, bad twice");
+    assert_eq!(counter(m::KEY_RESTARTS), 2);
+    assert_eq!(counter(m::RETRIES), 1);
+    assert_eq!(counter(m::DEAD_LETTERED), 2, "bad, and the keyless one");
+    assert_eq!(counter(m::REJECTED_KEYS), 1);
+    assert!(counter(m::KEYS_EVICTED) >= 2);
+    match values.get(m::KEYS_ACTIVE) {
         Some(DebugValue::Gauge(g)) => assert_eq!(g.into_inner(), 0.0, "every actor stopped"),
         other => panic!("keys_active: {other:?}"),
     }
-    assert!(values.contains_key("wharf_sharded_in_flight"));
-    assert!(values.contains_key("wharf_sharded_key_queue_depth_max"));
+    assert!(values.contains_key(m::IN_FLIGHT));
+    assert!(values.contains_key(m::KEY_QUEUE_DEPTH_MAX));
 }
 
 /// The `metrics` module names every metric the consumer records, under the names the
@@ -209,7 +202,7 @@ impl Handler for Held {
 #[tokio::test(start_paused = true)]
 async fn in_flight_counts_exactly_the_unsettled_deliveries_and_reads_zero_when_idle() {
     const NAME: &str = "in-flight";
-    const GAUGE: &str = "wharf_sharded_in_flight";
+    const GAUGE: &str = m::IN_FLIGHT;
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let _local = metrics::set_default_local_recorder(&recorder);

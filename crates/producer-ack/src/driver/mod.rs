@@ -110,6 +110,7 @@ impl Driver {
     fn new(config: Arc<ProducerBuilder>, window: Arc<Semaphore>, shared: Arc<Shared>) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         let topic = config.topic.clone();
+        metrics::gauge!(m::WINDOW, "topic" => topic.clone()).set(config.window as f64);
         let metrics = Metrics {
             produced: metrics::counter!(m::PRODUCED, "topic" => topic.clone()),
             acknowledged: metrics::counter!(m::ACKNOWLEDGED, "topic" => topic.clone()),

@@ -295,7 +295,7 @@ fn beat_failed(failures: &AtomicU32, error: &str) {
 }
 
 /// Requeues expired leases (of any worker), trims retention, and publishes the queue's
-/// stalled leases (held by workers that stopped renewing them).
+/// depths and its stalled leases (held by workers that stopped renewing them).
 async fn check_queue(jobs: &Jobs, partition: &str, queue: &str, timeout: Duration) {
     match tokio::time::timeout(timeout, jobs.reap(partition, queue)).await {
         Ok(Ok(0)) => {}
@@ -310,6 +310,7 @@ async fn check_queue(jobs: &Jobs, partition: &str, queue: &str, timeout: Duratio
         }
         Err(_) => tracing::warn!(partition, queue, "lease check timed out; will retry"),
     }
+    publish_depths(jobs, partition, queue, timeout).await;
     let Ok(Ok(leases)) = tokio::time::timeout(timeout, jobs.leases(partition, queue, 100)).await
     else {
         return;
@@ -324,4 +325,22 @@ async fn check_queue(jobs: &Jobs, partition: &str, queue: &str, timeout: Duratio
         .set(stalled.len() as f64);
     metrics::gauge!(metric::STALLED_LEASE_EXPIRES_IN, "partition" => partition.to_owned(), "queue" => queue.to_owned())
         .set(soonest as f64 / 1000.0);
+}
+
+/// Sets the queue's depth gauges from one pipelined round trip (`Jobs::counts`). A failed
+/// or late answer leaves them as they were: the next check, a second later, sets them.
+async fn publish_depths(jobs: &Jobs, partition: &str, queue: &str, timeout: Duration) {
+    let Ok(Ok(c)) = tokio::time::timeout(timeout, jobs.counts(partition, queue)).await else {
+        return;
+    };
+    for (state, n) in [
+        ("queued", c.queued),
+        ("scheduled", c.scheduled),
+        ("parked", c.parked),
+        ("running", c.running),
+        ("dead", c.dead),
+    ] {
+        metrics::gauge!(metric::QUEUE_DEPTH, "partition" => partition.to_owned(), "queue" => queue.to_owned(), "state" => state)
+            .set(n as f64);
+    }
 }
