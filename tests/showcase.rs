@@ -259,13 +259,15 @@ fn lost_line(output: &str) -> Option<&str> {
 
 /// What a Prometheus scrape of the running showcase must show: a series of each crate's
 /// (names from the crates' `metrics` modules), the gauges an operator watches among them.
-const SCRAPED: [&str; 7] = [
+const SCRAPED: [&str; 9] = [
     wharf::core::metrics::CHILD_STARTS,
     wharf::kafka_wrapper::metrics::CONSUMER_LAG,
     wharf::sharded_consumer::metrics::KEYS_ACTIVE,
     wharf::job_partition::metrics::JOBS,
+    wharf::job_partition::metrics::QUEUE_DEPTH,
     wharf::webhooks_emitter::metrics::BUFFERED,
     wharf::producer_ack::metrics::PENDING,
+    wharf::producer_ack::metrics::WINDOW,
     wharf::producer_ack::metrics::ACKNOWLEDGED,
 ];
 
