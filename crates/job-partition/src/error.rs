@@ -31,6 +31,33 @@ pub enum Error {
     /// The configuration or a name is not valid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// No partition of this name has had a job (see [`Jobs::partitions`](crate::Jobs::partitions)).
+    #[error(
+        "unknown partition `{partition}`; Jobs::partitions lists the partitions that have jobs"
+    )]
+    UnknownPartition {
+        /// The name asked for.
+        partition: String,
+    },
+    /// The partition has no queue of this name (see [`Jobs::queues`](crate::Jobs::queues)).
+    #[error("unknown queue `{queue}` in partition `{partition}`; Jobs::queues lists its queues")]
+    UnknownQueue {
+        /// The partition.
+        partition: String,
+        /// The name asked for.
+        queue: String,
+    },
+    /// No job of this id in the partition (never enqueued, deleted, or finished and trimmed
+    /// by retention).
+    #[error(
+        "unknown job `{id}` in partition `{partition}`: never enqueued, deleted, or finished and trimmed by retention"
+    )]
+    UnknownJob {
+        /// The partition.
+        partition: String,
+        /// The id asked for.
+        id: String,
+    },
     /// A Redis URL, or the list of a Cluster's nodes or of the sentinels, could not be used.
     #[error("invalid configuration: {what} is not valid: {source}")]
     InvalidUrl {

@@ -17,6 +17,11 @@ pub use client::{
     Retention,
 };
 #[doc(inline)]
+pub use client::{
+    Deleted, ExecutionKey, Filter, Found, JobList, JobRecord, MAX_PAGE, MAX_SCAN, Page,
+    RetriedDead, RunNow, WorkerInfo,
+};
+#[doc(inline)]
 pub use error::{Error, Result};
 #[doc(inline)]
 pub use hooks::{Hooks, JobEvent, NoHooks};

@@ -97,7 +97,7 @@ pub struct JobInfo {
 }
 
 impl JobInfo {
-    fn from_hash(id: &str, h: &HashMap<String, String>) -> Option<Self> {
+    pub(super) fn from_hash(id: &str, h: &HashMap<String, String>) -> Option<Self> {
         let get = |k: &str| h.get(k).cloned().unwrap_or_default();
         let opt = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
         let num = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);

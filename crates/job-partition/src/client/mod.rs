@@ -4,10 +4,12 @@
 //! - `connection`: the connection (one Redis, a Cluster, or a Sentinel's master).
 //! - `enqueue`: enqueueing jobs.
 //! - `inspect`: reading jobs, queues and counts.
+//! - `browse`: paging, searching and the console's actions (delete, run now, retry all dead).
 //! - `admin`: cancel, pause, limits, retention, purge, dead jobs.
 //! - `lease`: the worker's side (claim, heartbeat, complete, fail, reap) and `Jobs::leases`.
 
 mod admin;
+mod browse;
 mod config;
 mod connection;
 mod enqueue;
@@ -25,6 +27,10 @@ use crate::error::{Error, Result};
 use crate::keys;
 
 pub use admin::{CancelOutcome, Retention};
+pub use browse::{
+    Deleted, ExecutionKey, Filter, Found, JobList, JobRecord, MAX_PAGE, MAX_SCAN, Page,
+    RetriedDead, RunNow, WorkerInfo,
+};
 pub use config::Config;
 use connection::Conn;
 pub use enqueue::{Enqueued, MAX_ARGS_BYTES};
