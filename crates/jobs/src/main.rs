@@ -5,6 +5,7 @@
 //! wharf-jobs --json dead billing invoices   # the newest dead jobs, as JSON
 //! wharf-jobs --watch 2 leases billing mail  # the running jobs' leases, every 2 s
 //! wharf-jobs retry-dead billing invoices    # every dead job of the queue back in its queue
+//! wharf-jobs jobs billing invoices --state dead --search acme   # dead jobs whose args say acme
 //! ```
 //!
 //! Run `wharf-jobs help` or `wharf-jobs help COMMAND`. The Redis URL comes from `--url` or
@@ -20,7 +21,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
-use wharf_job_partition::{CancelOutcome, Config, Enqueued, JobInfo, Jobs, Lease, QueueCounts};
+use wharf_job_partition::{
+    CancelOutcome, Config, Deleted, Enqueued, Error as JobsError, Filter, JobInfo, JobList,
+    JobRecord, Jobs, Lease, QueueCounts, RunNow,
+};
 
 /// Exit status when a command failed (Redis unreachable, a refusal).
 const FAILED: u8 = 1;
@@ -86,6 +90,49 @@ enum Command {
         /// The job's id.
         id: String,
     },
+    /// List a queue's jobs in one state, a page at a time, or search them.
+    ///
+    /// With --key, --name or --search, looks through up to 10,000 jobs from --offset and
+    /// prints the matches and where to continue.
+    Jobs {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+        /// The list: queued, scheduled, parked, running, finished or dead.
+        #[arg(long, default_value = "queued", value_parser = parse_list)]
+        state: JobList,
+        /// Skip this many jobs of the list.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// At most this many jobs (500 at most).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only jobs with this execution key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only jobs of this registered name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only jobs whose arguments (JSON text) contain this text.
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// List the worker processes holding leases in a partition, and the jobs each runs.
+    Workers {
+        /// The partition.
+        partition: String,
+    },
+    /// List the execution keys of running and parked jobs: who holds each, who waits.
+    Keys {
+        /// The partition.
+        partition: String,
+        /// Only this key.
+        key: Option<String>,
+        /// At most this many keys.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// List a queue's newest dead jobs.
     Dead {
         /// The partition.
@@ -112,15 +159,29 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// Put every dead job of a queue back in the queue (at most --max).
+    /// Put every dead job of a queue back in the queue, with fresh attempts.
     RetryDead {
         /// The partition.
         partition: String,
         /// The queue.
         queue: String,
-        /// At most this many jobs.
-        #[arg(long, default_value_t = 10_000)]
-        max: usize,
+    },
+    /// Delete jobs that are not running (queued, scheduled, parked, finished or dead),
+    /// releasing their queue and execution keys.
+    Delete {
+        /// The partition.
+        partition: String,
+        /// The jobs' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Run scheduled jobs (or jobs retrying after a backoff) now.
+    RunNow {
+        /// The partition.
+        partition: String,
+        /// The jobs' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
     /// Delete a queue's waiting jobs.
     Purge {
@@ -172,6 +233,9 @@ impl Command {
                 | Command::Leases { .. }
                 | Command::Show { .. }
                 | Command::Dead { .. }
+                | Command::Jobs { .. }
+                | Command::Workers { .. }
+                | Command::Keys { .. }
         )
     }
 }
@@ -187,8 +251,25 @@ enum Fail {
     Failed(String),
 }
 
-impl From<wharf_job_partition::Error> for Fail {
-    fn from(e: wharf_job_partition::Error) -> Self {
+fn parse_list(name: &str) -> Result<JobList, String> {
+    JobList::parse(name).ok_or_else(|| {
+        format!(
+            "no list {name:?}: one of {}",
+            JobList::ALL.map(JobList::as_str).join(", ")
+        )
+    })
+}
+
+impl From<JobsError> for Fail {
+    fn from(e: JobsError) -> Self {
+        if matches!(
+            e,
+            JobsError::UnknownPartition { .. }
+                | JobsError::UnknownQueue { .. }
+                | JobsError::UnknownJob { .. }
+        ) {
+            return Fail::NotFound(e.to_string());
+        }
         // The library's message says what went wrong and what to do; its causes follow.
         let mut text = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -412,22 +493,219 @@ async fn command(jobs: &Jobs, cli: &Cli, out: &Out) -> Result<(), Fail> {
             })
             .await?;
         }
-        Command::RetryDead {
+        Command::RetryDead { partition, queue } => {
+            known_queue(jobs, partition, queue, false).await?;
+            let r = jobs.retry_all_dead(partition, queue).await?;
+            out.print(
+                json!({ "retried": r.retried, "duplicates": r.duplicates }),
+                || {
+                    let mut text = if r.retried == 0 && r.duplicates == 0 {
+                        format!("no dead job in {partition}/{queue}")
+                    } else {
+                        format!("retried {} dead jobs of {partition}/{queue}", r.retried)
+                    };
+                    if r.duplicates > 0 {
+                        text.push_str(&format!(
+                            "; {} left dead: another pending job holds each one's queue key",
+                            r.duplicates
+                        ));
+                    }
+                    text
+                },
+            );
+        }
+        Command::Delete { partition, ids } => {
+            each(ids, out, |id| async move {
+                match jobs.delete(partition, &id).await? {
+                    Deleted::Deleted => Ok((
+                        json!({ "id": id, "outcome": "deleted" }),
+                        format!("{id}: deleted"),
+                    )),
+                    Deleted::Running => Err(Fail::Failed(format!(
+                        "{id}: running, not deleted (cancel it first: wharf-jobs cancel {partition} {id})"
+                    ))),
+                    _ => Err(Fail::Failed(format!("{id}: not deleted"))),
+                }
+            })
+            .await?;
+        }
+        Command::RunNow { partition, ids } => {
+            each(ids, out, |id| async move {
+                match jobs.run_now(partition, &id).await? {
+                    RunNow::Queued => Ok((
+                        json!({ "id": id, "outcome": "queued" }),
+                        format!("{id}: queued, runs next in turn"),
+                    )),
+                    RunNow::NotScheduled(state) => Err(Fail::Failed(format!(
+                        "{id}: not waiting for a time (it is {}): nothing changed",
+                        state.as_str()
+                    ))),
+                    _ => Err(Fail::Failed(format!("{id}: not moved"))),
+                }
+            })
+            .await?;
+        }
+        Command::Jobs {
             partition,
             queue,
-            max,
+            state,
+            offset,
+            limit,
+            key,
+            name,
+            search,
         } => {
-            known_queue(jobs, partition, queue, false).await?;
-            let dead = jobs.dead(partition, queue, (*max).min(MAX_BULK)).await?;
-            let ids: Vec<String> = dead.into_iter().map(|j| j.id).collect();
-            if ids.is_empty() {
-                out.print(json!([]), || format!("no dead job in {partition}/{queue}"));
-            } else {
-                each(&ids, out, |id| async move {
-                    retry_one(jobs, partition, &id).await
-                })
-                .await?;
+            let mut filter = Filter::new();
+            if let Some(k) = key {
+                filter = filter.execution_key(k.clone());
             }
+            if let Some(n) = name {
+                filter = filter.name(n.clone());
+            }
+            if let Some(t) = search {
+                filter = filter.args_contain(t.clone());
+            }
+            if filter == Filter::new() {
+                let page = jobs.list(partition, queue, *state, *offset, *limit).await?;
+                let shown = page.jobs.len() as u64;
+                out.print(
+                    json!({
+                        "state": state.as_str(),
+                        "total": page.total,
+                        "offset": page.offset,
+                        "jobs": page.jobs.iter().map(|r| record_json(r, page.now_ms)).collect::<Vec<_>>(),
+                    }),
+                    || {
+                        let mut lines: Vec<String> =
+                            page.jobs.iter().map(|r| record_line(r, page.now_ms)).collect();
+                        lines.push(format!(
+                            "{} {} of {} ({} shown from offset {}){}",
+                            partition,
+                            queue,
+                            state.as_str(),
+                            shown,
+                            page.offset,
+                            if page.offset + shown < page.total {
+                                format!(
+                                    "; {} in all, next page: --offset {}",
+                                    page.total,
+                                    page.offset + shown
+                                )
+                            } else {
+                                format!("; {} in all", page.total)
+                            }
+                        ));
+                        lines.join("\n")
+                    },
+                );
+            } else {
+                let found = jobs
+                    .search(partition, queue, *state, &filter, *offset, *limit)
+                    .await?;
+                out.print(
+                    json!({
+                        "state": state.as_str(),
+                        "scanned": found.scanned,
+                        "next_offset": found.next_offset,
+                        "jobs": found.jobs.iter().map(|r| record_json(r, found.now_ms)).collect::<Vec<_>>(),
+                    }),
+                    || {
+                        let mut lines: Vec<String> = found
+                            .jobs
+                            .iter()
+                            .map(|r| record_line(r, found.now_ms))
+                            .collect();
+                        lines.push(format!(
+                            "{} matching of {} looked at{}",
+                            found.jobs.len(),
+                            found.scanned,
+                            match found.next_offset {
+                                Some(at) => format!("; to look further: --offset {at}"),
+                                None => "; the list's end was reached".to_owned(),
+                            }
+                        ));
+                        lines.join("\n")
+                    },
+                );
+            }
+        }
+        Command::Workers { partition } => {
+            known_partition(jobs, partition).await?;
+            let workers = jobs.workers(partition).await?;
+            out.print(
+                json!(workers.iter().map(|w| json!({
+                    "worker": w.worker,
+                    "renewed_ms_ago": w.renewed_ms_ago,
+                    "stalled": w.stalled,
+                    "jobs": w.jobs.iter().map(|(q, l)| json!({ "queue": q, "id": l.id, "name": l.name, "expires_in_ms": l.expires_in_ms })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>()),
+                || {
+                    if workers.is_empty() {
+                        return format!("no worker holds a lease in {partition}");
+                    }
+                    let mut lines = Vec::new();
+                    for w in &workers {
+                        lines.push(format!(
+                            "{}  {} job(s)  renewed {} ago{}",
+                            w.worker,
+                            w.jobs.len(),
+                            secs(w.renewed_ms_ago),
+                            if w.stalled { "  STALLED (dead or frozen)" } else { "" }
+                        ));
+                        for (q, l) in &w.jobs {
+                            lines.push(format!("    {q}  {}  {}", l.id, l.name));
+                        }
+                    }
+                    lines.join("\n")
+                },
+            );
+        }
+        Command::Keys {
+            partition,
+            key,
+            limit,
+        } => {
+            let keys = match key {
+                Some(k) => vec![jobs.execution_key(partition, k).await?],
+                None => {
+                    known_partition(jobs, partition).await?;
+                    jobs.execution_keys(partition, (*limit).min(MAX_BULK))
+                        .await?
+                }
+            };
+            out.print(
+                json!(
+                    keys.iter()
+                        .map(|k| json!({
+                            "key": k.key,
+                            "holder": k.holder,
+                            "waiting": k.waiting,
+                            "waiters": k.waiters,
+                        }))
+                        .collect::<Vec<_>>()
+                ),
+                || {
+                    if keys.is_empty() {
+                        return format!("no execution key is held or waited for in {partition}");
+                    }
+                    keys.iter()
+                        .map(|k| {
+                            format!(
+                                "{}  held by {}  {} waiting{}",
+                                k.key,
+                                k.holder.as_deref().unwrap_or("nobody"),
+                                k.waiting,
+                                if k.waiters.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": {}", k.waiters.join(" "))
+                                }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+            );
         }
         Command::Purge { partition, queue } => {
             known_queue(jobs, partition, queue, false).await?;
@@ -543,6 +821,51 @@ where
             })
         }
     }
+}
+
+fn record_json(r: &JobRecord, now_ms: i64) -> Value {
+    let mut v = job_json(&r.info);
+    v["enqueued_at_ms"] = json!(r.enqueued_at_ms);
+    v["run_at_ms"] = json!(r.run_at_ms);
+    v["started_at_ms"] = json!(r.started_at_ms);
+    v["finished_at_ms"] = json!(r.finished_at_ms);
+    v["worker"] = json!(r.worker);
+    v["lease_expires_in_ms"] = json!(r.lease_expires_at_ms.map(|t| t - now_ms));
+    v
+}
+
+/// One job on one line: id, name, state, attempts, keys, the time that matters, the error.
+fn record_line(r: &JobRecord, now_ms: i64) -> String {
+    let j = &r.info;
+    let when = match (
+        r.finished_at_ms,
+        r.started_at_ms,
+        r.run_at_ms,
+        r.enqueued_at_ms,
+    ) {
+        (Some(t), ..) => format!("finished {} ago", secs(now_ms - t)),
+        (None, Some(t), ..) if r.worker.is_some() => format!("started {} ago", secs(now_ms - t)),
+        (None, _, Some(t), _) if t > now_ms => format!("due in {}", secs(t - now_ms)),
+        (.., Some(t)) => format!("enqueued {} ago", secs(now_ms - t)),
+        _ => String::new(),
+    };
+    let mut line = format!(
+        "{}  {}  {}  attempts={}  {when}",
+        j.id,
+        j.name,
+        j.state.as_str(),
+        j.attempts
+    );
+    if let Some(k) = &j.execution_key {
+        line.push_str(&format!("  key={k}"));
+    }
+    if let Some(w) = &r.worker {
+        line.push_str(&format!("  worker={w}"));
+    }
+    if let Some(e) = &j.error {
+        line.push_str(&format!("  error: {e}"));
+    }
+    line
 }
 
 fn job_json(j: &JobInfo) -> Value {

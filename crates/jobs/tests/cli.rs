@@ -206,7 +206,7 @@ async fn retry_dead_puts_every_dead_job_of_a_queue_back_and_delete_dead_empties_
     // The rest in bulk, as JSON.
     let (code, v) = cli_json(&["retry-dead", &p, "q"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["retried"], 2, "{v}");
     let c = jobs.counts(&p, "q").await.unwrap();
     assert_eq!((c.dead, c.queued), (0, 3), "{c:?}");
     let (code, out) = cli(&["retry-dead", &p, "q"]);
@@ -276,6 +276,113 @@ async fn leases_and_queues_say_which_leases_a_dead_worker_holds() {
     assert_eq!(v["leases"][0]["worker"], "4242-deadbeef", "{v}");
 }
 
+#[tokio::test]
+async fn jobs_lists_each_state_a_page_at_a_time_and_searches_arguments_and_keys() {
+    let jobs = jobs().await;
+    let p = partition("cli-list");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            jobs.enqueue(&p, "q", &Task { n, fail: false })
+                .await
+                .unwrap()
+                .id()
+                .to_owned(),
+        );
+    }
+    let later = jobs
+        .enqueue_in(
+            &p,
+            "q",
+            &Task { n: 99, fail: false },
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+
+    // A page of the queued list, in the order workers take them, and where to go on.
+    let (code, out) = cli(&["jobs", &p, "q", "--limit", "2"]);
+    assert_eq!(code, 0, "{out}");
+    let shown: Vec<&str> = out.lines().filter(|l| l.contains("  task  ")).collect();
+    assert_eq!(shown.len(), 2, "{out}");
+    assert!(
+        shown[0].starts_with(&ids[0]) && shown[1].starts_with(&ids[1]),
+        "{out}"
+    );
+    assert!(out.contains("5 in all, next page: --offset 2"), "{out}");
+    let (_, v) = cli_json(&["jobs", &p, "q", "--offset", "4"]);
+    assert_eq!(v["total"], 5, "{v}");
+    assert_eq!(v["jobs"][0]["id"], ids[4].as_str(), "{v}");
+
+    // The scheduled list holds the delayed job; run-now moves it to the queue.
+    let (_, v) = cli_json(&["jobs", &p, "q", "--state", "scheduled"]);
+    assert_eq!(v["jobs"][0]["id"], later.id(), "{v}");
+    assert!(v["jobs"][0]["run_at_ms"].as_i64().unwrap() > 0, "{v}");
+    let (code, out) = cli(&["run-now", &p, later.id()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        jobs.job(&p, later.id()).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    let (code, out) = cli(&["run-now", &p, later.id()]);
+    assert_eq!(code, 1, "a queued job is not waiting for a time: {out}");
+
+    // A search in the arguments.
+    let (code, v) = cli_json(&["jobs", &p, "q", "--search", "\"n\":3"]);
+    assert_eq!(code, 0, "{v}");
+    let found = v["jobs"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{v}");
+    assert_eq!(found[0]["id"], ids[3].as_str(), "{v}");
+
+    // Delete takes a job out for good; an unknown list name is bad usage.
+    let (code, out) = cli(&["delete", &p, &ids[0]]);
+    assert_eq!(code, 0, "{out}");
+    assert!(jobs.job(&p, &ids[0]).await.unwrap().is_none());
+    let (code, out) = cli(&["jobs", &p, "q", "--state", "waiting"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("one of queued, scheduled"), "{out}");
+    let (code, out) = cli(&["jobs", &p, "nope"]);
+    assert_eq!(code, 3, "{out}");
+}
+
+#[tokio::test]
+async fn workers_and_keys_show_who_runs_what_and_who_waits() {
+    let jobs = jobs().await;
+    let p = partition("cli-keys");
+    #[derive(Serialize, Deserialize, Debug)]
+    struct Keyed(u32);
+    impl Job for Keyed {
+        const NAME: &'static str = "keyed";
+        async fn perform(self, _ctx: JobContext) -> Result<(), JobError> {
+            Ok(())
+        }
+        fn execution_key(&self) -> Option<String> {
+            Some("customer-7".into())
+        }
+    }
+    let first = jobs.enqueue(&p, "q", &Keyed(1)).await.unwrap();
+    let second = jobs.enqueue(&p, "q", &Keyed(2)).await.unwrap();
+    // A worker (dead at once: it never renews) holds the key; the second job waits for it.
+    testing::claim(&jobs, &p, "q", 2, Duration::from_secs(30), "777-cafe")
+        .await
+        .unwrap();
+    let (code, out) = cli(&["workers", &p]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("777-cafe  1 job(s)"), "{out}");
+    assert!(out.contains(first.id()), "{out}");
+    let (code, v) = cli_json(&["keys", &p]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v[0]["key"], "customer-7", "{v}");
+    assert_eq!(v[0]["holder"], first.id(), "{v}");
+    assert_eq!(v[0]["waiters"][0], second.id(), "{v}");
+    let (code, out) = cli(&["keys", &p, "customer-7"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("held by {}  1 waiting", first.id())),
+        "{out}"
+    );
+}
+
 #[test]
 fn bad_usage_exits_2_with_the_help() {
     let (code, out) = cli(&["frobnicate"]);
@@ -301,6 +408,11 @@ fn every_command_has_its_own_help() {
         "cancel",
         "retry",
         "retry-dead",
+        "jobs",
+        "workers",
+        "keys",
+        "delete",
+        "run-now",
         "purge",
         "purge-dead",
         "pause",
