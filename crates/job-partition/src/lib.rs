@@ -13,15 +13,15 @@ mod worker;
 
 #[doc(inline)]
 pub use client::{
-    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, Lease, MAX_ARGS_BYTES, QueueCounts,
-    Retention,
+    CancelOutcome, Config, Enqueued, JobInfo, JobOutcome, JobState, Jobs, Lease, MAX_ARGS_BYTES,
+    QueueCounts, Retention,
 };
 #[doc(inline)]
 pub use error::{Error, Result};
 #[doc(inline)]
 pub use hooks::{Hooks, JobEvent, NoHooks};
 #[doc(inline)]
-pub use job::{Job, JobContext, JobError, Registry};
+pub use job::{Job, JobContext, JobError, MAX_PROGRESS_BYTES, MAX_RESULT_BYTES, Registry};
 #[doc(inline)]
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 

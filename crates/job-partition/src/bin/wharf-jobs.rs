@@ -175,6 +175,12 @@ async fn run(jobs: &Jobs, words: &[&str], create: bool) -> Result<(), Fail> {
                     println!("stopping:        {s}");
                 }
                 println!("error:           {}", j.error.unwrap_or_default());
+                if let Some(p) = j.progress {
+                    println!("progress:        {p}");
+                }
+                if let Some(r) = j.result {
+                    println!("result:          {r}");
+                }
             }
             None => {
                 return Err(Fail::Error(format!(

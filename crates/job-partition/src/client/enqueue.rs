@@ -39,7 +39,7 @@ struct Pending {
     delay_ms: u64,
 }
 
-fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
+fn pending<J: Job<S>, S>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
     let args = serde_json::to_string(job).map_err(|source| Error::Encode {
         name: J::NAME.to_owned(),
         source,
@@ -81,12 +81,17 @@ const BULK_CHUNK: usize = 500;
 
 impl Jobs {
     /// Enqueues `job` to run now.
-    pub async fn enqueue<J: Job>(&self, partition: &str, queue: &str, job: &J) -> Result<Enqueued> {
+    pub async fn enqueue<J: Job<S>, S>(
+        &self,
+        partition: &str,
+        queue: &str,
+        job: &J,
+    ) -> Result<Enqueued> {
         self.store_one(partition, queue, pending(job, 0, 0)?).await
     }
 
     /// Enqueues `job` to run after `delay` (measured on the Redis server's clock).
-    pub async fn enqueue_in<J: Job>(
+    pub async fn enqueue_in<J: Job<S>, S>(
         &self,
         partition: &str,
         queue: &str,
@@ -99,7 +104,7 @@ impl Jobs {
     }
 
     /// Enqueues `job` to run at `at` (a time in the past runs now).
-    pub async fn enqueue_at<J: Job>(
+    pub async fn enqueue_at<J: Job<S>, S>(
         &self,
         partition: &str,
         queue: &str,
@@ -117,7 +122,7 @@ impl Jobs {
 
     /// Enqueues many jobs at once (atomically per chunk of 500), in order. Answers one
     /// [`Enqueued`] per job, in the same order.
-    pub async fn enqueue_bulk<J: Job>(
+    pub async fn enqueue_bulk<J: Job<S>, S>(
         &self,
         partition: &str,
         queue: &str,

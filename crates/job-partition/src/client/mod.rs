@@ -5,6 +5,7 @@
 //! - `enqueue`: enqueueing jobs.
 //! - `inspect`: reading jobs, queues and counts.
 //! - `admin`: cancel, pause, limits, retention, purge, dead jobs.
+//! - `outcome`: waiting for a job's outcome (`Jobs::wait_for`).
 //! - `lease`: the worker's side (claim, heartbeat, complete, fail, reap) and `Jobs::leases`.
 
 mod admin;
@@ -13,6 +14,7 @@ mod connection;
 mod enqueue;
 mod inspect;
 mod lease;
+mod outcome;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -31,6 +33,7 @@ pub use enqueue::{Enqueued, MAX_ARGS_BYTES};
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
 pub(crate) use lease::{Beat, Claimed};
+pub use outcome::JobOutcome;
 
 /// The handle to jobs in Redis: enqueue, inspect, cancel, pause, purge.
 ///

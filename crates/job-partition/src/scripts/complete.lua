@@ -6,5 +6,8 @@ redis.call('ZREM', qk(f[3], 'active'), id)
 release_xkey(id, f[5])
 release_qkey(id, f[4])
 redis.call('HDEL', jk(id), 'worker', 'cancel')
+if outcome == 'completed' and ARGV[5] and ARGV[5] ~= '' then
+  redis.call('HSET', jk(id), 'result', ARGV[5])
+end
 finish(id, f[3], outcome, t)
 return 1

@@ -30,7 +30,8 @@ const CLAIM: &str = include_str!("claim.lua");
 /// ARGV: P, lease_ms, then pairs id, token. Returns per pair 0 (ok), 1 (cancel asked), 2 (lost).
 const HEARTBEAT: &str = include_str!("heartbeat.lua");
 
-/// ARGV: P, id, token, outcome (completed | cancelled). Returns 1, or 0 when the lease was lost.
+/// ARGV: P, id, token, outcome (completed | cancelled), result (JSON, stored as the job's
+/// `result` when completed and not empty). Returns 1, or 0 when the lease was lost.
 const COMPLETE: &str = include_str!("complete.lua");
 
 /// ARGV: P, id, token, reason, retry_delay_ms (negative: dead), keep_xkey (1: a retrying job
@@ -70,6 +71,16 @@ const PURGE: &str = include_str!("purge.lua");
 /// Returns `ok`, `dup:<holder>` (its queue key is taken) or `not_dead`.
 const RETRY_DEAD: &str = include_str!("retry_dead.lua");
 
+/// ARGV: P, id, token, progress (JSON). Stores the job's `progress` while it runs under that
+/// token. Returns 1, or 0 when the lease was lost.
+const PROGRESS: &str = include_str!("progress.lua");
+
+/// ARGV: P, id, register (1 | 0). Returns `{unknown}`, `{pending}` (with register: the job's
+/// `waiters` count is raised, so the script that finishes it pushes its outcome to
+/// `outcome:<id>`), or `{state, result, error}` of a finished job. Checking and registering
+/// in one step is what keeps an outcome from slipping between them.
+const WATCH: &str = include_str!("watch.lua");
+
 /// The compiled scripts (their SHA1 computed once per process).
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -85,6 +96,8 @@ pub(crate) struct Scripts {
     pub(crate) retry_dead: Script,
     pub(crate) leases: Script,
     pub(crate) mark_stopping: Script,
+    pub(crate) progress: Script,
+    pub(crate) watch: Script,
 }
 
 fn build(body: &str) -> Script {
@@ -107,5 +120,7 @@ pub(crate) fn scripts() -> &'static Scripts {
         retry_dead: build(RETRY_DEAD),
         leases: build(LEASES),
         mark_stopping: build(MARK_STOPPING),
+        progress: build(PROGRESS),
+        watch: build(WATCH),
     })
 }

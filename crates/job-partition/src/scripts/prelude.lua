@@ -44,9 +44,24 @@ local function release_qkey(id, qkey)
   if redis.call('GET', k) == id then redis.call('DEL', k) end
 end
 
+-- Tell the callers waiting for a job's outcome (Jobs::wait_for registered them in the
+-- job's `waiters`): one copy of the outcome each, in a list that expires by itself.
+local function notify(id, state)
+  local j = jk(id)
+  local f = redis.call('HMGET', j, 'waiters', 'result', 'error')
+  local n = tonumber(f[1] or '0') or 0
+  if n <= 0 then return end
+  redis.call('HDEL', j, 'waiters')
+  local k = P .. 'outcome:' .. id
+  local msg = cjson.encode({ state, f[2] or '', f[3] or '' })
+  for _ = 1, math.min(n, 100) do redis.call('RPUSH', k, msg) end
+  redis.call('PEXPIRE', k, 300000)
+end
+
 -- Record a finished job (completed or cancelled) within the retention bounds.
 local function finish(id, q, state, t)
   local j = jk(id)
+  notify(id, state)
   redis.call('HINCRBY', qk(q, 'meta'), state, 1)
   local keep_n, keep_ms = cfg()
   if keep_n <= 0 then redis.call('DEL', j) return end
@@ -68,6 +83,7 @@ end
 local function to_dead(id, q, reason, t)
   local j = jk(id)
   redis.call('HSET', j, 'state', 'dead', 'error', reason, 'fin_at', t)
+  notify(id, 'dead')
   redis.call('HINCRBY', qk(q, 'meta'), 'dead', 1)
   local dk = qk(q, 'dead')
   redis.call('ZADD', dk, t, id)
