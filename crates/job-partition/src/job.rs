@@ -85,6 +85,17 @@ pub trait Job<S = ()>: Serialize + DeserializeOwned + Send + Sync + 'static {
         None
     }
 
+    /// How long the [`queue_key`](Job::queue_key) stays taken after the job **completes**
+    /// (default `None`: it is free at once). Within that period an enqueue with the same key
+    /// answers [`Enqueued::Duplicate`](crate::Enqueued) with the completed job's id; after
+    /// it, the key is free again (Redis expires it, no worker needed). A job that is
+    /// cancelled or dies frees its key at once, so a failed operation can be tried again.
+    /// Measured on the Redis server's clock. `Some(Duration::ZERO)`, or a period on a job
+    /// without a queue key, is refused at enqueue ([`Error::Config`](crate::Error::Config)).
+    fn unique_for(&self) -> Option<Duration> {
+        None
+    }
+
     /// Jobs with the same key never run at the same time in the partition, on any machine;
     /// they start in the order they were enqueued.
     fn execution_key(&self) -> Option<String> {

@@ -13,8 +13,8 @@ mod worker;
 
 #[doc(inline)]
 pub use client::{
-    CancelOutcome, Config, Enqueued, JobInfo, JobOutcome, JobState, Jobs, Lease, MAX_ARGS_BYTES,
-    QueueCounts, Retention,
+    CancelOutcome, Config, Debounced, Enqueued, JobInfo, JobOutcome, JobState, Jobs, Lease,
+    MAX_ARGS_BYTES, QueueCounts, Retention,
 };
 #[doc(inline)]
 pub use error::{Error, Result};

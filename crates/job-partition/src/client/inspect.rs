@@ -100,6 +100,9 @@ pub struct JobInfo {
     /// A completed job's result, set with
     /// [`JobContext::set_result`](crate::JobContext::set_result) (JSON), if any.
     pub result: Option<String>,
+    /// For a job [`Jobs::enqueue_debounced`] replaced before it started: the id of the job
+    /// that replaced it.
+    pub replaced_by: Option<String>,
 }
 
 impl JobInfo {
@@ -134,6 +137,7 @@ impl JobInfo {
             stopping,
             progress: opt("progress"),
             result: opt("result"),
+            replaced_by: opt("replaced_by"),
         })
     }
 }

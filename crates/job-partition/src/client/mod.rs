@@ -29,7 +29,7 @@ use crate::keys;
 pub use admin::{CancelOutcome, Retention};
 pub use config::Config;
 use connection::Conn;
-pub use enqueue::{Enqueued, MAX_ARGS_BYTES};
+pub use enqueue::{Debounced, Enqueued, MAX_ARGS_BYTES};
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
 pub(crate) use lease::{Beat, Claimed};

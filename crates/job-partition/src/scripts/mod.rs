@@ -15,7 +15,8 @@ const PRELUDE: &str = include_str!("prelude.lua");
 
 /// ARGV: P, count, then per job: id, queue, name, args, qkey, xkey, at_ms, delay_ms, trace
 /// (the enqueuing span's W3C context, `<traceparent>[ <tracestate>]`, or empty: stored as the
-/// job's `trace` field only when present and at most 600 bytes).
+/// job's `trace` field only when present and at most 600 bytes), qttl (the job's
+/// `unique_for` in ms, or 0: how long its queue key stays taken after it completes).
 /// Returns per job its id, or `dup:<id of the holder>`.
 const ENQUEUE: &str = include_str!("enqueue.lua");
 
@@ -81,6 +82,12 @@ const PROGRESS: &str = include_str!("progress.lua");
 /// in one step is what keeps an outcome from slipping between them.
 const WATCH: &str = include_str!("watch.lua");
 
+/// ARGV: P, id, queue, name, args, qkey (required), xkey, delay_ms, trace, qttl. Replaces the
+/// job holding the queue key when it has not started (scheduled, queued or parked, no
+/// attempt counted): that job ends `cancelled` with `replaced_by` = the new id, and the new
+/// job is stored to run after the delay. Returns `{ok, replaced id or ''}` or `{dup, holder}`.
+const DEBOUNCE: &str = include_str!("debounce.lua");
+
 /// The compiled scripts (their SHA1 computed once per process).
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -98,6 +105,7 @@ pub(crate) struct Scripts {
     pub(crate) mark_stopping: Script,
     pub(crate) progress: Script,
     pub(crate) watch: Script,
+    pub(crate) debounce: Script,
 }
 
 fn build(body: &str) -> Script {
@@ -122,5 +130,6 @@ pub(crate) fn scripts() -> &'static Scripts {
         mark_stopping: build(MARK_STOPPING),
         progress: build(PROGRESS),
         watch: build(WATCH),
+        debounce: build(DEBOUNCE),
     })
 }

@@ -44,6 +44,44 @@ local function release_qkey(id, qkey)
   if redis.call('GET', k) == id then redis.call('DEL', k) end
 end
 
+-- Release a completed job's queue key, or keep it taken for its `unique_for` (ms): the key
+-- then reads `~<id>` and expires by itself.
+local function keep_qkey(id, qkey, ms)
+  if not qkey or qkey == '' then return end
+  local k = P .. 'qkey:' .. qkey
+  if redis.call('GET', k) ~= id then return end
+  local n = tonumber(ms or '') or 0
+  if n > 0 then redis.call('SET', k, '~' .. id, 'PX', n) else redis.call('DEL', k) end
+end
+
+-- The job a queue key is taken by: a pending one (queued, running, retrying...), or a
+-- completed one within its `unique_for`; nil when the key is free.
+local function qkey_holder(qkey)
+  local h = redis.call('GET', P .. 'qkey:' .. qkey)
+  if not h then return nil end
+  if string.sub(h, 1, 1) == '~' then return string.sub(h, 2) end
+  local st = redis.call('HGET', jk(h), 'state')
+  if st and not FINISHED[st] then return h end
+  return nil
+end
+
+-- Store a new job (its queue key already taken for it) and queue or schedule it.
+local function insert(id, q, name, args, qkey, xkey, run_at, trace, qttl, t)
+  local seq = redis.call('INCR', P .. 'seq')
+  local j = jk(id)
+  redis.call('HSET', j, 'name', name, 'args', args, 'queue', q, 'qkey', qkey, 'xkey', xkey,
+    'enq_at', t, 'seq', seq, 'attempts', 0, 'token', 0)
+  if trace ~= '' and #trace <= 600 then redis.call('HSET', j, 'trace', trace) end
+  if qttl ~= '' and qttl ~= '0' then redis.call('HSET', j, 'qttl', qttl) end
+  if run_at > t then
+    redis.call('HSET', j, 'state', 'scheduled', 'run_at', run_at)
+    redis.call('ZADD', qk(q, 'delayed'), run_at, id)
+  else
+    redis.call('HSET', j, 'state', 'queued')
+    redis.call('ZADD', qk(q, 'wait'), seq, id)
+  end
+end
+
 -- Tell the callers waiting for a job's outcome (Jobs::wait_for registered them in the
 -- job's `waiters`): one copy of the outcome each, in a list that expires by itself.
 local function notify(id, state)
