@@ -85,6 +85,21 @@ pub trait Job<S = ()>: Serialize + DeserializeOwned + Send + Sync + 'static {
         None
     }
 
+    /// The job's priority in its queue, from 0 (first, the default) to [`MAX_PRIORITY`]
+    /// (last): a worker claims the queue's ready jobs of priority 0 before those of 1, and
+    /// so on; within one priority, in enqueue order. Computed once, at enqueue; a value
+    /// above [`MAX_PRIORITY`] is refused there ([`Error::Config`](crate::Error::Config)).
+    ///
+    /// Priorities are strict: while jobs of a smaller number are ready, no job of a larger
+    /// one starts in that queue, so a steady stream of urgent jobs **starves** the others
+    /// (nothing ages them). Where background work must progress, give it a queue of its own
+    /// (its own worker slots) instead. Jobs of one [`execution_key`](Job::execution_key)
+    /// also start by priority, then in enqueue order. A delayed or retrying job takes its
+    /// place when it becomes due (behind the jobs of its priority already ready).
+    fn priority(&self) -> u8 {
+        0
+    }
+
     /// How long the [`queue_key`](Job::queue_key) stays taken after the job **completes**
     /// (default `None`: it is free at once). Within that period an enqueue with the same key
     /// answers [`Enqueued::Duplicate`](crate::Enqueued) with the completed job's id; after
@@ -97,7 +112,7 @@ pub trait Job<S = ()>: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 
     /// Jobs with the same key never run at the same time in the partition, on any machine;
-    /// they start in the order they were enqueued.
+    /// they start in the order they were enqueued (by [`priority`](Job::priority) first).
     fn execution_key(&self) -> Option<String> {
         None
     }
@@ -142,6 +157,9 @@ fn default_backoff(attempt: u32) -> Duration {
     Backoff::exponential(Duration::from_secs(1), Duration::from_secs(300))
         .delay(attempt.saturating_sub(1))
 }
+
+/// The largest [`Job::priority`]: priorities run from 0 (first) to 3 (last).
+pub const MAX_PRIORITY: u8 = 3;
 
 /// The largest progress value [`JobContext::set_progress`] stores (JSON bytes).
 pub const MAX_PROGRESS_BYTES: usize = 4 * 1024;

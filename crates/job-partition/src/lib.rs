@@ -21,7 +21,9 @@ pub use error::{Error, Result};
 #[doc(inline)]
 pub use hooks::{Hooks, JobEvent, NoHooks};
 #[doc(inline)]
-pub use job::{Job, JobContext, JobError, MAX_PROGRESS_BYTES, MAX_RESULT_BYTES, Registry};
+pub use job::{
+    Job, JobContext, JobError, MAX_PRIORITY, MAX_PROGRESS_BYTES, MAX_RESULT_BYTES, Registry,
+};
 #[doc(inline)]
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 

@@ -166,6 +166,7 @@ async fn run(jobs: &Jobs, words: &[&str], create: bool) -> Result<(), Fail> {
                 println!("queue:           {}", j.queue);
                 println!("state:           {}", j.state.as_str());
                 println!("attempts:        {}", j.attempts);
+                println!("priority:        {}", j.priority);
                 println!("args:            {}", j.args);
                 println!("queue_key:       {}", j.queue_key.unwrap_or_default());
                 println!("execution_key:   {}", j.execution_key.unwrap_or_default());

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Jobs;
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::job::{Job, MAX_PRIORITY};
 use crate::keys::{check_key, check_name};
 use crate::metrics as metric;
 use crate::scripts::scripts;
@@ -67,6 +67,8 @@ struct Pending {
     delay_ms: u64,
     /// `unique_for` in ms (0: none).
     qttl_ms: u64,
+    /// 0..=MAX_PRIORITY.
+    priority: u8,
 }
 
 fn pending<J: Job<S>, S>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
@@ -105,6 +107,13 @@ fn pending<J: Job<S>, S>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> 
         }
         Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
     };
+    let priority = job.priority();
+    if priority > MAX_PRIORITY {
+        return Err(Error::Config(format!(
+            "priority {priority} of job `{}` is out of range: use 0 (first) to {MAX_PRIORITY} (last)",
+            J::NAME
+        )));
+    }
     Ok(Pending {
         name: J::NAME,
         args,
@@ -113,6 +122,7 @@ fn pending<J: Job<S>, S>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> 
         at_ms,
         delay_ms,
         qttl_ms,
+        priority,
     })
 }
 
@@ -226,6 +236,7 @@ impl Jobs {
             p.delay_ms.to_string(),
             crate::trace::to_store(),
             p.qttl_ms.to_string(),
+            p.priority.to_string(),
         ];
         let answer: Vec<String> = self
             .script("enqueue debounced", &scripts().debounce, partition, args)
@@ -277,7 +288,7 @@ impl Jobs {
         // continues its trace.
         let trace = crate::trace::to_store();
         for chunk in jobs.chunks(BULK_CHUNK) {
-            let mut args = Vec::with_capacity(1 + chunk.len() * 10);
+            let mut args = Vec::with_capacity(1 + chunk.len() * 11);
             args.push(chunk.len().to_string());
             for p in chunk {
                 args.extend([
@@ -291,6 +302,7 @@ impl Jobs {
                     p.delay_ms.to_string(),
                     trace.clone(),
                     p.qttl_ms.to_string(),
+                    p.priority.to_string(),
                 ]);
             }
             let answers: Vec<String> = self

@@ -100,6 +100,8 @@ pub struct JobInfo {
     /// A completed job's result, set with
     /// [`JobContext::set_result`](crate::JobContext::set_result) (JSON), if any.
     pub result: Option<String>,
+    /// Its [`priority`](crate::Job::priority) (0 first).
+    pub priority: u8,
     /// For a job [`Jobs::enqueue_debounced`] replaced before it started: the id of the job
     /// that replaced it.
     pub replaced_by: Option<String>,
@@ -137,6 +139,7 @@ impl JobInfo {
             stopping,
             progress: opt("progress"),
             result: opt("result"),
+            priority: num("prio") as u8,
             replaced_by: opt("replaced_by"),
         })
     }

@@ -16,7 +16,8 @@ const PRELUDE: &str = include_str!("prelude.lua");
 /// ARGV: P, count, then per job: id, queue, name, args, qkey, xkey, at_ms, delay_ms, trace
 /// (the enqueuing span's W3C context, `<traceparent>[ <tracestate>]`, or empty: stored as the
 /// job's `trace` field only when present and at most 600 bytes), qttl (the job's
-/// `unique_for` in ms, or 0: how long its queue key stays taken after it completes).
+/// `unique_for` in ms, or 0: how long its queue key stays taken after it completes), prio
+/// (0..=3; the job's `seq`, its score in `wait`, is `prio * 2^50 + sequence`).
 /// Returns per job its id, or `dup:<id of the holder>`.
 const ENQUEUE: &str = include_str!("enqueue.lua");
 
@@ -82,7 +83,7 @@ const PROGRESS: &str = include_str!("progress.lua");
 /// in one step is what keeps an outcome from slipping between them.
 const WATCH: &str = include_str!("watch.lua");
 
-/// ARGV: P, id, queue, name, args, qkey (required), xkey, delay_ms, trace, qttl. Replaces the
+/// ARGV: P, id, queue, name, args, qkey (required), xkey, delay_ms, trace, qttl, prio. Replaces the
 /// job holding the queue key when it has not started (scheduled, queued or parked, no
 /// attempt counted): that job ends `cancelled` with `replaced_by` = the new id, and the new
 /// job is stored to run after the delay. Returns `{ok, replaced id or ''}` or `{dup, holder}`.

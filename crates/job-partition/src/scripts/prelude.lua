@@ -7,6 +7,14 @@ local function jk(id) return P .. 'job:' .. id end
 local function qk(q, part) return P .. 'q:' .. q .. ':' .. part end
 local FINISHED = { completed = true, cancelled = true, dead = true }
 
+-- A job's place in its queue: priority (0 first .. 3) above the enqueue sequence, so
+-- `wait` (and an execution key's waiters) pop by priority, then in enqueue order. 2^50
+-- sequence numbers per priority; 4 * 2^50 stays an exact integer in a double.
+local function place(prio)
+  local seq = redis.call('INCR', P .. 'seq')
+  return string.format('%.0f', (tonumber(prio or '') or 0) * 1125899906842624 + seq)
+end
+
 local function cfg()
   local c = redis.call('HMGET', P .. 'config', 'keep_done', 'keep_done_ms', 'keep_dead')
   return tonumber(c[1] or '1000') or 1000, tonumber(c[2] or '86400000') or 86400000,
@@ -66,13 +74,14 @@ local function qkey_holder(qkey)
 end
 
 -- Store a new job (its queue key already taken for it) and queue or schedule it.
-local function insert(id, q, name, args, qkey, xkey, run_at, trace, qttl, t)
-  local seq = redis.call('INCR', P .. 'seq')
+local function insert(id, q, name, args, qkey, xkey, run_at, trace, qttl, prio, t)
+  local seq = place(prio)
   local j = jk(id)
   redis.call('HSET', j, 'name', name, 'args', args, 'queue', q, 'qkey', qkey, 'xkey', xkey,
     'enq_at', t, 'seq', seq, 'attempts', 0, 'token', 0)
   if trace ~= '' and #trace <= 600 then redis.call('HSET', j, 'trace', trace) end
   if qttl ~= '' and qttl ~= '0' then redis.call('HSET', j, 'qttl', qttl) end
+  if prio ~= '' and prio ~= '0' then redis.call('HSET', j, 'prio', prio) end
   if run_at > t then
     redis.call('HSET', j, 'state', 'scheduled', 'run_at', run_at)
     redis.call('ZADD', qk(q, 'delayed'), run_at, id)
