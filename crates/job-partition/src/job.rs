@@ -29,8 +29,9 @@ pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// settings): given once to the worker with [`Registry::with_state`] and reached in
 /// `perform` through [`JobContext::state`], so no global static is needed. It defaults to
 /// `()`: a job that needs none implements plain `Job`. The compiler checks that a
-/// registry's state is the one its jobs need. A job may implement `Job<S>` for several
-/// state types (or be generic over it); enqueueing needs only the arguments, never the state.
+/// registry's state is the one its jobs need. Enqueueing needs only the arguments, never
+/// the state; a job type that implements `Job<S>` for several states (or for any `S`)
+/// names the one meant when it is enqueued: `jobs.enqueue::<_, App>(p, q, &job)`.
 ///
 /// The contract:
 ///

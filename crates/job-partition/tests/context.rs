@@ -311,3 +311,35 @@ async fn wait_for_an_unknown_job_or_a_bad_partition_is_a_typed_error_that_writes
     let keys: Vec<String> = cmd(&jobs, redis::cmd("KEYS").arg(format!("*{p}*"))).await;
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+#[tokio::test]
+async fn the_cli_shows_a_jobs_progress_result_and_priority() {
+    let jobs = jobs().await;
+    let p = partition("ctxcli");
+    let app = std::sync::Arc::new(App::default());
+    let w = worker(&jobs, &p, app);
+    let id = jobs
+        .enqueue(
+            &p,
+            "q",
+            &Add {
+                n: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    jobs.wait_for(&p, id.id(), WAIT).await.unwrap();
+    w.shutdown().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf-jobs"))
+        .args(["--url", &redis_url(), "show", &p, id.id()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#"progress:        {"of":2,"step":1}"#),
+        "{text}"
+    );
+    assert!(text.contains("result:          10"), "{text}");
+    assert!(text.contains("priority:        0"), "{text}");
+}
