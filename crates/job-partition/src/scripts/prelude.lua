@@ -93,7 +93,10 @@ end
 
 -- Tell the callers waiting for a job's outcome (Jobs::wait_for registered them in the
 -- job's `waiters`): one copy of the outcome each, in a list that expires by itself.
-local function notify(id, state)
+-- `waiters` is the field as the caller already read it (false: none), or nil (read here):
+-- completing a job nobody waits for costs no extra command.
+local function notify(id, state, waiters)
+  if waiters == false then return end
   local j = jk(id)
   local f = redis.call('HMGET', j, 'waiters', 'result', 'error')
   local n = tonumber(f[1] or '0') or 0
@@ -106,9 +109,9 @@ local function notify(id, state)
 end
 
 -- Record a finished job (completed or cancelled) within the retention bounds.
-local function finish(id, q, state, t)
+local function finish(id, q, state, t, waiters)
   local j = jk(id)
-  notify(id, state)
+  notify(id, state, waiters)
   redis.call('HINCRBY', qk(q, 'meta'), state, 1)
   local keep_n, keep_ms = cfg()
   if keep_n <= 0 then redis.call('DEL', j) return end
