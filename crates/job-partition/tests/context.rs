@@ -11,8 +11,8 @@ use common::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use wharf_job_partition::{
-    Error, Job, JobContext, JobError, JobOutcome, JobState, Jobs, MAX_RESULT_BYTES, Registry,
-    Worker, WorkerHandle, testing,
+    Error, Job, JobContext, JobError, JobOutcome, JobState, Jobs, MAX_PROGRESS_BYTES,
+    MAX_RESULT_BYTES, Registry, Worker, WorkerHandle, testing,
 };
 
 /// The application's state the tests' jobs get.
@@ -50,6 +50,11 @@ impl Job<App> for Add {
             return Err("asked to fail".into());
         }
         if self.huge_result {
+            let too_much = "p".repeat(MAX_PROGRESS_BYTES);
+            match ctx.set_progress(&too_much).await {
+                Err(Error::TooLarge { .. }) => {}
+                other => return Err(format!("expected TooLarge, got {other:?}").into()),
+            }
             let big = "x".repeat(MAX_RESULT_BYTES + 1);
             match ctx.set_result(&big) {
                 Err(Error::TooLarge { .. }) => ctx.set_result("refused")?,
@@ -270,7 +275,7 @@ async fn wait_for_a_job_nobody_runs_times_out() {
 }
 
 #[tokio::test]
-async fn a_result_over_the_limit_is_refused_and_the_job_can_still_set_a_small_one() {
+async fn progress_or_a_result_over_the_limit_is_refused_and_nothing_of_it_is_stored() {
     let jobs = jobs().await;
     let p = partition("huge");
     let app = std::sync::Arc::new(App::default());
@@ -291,6 +296,8 @@ async fn a_result_over_the_limit_is_refused_and_the_job_can_still_set_a_small_on
         outcome.result::<String>().unwrap().as_deref(),
         Some("refused")
     );
+    let j = jobs.job(&p, id.id()).await.unwrap().unwrap();
+    assert_eq!(j.progress.as_deref(), Some(r#"{"of":2,"step":1}"#));
     w.shutdown().await;
 }
 
