@@ -2,8 +2,8 @@
 //! summary checks, and the clients the ticket job uses.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use wharf::producer_ack::Producer as AuditProducer;
 use wharf::webhooks_emitter::Emitter;
@@ -55,8 +55,6 @@ pub(crate) struct App {
     pub(crate) failed_produce: Mutex<BTreeMap<u64, String>>,
     pub(crate) tickets: Mutex<HashMap<u64, TicketProgress>>,
 }
-
-pub(crate) static APP: OnceLock<Arc<App>> = OnceLock::new();
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

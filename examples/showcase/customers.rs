@@ -10,7 +10,9 @@ use wharf::job_partition::Jobs;
 use wharf::sharded_consumer::{Handler as ShardHandler, Incoming, Outcome, ShardKey};
 use wharf::webhooks_emitter::serde_json;
 
-use crate::app::{APP, bump};
+use std::sync::Arc;
+
+use crate::app::{App, bump};
 use crate::tickets::IssueTickets;
 use crate::{BoxError, PARTITION, QUEUE};
 
@@ -28,6 +30,7 @@ pub(crate) struct Order {
 #[derive(Debug)]
 pub(crate) struct Customers {
     pub(crate) jobs: Jobs,
+    pub(crate) app: Arc<App>,
 }
 
 /// A customer's state, owned by its actor (no lock).
@@ -52,9 +55,7 @@ impl ShardHandler for Customers {
         state: &mut Customer,
         message: &Incoming<'_>,
     ) -> Result<Outcome, BoxError> {
-        let Some(app) = APP.get() else {
-            return Err("the showcase is not initialised".into());
-        };
+        let app = &self.app;
         let order: Order = match serde_json::from_slice(message.payload()) {
             Ok(order) => order,
             Err(e) => return Ok(Outcome::DeadLetter(format!("not an order: {e}"))),

@@ -57,7 +57,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::app::{APP, App, Counters, lock};
+use crate::app::{App, Counters, lock};
 use crate::brokers::{sqs_client, start_brokers};
 use crate::chaos::Chaos;
 use crate::cli::{Args, parse_args};
@@ -138,8 +138,6 @@ async fn run(args: Args) -> Result<u64, BoxError> {
         failed_produce: Mutex::default(),
         tickets: Mutex::default(),
     });
-    APP.set(app.clone())
-        .map_err(|_| "the showcase ran twice in one process")?;
     let tree = Tree::build(&args, &names, &clients, audit_spec, &app)?;
     let kill_worker = tree.kill_worker.clone();
 

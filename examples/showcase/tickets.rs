@@ -11,7 +11,7 @@ use wharf::producer_ack::PulsarMessage as AuditMessage;
 use wharf::webhooks_emitter::Event;
 use wharf::webhooks_emitter::serde_json::json;
 
-use crate::app::{APP, bump, lock};
+use crate::app::{App, bump, lock};
 
 /// Issues the tickets of one order: webhook event (confirmed by SQS), then audit record
 /// (acknowledged by Pulsar), then the ticket counts as issued.
@@ -22,11 +22,11 @@ pub(crate) struct IssueTickets {
     pub(crate) seats: u32,
 }
 
-impl Job for IssueTickets {
+impl Job<App> for IssueTickets {
     const NAME: &'static str = "issue_tickets";
 
-    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
-        let app = APP.get().ok_or("the showcase is not initialised")?;
+    async fn perform(self, ctx: JobContext<App>) -> Result<(), JobError> {
+        let app = ctx.state();
         if ctx.attempt() > 1 {
             bump(&app.counters.job_retries);
         }

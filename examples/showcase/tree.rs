@@ -41,7 +41,8 @@ impl Tree {
         let kafka = &clients.kafka;
         let (run_id, orders_topic, dead_topic) =
             (&names.run_id, &names.orders_topic, &names.dead_topic);
-        let registry = || Registry::new().register::<IssueTickets>();
+        // Each job gets the application (emitter, producer, counters) as its state.
+        let registry = || Registry::with_shared_state(app.clone()).register::<IssueTickets>();
         let worker_a = Worker::builder(jobs.clone(), registry())
             .queue(PARTITION, QUEUE, 32)
             .lease(Duration::from_secs(5))
@@ -86,14 +87,20 @@ impl Tree {
             .into_child_spec();
 
         let dead_letters = kafka.add_producer(ProducerSpec::new("dead-letters"))?;
-        let customers = ShardedConsumer::builder("orders", Customers { jobs: jobs.clone() })
-            .dead_letter(dead_letters.publisher(dead_topic))
-            .retry(RetryPolicy::new(
-                60,
-                Backoff::exponential(Duration::from_millis(100), Duration::from_secs(2)),
-            ))
-            .idle_timeout(None)
-            .build()?;
+        let customers = ShardedConsumer::builder(
+            "orders",
+            Customers {
+                jobs: jobs.clone(),
+                app: app.clone(),
+            },
+        )
+        .dead_letter(dead_letters.publisher(dead_topic))
+        .retry(RetryPolicy::new(
+            60,
+            Backoff::exponential(Duration::from_millis(100), Duration::from_secs(2)),
+        ))
+        .idle_timeout(None)
+        .build()?;
         let orders_spec = {
             let (kafka, topic, group) = (
                 kafka.clone(),

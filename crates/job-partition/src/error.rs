@@ -78,6 +78,36 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A value was larger than this crate stores; nothing was stored.
+    #[error(
+        "the {what} is {bytes} bytes as JSON; the limit is {limit}: store large data elsewhere and keep a reference"
+    )]
+    TooLarge {
+        /// What was refused (`progress`, `result`).
+        what: &'static str,
+        /// Its size as JSON.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A running job's worker no longer holds its lease (another worker may run it now), so
+    /// it may not write to the job: stop the work, its outcome will not be recorded.
+    #[error(
+        "job {id}: this worker no longer holds the job's lease, nothing was written; another worker runs it once the lease expires"
+    )]
+    LeaseLost {
+        /// The job's id.
+        id: String,
+    },
+    /// A stored value could not be decoded into the type asked for.
+    #[error("could not decode the {what} as the type asked for: {source}; check the type")]
+    Decode {
+        /// What was decoded (for example `job's result`).
+        what: &'static str,
+        /// The deserializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A thread the worker needs could not be started.
     #[error("could not start {what}: {source}; the system is out of threads or memory")]
     Thread {

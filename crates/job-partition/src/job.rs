@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -14,13 +14,26 @@ use tokio_util::sync::CancellationToken;
 use wharf_core::Backoff;
 use wharf_core::supervisor::panic_message;
 
+use crate::client::Jobs;
+use crate::error::{Error, Result};
+
 /// A job's failure: a message kept with the job (and in the dead set when it is the last).
 pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A kind of job: its arguments (the struct itself, stored as JSON) and what it does.
 ///
 /// A job type is registered under [`Job::NAME`] in a [`Registry`]; a worker decodes the
-/// stored arguments back into the struct and calls [`Job::perform`]. The contract:
+/// stored arguments back into the struct and calls [`Job::perform`].
+///
+/// `S` is the application's **state** the job needs (a database pool, an HTTP client,
+/// settings): given once to the worker with [`Registry::with_state`] and reached in
+/// `perform` through [`JobContext::state`], so no global static is needed. It defaults to
+/// `()`: a job that needs none implements plain `Job`. The compiler checks that a
+/// registry's state is the one its jobs need. Enqueueing needs only the arguments, never
+/// the state; a job type that implements `Job<S>` for several states (or for any `S`)
+/// names the one meant when it is enqueued: `jobs.enqueue::<_, App>(p, q, &job)`.
+///
+/// The contract:
 ///
 /// - `perform` may run more than once for one enqueue: after a failure (when
 ///   [`retryable`](Job::retryable)) and after a worker crash (its lease expires and another
@@ -55,12 +68,17 @@ pub type JobError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   The same holds for the `Display` of an error `perform` returns (`JobError::fmt`). A
 ///   panic in `perform`, also before it returns its future, is a failed attempt. (All of
 ///   this needs `panic = "unwind"`, Rust's default.)
-pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Job<S = ()>: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The name the job is stored and registered under. Keep it stable across releases.
     const NAME: &'static str;
 
-    /// Does the work.
-    fn perform(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+    /// Does the work. `ctx` gives the application's state ([`JobContext::state`]), reports
+    /// progress ([`JobContext::set_progress`]) and sets the job's result
+    /// ([`JobContext::set_result`]).
+    fn perform(
+        self,
+        ctx: JobContext<S>,
+    ) -> impl Future<Output = std::result::Result<(), JobError>> + Send;
 
     /// Only one job with this key may be queued, running or waiting to retry at a time in
     /// the partition; a second enqueue answers [`Enqueued::Duplicate`](crate::Enqueued).
@@ -68,8 +86,34 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         None
     }
 
+    /// The job's priority in its queue, from 0 (first, the default) to [`MAX_PRIORITY`]
+    /// (last): a worker claims the queue's ready jobs of priority 0 before those of 1, and
+    /// so on; within one priority, in enqueue order. Computed once, at enqueue; a value
+    /// above [`MAX_PRIORITY`] is refused there ([`Error::Config`](crate::Error::Config)).
+    ///
+    /// Priorities are strict: while jobs of a smaller number are ready, no job of a larger
+    /// one starts in that queue, so a steady stream of urgent jobs **starves** the others
+    /// (nothing ages them). Where background work must progress, give it a queue of its own
+    /// (its own worker slots) instead. Jobs of one [`execution_key`](Job::execution_key)
+    /// also start by priority, then in enqueue order. A delayed or retrying job takes its
+    /// place when it becomes due (behind the jobs of its priority already ready).
+    fn priority(&self) -> u8 {
+        0
+    }
+
+    /// How long the [`queue_key`](Job::queue_key) stays taken after the job **completes**
+    /// (default `None`: it is free at once). Within that period an enqueue with the same key
+    /// answers [`Enqueued::Duplicate`](crate::Enqueued) with the completed job's id; after
+    /// it, the key is free again (Redis expires it, no worker needed). A job that is
+    /// cancelled or dies frees its key at once, so a failed operation can be tried again.
+    /// Measured on the Redis server's clock. `Some(Duration::ZERO)`, or a period on a job
+    /// without a queue key, is refused at enqueue ([`Error::Config`](crate::Error::Config)).
+    fn unique_for(&self) -> Option<Duration> {
+        None
+    }
+
     /// Jobs with the same key never run at the same time in the partition, on any machine;
-    /// they start in the order they were enqueued.
+    /// they start in the order they were enqueued (by [`priority`](Job::priority) first).
     fn execution_key(&self) -> Option<String> {
         None
     }
@@ -115,17 +159,80 @@ fn default_backoff(attempt: u32) -> Duration {
         .delay(attempt.saturating_sub(1))
 }
 
-/// What a running job knows about itself.
-#[derive(Debug, Clone)]
-pub struct JobContext {
+/// The largest [`Job::priority`]: priorities run from 0 (first) to 3 (last).
+pub const MAX_PRIORITY: u8 = 3;
+
+/// The largest progress value [`JobContext::set_progress`] stores (JSON bytes).
+pub const MAX_PROGRESS_BYTES: usize = 4 * 1024;
+
+/// The largest result [`JobContext::set_result`] stores (JSON bytes): a result is for a
+/// summary or a reference (a row id, an object's URL), not for bulk data.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// What a running job knows about itself, the application's state `S`, and how it reports
+/// progress and its result.
+///
+/// Cheap to clone (a clone shares the state and the result slot): move a clone into
+/// `spawn_blocking` to check [`is_cancelled`](Self::is_cancelled) there.
+pub struct JobContext<S = ()> {
     pub(crate) id: String,
     pub(crate) partition: Arc<str>,
     pub(crate) queue: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) cancel: CancellationToken,
+    /// The lease's fencing token: progress is written only under it.
+    pub(crate) token: String,
+    pub(crate) jobs: Jobs,
+    /// The encoded result, stored with the job when it completes (under its lease).
+    pub(crate) result: Arc<Mutex<Option<String>>>,
+    pub(crate) state: Arc<S>,
+}
+
+impl<S> Clone for JobContext<S> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            partition: Arc::clone(&self.partition),
+            queue: Arc::clone(&self.queue),
+            attempt: self.attempt,
+            cancel: self.cancel.clone(),
+            token: self.token.clone(),
+            jobs: self.jobs.clone(),
+            result: Arc::clone(&self.result),
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl<S> fmt::Debug for JobContext<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("id", &self.id)
+            .field("partition", &self.partition)
+            .field("queue", &self.queue)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JobContext {
+    /// The same context for a job that needs state `S`.
+    pub(crate) fn with_state<S>(self, state: Arc<S>) -> JobContext<S> {
+        JobContext {
+            id: self.id,
+            partition: self.partition,
+            queue: self.queue,
+            attempt: self.attempt,
+            cancel: self.cancel,
+            token: self.token,
+            jobs: self.jobs,
+            result: self.result,
+            state,
+        }
+    }
+}
+
+impl<S> JobContext<S> {
     /// The job's id.
     pub fn id(&self) -> &str {
         &self.id
@@ -142,6 +249,11 @@ impl JobContext {
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
+    /// The application's state, as given to [`Registry::with_state`]. One value is shared by
+    /// every job the worker runs: put what a job changes behind its own lock.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
     /// Resolves when the job is being stopped (cancelled, timed out, lease lost, shutdown);
     /// the task is aborted at the same moment, so this is useful in code the abort cannot
     /// reach: a `select!` whose other branch is `spawn_blocking`, or a clone of the context
@@ -155,6 +267,65 @@ impl JobContext {
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
+
+    /// Stores the job's progress (any JSON value up to [`MAX_PROGRESS_BYTES`], e.g. a
+    /// percentage or `{"done": 40, "total": 100}`) in its record, where
+    /// [`Jobs::job`](crate::Jobs::job) ([`JobInfo::progress`](crate::JobInfo::progress)) and
+    /// `wharf-jobs show` read it, from any process.
+    ///
+    /// Written under the job's lease: a worker that lost it (another worker runs the job
+    /// now) gets [`Error::LeaseLost`] and writes nothing. Each call is one Redis round trip,
+    /// bounded by the response timeout: report at a human pace (a few times a second at
+    /// most), not per item. The value is kept until the next report, also across attempts
+    /// (a retry starts with the last attempt's progress until it reports its own).
+    pub async fn set_progress<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let json = encode_bounded("progress", value, MAX_PROGRESS_BYTES)?;
+        let stored = self
+            .jobs
+            .set_progress(&self.partition, &self.id, &self.token, json)
+            .await?;
+        if stored {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost {
+                id: self.id.clone(),
+            })
+        }
+    }
+
+    /// Sets the job's result (any JSON value up to [`MAX_RESULT_BYTES`]): stored with the
+    /// job when this attempt completes, in the same atomic step as the completion (so under
+    /// the lease; a result of an attempt that fails, or whose lease was lost, is never
+    /// stored). Read it with [`Jobs::wait_for`](crate::Jobs::wait_for) or
+    /// [`JobInfo::result`](crate::JobInfo::result). A later call replaces an earlier one.
+    /// Kept as long as the finished job is (its queue's retention).
+    pub fn set_result<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let json = encode_bounded("result", value, MAX_RESULT_BYTES)?;
+        if let Ok(mut slot) = self.result.lock() {
+            *slot = Some(json);
+        }
+        Ok(())
+    }
+}
+
+/// `value` as JSON, refused (with nothing stored) when larger than `max` bytes.
+fn encode_bounded<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+    max: usize,
+) -> Result<String> {
+    let json = serde_json::to_string(value).map_err(|source| Error::Encode {
+        name: format!("the job's {what}"),
+        source,
+    })?;
+    if json.len() > max {
+        return Err(Error::TooLarge {
+            what,
+            bytes: json.len(),
+            limit: max,
+        });
+    }
+    Ok(json)
 }
 
 /// The policy of one decoded job, read before it runs.
@@ -169,7 +340,7 @@ pub(crate) struct Policy {
 /// Starts a decoded job's `perform`: call it inside the job's own task, where a panic (also
 /// one before `perform` returns its future) is a failed attempt.
 pub(crate) type RunFn =
-    Box<dyn FnOnce(JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send>;
+    Box<dyn FnOnce(JobContext) -> BoxFuture<'static, std::result::Result<(), JobError>> + Send>;
 
 /// A job decoded from its stored arguments, ready to run.
 pub(crate) struct Decoded {
@@ -210,16 +381,60 @@ fn guarded<T>(method: &'static str, f: impl FnOnce() -> T) -> Result<T, Undecoda
 
 type DecodeFn = dyn Fn(&str, u32) -> Result<Decoded, Undecodable> + Send + Sync;
 
-/// The job types a worker can run, by name.
+/// The job types a worker can run, by name, and the application's state `S` they get.
 ///
 /// A job whose name is not registered, or whose arguments do not decode, goes to the dead
 /// set with the reason; it never crashes the worker.
-#[derive(Clone, Default)]
-pub struct Registry {
+///
+/// [`Registry::new`] is for jobs that need no state; [`Registry::with_state`] gives every
+/// job the worker runs the same value (a pool, a client, settings), reached in
+/// [`Job::perform`] through [`JobContext::state`]:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use wharf_job_partition::{Job, JobContext, JobError, Registry};
+///
+/// struct App {
+///     greeting: String,
+/// }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greet {
+///     name: String,
+/// }
+///
+/// impl Job<App> for Greet {
+///     const NAME: &'static str = "greet";
+///     async fn perform(self, ctx: JobContext<App>) -> Result<(), JobError> {
+///         println!("{}, {}", ctx.state().greeting, self.name);
+///         Ok(())
+///     }
+/// }
+///
+/// let registry = Registry::with_state(App { greeting: "hello".into() }).register::<Greet>();
+/// assert_eq!(registry.names(), ["greet"]);
+/// ```
+pub struct Registry<S = ()> {
     types: HashMap<&'static str, Arc<DecodeFn>>,
+    state: Arc<S>,
 }
 
-impl fmt::Debug for Registry {
+impl<S> Clone for Registry<S> {
+    fn clone(&self) -> Self {
+        Self {
+            types: self.types.clone(),
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> fmt::Debug for Registry<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<_> = self.types.keys().collect();
         names.sort();
@@ -228,17 +443,58 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry, for jobs that need no state.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            types: HashMap::new(),
+            state: Arc::new(()),
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> Registry<S> {
+    /// An empty registry whose jobs get `state` (shared by all: one value, not a copy per
+    /// job).
+    pub fn with_state(state: S) -> Self {
+        Self::with_shared_state(Arc::new(state))
+    }
+
+    /// Like [`with_state`](Self::with_state), for a state the application also keeps.
+    pub fn with_shared_state(state: Arc<S>) -> Self {
+        Self {
+            types: HashMap::new(),
+            state,
+        }
     }
 
     /// Registers job type `J` under [`Job::NAME`] (a later registration of a name wins).
-    pub fn register<J: Job>(mut self) -> Self {
-        self.types.insert(J::NAME, Arc::new(decode::<J>));
+    pub fn register<J: Job<S>>(mut self) -> Self {
+        let state = Arc::clone(&self.state);
+        self.types.insert(
+            J::NAME,
+            Arc::new(move |args: &str, attempt: u32| {
+                decode::<J, S>(args, attempt, Arc::clone(&state))
+            }),
+        );
         self
     }
 
+    /// The state the registry's jobs get.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// The same registry, its state held by the registered jobs only (a worker needs no
+    /// more).
+    pub(crate) fn erase(self) -> Registry {
+        Registry {
+            types: self.types,
+            state: Arc::new(()),
+        }
+    }
+}
+
+impl<S> Registry<S> {
     /// The registered names.
     pub fn names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self.types.keys().copied().collect();
@@ -274,7 +530,11 @@ impl Registry {
 }
 
 /// Decodes a job of type `J` and reads its policy; a panic in the type's code is caught.
-fn decode<J: Job>(args: &str, attempt: u32) -> Result<Decoded, Undecodable> {
+fn decode<J: Job<S>, S: Send + Sync + 'static>(
+    args: &str,
+    attempt: u32,
+    state: Arc<S>,
+) -> Result<Decoded, Undecodable> {
     let job: J =
         guarded("Job::deserialize", || serde_json::from_str(args))?.map_err(|e| Undecodable {
             reason: e.to_string(),
@@ -297,6 +557,6 @@ fn decode<J: Job>(args: &str, attempt: u32) -> Result<Decoded, Undecodable> {
         policy,
         retry_delay,
         backoff_panic,
-        run: Box::new(move |ctx| Box::pin(job.perform(ctx))),
+        run: Box::new(move |ctx: JobContext| Box::pin(job.perform(ctx.with_state(state)))),
     })
 }

@@ -13,8 +13,8 @@ mod worker;
 
 #[doc(inline)]
 pub use client::{
-    CancelOutcome, Config, Enqueued, JobInfo, JobState, Jobs, Lease, MAX_ARGS_BYTES, QueueCounts,
-    Retention,
+    CancelOutcome, Config, Debounced, Enqueued, JobInfo, JobOutcome, JobState, Jobs, Lease,
+    MAX_ARGS_BYTES, QueueCounts, Retention,
 };
 #[doc(inline)]
 pub use client::{
@@ -26,7 +26,9 @@ pub use error::{Error, Result};
 #[doc(inline)]
 pub use hooks::{Hooks, JobEvent, NoHooks};
 #[doc(inline)]
-pub use job::{Job, JobContext, JobError, Registry};
+pub use job::{
+    Job, JobContext, JobError, MAX_PRIORITY, MAX_PROGRESS_BYTES, MAX_RESULT_BYTES, Registry,
+};
 #[doc(inline)]
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 

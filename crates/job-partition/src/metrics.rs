@@ -10,7 +10,8 @@
 //! a test checks against these docs.
 
 /// Counter, in jobs: job events, by label `state`. Recorded by [`Jobs`](crate::Jobs) for
-/// `enqueued` and `duplicate` (a queue key was taken); by a worker for `completed`,
+/// `enqueued`, `duplicate` (a queue key was taken) and `debounced` (a debounced enqueue
+/// replaced a job that had not started); by a worker for `completed`,
 /// `retried`, `dead`, `cancelled`, `timed_out` (its `max_execution_time` passed),
 /// `lost_lease` (the worker could not prove it still held the lease, or Redis said it
 /// lost it) and `stop_overdue` (the job was told to stop and its task did not end: its

@@ -31,7 +31,7 @@ pub async fn claim(
 
 /// Completes a job under a lease token; false when fenced off.
 pub async fn complete(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<bool> {
-    jobs.complete(partition, id, token, "completed").await
+    jobs.complete(partition, id, token, "completed", None).await
 }
 
 /// Fails a job under a lease token (to the dead set); 0 when fenced off.
@@ -57,4 +57,28 @@ pub async fn heartbeat(
 /// Requeues jobs whose lease expired; answers how many.
 pub async fn reap(jobs: &Jobs, partition: &str, queue: &str) -> Result<u64> {
     jobs.reap(partition, queue).await
+}
+
+/// Completes a job under a lease token with a result (JSON); false when fenced off.
+pub async fn complete_with_result(
+    jobs: &Jobs,
+    partition: &str,
+    id: &str,
+    token: &str,
+    result: &str,
+) -> Result<bool> {
+    jobs.complete(partition, id, token, "completed", Some(result))
+        .await
+}
+
+/// Stores a running job's progress (JSON) under a lease token; false when fenced off.
+pub async fn set_progress(
+    jobs: &Jobs,
+    partition: &str,
+    id: &str,
+    token: &str,
+    progress: &str,
+) -> Result<bool> {
+    jobs.set_progress(partition, id, token, progress.to_owned())
+        .await
 }

@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Record, eventually, partition, register_client};
-use wharf_job_partition::{CancelOutcome, Config, Enqueued, Jobs, Registry, Worker};
+use wharf_job_partition::{
+    CancelOutcome, Config, Debounced, Enqueued, JobOutcome, Jobs, Registry, Worker,
+};
 use wharf_testkit::RedisCluster;
 
 #[tokio::test]
@@ -62,4 +64,53 @@ async fn partitions_on_a_redis_cluster_keep_queue_keys_execution_keys_and_cancel
     w.shutdown().await;
     let listed = jobs.partitions().await.unwrap();
     assert!(parts.iter().all(|p| listed.contains(p)));
+}
+
+#[tokio::test]
+async fn waiting_for_a_job_and_debouncing_work_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3).expect("a Redis Cluster (run scripts/install)");
+    let jobs = Jobs::connect(Config::cluster(cluster.urls()))
+        .await
+        .unwrap();
+    let p = partition("clusterwait");
+    register_client(&p, &jobs);
+    let keyed = Record {
+        qkey: Some("debounced".into()),
+        ..Default::default()
+    };
+    let first = jobs
+        .enqueue_debounced(&p, "q", &keyed, Duration::ZERO)
+        .await
+        .unwrap();
+    let second = jobs
+        .enqueue_debounced(&p, "q", &keyed, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        Debounced::Replaced {
+            id: second.id().to_owned(),
+            replaced: first.id().to_owned()
+        }
+    );
+    // The waiters block (on connections of their own) before any worker runs.
+    let (j, p2, id) = (jobs.clone(), p.clone(), second.id().to_owned());
+    let waiter = tokio::spawn(async move { j.wait_for(&p2, &id, Duration::from_secs(30)).await });
+    assert_eq!(
+        jobs.wait_for(&p, first.id(), Duration::from_secs(5))
+            .await
+            .unwrap(),
+        JobOutcome::Cancelled
+    );
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Record>())
+        .queue(&p, "q", 2)
+        .build()
+        .unwrap()
+        .start();
+    let outcome = waiter.await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, JobOutcome::Completed { .. }),
+        "{outcome:?}"
+    );
+    w.shutdown().await;
 }

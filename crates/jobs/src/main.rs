@@ -876,7 +876,10 @@ fn job_json(j: &JobInfo) -> Value {
         "state": j.state.as_str(),
         "args": serde_json::from_str::<Value>(&j.args).unwrap_or_else(|_| Value::String(j.args.clone())),
         "attempts": j.attempts,
+        "priority": j.priority,
         "error": j.error,
+        "progress": j.progress.as_deref().map(|p| serde_json::from_str::<Value>(p).unwrap_or_else(|_| Value::String(p.to_owned()))),
+        "result": j.result.as_deref().map(|r| serde_json::from_str::<Value>(r).unwrap_or_else(|_| Value::String(r.to_owned()))),
         "queue_key": j.queue_key,
         "execution_key": j.execution_key,
         "lease_expiries": j.lease_expiries,
@@ -892,6 +895,7 @@ fn show_text(j: &JobInfo) -> String {
         format!("queue:           {}", j.queue),
         format!("state:           {}", j.state.as_str()),
         format!("attempts:        {}", j.attempts),
+        format!("priority:        {}", j.priority),
         format!("args:            {}", j.args),
         format!(
             "queue_key:       {}",
@@ -911,6 +915,12 @@ fn show_text(j: &JobInfo) -> String {
         "error:           {}",
         j.error.as_deref().unwrap_or_default()
     ));
+    if let Some(p) = &j.progress {
+        lines.push(format!("progress:        {p}"));
+    }
+    if let Some(r) = &j.result {
+        lines.push(format!("result:          {r}"));
+    }
     lines.join("\n")
 }
 

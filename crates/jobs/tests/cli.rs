@@ -383,6 +383,48 @@ async fn workers_and_keys_show_who_runs_what_and_who_waits() {
     );
 }
 
+#[tokio::test]
+async fn show_prints_a_jobs_progress_result_and_priority() {
+    #[derive(Serialize, Deserialize, Debug)]
+    struct Report;
+    impl Job for Report {
+        const NAME: &'static str = "report";
+        async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+            ctx.set_progress(&serde_json::json!({ "step": 1, "of": 2 }))
+                .await?;
+            ctx.set_result(&10)?;
+            Ok(())
+        }
+        fn priority(&self) -> u8 {
+            2
+        }
+    }
+    let jobs = jobs().await;
+    let p = partition("cli-show");
+    let w = Worker::builder(jobs.clone(), Registry::new().register::<Report>())
+        .queue(&p, "q", 1)
+        .build()
+        .unwrap()
+        .start();
+    let id = jobs.enqueue(&p, "q", &Report).await.unwrap();
+    jobs.wait_for(&p, id.id(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    w.shutdown().await;
+    let (code, out) = cli(&["show", &p, id.id()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(r#"progress:        {"of":2,"step":1}"#),
+        "{out}"
+    );
+    assert!(out.contains("result:          10"), "{out}");
+    assert!(out.contains("priority:        2"), "{out}");
+    let (_, v) = cli_json(&["show", &p, id.id()]);
+    assert_eq!(v["progress"]["step"], 1, "{v}");
+    assert_eq!(v["result"], 10, "{v}");
+    assert_eq!(v["priority"], 2, "{v}");
+}
+
 #[test]
 fn bad_usage_exits_2_with_the_help() {
     let (code, out) = cli(&["frobnicate"]);

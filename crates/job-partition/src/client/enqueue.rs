@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Jobs;
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::job::{Job, MAX_PRIORITY};
 use crate::keys::{check_key, check_name};
 use crate::metrics as metric;
 use crate::scripts::scripts;
@@ -28,6 +28,34 @@ impl Enqueued {
     }
 }
 
+/// The answer to [`Jobs::enqueue_debounced`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Debounced {
+    /// No job held the queue key: the job was stored; this is its id.
+    Queued(String),
+    /// The job holding the key had not started: it was replaced (it ends `cancelled`, its
+    /// `replaced_by` naming the new job) and the new job stored.
+    Replaced {
+        /// The new job's id.
+        id: String,
+        /// The id of the job it replaced.
+        replaced: String,
+    },
+    /// The job holding the key has started (running, or waiting to retry), or completed
+    /// within its [`unique_for`](crate::Job::unique_for): nothing was stored; this is its id.
+    Duplicate(String),
+}
+
+impl Debounced {
+    /// The id of the new job, or of the job that holds the queue key.
+    pub fn id(&self) -> &str {
+        match self {
+            Debounced::Queued(id) | Debounced::Replaced { id, .. } | Debounced::Duplicate(id) => id,
+        }
+    }
+}
+
 /// A job ready to store: name, JSON arguments and keys.
 #[derive(Debug, Clone)]
 struct Pending {
@@ -37,9 +65,13 @@ struct Pending {
     xkey: String,
     at_ms: u64,
     delay_ms: u64,
+    /// `unique_for` in ms (0: none).
+    qttl_ms: u64,
+    /// 0..=MAX_PRIORITY.
+    priority: u8,
 }
 
-fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
+fn pending<J: Job<S>, S>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
     let args = serde_json::to_string(job).map_err(|source| Error::Encode {
         name: J::NAME.to_owned(),
         source,
@@ -59,6 +91,29 @@ fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
     if !xkey.is_empty() {
         check_key("execution_key", &xkey)?;
     }
+    let qttl_ms = match job.unique_for() {
+        None => 0,
+        Some(d) if d.is_zero() => {
+            return Err(Error::Config(format!(
+                "unique_for of job `{}` is zero: return None for no period, or a period of at least 1 ms",
+                J::NAME
+            )));
+        }
+        Some(_) if qkey.is_empty() => {
+            return Err(Error::Config(format!(
+                "job `{}` has a unique_for period but no queue_key: the period keeps the queue key taken, so return a queue_key too",
+                J::NAME
+            )));
+        }
+        Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
+    };
+    let priority = job.priority();
+    if priority > MAX_PRIORITY {
+        return Err(Error::Config(format!(
+            "priority {priority} of job `{}` is out of range: use 0 (first) to {MAX_PRIORITY} (last)",
+            J::NAME
+        )));
+    }
     Ok(Pending {
         name: J::NAME,
         args,
@@ -66,6 +121,8 @@ fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
         xkey,
         at_ms,
         delay_ms,
+        qttl_ms,
+        priority,
     })
 }
 
@@ -81,12 +138,17 @@ const BULK_CHUNK: usize = 500;
 
 impl Jobs {
     /// Enqueues `job` to run now.
-    pub async fn enqueue<J: Job>(&self, partition: &str, queue: &str, job: &J) -> Result<Enqueued> {
+    pub async fn enqueue<J: Job<S>, S>(
+        &self,
+        partition: &str,
+        queue: &str,
+        job: &J,
+    ) -> Result<Enqueued> {
         self.store_one(partition, queue, pending(job, 0, 0)?).await
     }
 
     /// Enqueues `job` to run after `delay` (measured on the Redis server's clock).
-    pub async fn enqueue_in<J: Job>(
+    pub async fn enqueue_in<J: Job<S>, S>(
         &self,
         partition: &str,
         queue: &str,
@@ -99,7 +161,7 @@ impl Jobs {
     }
 
     /// Enqueues `job` to run at `at` (a time in the past runs now).
-    pub async fn enqueue_at<J: Job>(
+    pub async fn enqueue_at<J: Job<S>, S>(
         &self,
         partition: &str,
         queue: &str,
@@ -117,7 +179,7 @@ impl Jobs {
 
     /// Enqueues many jobs at once (atomically per chunk of 500), in order. Answers one
     /// [`Enqueued`] per job, in the same order.
-    pub async fn enqueue_bulk<J: Job>(
+    pub async fn enqueue_bulk<J: Job<S>, S>(
         &self,
         partition: &str,
         queue: &str,
@@ -128,6 +190,80 @@ impl Jobs {
             .map(|j| pending(j, 0, 0))
             .collect::<Result<_>>()?;
         self.store(partition, queue, pending).await
+    }
+
+    /// Enqueues `job` to run after `delay`, **replacing** the job holding its queue key if
+    /// that one has not started yet (debounce): of a burst of calls, only the last one's
+    /// job runs, `delay` after that last call. The replaced job ends `cancelled` (a caller
+    /// of [`Jobs::wait_for`] on it learns so), with `replaced_by` naming its successor. The
+    /// check and the replacement are one atomic script, so concurrent calls from any number
+    /// of processes leave exactly one pending job.
+    ///
+    /// "Not started" means scheduled, queued or waiting for its execution key with no
+    /// attempt counted (a job handed back at a worker's shutdown counts as not started).
+    /// A job that runs, waits to retry, or completed within its
+    /// [`unique_for`](Job::unique_for) is not replaced: the answer is
+    /// [`Debounced::Duplicate`] and nothing is stored.
+    ///
+    /// The job must have a [`queue_key`](Job::queue_key) ([`Error::Config`] otherwise,
+    /// nothing written).
+    pub async fn enqueue_debounced<J: Job<S>, S>(
+        &self,
+        partition: &str,
+        queue: &str,
+        job: &J,
+        delay: Duration,
+    ) -> Result<Debounced> {
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let p = pending(job, 0, delay_ms)?;
+        if p.qkey.is_empty() {
+            return Err(Error::Config(format!(
+                "enqueue_debounced replaces the pending job with the same queue key, and job `{}` has none: return a queue_key",
+                J::NAME
+            )));
+        }
+        check_name("partition", partition)?;
+        check_name("queue", queue)?;
+        self.note_partition(partition).await?;
+        let id = new_id();
+        let args = vec![
+            id.clone(),
+            queue.to_owned(),
+            p.name.to_owned(),
+            p.args,
+            p.qkey,
+            p.xkey,
+            p.delay_ms.to_string(),
+            crate::trace::to_store(),
+            p.qttl_ms.to_string(),
+            p.priority.to_string(),
+        ];
+        let answer: Vec<String> = self
+            .script("enqueue debounced", &scripts().debounce, partition, args)
+            .await?;
+        let out = match (answer.first().map(String::as_str), answer.get(1)) {
+            (Some("dup"), Some(holder)) => Debounced::Duplicate(holder.clone()),
+            (Some("ok"), Some(r)) if !r.is_empty() => Debounced::Replaced {
+                id,
+                replaced: r.clone(),
+            },
+            (Some("ok"), _) => Debounced::Queued(id),
+            _ => {
+                return Err(Error::Protocol {
+                    op: "enqueue debounced",
+                    detail: format!("unexpected answer {answer:?}"),
+                });
+            }
+        };
+        let state = match out {
+            Debounced::Queued(_) => "enqueued",
+            Debounced::Replaced { .. } => "debounced",
+            Debounced::Duplicate(_) => "duplicate",
+        };
+        metrics::counter!(metric::JOBS, "partition" => partition.to_owned(),
+            "queue" => queue.to_owned(), "state" => state)
+        .increment(1);
+        Ok(out)
     }
 
     async fn store_one(&self, partition: &str, queue: &str, p: Pending) -> Result<Enqueued> {
@@ -152,7 +288,7 @@ impl Jobs {
         // continues its trace.
         let trace = crate::trace::to_store();
         for chunk in jobs.chunks(BULK_CHUNK) {
-            let mut args = Vec::with_capacity(1 + chunk.len() * 9);
+            let mut args = Vec::with_capacity(1 + chunk.len() * 11);
             args.push(chunk.len().to_string());
             for p in chunk {
                 args.extend([
@@ -165,6 +301,8 @@ impl Jobs {
                     p.at_ms.to_string(),
                     p.delay_ms.to_string(),
                     trace.clone(),
+                    p.qttl_ms.to_string(),
+                    p.priority.to_string(),
                 ]);
             }
             let answers: Vec<String> = self

@@ -94,6 +94,17 @@ pub struct JobInfo {
     pub cancel_requested: bool,
     /// For a [`JobState::Stopping`] job: why its worker told it to stop, and when.
     pub stopping: Option<String>,
+    /// The last progress it reported with
+    /// [`JobContext::set_progress`](crate::JobContext::set_progress) (JSON), if any.
+    pub progress: Option<String>,
+    /// A completed job's result, set with
+    /// [`JobContext::set_result`](crate::JobContext::set_result) (JSON), if any.
+    pub result: Option<String>,
+    /// Its [`priority`](crate::Job::priority) (0 first).
+    pub priority: u8,
+    /// For a job [`Jobs::enqueue_debounced`] replaced before it started: the id of the job
+    /// that replaced it.
+    pub replaced_by: Option<String>,
 }
 
 impl JobInfo {
@@ -126,6 +137,10 @@ impl JobInfo {
             lease_expiries: num("lease_expiries"),
             cancel_requested: h.get("cancel").is_some_and(|v| v == "1"),
             stopping,
+            progress: opt("progress"),
+            result: opt("result"),
+            priority: num("prio") as u8,
+            replaced_by: opt("replaced_by"),
         })
     }
 }

@@ -138,15 +138,22 @@ impl Jobs {
             .collect())
     }
 
-    /// Marks a running job finished (`completed` or `cancelled`); false if the lease was lost.
+    /// Marks a running job finished (`completed` or `cancelled`), storing `result` (JSON)
+    /// with a completed one; false if the lease was lost.
     pub(crate) async fn complete(
         &self,
         partition: &str,
         id: &str,
         token: &str,
         outcome: &str,
+        result: Option<&str>,
     ) -> Result<bool> {
-        let args = vec![id.to_owned(), token.to_owned(), outcome.to_owned()];
+        let args = vec![
+            id.to_owned(),
+            token.to_owned(),
+            outcome.to_owned(),
+            result.unwrap_or_default().to_owned(),
+        ];
         let v: i64 = self
             .script("complete", &scripts().complete, partition, args)
             .await?;
@@ -183,6 +190,21 @@ impl Jobs {
             keep.to_owned(),
         ];
         self.script("fail", &scripts().fail, partition, args).await
+    }
+
+    /// Stores a running job's progress (JSON) under its lease; false if the lease was lost.
+    pub(crate) async fn set_progress(
+        &self,
+        partition: &str,
+        id: &str,
+        token: &str,
+        progress: String,
+    ) -> Result<bool> {
+        let args = vec![id.to_owned(), token.to_owned(), progress];
+        let v: i64 = self
+            .script("progress", &scripts().progress, partition, args)
+            .await?;
+        Ok(v == 1)
     }
 
     /// Hands a running job back to its queue (shutdown); false if the lease was lost.

@@ -6,6 +6,7 @@
 //! - `inspect`: reading jobs, queues and counts.
 //! - `browse`: paging, searching and the console's actions (delete, run now, retry all dead).
 //! - `admin`: cancel, pause, limits, retention, purge, dead jobs.
+//! - `outcome`: waiting for a job's outcome (`Jobs::wait_for`).
 //! - `lease`: the worker's side (claim, heartbeat, complete, fail, reap) and `Jobs::leases`.
 
 mod admin;
@@ -15,6 +16,7 @@ mod connection;
 mod enqueue;
 mod inspect;
 mod lease;
+mod outcome;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -33,10 +35,11 @@ pub use browse::{
 };
 pub use config::Config;
 use connection::Conn;
-pub use enqueue::{Enqueued, MAX_ARGS_BYTES};
+pub use enqueue::{Debounced, Enqueued, MAX_ARGS_BYTES};
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
 pub(crate) use lease::{Beat, Claimed};
+pub use outcome::JobOutcome;
 
 /// The handle to jobs in Redis: enqueue, inspect, cancel, pause, purge.
 ///

@@ -4,8 +4,9 @@ local t = now_ms()
 local due = redis.call('ZRANGEBYSCORE', qk(q, 'delayed'), '-inf', t, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   redis.call('ZREM', qk(q, 'delayed'), id)
-  if redis.call('EXISTS', jk(id)) == 1 then
-    local seq = redis.call('INCR', P .. 'seq')
+  local prio = redis.call('HMGET', jk(id), 'queue', 'prio')
+  if prio[1] then
+    local seq = place(prio[2])
     redis.call('HSET', jk(id), 'state', 'queued', 'seq', seq)
     redis.call('ZADD', qk(q, 'wait'), seq, id)
   end

@@ -15,7 +15,9 @@ const PRELUDE: &str = include_str!("prelude.lua");
 
 /// ARGV: P, count, then per job: id, queue, name, args, qkey, xkey, at_ms, delay_ms, trace
 /// (the enqueuing span's W3C context, `<traceparent>[ <tracestate>]`, or empty: stored as the
-/// job's `trace` field only when present and at most 600 bytes).
+/// job's `trace` field only when present and at most 600 bytes), qttl (the job's
+/// `unique_for` in ms, or 0: how long its queue key stays taken after it completes), prio
+/// (0..=3; the job's `seq`, its score in `wait`, is `prio * 2^50 + sequence`).
 /// Returns per job its id, or `dup:<id of the holder>`.
 const ENQUEUE: &str = include_str!("enqueue.lua");
 
@@ -30,7 +32,8 @@ const CLAIM: &str = include_str!("claim.lua");
 /// ARGV: P, lease_ms, then pairs id, token. Returns per pair 0 (ok), 1 (cancel asked), 2 (lost).
 const HEARTBEAT: &str = include_str!("heartbeat.lua");
 
-/// ARGV: P, id, token, outcome (completed | cancelled). Returns 1, or 0 when the lease was lost.
+/// ARGV: P, id, token, outcome (completed | cancelled), result (JSON, stored as the job's
+/// `result` when completed and not empty). Returns 1, or 0 when the lease was lost.
 const COMPLETE: &str = include_str!("complete.lua");
 
 /// ARGV: P, id, token, reason, retry_delay_ms (negative: dead), keep_xkey (1: a retrying job
@@ -70,6 +73,22 @@ const PURGE: &str = include_str!("purge.lua");
 /// Returns `ok`, `dup:<holder>` (its queue key is taken) or `not_dead`.
 const RETRY_DEAD: &str = include_str!("retry_dead.lua");
 
+/// ARGV: P, id, token, progress (JSON). Stores the job's `progress` while it runs under that
+/// token. Returns 1, or 0 when the lease was lost.
+const PROGRESS: &str = include_str!("progress.lua");
+
+/// ARGV: P, id, register (1 | 0). Returns `{unknown}`, `{pending}` (with register: the job's
+/// `waiters` count is raised, so the script that finishes it pushes its outcome to
+/// `outcome:<id>`), or `{state, result, error}` of a finished job. Checking and registering
+/// in one step is what keeps an outcome from slipping between them.
+const WATCH: &str = include_str!("watch.lua");
+
+/// ARGV: P, id, queue, name, args, qkey (required), xkey, delay_ms, trace, qttl, prio. Replaces the
+/// job holding the queue key when it has not started (scheduled, queued or parked, no
+/// attempt counted): that job ends `cancelled` with `replaced_by` = the new id, and the new
+/// job is stored to run after the delay. Returns `{ok, replaced id or ''}` or `{dup, holder}`.
+const DEBOUNCE: &str = include_str!("debounce.lua");
+
 /// The compiled scripts (their SHA1 computed once per process).
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -85,6 +104,9 @@ pub(crate) struct Scripts {
     pub(crate) retry_dead: Script,
     pub(crate) leases: Script,
     pub(crate) mark_stopping: Script,
+    pub(crate) progress: Script,
+    pub(crate) watch: Script,
+    pub(crate) debounce: Script,
 }
 
 fn build(body: &str) -> Script {
@@ -107,5 +129,8 @@ pub(crate) fn scripts() -> &'static Scripts {
         retry_dead: build(RETRY_DEAD),
         leases: build(LEASES),
         mark_stopping: build(MARK_STOPPING),
+        progress: build(PROGRESS),
+        watch: build(WATCH),
+        debounce: build(DEBOUNCE),
     })
 }

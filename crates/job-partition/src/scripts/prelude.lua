@@ -7,6 +7,14 @@ local function jk(id) return P .. 'job:' .. id end
 local function qk(q, part) return P .. 'q:' .. q .. ':' .. part end
 local FINISHED = { completed = true, cancelled = true, dead = true }
 
+-- A job's place in its queue: priority (0 first .. 3) above the enqueue sequence, so
+-- `wait` (and an execution key's waiters) pop by priority, then in enqueue order. 2^50
+-- sequence numbers per priority; 4 * 2^50 stays an exact integer in a double.
+local function place(prio)
+  local seq = redis.call('INCR', P .. 'seq')
+  return string.format('%.0f', (tonumber(prio or '') or 0) * 1125899906842624 + seq)
+end
+
 local function cfg()
   local c = redis.call('HMGET', P .. 'config', 'keep_done', 'keep_done_ms', 'keep_dead')
   return tonumber(c[1] or '1000') or 1000, tonumber(c[2] or '86400000') or 86400000,
@@ -44,9 +52,66 @@ local function release_qkey(id, qkey)
   if redis.call('GET', k) == id then redis.call('DEL', k) end
 end
 
--- Record a finished job (completed or cancelled) within the retention bounds.
-local function finish(id, q, state, t)
+-- Release a completed job's queue key, or keep it taken for its `unique_for` (ms): the key
+-- then reads `~<id>` and expires by itself.
+local function keep_qkey(id, qkey, ms)
+  if not qkey or qkey == '' then return end
+  local k = P .. 'qkey:' .. qkey
+  if redis.call('GET', k) ~= id then return end
+  local n = tonumber(ms or '') or 0
+  if n > 0 then redis.call('SET', k, '~' .. id, 'PX', n) else redis.call('DEL', k) end
+end
+
+-- The job a queue key is taken by: a pending one (queued, running, retrying...), or a
+-- completed one within its `unique_for`; nil when the key is free.
+local function qkey_holder(qkey)
+  local h = redis.call('GET', P .. 'qkey:' .. qkey)
+  if not h then return nil end
+  if string.sub(h, 1, 1) == '~' then return string.sub(h, 2) end
+  local st = redis.call('HGET', jk(h), 'state')
+  if st and not FINISHED[st] then return h end
+  return nil
+end
+
+-- Store a new job (its queue key already taken for it) and queue or schedule it.
+local function insert(id, q, name, args, qkey, xkey, run_at, trace, qttl, prio, t)
+  local seq = place(prio)
   local j = jk(id)
+  redis.call('HSET', j, 'name', name, 'args', args, 'queue', q, 'qkey', qkey, 'xkey', xkey,
+    'enq_at', t, 'seq', seq, 'attempts', 0, 'token', 0)
+  if trace ~= '' and #trace <= 600 then redis.call('HSET', j, 'trace', trace) end
+  if qttl ~= '' and qttl ~= '0' then redis.call('HSET', j, 'qttl', qttl) end
+  if prio ~= '' and prio ~= '0' then redis.call('HSET', j, 'prio', prio) end
+  if run_at > t then
+    redis.call('HSET', j, 'state', 'scheduled', 'run_at', run_at)
+    redis.call('ZADD', qk(q, 'delayed'), run_at, id)
+  else
+    redis.call('HSET', j, 'state', 'queued')
+    redis.call('ZADD', qk(q, 'wait'), seq, id)
+  end
+end
+
+-- Tell the callers waiting for a job's outcome (Jobs::wait_for registered them in the
+-- job's `waiters`): one copy of the outcome each, in a list that expires by itself.
+-- `waiters` is the field as the caller already read it (false: none), or nil (read here):
+-- completing a job nobody waits for costs no extra command.
+local function notify(id, state, waiters)
+  if waiters == false then return end
+  local j = jk(id)
+  local f = redis.call('HMGET', j, 'waiters', 'result', 'error')
+  local n = tonumber(f[1] or '0') or 0
+  if n <= 0 then return end
+  redis.call('HDEL', j, 'waiters')
+  local k = P .. 'outcome:' .. id
+  local msg = cjson.encode({ state, f[2] or '', f[3] or '' })
+  for _ = 1, math.min(n, 100) do redis.call('RPUSH', k, msg) end
+  redis.call('PEXPIRE', k, 300000)
+end
+
+-- Record a finished job (completed or cancelled) within the retention bounds.
+local function finish(id, q, state, t, waiters)
+  local j = jk(id)
+  notify(id, state, waiters)
   redis.call('HINCRBY', qk(q, 'meta'), state, 1)
   local keep_n, keep_ms = cfg()
   if keep_n <= 0 then redis.call('DEL', j) return end
@@ -68,6 +133,7 @@ end
 local function to_dead(id, q, reason, t)
   local j = jk(id)
   redis.call('HSET', j, 'state', 'dead', 'error', reason, 'fin_at', t)
+  notify(id, 'dead')
   redis.call('HINCRBY', qk(q, 'meta'), 'dead', 1)
   local dk = qk(q, 'dead')
   redis.call('ZADD', dk, t, id)

@@ -80,9 +80,10 @@ impl fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A builder for a worker that runs the job types of `registry`.
-    pub fn builder(jobs: Jobs, registry: Registry) -> WorkerBuilder {
-        WorkerBuilder::new(jobs, registry)
+    /// A builder for a worker that runs the job types of `registry`, giving them its state
+    /// ([`Registry::with_state`]).
+    pub fn builder<S: Send + Sync + 'static>(jobs: Jobs, registry: Registry<S>) -> WorkerBuilder {
+        WorkerBuilder::new(jobs, registry.erase())
     }
 
     /// This worker's id (stored with the jobs it runs).

@@ -2,7 +2,7 @@
 //! outcome (fenced by the lease token), release the lease.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,8 @@ use crate::metrics as metric;
 
 /// What one job's run came to.
 enum Outcome {
-    Done,
+    /// Completed, with the result the job set (JSON), if any.
+    Done(Option<String>),
     Failed(String),
     Stopped(Stop),
 }
@@ -169,8 +170,8 @@ impl JobRun {
             "queue" => self.queue.clone())
         .record(elapsed.as_secs_f64());
         match outcome {
-            Outcome::Done => {
-                if self.finish(job, "completed").await {
+            Outcome::Done(result) => {
+                if self.finish(job, "completed", result.as_deref()).await {
                     self.count("completed");
                     self.call("after", id, || hooks.after(&ev, elapsed));
                 }
@@ -208,12 +209,17 @@ impl JobRun {
         timeout: Option<Duration>,
         stop: CancellationToken,
     ) -> Outcome {
+        let slot = Arc::new(Mutex::new(None));
         let ctx = JobContext {
             id: job.id.clone(),
             partition: Arc::clone(&self.partition),
             queue: Arc::clone(&self.queue),
             attempt: job.attempt,
             cancel: stop.child_token(),
+            token: job.token.clone(),
+            jobs: self.inner.jobs.clone(),
+            result: Arc::clone(&slot),
+            state: Arc::new(()),
         };
         // `perform` is called inside the task: code it runs before returning its future is
         // the job's too, and a panic there a failed attempt. The task runs in the run's span
@@ -230,7 +236,7 @@ impl JobRun {
             )),
             // It finished by itself (a stop came too late to matter): record it as it is,
             // under the lease token (a worker that lost the lease is fenced off).
-            (_, Ok(Ok(()))) => Outcome::Done,
+            (_, Ok(Ok(()))) => Outcome::Done(slot.lock().ok().and_then(|mut r| r.take())),
             (Some(why), _) => Outcome::Stopped(why),
             (None, Ok(Err(e))) => Outcome::Failed(self.error_text(&job.id, e)),
             (None, Err(e)) => Outcome::Failed(join_error_message(e)),
@@ -242,7 +248,7 @@ impl JobRun {
             Stop::Cancel => {
                 let hooks = &self.inner.hooks;
                 self.call("on_cancel", ev.id, || hooks.on_cancel(ev));
-                if self.finish(job, "cancelled").await {
+                if self.finish(job, "cancelled", None).await {
                     self.count("cancelled");
                 }
             }
@@ -270,12 +276,12 @@ impl JobRun {
     }
 
     /// Marks a job finished; false when the lease was lost (fenced off) or Redis failed.
-    async fn finish(&self, job: &Claimed, outcome: &'static str) -> bool {
+    async fn finish(&self, job: &Claimed, outcome: &'static str, result: Option<&str>) -> bool {
         let r = self
             .with_retries("complete", || {
                 self.inner
                     .jobs
-                    .complete(&self.partition, &job.id, &job.token, outcome)
+                    .complete(&self.partition, &job.id, &job.token, outcome, result)
             })
             .await;
         match r {
