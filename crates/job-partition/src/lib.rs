@@ -7,6 +7,7 @@ mod hooks;
 mod job;
 mod keys;
 pub mod metrics;
+mod schedule;
 mod scripts;
 mod trace;
 mod worker;
@@ -22,6 +23,8 @@ pub use error::{Error, Result};
 pub use hooks::{Hooks, JobEvent, NoHooks};
 #[doc(inline)]
 pub use job::{Job, JobContext, JobError, Registry};
+#[doc(inline)]
+pub use schedule::{MAX_CATCH_UP, Missed, Schedule, ScheduleInfo, Scheduler};
 #[doc(inline)]
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 

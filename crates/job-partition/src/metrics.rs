@@ -51,3 +51,9 @@ pub const STALLED_LEASE_EXPIRES_IN: &str = "wharf_jobs_stalled_lease_expires_in_
 /// `Job::backoff`, `Job::drop`, `JobError::fmt`). The name matches webhooks-emitter's
 /// `wharf_webhooks_callback_panics_total` pattern.
 pub const CALLBACK_PANICS: &str = "wharf_jobs_callback_panics_total";
+
+/// Counter, in jobs: jobs enqueued by schedule ticks (counted by the scheduler whose
+/// script fired them, so the sum over all schedulers is the number of ticks fired).
+///
+/// Labels: `partition`, `schedule` (not `queue`).
+pub const SCHEDULE_TICKS: &str = "wharf_jobs_schedule_ticks_total";

@@ -161,3 +161,34 @@ async fn show_and_cancel_of_an_unknown_job_exit_1_with_a_message() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("nothing cancelled"), "{out}");
 }
+
+#[tokio::test]
+async fn the_cli_lists_pauses_resumes_and_removes_schedules() {
+    let jobs = jobs().await;
+    let p = partition("clisched");
+    let daily = wharf_job_partition::Schedule::cron_in("0 0 3 * * *", "Europe/Berlin").unwrap();
+    jobs.schedule(&p, "reports", "nightly", &daily, &Record::default())
+        .await
+        .unwrap();
+
+    let (code, out) = cli(&["schedules", &p]);
+    assert_eq!(code, 0, "{out}");
+    let row = out.lines().find(|l| l.starts_with("nightly")).unwrap();
+    assert!(
+        row.contains("reports") && row.contains("Europe/Berlin"),
+        "{row}"
+    );
+
+    assert_eq!(cli(&["schedule-pause", &p, "nightly"]).0, 0);
+    let (_, out) = cli(&["schedules", &p]);
+    assert!(out.contains("paused"), "{out}");
+    assert!(jobs.schedules(&p).await.unwrap()[0].paused);
+    assert_eq!(cli(&["schedule-resume", &p, "nightly"]).0, 0);
+    assert!(!jobs.schedules(&p).await.unwrap()[0].paused);
+
+    let (code, out) = cli(&["schedule-remove", &p, "nope"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("no schedule `nope`"), "{out}");
+    assert_eq!(cli(&["schedule-remove", &p, "nightly"]).0, 0);
+    assert!(jobs.schedules(&p).await.unwrap().is_empty());
+}

@@ -27,6 +27,10 @@ commands:
   resume PARTITION QUEUE              let workers start jobs of the queue again
   limit PARTITION QUEUE N|none        set the queue's global limit of running jobs
                                       (0: no job starts; none: no limit)
+  schedules PARTITION                 list the partition's schedules (next tick, paused)
+  schedule-pause PARTITION NAME       stop a schedule's ticks
+  schedule-resume PARTITION NAME      restart a schedule from its next tick after now
+  schedule-remove PARTITION NAME      delete a schedule (its enqueued jobs stay)
 
 A PARTITION or QUEUE that does not exist is an error (a misspelling must not create a
 queue); --create lets pause, resume and limit set up a queue before its first job.
@@ -246,7 +250,50 @@ async fn run(jobs: &Jobs, words: &[&str], create: bool) -> Result<(), Fail> {
                 Some(l) => println!("limit of {p}/{q}: {l}"),
             }
         }
+        ["schedules", p] => {
+            known_partition(jobs, p).await?;
+            schedules(jobs, p).await?;
+        }
+        ["schedule-pause", p, name] => {
+            jobs.pause_schedule(p, name).await?;
+            println!("schedule {p}/{name}: paused");
+        }
+        ["schedule-resume", p, name] => {
+            jobs.resume_schedule(p, name).await?;
+            println!("schedule {p}/{name}: resumed");
+        }
+        ["schedule-remove", p, name] => {
+            jobs.remove_schedule(p, name).await?;
+            println!("schedule {p}/{name}: removed");
+        }
         _ => return Err(Fail::Usage),
+    }
+    Ok(())
+}
+
+async fn schedules(jobs: &Jobs, p: &str) -> Result<(), Fail> {
+    let all = jobs.schedules(p).await?;
+    println!(
+        "{:<24} {:<16} {:<20} {:>8} {:>13}  when",
+        "schedule", "queue", "job", "fired", "next in (s)"
+    );
+    let now = std::time::SystemTime::now();
+    for s in all {
+        let next = match (s.paused, s.next_at) {
+            (true, _) => "paused".to_owned(),
+            (false, None) => "never".to_owned(),
+            (false, Some(t)) => {
+                let secs = t
+                    .duration_since(now)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                format!("{secs:.1}")
+            }
+        };
+        println!(
+            "{:<24} {:<16} {:<20} {:>8} {:>13}  {}",
+            s.name, s.queue, s.job, s.fired, next, s.when
+        );
     }
     Ok(())
 }

@@ -30,16 +30,33 @@ impl Enqueued {
 
 /// A job ready to store: name, JSON arguments and keys.
 #[derive(Debug, Clone)]
-struct Pending {
-    name: &'static str,
-    args: String,
-    qkey: String,
-    xkey: String,
-    at_ms: u64,
-    delay_ms: u64,
+pub(crate) struct Pending {
+    pub(crate) name: String,
+    pub(crate) args: String,
+    pub(crate) qkey: String,
+    pub(crate) xkey: String,
+    pub(crate) at_ms: u64,
+    pub(crate) delay_ms: u64,
 }
 
-fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
+impl Pending {
+    /// The script's arguments for this job (`enqueue.lua`'s per-job layout), with a new id.
+    pub(crate) fn script_args(&self, queue: &str, trace: &str) -> [String; 9] {
+        [
+            new_id(),
+            queue.to_owned(),
+            self.name.clone(),
+            self.args.clone(),
+            self.qkey.clone(),
+            self.xkey.clone(),
+            self.at_ms.to_string(),
+            self.delay_ms.to_string(),
+            trace.to_owned(),
+        ]
+    }
+}
+
+pub(crate) fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
     let args = serde_json::to_string(job).map_err(|source| Error::Encode {
         name: J::NAME.to_owned(),
         source,
@@ -60,7 +77,7 @@ fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
         check_key("execution_key", &xkey)?;
     }
     Ok(Pending {
-        name: J::NAME,
+        name: J::NAME.to_owned(),
         args,
         qkey,
         xkey,
@@ -155,17 +172,7 @@ impl Jobs {
             let mut args = Vec::with_capacity(1 + chunk.len() * 9);
             args.push(chunk.len().to_string());
             for p in chunk {
-                args.extend([
-                    new_id(),
-                    queue.to_owned(),
-                    p.name.to_owned(),
-                    p.args.clone(),
-                    p.qkey.clone(),
-                    p.xkey.clone(),
-                    p.at_ms.to_string(),
-                    p.delay_ms.to_string(),
-                    trace.clone(),
-                ]);
+                args.extend(p.script_args(queue, &trace));
             }
             let answers: Vec<String> = self
                 .script("enqueue", &scripts().enqueue, partition, args)
@@ -186,7 +193,7 @@ impl Jobs {
                 tracing::trace!(
                     partition,
                     queue,
-                    job = p.name,
+                    job = p.name.as_str(),
                     id = e.id(),
                     state,
                     "enqueue"

@@ -28,6 +28,7 @@ pub use admin::{CancelOutcome, Retention};
 pub use config::Config;
 use connection::Conn;
 pub use enqueue::{Enqueued, MAX_ARGS_BYTES};
+pub(crate) use enqueue::{Pending, pending};
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
 pub(crate) use lease::{Beat, Claimed};
@@ -88,7 +89,11 @@ impl Jobs {
         self.timeout
     }
 
-    async fn call<T: FromRedisValue>(&self, op: &'static str, cmd: &redis::Cmd) -> Result<T> {
+    pub(crate) async fn call<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
         let mut conn = self.conn.clone();
         let fut = cmd.query_async::<T>(&mut conn);
         self.bounded(op, fut).await
@@ -112,7 +117,7 @@ impl Jobs {
         }
     }
 
-    async fn script<T: FromRedisValue>(
+    pub(crate) async fn script<T: FromRedisValue>(
         &self,
         op: &'static str,
         script: &redis::Script,
@@ -129,7 +134,7 @@ impl Jobs {
         self.bounded(op, fut).await
     }
 
-    async fn note_partition(&self, partition: &str) -> Result<()> {
+    pub(crate) async fn note_partition(&self, partition: &str) -> Result<()> {
         let known = self
             .known_partitions
             .lock()

@@ -70,6 +70,24 @@ const PURGE: &str = include_str!("purge.lua");
 /// Returns `ok`, `dup:<holder>` (its queue key is taken) or `not_dead`.
 const RETRY_DEAD: &str = include_str!("retry_dead.lua");
 
+/// ARGV: P, count and per job enqueue.lua's layout (the jobs of the ticks), then the
+/// schedule's name, the version and next tick the caller read, the new next tick and the
+/// last tick fired (or empty). Returns {} when another scheduler fired these ticks first
+/// (or the schedule changed), else `ok` then enqueue.lua's answers.
+const TICK: &str = include_str!("tick.lua");
+
+/// ARGV: P, max. Returns Redis' time, the next tick after the due ones, and the due schedules.
+const SCHED_DUE: &str = include_str!("sched_due.lua");
+
+/// ARGV: P, name, next_ms, field/value pairs. Creates or replaces a schedule.
+const SCHED_PUT: &str = include_str!("sched_put.lua");
+
+/// ARGV: P, op, name[, ver, next_ms]. Pauses, resumes or removes a schedule.
+const SCHED_ADMIN: &str = include_str!("sched_admin.lua");
+
+/// ARGV: P, max. Every schedule of a partition with its fields.
+const SCHED_LIST: &str = include_str!("sched_list.lua");
+
 /// The compiled scripts (their SHA1 computed once per process).
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -85,6 +103,11 @@ pub(crate) struct Scripts {
     pub(crate) retry_dead: Script,
     pub(crate) leases: Script,
     pub(crate) mark_stopping: Script,
+    pub(crate) tick: Script,
+    pub(crate) sched_due: Script,
+    pub(crate) sched_put: Script,
+    pub(crate) sched_admin: Script,
+    pub(crate) sched_list: Script,
 }
 
 fn build(body: &str) -> Script {
@@ -107,5 +130,12 @@ pub(crate) fn scripts() -> &'static Scripts {
         retry_dead: build(RETRY_DEAD),
         leases: build(LEASES),
         mark_stopping: build(MARK_STOPPING),
+        // The tick runs enqueue.lua's body as a function, so a tick's jobs are stored
+        // exactly as `Jobs::enqueue` stores them.
+        tick: build(&TICK.replace("--@ENQUEUE@", ENQUEUE)),
+        sched_due: build(SCHED_DUE),
+        sched_put: build(SCHED_PUT),
+        sched_admin: build(SCHED_ADMIN),
+        sched_list: build(SCHED_LIST),
     })
 }
