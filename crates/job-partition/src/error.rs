@@ -83,6 +83,13 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A rate limit is not valid (no start allowed, a zero or too long window). Nothing
+    /// was written to Redis.
+    #[error("invalid rate limit: {reason}")]
+    InvalidRateLimit {
+        /// What is wrong and what to give instead.
+        reason: String,
+    },
     /// No schedule of this name exists in the partition. Nothing was written to Redis.
     #[error(
         "no schedule `{name}` in partition `{partition}`; list them with Jobs::schedules (or `wharf-jobs schedules {partition}`), or create it with Jobs::schedule"

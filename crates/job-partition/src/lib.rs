@@ -7,6 +7,7 @@ mod hooks;
 mod job;
 mod keys;
 pub mod metrics;
+mod rate;
 mod schedule;
 mod scripts;
 mod trace;
@@ -23,6 +24,8 @@ pub use error::{Error, Result};
 pub use hooks::{Hooks, JobEvent, NoHooks};
 #[doc(inline)]
 pub use job::{Job, JobContext, JobError, Registry};
+#[doc(inline)]
+pub use rate::{MAX_RATE, MAX_RATE_WINDOW, RateLimit};
 #[doc(inline)]
 pub use schedule::{MAX_CATCH_UP, Missed, Schedule, ScheduleInfo, Scheduler};
 #[doc(inline)]

@@ -192,3 +192,29 @@ async fn the_cli_lists_pauses_resumes_and_removes_schedules() {
     assert_eq!(cli(&["schedule-remove", &p, "nightly"]).0, 0);
     assert!(jobs.schedules(&p).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_cli_shows_and_sets_rate_limits_and_refuses_bad_windows() {
+    let jobs = jobs().await;
+    let p = partition("clirate");
+    jobs.enqueue(&p, "api", &Record::default()).await.unwrap();
+
+    let (code, out) = cli(&["rate", &p, "api", "10", "2s"]);
+    assert_eq!(code, 0, "{out}");
+    let limit = jobs.counts(&p, "api").await.unwrap().rate_limit.unwrap();
+    assert_eq!((limit.max(), limit.window()), (10, Duration::from_secs(2)));
+    let (_, out) = cli(&["rate", &p, "api"]);
+    assert!(out.contains("10 starts per 2s"), "{out}");
+    let (_, out) = cli(&["queues", &p]);
+    assert!(out.contains("rate=10/2s"), "{out}");
+
+    for (n, window) in [("10", "0"), ("10", "-1s"), ("0", "1s"), ("10", "soon")] {
+        let (code, out) = cli(&["rate", &p, "api", n, window]);
+        assert_eq!(code, 1, "{n} {window}: {out}");
+    }
+    let limit = jobs.counts(&p, "api").await.unwrap().rate_limit.unwrap();
+    assert_eq!(limit.max(), 10, "a refused change wrote nothing");
+
+    assert_eq!(cli(&["rate", &p, "api", "none"]).0, 0);
+    assert!(jobs.counts(&p, "api").await.unwrap().rate_limit.is_none());
+}

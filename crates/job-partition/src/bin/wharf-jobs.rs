@@ -5,7 +5,9 @@
 
 use std::process::ExitCode;
 
-use wharf_job_partition::{CancelOutcome, Config, Enqueued, Jobs, Lease};
+use std::time::Duration;
+
+use wharf_job_partition::{CancelOutcome, Config, Enqueued, Jobs, Lease, RateLimit};
 
 const USAGE: &str = "\
 wharf-jobs: inspect and administer wharf-job-partition jobs in Redis
@@ -27,6 +29,9 @@ commands:
   resume PARTITION QUEUE              let workers start jobs of the queue again
   limit PARTITION QUEUE N|none        set the queue's global limit of running jobs
                                       (0: no job starts; none: no limit)
+  rate PARTITION QUEUE                show the queue's rate limit and its rate-limited jobs
+  rate PARTITION QUEUE N WINDOW|none  at most N starts per WINDOW (e.g. 500ms, 10s, 1m) for
+                                      each rate group of the queue; none: no rate limit
   schedules PARTITION                 list the partition's schedules (next tick, paused)
   schedule-pause PARTITION NAME       stop a schedule's ticks
   schedule-resume PARTITION NAME      restart a schedule from its next tick after now
@@ -250,6 +255,43 @@ async fn run(jobs: &Jobs, words: &[&str], create: bool) -> Result<(), Fail> {
                 Some(l) => println!("limit of {p}/{q}: {l}"),
             }
         }
+        ["rate", p, q] => {
+            known_queue(jobs, p, q, false).await?;
+            let c = jobs.counts(p, q).await?;
+            match c.rate_limit {
+                Some(r) => println!(
+                    "rate limit of {p}/{q}: {} starts per {:?} per rate group; {} jobs waiting for their window",
+                    r.max(),
+                    r.window(),
+                    c.rate_limited
+                ),
+                None => println!("rate limit of {p}/{q}: none"),
+            }
+        }
+        ["rate", p, q, n, window] => {
+            let limit = match (*n, *window) {
+                ("none", _) | (_, "none") => None,
+                (n, w) => {
+                    let n = n.parse::<u32>().map_err(|_| Fail::Usage)?;
+                    Some(RateLimit::new(n, parse_window(w)?)?)
+                }
+            };
+            known_queue(jobs, p, q, create).await?;
+            jobs.set_rate_limit(p, q, limit).await?;
+            match limit {
+                Some(r) => println!(
+                    "rate limit of {p}/{q}: {} starts per {:?}",
+                    r.max(),
+                    r.window()
+                ),
+                None => println!("rate limit of {p}/{q}: none"),
+            }
+        }
+        ["rate", p, q, "none"] => {
+            known_queue(jobs, p, q, create).await?;
+            jobs.set_rate_limit(p, q, None).await?;
+            println!("rate limit of {p}/{q}: none");
+        }
         ["schedules", p] => {
             known_partition(jobs, p).await?;
             schedules(jobs, p).await?;
@@ -269,6 +311,28 @@ async fn run(jobs: &Jobs, words: &[&str], create: bool) -> Result<(), Fail> {
         _ => return Err(Fail::Usage),
     }
     Ok(())
+}
+
+/// `500ms`, `10s`, `2m`, `1h` or a number of milliseconds.
+fn parse_window(w: &str) -> Result<Duration, Fail> {
+    let bad = || {
+        Fail::Error(format!(
+            "window `{w}` is not valid: write a positive duration such as 500ms, 10s, 2m or 1h"
+        ))
+    };
+    let (num, unit) = match w.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => w.split_at(i),
+        None => (w, "ms"),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_millis(ms))
 }
 
 async fn schedules(jobs: &Jobs, p: &str) -> Result<(), Fail> {
@@ -317,6 +381,12 @@ async fn queues(jobs: &Jobs, p: &str) -> Result<(), Fail> {
         let mut settings = Vec::new();
         if c.paused {
             settings.push("paused".to_owned());
+        }
+        if let Some(r) = c.rate_limit {
+            settings.push(format!("rate={}/{:?}", r.max(), r.window()));
+        }
+        if c.rate_limited > 0 {
+            settings.push(format!("rate_limited={}", c.rate_limited));
         }
         if let Some(l) = c.limit {
             settings.push(format!("limit={l}"));

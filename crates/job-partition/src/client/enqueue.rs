@@ -35,13 +35,14 @@ pub(crate) struct Pending {
     pub(crate) args: String,
     pub(crate) qkey: String,
     pub(crate) xkey: String,
+    pub(crate) rgroup: String,
     pub(crate) at_ms: u64,
     pub(crate) delay_ms: u64,
 }
 
 impl Pending {
     /// The script's arguments for this job (`enqueue.lua`'s per-job layout), with a new id.
-    pub(crate) fn script_args(&self, queue: &str, trace: &str) -> [String; 9] {
+    pub(crate) fn script_args(&self, queue: &str, trace: &str) -> [String; 10] {
         [
             new_id(),
             queue.to_owned(),
@@ -52,6 +53,7 @@ impl Pending {
             self.at_ms.to_string(),
             self.delay_ms.to_string(),
             trace.to_owned(),
+            self.rgroup.clone(),
         ]
     }
 }
@@ -76,11 +78,16 @@ pub(crate) fn pending<J: Job>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pend
     if !xkey.is_empty() {
         check_key("execution_key", &xkey)?;
     }
+    let rgroup = job.rate_group().unwrap_or_default();
+    if !rgroup.is_empty() {
+        check_key("rate_group", &rgroup)?;
+    }
     Ok(Pending {
         name: J::NAME.to_owned(),
         args,
         qkey,
         xkey,
+        rgroup,
         at_ms,
         delay_ms,
     })
@@ -169,7 +176,7 @@ impl Jobs {
         // continues its trace.
         let trace = crate::trace::to_store();
         for chunk in jobs.chunks(BULK_CHUNK) {
-            let mut args = Vec::with_capacity(1 + chunk.len() * 9);
+            let mut args = Vec::with_capacity(1 + chunk.len() * 10);
             args.push(chunk.len().to_string());
             for p in chunk {
                 args.extend(p.script_args(queue, &trace));

@@ -99,6 +99,17 @@ impl Jobs {
         self.bounded(op, fut).await
     }
 
+    /// Runs a pipeline with the timeout of every call.
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        let fut = pipe.query_async::<T>(&mut conn);
+        self.bounded(op, fut).await
+    }
+
     async fn bounded<T>(
         &self,
         op: &'static str,

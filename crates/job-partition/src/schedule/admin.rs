@@ -88,6 +88,8 @@ impl Jobs {
             p.qkey,
             "xkey".into(),
             p.xkey,
+            "rgroup".into(),
+            p.rgroup,
         ];
         let _: i64 = self
             .script("schedule", &scripts().sched_put, partition, args)

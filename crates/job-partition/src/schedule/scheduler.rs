@@ -139,7 +139,7 @@ impl Scheduler {
 
     /// Fires one due schedule's ticks (or learns that another scheduler did).
     async fn fire(&self, partition: &str, now: i64, row: Vec<String>) -> Result<()> {
-        let Ok::<[String; 11], _>(
+        let Ok::<[String; 12], _>(
             [
                 name,
                 ver,
@@ -152,6 +152,7 @@ impl Scheduler {
                 queue,
                 qkey,
                 xkey,
+                rgroup,
             ],
         ) = row.try_into()
         else {
@@ -173,6 +174,7 @@ impl Scheduler {
             args,
             qkey,
             xkey,
+            rgroup,
             at_ms: 0,
             delay_ms: 0,
         };

@@ -15,7 +15,8 @@ const PRELUDE: &str = include_str!("prelude.lua");
 
 /// ARGV: P, count, then per job: id, queue, name, args, qkey, xkey, at_ms, delay_ms, trace
 /// (the enqueuing span's W3C context, `<traceparent>[ <tracestate>]`, or empty: stored as the
-/// job's `trace` field only when present and at most 600 bytes).
+/// job's `trace` field only when present and at most 600 bytes), rgroup (its rate-limit
+/// group, or empty).
 /// Returns per job its id, or `dup:<id of the holder>`.
 const ENQUEUE: &str = include_str!("enqueue.lua");
 
@@ -26,6 +27,9 @@ const ENQUEUE: &str = include_str!("enqueue.lua");
 /// to tell a stalled lease, in the field every claim writes anyway (two more fields in every
 /// job's hash cost about 3% more Redis work per job).
 const CLAIM: &str = include_str!("claim.lua");
+
+/// Rate-limit helpers, prepended to the claim script (see the file).
+const RATE: &str = include_str!("rate.lua");
 
 /// ARGV: P, lease_ms, then pairs id, token. Returns per pair 0 (ok), 1 (cancel asked), 2 (lost).
 const HEARTBEAT: &str = include_str!("heartbeat.lua");
@@ -119,7 +123,7 @@ pub(crate) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
         enqueue: build(ENQUEUE),
-        claim: build(CLAIM),
+        claim: build(&format!("{RATE}\n{CLAIM}")),
         heartbeat: build(HEARTBEAT),
         complete: build(COMPLETE),
         fail: build(FAIL),

@@ -8,7 +8,7 @@ local later = redis.call('ZRANGEBYSCORE', zk, '(' .. t, '+inf', 'WITHSCORES', 'L
 local out = { tostring(t), later[2] or '' }
 for _, name in ipairs(due) do
   local f = redis.call('HMGET', P .. 'sched:' .. name, 'ver', 'next_ms', 'when', 'missed',
-    'grace_ms', 'job', 'args', 'queue', 'qkey', 'xkey')
+    'grace_ms', 'job', 'args', 'queue', 'qkey', 'xkey', 'rgroup')
   if f[1] then
     local row = { name }
     for i = 1, #f do row[#row + 1] = f[i] or '' end
