@@ -4,11 +4,12 @@
 
 mod common;
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use wharf_job_partition::{
-    CancellationToken, Error, Jobs, Missed, Registry, Schedule, Scheduler, Worker,
+    CancellationToken, Config, Error, Jobs, Missed, Registry, Schedule, Scheduler, Worker,
 };
 
 fn ms(t: SystemTime) -> i64 {
@@ -263,4 +264,149 @@ async fn a_worker_with_schedules_fires_them_and_runs_their_jobs() {
     .await
     .unwrap();
     handle.shutdown().await;
+}
+
+/// Not a test of its own: the body of the scheduler processes
+/// `two_scheduler_processes_fire_every_tick_exactly_once` spawns (this binary again, with
+/// `WHARF_SCHED_CHILD` set), which fire the partition's ticks until killed (at most 60 s).
+#[tokio::test]
+#[ignore = "the body of the scheduler processes another test spawns"]
+async fn child_scheduler() {
+    let Ok(p) = std::env::var("WHARF_SCHED_CHILD") else {
+        return;
+    };
+    let jobs = jobs().await;
+    let _: () = cmd(
+        &jobs,
+        redis::cmd("SET")
+            .arg(format!("{{{p}}}:child:{}", std::process::id()))
+            .arg(1),
+    )
+    .await;
+    let s = Scheduler::new(jobs, [p])
+        .unwrap()
+        .poll_interval(Duration::from_millis(20));
+    let stop = CancellationToken::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), s.run(stop)).await;
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_scheduler(p: &str) -> Proc {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_scheduler",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("WHARF_SCHED_CHILD", p)
+        // The child's testkit then returns this Redis instead of starting its own.
+        .env(wharf_testkit::BrokerKind::Redis.override_var(), redis_url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+#[tokio::test]
+async fn two_scheduler_processes_fire_every_tick_exactly_once() {
+    let p = partition("schedproc");
+    let jobs = jobs().await;
+    let every = Schedule::every(Duration::from_millis(200)).unwrap();
+    jobs.schedule(&p, "q", "s", &every, &Record::default())
+        .await
+        .unwrap();
+    let first = ms(jobs.schedules(&p).await.unwrap()[0].next_at.unwrap());
+    let children = [spawn_scheduler(&p), spawn_scheduler(&p)];
+    eventually(
+        "both scheduler processes started",
+        Duration::from_secs(30),
+        || async {
+            let k: Vec<String> =
+                cmd(&jobs, redis::cmd("KEYS").arg(format!("{{{p}}}:child:*"))).await;
+            k.len() == 2
+        },
+    )
+    .await
+    .unwrap();
+    eventually("15 ticks", Duration::from_secs(30), || async {
+        queued(&jobs, &p, "q").await >= 15
+    })
+    .await
+    .unwrap();
+    drop(children);
+
+    let info = jobs.schedules(&p).await.unwrap();
+    let last = ms(info[0].last_at.unwrap());
+    let expected = ((last - first) / 200 + 1) as u64;
+    assert_eq!(
+        queued(&jobs, &p, "q").await,
+        expected,
+        "double-fired or lost ticks"
+    );
+    assert_eq!(info[0].fired, expected);
+}
+
+#[tokio::test]
+async fn a_scheduler_rides_out_a_redis_outage_and_loses_no_tick() {
+    let redis = wharf_testkit::RedisServer::start_behind_proxy().unwrap();
+    let proxy = redis.proxy().unwrap();
+    let config = Config::new(redis.url()).response_timeout(Duration::from_millis(500));
+    let jobs = Jobs::connect(config).await.unwrap();
+    let p = partition("schedout");
+    // The outage (1.5 s) is within the grace: its ticks are late, not missed, and all fire.
+    let every = Schedule::every(Duration::from_millis(200))
+        .unwrap()
+        .missed(Missed::Skip)
+        .grace(Duration::from_secs(30));
+    jobs.schedule(&p, "q", "s", &every, &Record::default())
+        .await
+        .unwrap();
+    let first = ms(jobs.schedules(&p).await.unwrap()[0].next_at.unwrap());
+    let stop = CancellationToken::new();
+    let s = Scheduler::new(jobs.clone(), [p.clone()])
+        .unwrap()
+        .poll_interval(Duration::from_millis(20));
+    let run = tokio::spawn(s.run(stop.child_token()));
+    eventually("3 ticks", Duration::from_secs(15), || async {
+        jobs.counts(&p, "q").await.is_ok_and(|c| c.queued >= 3)
+    })
+    .await
+    .unwrap();
+    proxy.down().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore().unwrap();
+    let before = jobs.counts(&p, "q").await.map(|c| c.queued).unwrap_or(0);
+    eventually(
+        "ticks after the outage",
+        Duration::from_secs(30),
+        || async {
+            jobs.counts(&p, "q")
+                .await
+                .is_ok_and(|c| c.queued >= before + 12)
+        },
+    )
+    .await
+    .unwrap();
+    stop.cancel();
+    run.await.unwrap();
+
+    let info = jobs.schedules(&p).await.unwrap();
+    let last = ms(info[0].last_at.unwrap());
+    let expected = ((last - first) / 200 + 1) as u64;
+    assert_eq!(
+        queued(&jobs, &p, "q").await,
+        expected,
+        "a tick was lost or fired twice"
+    );
 }
