@@ -4,7 +4,8 @@
 //!
 //! Every metric carries the labels `partition` and `queue` (the names given to
 //! [`Jobs`](crate::Jobs) and [`WorkerBuilder::queue`](crate::WorkerBuilder::queue); never a
-//! URL or a credential). [`JOBS`] has `state` too, [`CALLBACK_PANICS`] has `callback`.
+//! URL or a credential). [`JOBS`] has `state` too, [`CALLBACK_PANICS`] has `callback`;
+//! [`SCHEDULE_TICKS`] has `schedule` instead of `queue`.
 //! The guide (`docs/job-partition.md`, "Observability") says when each one moves.
 
 /// Counter, in jobs: job events, by label `state`.
