@@ -68,4 +68,5 @@ while want > 0 and budget > 0 do
     want = want - 1
   end
 end
+if #out == 0 and rate_max then return rate_wait(q, t) end
 return out

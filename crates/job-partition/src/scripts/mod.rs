@@ -22,6 +22,8 @@ const ENQUEUE: &str = include_str!("enqueue.lua");
 
 /// ARGV: P, queue, want, lease_ms, worker, beat_ms. Returns flat: id, token, attempt, name,
 /// args, enq_at, trace (empty when the job stored none). A queue `limit` of 0 starts nothing (a missing limit is no limit).
+/// When nothing started and jobs of the queue wait for their rate window, returns
+/// `{'', <ms until the first may start>}` instead.
 ///
 /// A claimed job's `worker` field reads `<worker> <lease_ms> <beat_ms>`: what `LEASES` needs
 /// to tell a stalled lease, in the field every claim writes anyway (two more fields in every

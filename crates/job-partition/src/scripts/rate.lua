@@ -46,3 +46,12 @@ local function rate_count(q, id, tok, t, ms)
   redis.call('ZADD', rk, t, id .. ':' .. tok)
   redis.call('PEXPIRE', rk, ms)
 end
+
+-- The answer of a claim that started nothing while jobs wait for their window:
+-- {'', ms until the first of them may start}, so the worker sleeps until then (a list of
+-- two, which the claim's per-job parser skips).
+local function rate_wait(q, t)
+  local first = redis.call('ZRANGE', qk(q, 'limited'), 0, 0, 'WITHSCORES')
+  if not first[1] then return {} end
+  return { '', tostring(math.max(tonumber(first[2]) - t, 1)) }
+end
