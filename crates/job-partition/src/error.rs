@@ -127,6 +127,36 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A schedule's definition is not valid (a cron expression that does not parse, an
+    /// unknown time zone, a zero interval, a missed-tick bound out of range). Nothing was
+    /// written to Redis.
+    #[error("{what} is not valid: {reason}")]
+    InvalidSchedule {
+        /// What was given (for example "cron expression `61 * * * * *`").
+        what: String,
+        /// What is wrong and what to write instead.
+        reason: String,
+        /// The parser's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A rate limit is not valid (no start allowed, a zero or too long window). Nothing
+    /// was written to Redis.
+    #[error("invalid rate limit: {reason}")]
+    InvalidRateLimit {
+        /// What is wrong and what to give instead.
+        reason: String,
+    },
+    /// No schedule of this name exists in the partition. Nothing was written to Redis.
+    #[error(
+        "no schedule `{name}` in partition `{partition}`; list them with Jobs::schedules (or `wharf-jobs schedules {partition}`), or create it with Jobs::schedule"
+    )]
+    UnknownSchedule {
+        /// The partition.
+        partition: String,
+        /// The name asked for.
+        name: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

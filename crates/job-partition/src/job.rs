@@ -118,6 +118,13 @@ pub trait Job<S = ()>: Serialize + DeserializeOwned + Send + Sync + 'static {
         None
     }
 
+    /// The group this job's starts count in when its queue has a rate limit
+    /// ([`Jobs::set_rate_limit`](crate::Jobs::set_rate_limit)), for example a customer or
+    /// tenant id: the limit holds for each group apart. `None`: the queue's shared group.
+    fn rate_group(&self) -> Option<String> {
+        None
+    }
+
     /// Whether a failure is retried (up to [`max_attempts`](Job::max_attempts)).
     fn retryable(&self) -> bool {
         true

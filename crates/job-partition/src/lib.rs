@@ -7,6 +7,8 @@ mod hooks;
 mod job;
 mod keys;
 pub mod metrics;
+mod rate;
+mod schedule;
 mod scripts;
 mod trace;
 mod worker;
@@ -29,6 +31,10 @@ pub use hooks::{Hooks, JobEvent, NoHooks};
 pub use job::{
     Job, JobContext, JobError, MAX_PRIORITY, MAX_PROGRESS_BYTES, MAX_RESULT_BYTES, Registry,
 };
+#[doc(inline)]
+pub use rate::{MAX_RATE, MAX_RATE_WINDOW, RateLimit};
+#[doc(inline)]
+pub use schedule::{MAX_CATCH_UP, Missed, Schedule, ScheduleInfo, Scheduler};
 #[doc(inline)]
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};
 

@@ -5,9 +5,10 @@
 //! Every metric carries the labels `partition` and `queue` (the names given to
 //! [`Jobs`](crate::Jobs) and [`WorkerBuilder::queue`](crate::WorkerBuilder::queue); never a
 //! URL or a credential). [`JOBS`] and [`QUEUE_DEPTH`] have `state` too, [`CALLBACK_PANICS`]
-//! has `callback`. Each constant's doc opens with the metric's type and unit and ends with
-//! its labels; the guide (`docs/job-partition.md`, "Metrics") has them in one table, which
-//! a test checks against these docs.
+//! has `callback`; [`SCHEDULE_TICKS`] has `schedule` instead of `queue`. Each constant's doc
+//! opens with the metric's type and unit and ends with its labels; the guide
+//! (`docs/job-partition.md`, "Metrics") has them in one table, which a test checks against
+//! these docs.
 
 /// Counter, in jobs: job events, by label `state`. Recorded by [`Jobs`](crate::Jobs) for
 /// `enqueued`, `duplicate` (a queue key was taken) and `debounced` (a debounced enqueue
@@ -65,3 +66,9 @@ pub const CALLBACK_PANICS: &str = "wharf_jobs_callback_panics_total";
 ///
 /// Labels: `partition`, `queue`, `state`.
 pub const QUEUE_DEPTH: &str = "wharf_jobs_queue_depth";
+
+/// Counter, in jobs: jobs enqueued by schedule ticks (counted by the scheduler whose
+/// script fired them, so the sum over all schedulers is the number of ticks fired).
+///
+/// Labels: `partition`, `schedule` (not `queue`).
+pub const SCHEDULE_TICKS: &str = "wharf_jobs_schedule_ticks_total";

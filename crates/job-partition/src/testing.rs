@@ -23,8 +23,8 @@ pub async fn claim(
     lease: Duration,
     worker: &str,
 ) -> Result<Vec<(String, String)>> {
-    let c = jobs
-        .claim(partition, queue, want, lease, lease / 10, worker)
+    let (c, _) = jobs
+        .claim_or_wait(partition, queue, want, lease, lease / 10, worker)
         .await?;
     Ok(c.into_iter().map(|c| (c.id, c.token)).collect())
 }

@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use wharf_job_partition::{
     CancelOutcome, Config, Deleted, Enqueued, Error as JobsError, Filter, JobInfo, JobList,
-    JobRecord, Jobs, Lease, QueueCounts, RunNow,
+    JobRecord, Jobs, Lease, QueueCounts, RateLimit, RunNow, ScheduleInfo,
 };
 
 /// Exit status when a command failed (Redis unreachable, a refusal).
@@ -212,6 +212,44 @@ enum Command {
         /// The queue.
         queue: String,
     },
+    /// Show the queue's rate limit, or set it: at most N starts per WINDOW for each rate
+    /// group of the queue (`none`: no rate limit).
+    Rate {
+        /// The partition.
+        partition: String,
+        /// The queue.
+        queue: String,
+        /// A number of starts, or `none`; without it, the limit is shown.
+        limit: Option<String>,
+        /// The window: 500ms, 10s, 2m, 1h (or a number of milliseconds).
+        window: Option<String>,
+    },
+    /// List a partition's schedules (recurring jobs): next tick, ticks fired, paused.
+    Schedules {
+        /// The partition.
+        partition: String,
+    },
+    /// Stop a schedule's ticks (its enqueued jobs stay).
+    SchedulePause {
+        /// The partition.
+        partition: String,
+        /// The schedule's name.
+        name: String,
+    },
+    /// Restart a paused schedule from its next tick after now.
+    ScheduleResume {
+        /// The partition.
+        partition: String,
+        /// The schedule's name.
+        name: String,
+    },
+    /// Delete a schedule (its enqueued jobs stay).
+    ScheduleRemove {
+        /// The partition.
+        partition: String,
+        /// The schedule's name.
+        name: String,
+    },
     /// Set the queue's global limit of running jobs (0: no job starts; none: no limit).
     Limit {
         /// The partition.
@@ -236,6 +274,12 @@ impl Command {
                 | Command::Jobs { .. }
                 | Command::Workers { .. }
                 | Command::Keys { .. }
+                | Command::Schedules { .. }
+                | Command::Rate {
+                    window: None,
+                    limit: None,
+                    ..
+                }
         )
     }
 }
@@ -267,6 +311,7 @@ impl From<JobsError> for Fail {
             JobsError::UnknownPartition { .. }
                 | JobsError::UnknownQueue { .. }
                 | JobsError::UnknownJob { .. }
+                | JobsError::UnknownSchedule { .. }
         ) {
             return Fail::NotFound(e.to_string());
         }
@@ -733,6 +778,75 @@ async fn command(jobs: &Jobs, cli: &Cli, out: &Out) -> Result<(), Fail> {
                 format!("resumed {partition}/{queue}")
             });
         }
+        Command::Rate {
+            partition,
+            queue,
+            limit,
+            window,
+        } => {
+            let set = match (limit.as_deref(), window.as_deref()) {
+                (None, _) => None,
+                (Some("none"), None) => Some(None),
+                (Some(n), Some(w)) if n != "none" => {
+                    let n = n.parse::<u32>().map_err(|e| {
+                        Fail::Usage(format!("rate wants a number of starts, not {n:?}: {e}"))
+                    })?;
+                    Some(Some(RateLimit::new(n, parse_window(w)?)?))
+                }
+                _ => {
+                    return Err(Fail::Usage(
+                        "rate wants N WINDOW (e.g. 10 2s) or none".to_owned(),
+                    ));
+                }
+            };
+            let create = cli.create && set.is_some();
+            known_queue(jobs, partition, queue, create).await?;
+            if let Some(limit) = set {
+                jobs.set_rate_limit(partition, queue, limit).await?;
+            }
+            let c = jobs.counts(partition, queue).await?;
+            out.print(
+                json!({
+                    "rate_limit": c.rate_limit.map(|r| json!({ "max": r.max(), "window_ms": r.window().as_millis() as u64 })),
+                    "rate_limited": c.rate_limited,
+                }),
+                || match c.rate_limit {
+                    Some(r) => format!(
+                        "rate limit of {partition}/{queue}: {} starts per {:?} per rate group; {} jobs waiting for their window",
+                        r.max(),
+                        r.window(),
+                        c.rate_limited
+                    ),
+                    None => format!("rate limit of {partition}/{queue}: none"),
+                },
+            );
+        }
+        Command::Schedules { partition } => {
+            known_partition(jobs, partition).await?;
+            let all = jobs.schedules(partition).await?;
+            out.print(
+                json!(all.iter().map(schedule_json).collect::<Vec<_>>()),
+                || schedules_text(&all),
+            );
+        }
+        Command::SchedulePause { partition, name } => {
+            jobs.pause_schedule(partition, name).await?;
+            out.print(json!({ "schedule": name, "paused": true }), || {
+                format!("schedule {partition}/{name}: paused")
+            });
+        }
+        Command::ScheduleResume { partition, name } => {
+            jobs.resume_schedule(partition, name).await?;
+            out.print(json!({ "schedule": name, "paused": false }), || {
+                format!("schedule {partition}/{name}: resumed")
+            });
+        }
+        Command::ScheduleRemove { partition, name } => {
+            jobs.remove_schedule(partition, name).await?;
+            out.print(json!({ "schedule": name, "removed": true }), || {
+                format!("schedule {partition}/{name}: removed")
+            });
+        }
         Command::Limit {
             partition,
             queue,
@@ -756,6 +870,75 @@ async fn command(jobs: &Jobs, cli: &Cli, out: &Out) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// `500ms`, `10s`, `2m`, `1h` or a number of milliseconds.
+fn parse_window(w: &str) -> Result<Duration, Fail> {
+    let bad = || {
+        Fail::Usage(format!(
+            "window `{w}` is not valid: write a positive duration such as 500ms, 10s, 2m or 1h"
+        ))
+    };
+    let (num, unit) = match w.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => w.split_at(i),
+        None => (w, "ms"),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(bad()),
+    };
+    if ms == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn unix_ms(t: Option<std::time::SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+}
+
+fn schedule_json(s: &ScheduleInfo) -> Value {
+    json!({
+        "name": s.name,
+        "when": s.when,
+        "queue": s.queue,
+        "job": s.job,
+        "paused": s.paused,
+        "next_at_ms": unix_ms(s.next_at),
+        "last_at_ms": unix_ms(s.last_at),
+        "fired": s.fired,
+    })
+}
+
+fn schedules_text(all: &[ScheduleInfo]) -> String {
+    let mut text = format!(
+        "{:<24} {:<16} {:<20} {:>8} {:>13}  when",
+        "schedule", "queue", "job", "fired", "next in (s)"
+    );
+    let now = std::time::SystemTime::now();
+    for s in all {
+        let next = match (s.paused, s.next_at) {
+            (true, _) => "paused".to_owned(),
+            (false, None) => "never".to_owned(),
+            (false, Some(t)) => {
+                let secs = t
+                    .duration_since(now)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                format!("{secs:.1}")
+            }
+        };
+        text.push_str(&format!(
+            "\n{:<24} {:<16} {:<20} {:>8} {:>13}  {}",
+            s.name, s.queue, s.job, s.fired, next, s.when
+        ));
+    }
+    text
 }
 
 /// Retries one dead job: (JSON, text).
@@ -940,6 +1123,8 @@ fn counts_json(q: &str, c: &QueueCounts, stalled: Option<&str>) -> Value {
         "lease_expired_total": c.lease_expired_total,
         "paused": c.paused,
         "limit": c.limit,
+        "rate_limit": c.rate_limit.map(|r| json!({ "max": r.max(), "window_ms": r.window().as_millis() as u64 })),
+        "rate_limited": c.rate_limited,
         "stalled": stalled,
     })
 }
@@ -990,6 +1175,12 @@ async fn queues(jobs: &Jobs, p: &str, out: &Out) -> Result<(), Fail> {
                 let mut settings = Vec::new();
                 if c.paused {
                     settings.push("paused".to_owned());
+                }
+                if let Some(r) = c.rate_limit {
+                    settings.push(format!("rate={}/{:?}", r.max(), r.window()));
+                }
+                if c.rate_limited > 0 {
+                    settings.push(format!("rate_limited={}", c.rate_limited));
                 }
                 if let Some(l) = c.limit {
                     settings.push(format!("limit={l}"));

@@ -425,6 +425,74 @@ async fn show_prints_a_jobs_progress_result_and_priority() {
     assert_eq!(v["priority"], 2, "{v}");
 }
 
+#[tokio::test]
+async fn the_cli_lists_pauses_resumes_and_removes_schedules() {
+    let jobs = jobs().await;
+    let p = partition("cli-sched");
+    let daily = wharf_job_partition::Schedule::cron_in("0 0 3 * * *", "Europe/Berlin").unwrap();
+    jobs.schedule(&p, "reports", "nightly", &daily, &Task::default())
+        .await
+        .unwrap();
+
+    let (code, out) = cli(&["schedules", &p]);
+    assert_eq!(code, 0, "{out}");
+    let row = out.lines().find(|l| l.starts_with("nightly")).unwrap();
+    assert!(
+        row.contains("reports") && row.contains("Europe/Berlin"),
+        "{row}"
+    );
+    let (_, v) = cli_json(&["schedules", &p]);
+    assert_eq!(v[0]["name"], "nightly", "{v}");
+    assert!(v[0]["next_at_ms"].as_u64().unwrap() > 0, "{v}");
+
+    assert_eq!(cli(&["schedule-pause", &p, "nightly"]).0, 0);
+    let (_, out) = cli(&["schedules", &p]);
+    assert!(out.contains("paused"), "{out}");
+    assert!(jobs.schedules(&p).await.unwrap()[0].paused);
+    assert_eq!(cli(&["schedule-resume", &p, "nightly"]).0, 0);
+    assert!(!jobs.schedules(&p).await.unwrap()[0].paused);
+
+    let (code, out) = cli(&["schedule-remove", &p, "nope"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("nope"), "{out}");
+    assert_eq!(cli(&["schedule-remove", &p, "nightly"]).0, 0);
+    assert!(jobs.schedules(&p).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_cli_shows_and_sets_rate_limits_and_refuses_bad_windows() {
+    let jobs = jobs().await;
+    let p = partition("cli-rate");
+    jobs.enqueue(&p, "api", &Task::default()).await.unwrap();
+
+    let (code, out) = cli(&["rate", &p, "api", "10", "2s"]);
+    assert_eq!(code, 0, "{out}");
+    let limit = jobs.counts(&p, "api").await.unwrap().rate_limit.unwrap();
+    assert_eq!((limit.max(), limit.window()), (10, Duration::from_secs(2)));
+    let (_, out) = cli(&["rate", &p, "api"]);
+    assert!(out.contains("10 starts per 2s"), "{out}");
+    let (_, out) = cli(&["queues", &p]);
+    assert!(out.contains("rate=10/2s"), "{out}");
+    let (_, v) = cli_json(&["rate", &p, "api"]);
+    assert_eq!(v["rate_limit"]["max"], 10, "{v}");
+
+    // Bad words are bad usage (2); a limit the library refuses fails (1); neither writes.
+    for (n, window, status) in [
+        ("10", "0", 2),
+        ("10", "-1s", 2),
+        ("10", "soon", 2),
+        ("0", "1s", 1),
+    ] {
+        let (code, out) = cli(&["rate", &p, "api", n, window]);
+        assert_eq!(code, status, "{n} {window}: {out}");
+    }
+    let limit = jobs.counts(&p, "api").await.unwrap().rate_limit.unwrap();
+    assert_eq!(limit.max(), 10, "a refused change wrote nothing");
+
+    assert_eq!(cli(&["rate", &p, "api", "none"]).0, 0);
+    assert!(jobs.counts(&p, "api").await.unwrap().rate_limit.is_none());
+}
+
 #[test]
 fn bad_usage_exits_2_with_the_help() {
     let (code, out) = cli(&["frobnicate"]);
@@ -460,6 +528,11 @@ fn every_command_has_its_own_help() {
         "pause",
         "resume",
         "limit",
+        "rate",
+        "schedules",
+        "schedule-pause",
+        "schedule-resume",
+        "schedule-remove",
     ] {
         let (code, out) = cli(&["help", command]);
         assert_eq!(code, 0, "{command}: {out}");

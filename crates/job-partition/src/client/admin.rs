@@ -133,7 +133,7 @@ impl Jobs {
     /// releasing their keys; running jobs are left alone. Answers how many were deleted.
     pub async fn purge(&self, partition: &str, queue: &str) -> Result<u64> {
         let mut n = 0;
-        for which in ["wait", "delayed", "parked"] {
+        for which in ["wait", "delayed", "parked", "limited"] {
             n += self.purge_part(partition, queue, which).await?;
         }
         Ok(n)

@@ -43,6 +43,8 @@ pub enum JobList {
     Scheduled,
     /// Waiting for their execution key, in enqueue order.
     Parked,
+    /// Waiting for their rate group's window, the soonest allowed first.
+    RateLimited,
     /// Running (or stopping), the soonest lease expiry first.
     Running,
     /// Completed or cancelled, kept within retention, newest first.
@@ -53,21 +55,24 @@ pub enum JobList {
 
 impl JobList {
     /// Every list, in a job's usual path.
-    pub const ALL: [JobList; 6] = [
+    pub const ALL: [JobList; 7] = [
         Self::Queued,
         Self::Scheduled,
         Self::Parked,
+        Self::RateLimited,
         Self::Running,
         Self::Finished,
         Self::Dead,
     ];
 
-    /// Its name (`queued`, `scheduled`, `parked`, `running`, `finished`, `dead`).
+    /// Its name (`queued`, `scheduled`, `parked`, `ratelimited`, `running`, `finished`,
+    /// `dead`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
             Self::Scheduled => "scheduled",
             Self::Parked => "parked",
+            Self::RateLimited => "ratelimited",
             Self::Running => "running",
             Self::Finished => "finished",
             Self::Dead => "dead",
@@ -85,6 +90,7 @@ impl JobList {
             JobState::Queued => Self::Queued,
             JobState::Scheduled | JobState::Retrying => Self::Scheduled,
             JobState::Parked => Self::Parked,
+            JobState::RateLimited => Self::RateLimited,
             JobState::Running | JobState::Stopping => Self::Running,
             JobState::Completed | JobState::Cancelled => Self::Finished,
             JobState::Dead => Self::Dead,
@@ -97,6 +103,7 @@ impl JobList {
             Self::Queued => "wait",
             Self::Scheduled => "delayed",
             Self::Parked => "parked",
+            Self::RateLimited => "limited",
             Self::Running => "active",
             Self::Finished => "done",
             Self::Dead => "dead",

@@ -58,20 +58,41 @@ impl Debounced {
 
 /// A job ready to store: name, JSON arguments and keys.
 #[derive(Debug, Clone)]
-struct Pending {
-    name: &'static str,
-    args: String,
-    qkey: String,
-    xkey: String,
-    at_ms: u64,
-    delay_ms: u64,
+pub(crate) struct Pending {
+    pub(crate) name: String,
+    pub(crate) args: String,
+    pub(crate) qkey: String,
+    pub(crate) xkey: String,
+    pub(crate) rgroup: String,
+    pub(crate) at_ms: u64,
+    pub(crate) delay_ms: u64,
     /// `unique_for` in ms (0: none).
-    qttl_ms: u64,
+    pub(crate) qttl_ms: u64,
     /// 0..=MAX_PRIORITY.
-    priority: u8,
+    pub(crate) priority: u8,
 }
 
-fn pending<J: Job<S>, S>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
+impl Pending {
+    /// The script's arguments for this job (`enqueue.lua`'s per-job layout), with a new id.
+    pub(crate) fn script_args(&self, queue: &str, trace: &str) -> [String; 12] {
+        [
+            new_id(),
+            queue.to_owned(),
+            self.name.clone(),
+            self.args.clone(),
+            self.qkey.clone(),
+            self.xkey.clone(),
+            self.at_ms.to_string(),
+            self.delay_ms.to_string(),
+            trace.to_owned(),
+            self.qttl_ms.to_string(),
+            self.priority.to_string(),
+            self.rgroup.clone(),
+        ]
+    }
+}
+
+pub(crate) fn pending<J: Job<S>, S>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> {
     let args = serde_json::to_string(job).map_err(|source| Error::Encode {
         name: J::NAME.to_owned(),
         source,
@@ -114,11 +135,16 @@ fn pending<J: Job<S>, S>(job: &J, at_ms: u64, delay_ms: u64) -> Result<Pending> 
             J::NAME
         )));
     }
+    let rgroup = job.rate_group().unwrap_or_default();
+    if !rgroup.is_empty() {
+        check_key("rate_group", &rgroup)?;
+    }
     Ok(Pending {
-        name: J::NAME,
+        name: J::NAME.to_owned(),
         args,
         qkey,
         xkey,
+        rgroup,
         at_ms,
         delay_ms,
         qttl_ms,
@@ -229,7 +255,7 @@ impl Jobs {
         let args = vec![
             id.clone(),
             queue.to_owned(),
-            p.name.to_owned(),
+            p.name,
             p.args,
             p.qkey,
             p.xkey,
@@ -237,6 +263,7 @@ impl Jobs {
             crate::trace::to_store(),
             p.qttl_ms.to_string(),
             p.priority.to_string(),
+            p.rgroup,
         ];
         let answer: Vec<String> = self
             .script("enqueue debounced", &scripts().debounce, partition, args)
@@ -288,22 +315,10 @@ impl Jobs {
         // continues its trace.
         let trace = crate::trace::to_store();
         for chunk in jobs.chunks(BULK_CHUNK) {
-            let mut args = Vec::with_capacity(1 + chunk.len() * 11);
+            let mut args = Vec::with_capacity(1 + chunk.len() * 12);
             args.push(chunk.len().to_string());
             for p in chunk {
-                args.extend([
-                    new_id(),
-                    queue.to_owned(),
-                    p.name.to_owned(),
-                    p.args.clone(),
-                    p.qkey.clone(),
-                    p.xkey.clone(),
-                    p.at_ms.to_string(),
-                    p.delay_ms.to_string(),
-                    trace.clone(),
-                    p.qttl_ms.to_string(),
-                    p.priority.to_string(),
-                ]);
+                args.extend(p.script_args(queue, &trace));
             }
             let answers: Vec<String> = self
                 .script("enqueue", &scripts().enqueue, partition, args)
@@ -324,7 +339,7 @@ impl Jobs {
                 tracing::trace!(
                     partition,
                     queue,
-                    job = p.name,
+                    job = p.name.as_str(),
                     id = e.id(),
                     state,
                     "enqueue"

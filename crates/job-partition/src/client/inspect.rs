@@ -26,6 +26,9 @@ pub enum JobState {
     Stopping,
     /// Failed, waiting for its next attempt.
     Retrying,
+    /// Ready, but its rate group has used its queue's rate limit: it starts, in its place,
+    /// once the window allows ([`Jobs::set_rate_limit`]).
+    RateLimited,
     /// Finished successfully.
     Completed,
     /// Cancelled.
@@ -43,6 +46,7 @@ impl JobState {
             "running" => Self::Running,
             "stopping" => Self::Stopping,
             "retrying" => Self::Retrying,
+            "ratelimited" => Self::RateLimited,
             "completed" => Self::Completed,
             "cancelled" => Self::Cancelled,
             "dead" => Self::Dead,
@@ -59,6 +63,7 @@ impl JobState {
             Self::Running => "running",
             Self::Stopping => "stopping",
             Self::Retrying => "retrying",
+            Self::RateLimited => "ratelimited",
             Self::Completed => "completed",
             Self::Cancelled => "cancelled",
             Self::Dead => "dead",
@@ -175,6 +180,10 @@ pub struct QueueCounts {
     pub paused: bool,
     /// The global limit of jobs running at once (None: no limit; `Some(0)`: no job starts).
     pub limit: Option<u32>,
+    /// Ready jobs waiting for their rate group's window ([`JobState::RateLimited`]).
+    pub rate_limited: u64,
+    /// The queue's rate limit ([`Jobs::set_rate_limit`]).
+    pub rate_limit: Option<crate::RateLimit>,
 }
 
 impl Jobs {
@@ -216,10 +225,11 @@ impl Jobs {
             pipe.cmd("ZCARD").arg(k(part));
         }
         pipe.cmd("HGETALL").arg(k("meta"));
+        pipe.cmd("ZCARD").arg(k("limited"));
         let mut conn = self.conn.clone();
-        let fut =
-            pipe.query_async::<(u64, u64, u64, u64, u64, u64, HashMap<String, String>)>(&mut conn);
-        let (queued, scheduled, parked, running, finished_kept, dead, meta) =
+        let fut = pipe
+            .query_async::<(u64, u64, u64, u64, u64, u64, HashMap<String, String>, u64)>(&mut conn);
+        let (queued, scheduled, parked, running, finished_kept, dead, meta, rate_limited) =
             self.bounded("counts", fut).await?;
         let n = |f: &str| meta.get(f).and_then(|v| v.parse().ok()).unwrap_or(0u64);
         Ok(QueueCounts {
@@ -236,6 +246,8 @@ impl Jobs {
             lease_expired_total: n("lease_expired"),
             paused: meta.get("paused").is_some_and(|v| v == "1"),
             limit: meta.get("limit").and_then(|v| v.parse().ok()),
+            rate_limited,
+            rate_limit: crate::RateLimit::from_stored(meta.get("rate_max"), meta.get("rate_ms")),
         })
     }
 

@@ -81,7 +81,9 @@ pub(crate) enum Beat {
 }
 
 impl Jobs {
-    pub(crate) async fn claim(
+    /// Claims up to `want` jobs; when none started but rate-limited jobs wait, also how long
+    /// until the first of them may start (the worker sleeps no longer than that).
+    pub(crate) async fn claim_or_wait(
         &self,
         partition: &str,
         queue: &str,
@@ -89,7 +91,7 @@ impl Jobs {
         lease: Duration,
         beat: Duration,
         worker: &str,
-    ) -> Result<Vec<Claimed>> {
+    ) -> Result<(Vec<Claimed>, Option<Duration>)> {
         let args = vec![
             queue.to_owned(),
             want.to_string(),
@@ -100,6 +102,13 @@ impl Jobs {
         let flat: Vec<String> = self
             .script("claim", &scripts().claim, partition, args)
             .await?;
+        if let [empty, ms] = flat.as_slice()
+            && empty.is_empty()
+        {
+            // See rate.lua's rate_wait.
+            let wait = Duration::from_millis(ms.parse().unwrap_or(1));
+            return Ok((Vec::new(), Some(wait)));
+        }
         let mut out = Vec::with_capacity(flat.len() / 7);
         for c in flat.chunks_exact(7) {
             out.push(Claimed {
@@ -111,7 +120,7 @@ impl Jobs {
                 trace: c[6].clone(),
             });
         }
-        Ok(out)
+        Ok((out, None))
     }
 
     pub(crate) async fn heartbeat(

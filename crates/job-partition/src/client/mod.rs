@@ -36,6 +36,7 @@ pub use browse::{
 pub use config::Config;
 use connection::Conn;
 pub use enqueue::{Debounced, Enqueued, MAX_ARGS_BYTES};
+pub(crate) use enqueue::{Pending, pending};
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
 pub(crate) use lease::{Beat, Claimed};
@@ -97,9 +98,24 @@ impl Jobs {
         self.timeout
     }
 
-    async fn call<T: FromRedisValue>(&self, op: &'static str, cmd: &redis::Cmd) -> Result<T> {
+    pub(crate) async fn call<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
         let mut conn = self.conn.clone();
         let fut = cmd.query_async::<T>(&mut conn);
+        self.bounded(op, fut).await
+    }
+
+    /// Runs a pipeline with the timeout of every call.
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        let fut = pipe.query_async::<T>(&mut conn);
         self.bounded(op, fut).await
     }
 
@@ -121,7 +137,7 @@ impl Jobs {
         }
     }
 
-    async fn script<T: FromRedisValue>(
+    pub(crate) async fn script<T: FromRedisValue>(
         &self,
         op: &'static str,
         script: &redis::Script,
@@ -138,7 +154,7 @@ impl Jobs {
         self.bounded(op, fut).await
     }
 
-    async fn note_partition(&self, partition: &str) -> Result<()> {
+    pub(crate) async fn note_partition(&self, partition: &str) -> Result<()> {
         let known = self
             .known_partitions
             .lock()

@@ -8,6 +8,7 @@ if FINISHED[st] then return 'finished:' .. st end
 redis.call('ZREM', qk(q, 'wait'), id)
 redis.call('ZREM', qk(q, 'delayed'), id)
 redis.call('ZREM', qk(q, 'parked'), id)
+redis.call('ZREM', qk(q, 'limited'), id)
 if f[4] and f[4] ~= '' then
   redis.call('ZREM', P .. 'xwait:' .. f[4], id)
   release_xkey(id, f[4])

@@ -11,6 +11,12 @@ for _, id in ipairs(due) do
     redis.call('ZADD', qk(q, 'wait'), seq, id)
   end
 end
+local rate_max, rate_ms = rate_cfg(q)
+if rate_max then
+  rate_release(q, t)
+elseif redis.call('EXISTS', qk(q, 'limited')) == 1 then
+  rate_release(q, '+inf')
+end
 local meta = redis.call('HMGET', qk(q, 'meta'), 'paused', 'limit')
 if meta[1] == '1' then return {} end
 local lim = tonumber(meta[2] or '')
@@ -28,6 +34,7 @@ while want > 0 and budget > 0 do
   local j = jk(id)
   local xkey = redis.call('HGET', j, 'xkey')
   local run = (xkey ~= false)
+  if run and rate_max and rate_hold(q, id, t, rate_max, rate_ms) then run = false end
   if run and xkey ~= '' then
     local lk = P .. 'xlock:' .. xkey
     local h = redis.call('GET', lk)
@@ -48,6 +55,7 @@ while want > 0 and budget > 0 do
   if run then
     local tok = redis.call('HINCRBY', j, 'token', 1)
     local att = redis.call('HINCRBY', j, 'attempts', 1)
+    if rate_max then rate_count(q, id, tok, t, rate_ms) end
     redis.call('HSET', j, 'state', 'running', 'worker', holder, 'started_at', t)
     redis.call('ZADD', qk(q, 'active'), t + lease, id)
     local f = redis.call('HMGET', j, 'name', 'args', 'enq_at', 'trace')
@@ -61,4 +69,5 @@ while want > 0 and budget > 0 do
     want = want - 1
   end
 end
+if #out == 0 and rate_max then return rate_wait(q, t) end
 return out

@@ -1,6 +1,6 @@
 local id, q, name, args = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local qkey, xkey, delay, trace, qttl = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
-local prio = ARGV[11]
+local prio, rgroup = ARGV[11], ARGV[12] or ''
 local t = now_ms()
 local replaced = ''
 local h = qkey_holder(qkey)
@@ -21,6 +21,6 @@ if h then
   replaced = h
 end
 redis.call('SET', P .. 'qkey:' .. qkey, id)
-insert(id, q, name, args, qkey, xkey, t + delay, trace, qttl, prio, t)
+insert(id, q, name, args, qkey, xkey, t + delay, trace, qttl, prio, rgroup, t)
 redis.call('SADD', P .. 'queues', q)
 return { 'ok', replaced }

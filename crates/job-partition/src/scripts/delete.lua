@@ -4,7 +4,7 @@ local f = redis.call('HMGET', j, 'state', 'queue', 'qkey', 'xkey')
 local st, q = f[1], f[2]
 if not st then return 'unknown' end
 if st == 'running' then return 'running' end
-for _, part in ipairs({ 'wait', 'delayed', 'parked', 'done', 'dead' }) do
+for _, part in ipairs({ 'wait', 'delayed', 'parked', 'limited', 'done', 'dead' }) do
   redis.call('ZREM', qk(q, part), id)
 end
 if f[4] and f[4] ~= '' then

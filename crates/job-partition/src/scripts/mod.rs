@@ -17,17 +17,23 @@ const PRELUDE: &str = include_str!("prelude.lua");
 /// (the enqueuing span's W3C context, `<traceparent>[ <tracestate>]`, or empty: stored as the
 /// job's `trace` field only when present and at most 600 bytes), qttl (the job's
 /// `unique_for` in ms, or 0: how long its queue key stays taken after it completes), prio
-/// (0..=3; the job's `seq`, its score in `wait`, is `prio * 2^50 + sequence`).
+/// (0..=3; the job's `seq`, its score in `wait`, is `prio * 2^50 + sequence`), rgroup (its
+/// rate-limit group, or empty).
 /// Returns per job its id, or `dup:<id of the holder>`.
 const ENQUEUE: &str = include_str!("enqueue.lua");
 
 /// ARGV: P, queue, want, lease_ms, worker, beat_ms. Returns flat: id, token, attempt, name,
 /// args, enq_at, trace (empty when the job stored none). A queue `limit` of 0 starts nothing (a missing limit is no limit).
+/// When nothing started and jobs of the queue wait for their rate window, returns
+/// `{'', <ms until the first may start>}` instead.
 ///
 /// A claimed job's `worker` field reads `<worker> <lease_ms> <beat_ms>`: what `LEASES` needs
 /// to tell a stalled lease, in the field every claim writes anyway (two more fields in every
 /// job's hash cost about 3% more Redis work per job).
 const CLAIM: &str = include_str!("claim.lua");
+
+/// Rate-limit helpers, prepended to the claim script (see the file).
+const RATE: &str = include_str!("rate.lua");
 
 /// ARGV: P, lease_ms, then pairs id, token. Returns per pair 0 (ok), 1 (cancel asked), 2 (lost).
 const HEARTBEAT: &str = include_str!("heartbeat.lua");
@@ -83,11 +89,28 @@ const PROGRESS: &str = include_str!("progress.lua");
 /// in one step is what keeps an outcome from slipping between them.
 const WATCH: &str = include_str!("watch.lua");
 
-/// ARGV: P, id, queue, name, args, qkey (required), xkey, delay_ms, trace, qttl, prio. Replaces the
+/// ARGV: P, id, queue, name, args, qkey (required), xkey, delay_ms, trace, qttl, prio, rgroup. Replaces the
 /// job holding the queue key when it has not started (scheduled, queued or parked, no
 /// attempt counted): that job ends `cancelled` with `replaced_by` = the new id, and the new
 /// job is stored to run after the delay. Returns `{ok, replaced id or ''}` or `{dup, holder}`.
 const DEBOUNCE: &str = include_str!("debounce.lua");
+/// ARGV: P, count and per job enqueue.lua's layout (the jobs of the ticks), then the
+/// schedule's name, the version and next tick the caller read, the new next tick and the
+/// last tick fired (or empty). Returns {} when another scheduler fired these ticks first
+/// (or the schedule changed), else `ok` then enqueue.lua's answers.
+const TICK: &str = include_str!("tick.lua");
+
+/// ARGV: P, max. Returns Redis' time, the next tick after the due ones, and the due schedules.
+const SCHED_DUE: &str = include_str!("sched_due.lua");
+
+/// ARGV: P, name, next_ms, field/value pairs. Creates or replaces a schedule.
+const SCHED_PUT: &str = include_str!("sched_put.lua");
+
+/// ARGV: P, op, name[, ver, next_ms]. Pauses, resumes or removes a schedule.
+const SCHED_ADMIN: &str = include_str!("sched_admin.lua");
+
+/// ARGV: P, max. Every schedule of a partition with its fields.
+const SCHED_LIST: &str = include_str!("sched_list.lua");
 
 /// The compiled scripts (their SHA1 computed once per process).
 #[derive(Debug)]
@@ -107,6 +130,11 @@ pub(crate) struct Scripts {
     pub(crate) progress: Script,
     pub(crate) watch: Script,
     pub(crate) debounce: Script,
+    pub(crate) tick: Script,
+    pub(crate) sched_due: Script,
+    pub(crate) sched_put: Script,
+    pub(crate) sched_admin: Script,
+    pub(crate) sched_list: Script,
 }
 
 fn build(body: &str) -> Script {
@@ -118,7 +146,7 @@ pub(crate) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
         enqueue: build(ENQUEUE),
-        claim: build(CLAIM),
+        claim: build(&format!("{RATE}\n{CLAIM}")),
         heartbeat: build(HEARTBEAT),
         complete: build(COMPLETE),
         fail: build(FAIL),
@@ -132,5 +160,12 @@ pub(crate) fn scripts() -> &'static Scripts {
         progress: build(PROGRESS),
         watch: build(WATCH),
         debounce: build(DEBOUNCE),
+        // The tick runs enqueue.lua's body as a function, so a tick's jobs are stored
+        // exactly as `Jobs::enqueue` stores them.
+        tick: build(&TICK.replace("--@ENQUEUE@", ENQUEUE)),
+        sched_due: build(SCHED_DUE),
+        sched_put: build(SCHED_PUT),
+        sched_admin: build(SCHED_ADMIN),
+        sched_list: build(SCHED_LIST),
     })
 }

@@ -74,7 +74,7 @@ local function qkey_holder(qkey)
 end
 
 -- Store a new job (its queue key already taken for it) and queue or schedule it.
-local function insert(id, q, name, args, qkey, xkey, run_at, trace, qttl, prio, t)
+local function insert(id, q, name, args, qkey, xkey, run_at, trace, qttl, prio, rgroup, t)
   local seq = place(prio)
   local j = jk(id)
   redis.call('HSET', j, 'name', name, 'args', args, 'queue', q, 'qkey', qkey, 'xkey', xkey,
@@ -82,6 +82,7 @@ local function insert(id, q, name, args, qkey, xkey, run_at, trace, qttl, prio, 
   if trace ~= '' and #trace <= 600 then redis.call('HSET', j, 'trace', trace) end
   if qttl ~= '' and qttl ~= '0' then redis.call('HSET', j, 'qttl', qttl) end
   if prio ~= '' and prio ~= '0' then redis.call('HSET', j, 'prio', prio) end
+  if rgroup ~= '' then redis.call('HSET', j, 'rgroup', rgroup) end
   if run_at > t then
     redis.call('HSET', j, 'state', 'scheduled', 'run_at', run_at)
     redis.call('ZADD', qk(q, 'delayed'), run_at, id)

@@ -36,6 +36,7 @@ pub struct WorkerBuilder {
     registry: Registry,
     hooks: Arc<dyn Hooks>,
     queues: Vec<(String, String, usize)>,
+    schedules: Vec<String>,
     settings: Settings,
 }
 
@@ -56,6 +57,7 @@ impl WorkerBuilder {
             registry,
             hooks: Arc::new(NoHooks),
             queues: Vec::new(),
+            schedules: Vec::new(),
             settings: Settings {
                 lease: Duration::from_secs(15),
                 margin: None,
@@ -66,6 +68,14 @@ impl WorkerBuilder {
                 batch: 50,
             },
         }
+    }
+
+    /// Also fire the due ticks of `partition`'s schedules (a [`Scheduler`](crate::Scheduler)
+    /// inside this worker, stopped with it). Any number of workers may do so: each tick
+    /// still fires once.
+    pub fn schedules(mut self, partition: &str) -> Self {
+        self.schedules.push(partition.to_owned());
+        self
     }
 
     /// Work on `queue` of `partition`, running at most `concurrency` of its jobs at once in
@@ -143,6 +153,10 @@ impl WorkerBuilder {
                 )));
             }
         }
+        let scheduler = match self.schedules.is_empty() {
+            true => None,
+            false => Some(crate::Scheduler::new(self.jobs.clone(), self.schedules)?),
+        };
         let id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         Ok(Worker {
             inner: Arc::new(Inner {
@@ -153,6 +167,7 @@ impl WorkerBuilder {
                 id,
             }),
             queues: self.queues,
+            scheduler,
         })
     }
 }

@@ -68,6 +68,7 @@ impl Inner {
 pub struct Worker {
     inner: Arc<Inner>,
     queues: Vec<(String, String, usize)>,
+    scheduler: Option<crate::Scheduler>,
 }
 
 impl fmt::Debug for Worker {
@@ -139,6 +140,9 @@ impl Worker {
                 source,
             },
         )?;
+        if let Some(s) = self.scheduler {
+            tokio::spawn(s.run(token.child_token()));
+        }
         let handle = WorkerHandle::new(self.inner, Some(Arc::new(keeper)), token);
         for (p, q, c) in self.queues {
             handle.spawn_queue(p, q, c);

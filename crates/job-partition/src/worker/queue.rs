@@ -92,7 +92,7 @@ impl QueueRunner {
             let claimed = self
                 .inner
                 .jobs
-                .claim(
+                .claim_or_wait(
                     &self.partition,
                     &self.queue,
                     permits.len(),
@@ -101,7 +101,7 @@ impl QueueRunner {
                     &self.inner.id,
                 )
                 .await;
-            let claimed = match claimed {
+            let (claimed, rate_wait) = match claimed {
                 Ok(c) => {
                     failures = 0;
                     c
@@ -119,7 +119,9 @@ impl QueueRunner {
             };
             if claimed.is_empty() {
                 drop(permits);
-                if self.sleep(idle).await {
+                // Rate-limited jobs: wake when the first may start, if that is sooner.
+                let nap = rate_wait.map_or(idle, |w| w.min(idle));
+                if self.sleep(nap).await {
                     return;
                 }
                 idle = (idle * 2).min(s.poll_interval);
