@@ -77,7 +77,9 @@ impl Throughput {
                 {
                     continue;
                 }
-                if let (Some(x), Some(y)) = (sum(a, key), sum(b, key)) {
+                // A queue the earlier sample lacks is new: it had done nothing.
+                if let Some(y) = sum(b, key) {
+                    let x = sum(a, key).unwrap_or((0, 0));
                     slot.0 += y.0.saturating_sub(x.0);
                     slot.1 += y.1.saturating_sub(x.1);
                 }
