@@ -30,6 +30,7 @@ pub struct ConsoleBuilder {
     sample_every: Option<Duration>,
     #[cfg(feature = "supervision")]
     supervisor: Option<wharf_core::supervisor::SupervisorHandle>,
+    panels: Vec<crate::clients::Panel>,
     read_only: bool,
     auth: Vec<Auth>,
     title: Option<String>,
@@ -70,6 +71,65 @@ impl ConsoleBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "supervision")))]
     pub fn supervisor(mut self, supervisor: wharf_core::supervisor::SupervisorHandle) -> Self {
         self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// Shows a webhooks emitter's buffer and failures (feature `webhooks`).
+    #[cfg(feature = "webhooks")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "webhooks")))]
+    pub fn emitter(
+        mut self,
+        name: impl Into<String>,
+        emitter: wharf_webhooks_emitter::Emitter,
+    ) -> Self {
+        self.panels
+            .push(crate::clients::emitter(name.into(), emitter));
+        self
+    }
+
+    /// Shows a Pulsar producer's connection and ack window (feature `pulsar`).
+    #[cfg(feature = "pulsar")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pulsar")))]
+    pub fn producer(
+        mut self,
+        name: impl Into<String>,
+        producer: wharf_producer_ack::Producer,
+    ) -> Self {
+        self.panels
+            .push(crate::clients::producer(name.into(), producer));
+        self
+    }
+
+    /// Shows a sharded consumer's key counts, retries and dead letters (feature `sharded`).
+    #[cfg(feature = "sharded")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sharded")))]
+    pub fn sharded_consumer<H: wharf_sharded_consumer::Handler>(
+        mut self,
+        consumer: wharf_sharded_consumer::ShardedConsumer<H>,
+    ) -> Self {
+        self.panels.push(crate::clients::sharded(consumer));
+        self
+    }
+
+    /// Shows a Kafka wrapper's state and rebuilds (feature `kafka`); add its consumers with
+    /// [`kafka_consumer`](Self::kafka_consumer) for their lag.
+    #[cfg(feature = "kafka")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+    pub fn kafka(
+        mut self,
+        name: impl Into<String>,
+        wrapper: wharf_kafka_wrapper::KafkaWrapper,
+    ) -> Self {
+        self.panels
+            .push(crate::clients::kafka(name.into(), wrapper));
+        self
+    }
+
+    /// Shows a Kafka consumer's per-partition lag and handled count (feature `kafka`).
+    #[cfg(feature = "kafka")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+    pub fn kafka_consumer(mut self, consumer: wharf_kafka_wrapper::ConsumerHandle) -> Self {
+        self.panels.push(crate::clients::kafka_consumer(consumer));
         self
     }
 
@@ -119,6 +179,7 @@ impl ConsoleBuilder {
             }),
             #[cfg(feature = "supervision")]
             supervisor: self.supervisor,
+            panels: self.panels,
             security,
             title: self.title.unwrap_or_else(|| "wharf".to_owned()),
         });

@@ -83,6 +83,9 @@ pub(crate) fn page(state: &State, base: &Base, title: &str, body: Markup) -> Mar
                         @if has_supervisor(state) {
                             a href=(base.link("/service/tree")) { "Supervision" }
                         }
+                        @if !state.panels.is_empty() {
+                            a href=(base.link("/service/clients")) { "Clients" }
+                        }
                     }
                     @if state.security.read_only {
                         span.badge.read-only { "read-only" }

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod clients;
 mod error;
 #[cfg(feature = "jobs")]
 mod jobs;

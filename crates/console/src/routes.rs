@@ -23,6 +23,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
     let r = crate::jobs::routes(r);
     #[cfg(feature = "supervision")]
     let r = r.route("/service/tree", get(crate::service::tree));
+    let r = r.route("/service/clients", get(crate::clients::page));
     r.fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

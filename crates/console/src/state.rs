@@ -10,6 +10,7 @@ pub(crate) struct State {
     pub(crate) jobs: Option<crate::jobs::JobsState>,
     #[cfg(feature = "supervision")]
     pub(crate) supervisor: Option<wharf_core::supervisor::SupervisorHandle>,
+    pub(crate) panels: Vec<crate::clients::Panel>,
     pub(crate) security: Security,
     pub(crate) title: String,
 }
