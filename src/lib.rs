@@ -12,6 +12,7 @@
 //! - [`kafka_wrapper`] (feature `kafka-wrapper`): supervised Kafka producers and consumers.
 //! - [`sharded_consumer`] (feature `sharded-consumer`): one ordered, stateful actor per key.
 //! - [`job_partition`] (feature `job-partition`): Redis-backed jobs with partitions and keys.
+//! - [`console`] (feature `console`): the operator's web console (jobs, supervision tree).
 //!
 //! Each capability crate is re-exported behind a feature of the same name (`full` enables
 //! them all), so a service can depend on `wharf` with the features it needs, or on one
@@ -52,3 +53,9 @@ pub use wharf_sharded_consumer as sharded_consumer;
 #[cfg_attr(docsrs, doc(cfg(feature = "job-partition")))]
 #[doc(inline)]
 pub use wharf_job_partition as job_partition;
+
+/// The operator's web console, an axum `Router` to mount (`wharf-console`).
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+#[doc(inline)]
+pub use wharf_console as console;

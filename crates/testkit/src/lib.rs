@@ -21,6 +21,8 @@
 //!   silently (a partition: no reset, no refusal), adds latency in one or both directions
 //!   (a broker that answers after the client's timeout) and counts connections, with
 //!   synchronous controls usable from any test.
+//! - **[`Chromedriver`]**: Debian's `chromedriver` on a free loopback port, killed on drop,
+//!   with the capabilities of a headless Chromium, for browser tests (wharf-console's).
 //! - **[`eventually`]** and [`eventually_some`]: wait on observable state with a deadline,
 //!   instead of sleeping and hoping.
 //! - **[`bench`](mod@bench)**: what the benchmarks share: the median of their rounds and the JSON report
@@ -109,6 +111,7 @@
 
 pub mod bench;
 mod binary;
+mod chromedriver;
 mod controls;
 mod error;
 mod kafka;
@@ -129,6 +132,7 @@ mod tool;
 pub mod trace;
 mod wait;
 
+pub use chromedriver::{CHROMEDRIVER, CHROMIUM, Chromedriver};
 pub use error::{Error, Result};
 pub use kafka::Tansu;
 pub use proxy::{Direction, FaultProxy};

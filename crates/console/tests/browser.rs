@@ -1,0 +1,354 @@
+//! The console in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+//! through chromedriver and fantoccini): over a seeded Redis, a running worker and a
+//! supervision tree, it navigates every page, runs every action through its confirmation
+//! page, checks what the page shows afterwards, and saves screenshots under
+//! `target/console-screenshots/` for review.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use wharf_console::Console;
+use wharf_job_partition::{CancellationToken, JobState, Registry, Worker};
+use wharf_testkit::Chromedriver;
+
+fn shots_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client) -> String {
+    c.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Whether the page's text holds `needle`, ignoring case (labels are styled uppercase).
+fn has(text: &str, needle: &str) -> bool {
+    text.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// Waits until the browser left `before` and the new page has a body.
+async fn navigated(c: &Client, before: String) {
+    eventually(
+        "the browser loaded the next page",
+        Duration::from_secs(15),
+        || {
+            let c = c.clone();
+            let before = before.clone();
+            async move {
+                let Ok(now) = c.current_url().await else {
+                    return false;
+                };
+                now.as_str() != before && c.find(Locator::Css("body main")).await.is_ok()
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn click_link(c: &Client, text: &str) {
+    let before = c.current_url().await.unwrap().to_string();
+    c.find(Locator::LinkText(text))
+        .await
+        .unwrap_or_else(|e| panic!("no link {text:?}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    navigated(c, before).await;
+}
+
+async fn submit(c: &Client) {
+    let before = c.current_url().await.unwrap().to_string();
+    c.find(Locator::Css("form[method=post] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    navigated(c, before).await;
+}
+
+async fn browser(driver: &Chromedriver) -> Client {
+    ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(driver.headless_capabilities(1280, 1000))
+        .connect(&driver.url())
+        .await
+        .unwrap_or_else(|e| panic!("chromedriver at {} refused a session: {e}", driver.url()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_browses_every_page_and_runs_every_action_in_chromium() {
+    let driver = Chromedriver::start().expect("chromedriver (run scripts/install)");
+    let jobs = jobs().await;
+    let s = seed(&jobs, "browser").await;
+    let p = s.partition.clone();
+    let console = Console::builder()
+        .jobs(jobs.clone())
+        .supervisor(tree().await)
+        .sample_every(Duration::from_secs(1))
+        .title("acme")
+        .build();
+    let served = wharf_console::serve(console, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", served.local_addr());
+
+    // A real worker completes a batch on a new queue, so the throughput chart has data;
+    // it starts once the console has its first sample (the baseline).
+    let c = browser(&driver).await;
+    eventually(
+        "the console took its first sample",
+        Duration::from_secs(10),
+        || {
+            let c = c.clone();
+            let url = format!("{base}/jobs");
+            async move {
+                c.goto(&url).await.unwrap();
+                let t = text(&c).await;
+                has(&t, "samples held") && !has(&t, " 0 samples held")
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    for i in 0..40 {
+        jobs.enqueue(&p, "reports", &email(&format!("r{i}@example.com")))
+            .await
+            .unwrap();
+    }
+    let worker = Worker::builder(jobs.clone(), Registry::new().register::<Email>())
+        .queue(&p, "reports", 4)
+        .build()
+        .unwrap();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let j = jobs.clone();
+    let pp = p.clone();
+    eventually(
+        "the worker completed the batch",
+        Duration::from_secs(20),
+        || {
+            let j = j.clone();
+            let pp = pp.clone();
+            async move {
+                j.counts(&pp, "reports")
+                    .await
+                    .map(|c| c.completed_total == 40)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Wait for a sample after the batch: the chart then counts it.
+    eventually("the chart shows the batch", Duration::from_secs(10), || {
+        let c = c.clone();
+        let url = format!("{base}/p/{p}/q/reports");
+        async move {
+            c.goto(&url).await.unwrap();
+            has(&text(&c).await, "completed: 40")
+        }
+    })
+    .await
+    .unwrap();
+    shot(&c, "queue-throughput").await;
+
+    // Overview, then the jobs index through the navigation.
+    c.goto(&base).await.unwrap();
+    let t = text(&c).await;
+    assert!(
+        has(&t, "Overview") && has(&t, "root supervisor") && has(&t, &p),
+        "{t}"
+    );
+    shot(&c, "overview").await;
+    click_link(&c, "Jobs").await;
+    assert!(has(&text(&c).await, "Queues"));
+    shot(&c, "jobs").await;
+
+    // The partition, then the queue.
+    c.goto(&format!("{base}/p/{p}")).await.unwrap();
+    shot(&c, "partition").await;
+    click_link(&c, "mail").await;
+    let t = text(&c).await;
+    assert!(has(&t, "Queue mail") && has(&t, "Retry all dead"), "{t}");
+    shot(&c, "queue").await;
+
+    // Each list through its tab.
+    for (tab, id, name) in [
+        ("queued (1)", &s.queued, "list-queued"),
+        ("scheduled (1)", &s.scheduled, "list-scheduled"),
+        ("parked (1)", &s.parked, "list-parked"),
+        ("running (1)", &s.running, "list-running"),
+        ("finished (1)", &s.completed, "list-finished"),
+        ("dead (1)", &s.dead, "list-dead"),
+    ] {
+        c.goto(&format!("{base}/p/{p}/q/mail")).await.unwrap();
+        click_link(&c, tab).await;
+        assert!(
+            has(&text(&c).await, id.as_str()),
+            "{tab} does not show {id}"
+        );
+        shot(&c, name).await;
+    }
+
+    // A search in arguments.
+    c.goto(&format!("{base}/p/{p}/q/mail/list/queued"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=q]"))
+        .await
+        .unwrap()
+        .send_keys("queued@example")
+        .await
+        .unwrap();
+    let before = c.current_url().await.unwrap().to_string();
+    c.find(Locator::Css("form.filters button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    navigated(&c, before).await;
+    let t = text(&c).await;
+    assert!(has(&t, "1 found among 1") && has(&t, &s.queued), "{t}");
+    shot(&c, "search").await;
+
+    // The dead job's page, then retry it through its confirmation.
+    c.goto(&format!("{base}/p/{p}/q/mail/list/dead"))
+        .await
+        .unwrap();
+    click_link(&c, &s.dead).await;
+    let t = text(&c).await;
+    assert!(has(&t, "test failure") && has(&t, "Timeline"), "{t}");
+    shot(&c, "job-dead").await;
+    click_link(&c, "Retry").await;
+    shot(&c, "confirm-retry").await;
+    submit(&c).await;
+    let t = text(&c).await;
+    assert!(has(&t, "back in its queue with fresh attempts"), "{t}");
+    assert_eq!(
+        jobs.job(&p, &s.dead).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+
+    // The running job's page: worker and lease.
+    c.goto(&format!("{base}/p/{p}/j/{}", s.running))
+        .await
+        .unwrap();
+    let t = text(&c).await;
+    assert!(has(&t, "w-console") && has(&t, "Lease expires"), "{t}");
+    shot(&c, "job-running").await;
+
+    // Run the scheduled job now.
+    c.goto(&format!("{base}/p/{p}/j/{}", s.scheduled))
+        .await
+        .unwrap();
+    click_link(&c, "Run now").await;
+    submit(&c).await;
+    assert!(has(&text(&c).await, "moved to the end of its queue"));
+    assert_eq!(
+        jobs.job(&p, &s.scheduled).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+
+    // Cancel the queued job.
+    c.goto(&format!("{base}/p/{p}/j/{}", s.queued))
+        .await
+        .unwrap();
+    click_link(&c, "Cancel").await;
+    submit(&c).await;
+    let t = text(&c).await;
+    assert!(has(&t, "Cancel asked") && has(&t, "cancelled"), "{t}");
+
+    // Delete the completed job: back on the queue page.
+    c.goto(&format!("{base}/p/{p}/j/{}", s.completed))
+        .await
+        .unwrap();
+    click_link(&c, "Delete").await;
+    submit(&c).await;
+    assert!(has(&text(&c).await, "The job was deleted."));
+    assert!(jobs.job(&p, &s.completed).await.unwrap().is_none());
+
+    // Pause, set a limit, resume.
+    c.goto(&format!("{base}/p/{p}/q/mail")).await.unwrap();
+    click_link(&c, "Pause").await;
+    shot(&c, "confirm-pause").await;
+    submit(&c).await;
+    assert!(has(&text(&c).await, "The queue is paused"));
+    shot(&c, "queue-paused").await;
+    click_link(&c, "Set limit").await;
+    let limit = c.find(Locator::Css("input[name=limit]")).await.unwrap();
+    limit.clear().await.unwrap();
+    limit.send_keys("4").await.unwrap();
+    shot(&c, "confirm-limit").await;
+    submit(&c).await;
+    assert!(has(&text(&c).await, "limit is set"));
+    assert_eq!(jobs.counts(&p, "mail").await.unwrap().limit, Some(4));
+    click_link(&c, "Resume").await;
+    submit(&c).await;
+    assert!(!jobs.counts(&p, "mail").await.unwrap().paused);
+
+    // Retry all dead, then delete all dead, on another seeded partition.
+    let t2 = seed(&jobs, "browser-bulk").await;
+    let t3 = seed(&jobs, "browser-bulk").await;
+    c.goto(&format!("{base}/p/{}/q/mail", t2.partition))
+        .await
+        .unwrap();
+    click_link(&c, "Retry all dead").await;
+    submit(&c).await;
+    assert!(has(&text(&c).await, "1 dead jobs are back in the queue"));
+    c.goto(&format!("{base}/p/{}/q/mail", t3.partition))
+        .await
+        .unwrap();
+    click_link(&c, "Delete all dead").await;
+    shot(&c, "confirm-delete-dead").await;
+    submit(&c).await;
+    assert!(has(&text(&c).await, "1 dead jobs were deleted"));
+    assert_eq!(jobs.counts(&t3.partition, "mail").await.unwrap().dead, 0);
+
+    // Workers, execution keys, the supervision tree, a 404.
+    c.goto(&format!("{base}/p/{p}/workers")).await.unwrap();
+    assert!(has(&text(&c).await, "w-console"));
+    shot(&c, "workers").await;
+    c.goto(&format!("{base}/p/{p}/keys")).await.unwrap();
+    let t = text(&c).await;
+    assert!(has(&t, "account:42") && has(&t, &s.parked), "{t}");
+    shot(&c, "keys").await;
+    c.goto(&base).await.unwrap();
+    click_link(&c, "Supervision").await;
+    let t = text(&c).await;
+    assert!(
+        has(&t, "flaky") && has(&t, "connection refused by upstream"),
+        "{t}"
+    );
+    shot(&c, "supervision").await;
+    c.goto(&format!("{base}/p/{p}/j/no-such-job"))
+        .await
+        .unwrap();
+    assert!(has(&text(&c).await, "Not found"));
+    shot(&c, "not-found").await;
+
+    c.close().await.unwrap();
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    served.shutdown().await.unwrap();
+}
