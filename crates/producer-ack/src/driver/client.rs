@@ -126,6 +126,11 @@ pub(super) async fn connect(config: &ProducerBuilder) -> Result<Connected, pulsa
     let mut options = pulsar::ProducerOptions {
         block_queue_if_full: true,
         compression: Some(config.compression.to_pulsar()),
+        // On a partitioned topic a keyed message goes to its key's partition (murmur3 of the
+        // key, as Pulsar's Java client does), so one key's messages stay in order; unkeyed
+        // ones rotate over the partitions. Without a policy the crate rotates every message,
+        // key or not.
+        routing_policy: Some(pulsar::routing_policy::RoutingPolicy::RoundRobin),
         ..Default::default()
     };
     if let Some(batching) = config.batching {
