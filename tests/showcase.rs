@@ -4,7 +4,8 @@
 //!
 //! With `--trace`, every accepted order's spans form one connected trace (Kafka produce →
 //! consume → actor → job → SQS emit + Pulsar produce), with and without chaos; and while
-//! it runs, `/metrics` serves every crate's metrics to a Prometheus scrape.
+//! it runs, `/metrics` serves every crate's metrics to a Prometheus scrape and the web
+//! console serves the live supervision tree and the clients' panels.
 //!
 //! The tests run the example's binary, which `cargo test --workspace --all-features` (the
 //! test command) builds together with the tests. They run one at a time: each starts its own
@@ -305,9 +306,38 @@ fn without_faults_every_order_becomes_one_ticket_one_event_and_one_audit_record(
             std::thread::sleep(Duration::from_millis(500));
         }
     });
+    // The operator's console serves the live supervision tree and the clients' panels.
+    let console = running.line_starting("console: http://").map(|line| {
+        let addr = line
+            .trim_start_matches("console: http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let tree = http_get(&addr, "/service/tree").unwrap();
+        let clients = http_get(&addr, "/service/clients").unwrap();
+        (tree, clients)
+    });
     let (code, output) = running.finish();
     let (status, missing, body) =
         scraped.unwrap_or_else(|| panic!("no `metrics:` line:\n{output}"));
+    let ((tree_status, tree), (clients_status, clients)) =
+        console.unwrap_or_else(|| panic!("no `console:` line:\n{output}"));
+    assert!(tree_status.contains(" 200 "), "{tree_status}\n{tree}");
+    for child in [
+        "kafka", "webhooks", "audit", "worker-a", "worker-b", "orders", "load",
+    ] {
+        assert!(
+            tree.contains(child),
+            "the console's tree lacks {child}:\n{tree}"
+        );
+    }
+    assert!(
+        clients_status.contains(" 200 "),
+        "{clients_status}\n{clients}"
+    );
+    assert!(
+        clients.contains("audit") && clients.contains("webhooks"),
+        "{clients}"
+    );
     assert!(status.contains(" 200 "), "{status}\n{body}");
     assert!(
         missing.is_empty(),

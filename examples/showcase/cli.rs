@@ -32,6 +32,9 @@ OPTIONS:
                      each accepted order's spans form one connected trace (Kafka produce →
                      consume → actor → job → SQS emit + Pulsar produce) and print one order's
                      tree; at most 200,000 spans are kept (the rest are counted, not checked)
+  --console ADDR     serve the operator's web console (jobs, supervision tree, clients) at
+                     http://ADDR/ while it runs (default 127.0.0.1:0, a free loopback port;
+                     the address is printed once the tree runs; `off`: none)
   --metrics ADDR     serve Prometheus metrics at http://ADDR/metrics (default 127.0.0.1:0,
                      a free loopback port; the address is printed at start; `off`: none)
   -h, --help         this text
@@ -54,6 +57,8 @@ pub(crate) struct Args {
     pub(crate) trace: bool,
     /// Where `/metrics` is served; `None`: not at all.
     pub(crate) metrics: Option<std::net::SocketAddr>,
+    /// Where the web console is served; `None`: not at all.
+    pub(crate) console: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn parse_args() -> Result<Args, String> {
@@ -70,6 +75,7 @@ pub(crate) fn parse_args() -> Result<Args, String> {
         quiet: false,
         trace: false,
         metrics: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        console: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -104,6 +110,15 @@ pub(crate) fn parse_args() -> Result<Args, String> {
             "--chaos" => args.chaos = true,
             "--quiet" => args.quiet = true,
             "--trace" => args.trace = true,
+            "--console" => {
+                let v = value("--console")?;
+                args.console = match v.as_str() {
+                    "off" => None,
+                    addr => Some(addr.parse().map_err(|e| {
+                        format!("--console wants HOST:PORT (e.g. 127.0.0.1:8080) or off, not {addr:?}: {e}")
+                    })?),
+                };
+            }
             "--metrics" => {
                 let v = value("--metrics")?;
                 args.metrics = match v.as_str() {

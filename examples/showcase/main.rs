@@ -151,6 +151,25 @@ async fn run(args: Args) -> Result<u64, BoxError> {
 
     let tree = tree.start().await?;
     let load_start = Instant::now();
+    // The operator's console over the same clients, while the showcase runs.
+    let console = match args.console {
+        None => None,
+        Some(addr) => {
+            let router = wharf::console::Console::builder()
+                .title("wharf showcase")
+                .jobs(clients.jobs.clone())
+                .supervisor(tree.clone())
+                .kafka("kafka", clients.kafka.clone())
+                .emitter("webhooks", clients.emitter.clone())
+                .producer("audit", clients.audit.clone())
+                .build();
+            let served = wharf::console::serve(router, addr)
+                .await
+                .map_err(|e| format!("could not serve the console on {addr}: {e}"))?;
+            println!("console: http://{}/", served.local_addr());
+            Some(served)
+        }
+    };
     println!(
         "supervision tree started ({:.1} s since launch); load running",
         t0.elapsed().as_secs_f64()
@@ -183,6 +202,9 @@ async fn run(args: Args) -> Result<u64, BoxError> {
     let stopping = Instant::now();
     shutdown_tree(&tree).await;
     let stopped_in = stopping.elapsed();
+    if let Some(console) = console {
+        let _ = tokio::time::timeout(Duration::from_secs(5), console.shutdown()).await;
+    }
 
     // --- read back -------------------------------------------------------------------------
     let produced: BTreeSet<u64> = lock(&app.produced).clone();
