@@ -109,6 +109,7 @@
 
 pub mod bench;
 mod binary;
+mod compat;
 mod controls;
 mod error;
 mod kafka;
@@ -129,6 +130,7 @@ mod tool;
 pub mod trace;
 mod wait;
 
+pub use compat::{REDIS_SERVER_VAR, RedisServerKind, SQS_SERVER_VAR, SqsServer};
 pub use error::{Error, Result};
 pub use kafka::Tansu;
 pub use proxy::{Direction, FaultProxy};

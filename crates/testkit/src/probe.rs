@@ -18,6 +18,14 @@ pub(crate) enum Probe {
     KafkaApiVersions,
     /// An HTTP server answers `GET /` with any status.
     Http,
+    /// An HTTP server answers `GET path` with a body that contains `needle` (a server that
+    /// listens before its services are loaded: LocalStack).
+    HttpBodyContains {
+        /// The path asked for.
+        path: &'static str,
+        /// What the answer must contain.
+        needle: &'static str,
+    },
 }
 
 impl Probe {
@@ -38,6 +46,26 @@ impl Probe {
                 let reply = exchange(&mut stream, request.as_bytes(), 7)?;
                 expect_prefix(&reply, b"HTTP/1.")
             }
+            Probe::HttpBodyContains { path, needle } => {
+                let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+                stream
+                    .write_all(request.as_bytes())
+                    .map_err(|e| format!("write probe: {e}"))?;
+                // HTTP/1.0: the server closes the connection after the answer. Bounded: each
+                // read waits at most STEP_TIMEOUT, and at most MAX_HTTP_REPLY bytes are read.
+                let mut reply = Vec::new();
+                (&mut stream)
+                    .take(MAX_HTTP_REPLY)
+                    .read_to_end(&mut reply)
+                    .map_err(|e| format!("read probe reply: {e}"))?;
+                let text = String::from_utf8_lossy(&reply);
+                if text.starts_with("HTTP/1.") && text.contains(needle) {
+                    Ok(())
+                } else {
+                    let start: String = text.chars().take(300).collect();
+                    Err(format!("GET {path} answered without {needle:?}: {start}"))
+                }
+            }
             Probe::KafkaApiVersions => {
                 let reply = exchange(&mut stream, &api_versions_request(), 10)?;
                 // size (4) | correlation id (4) | error code (2)
@@ -52,6 +80,9 @@ impl Probe {
         }
     }
 }
+
+/// The most of an HTTP answer a probe reads.
+const MAX_HTTP_REPLY: u64 = 64 * 1024;
 
 const CORRELATION_ID: i32 = 0x7761_7266; // "warf"
 
