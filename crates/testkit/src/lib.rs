@@ -101,9 +101,10 @@
 //! - **redis-server** runs without persistence: a restart starts empty. Ready in about 0.1 s.
 //! - **LocalStack** (`WHARF_SQS_SERVER=localstack`) runs in host mode with only SQS, no
 //!   persistence, its files in its private directory, and nothing reached outside (no
-//!   container runtime, certificate download, analytics or DNS server). Ready in about 5 s,
-//!   when its health page says SQS runs; several starting at once on two cores are much
-//!   slower. Queue URLs are `http://127.0.0.1:PORT/000000000000/NAME` (the proxy's port when
+//!   container runtime, certificate download, analytics or DNS server). Its first SQS
+//!   request takes seconds of CPU (it loads parsers and specs on first use), so the kit
+//!   counts it ready once it has answered a ListQueues: about 10 s alone, and several
+//!   starting at once on two cores may pass the 30 s start-up limit. Queue URLs are `http://127.0.0.1:PORT/000000000000/NAME` (the proxy's port when
 //!   behind one).
 //! - **valkey-server** (`WHARF_REDIS_SERVER=valkey`) takes the same options as
 //!   `redis-server`; the wheel's build has no TLS.

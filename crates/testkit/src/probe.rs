@@ -5,6 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 const STEP_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long [`Probe::HttpBodyContains`] waits for its answer.
+const SLOW_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to tell that a broker is ready.
 #[derive(Debug, Clone, Copy)]
@@ -18,11 +20,14 @@ pub(crate) enum Probe {
     KafkaApiVersions,
     /// An HTTP server answers `GET /` with any status.
     Http,
-    /// An HTTP server answers `GET path` with a body that contains `needle` (a server that
-    /// listens before its services are loaded: LocalStack).
+    /// An HTTP server answers `GET path` (with `headers`, whole `Name: value\r\n` lines)
+    /// with a body that contains `needle`: for a server that listens before its services are
+    /// loaded, or answers its first real request only after seconds of warming up (LocalStack).
     HttpBodyContains {
         /// The path asked for.
         path: &'static str,
+        /// Extra request header lines, each ending in `\r\n`.
+        headers: &'static str,
         /// What the answer must contain.
         needle: &'static str,
     },
@@ -46,13 +51,21 @@ impl Probe {
                 let reply = exchange(&mut stream, request.as_bytes(), 7)?;
                 expect_prefix(&reply, b"HTTP/1.")
             }
-            Probe::HttpBodyContains { path, needle } => {
-                let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            Probe::HttpBodyContains {
+                path,
+                headers,
+                needle,
+            } => {
+                // A warming-up server answers slowly: wait longer than for a handshake, rather
+                // than pile up abandoned requests on it.
+                let _ = stream.set_read_timeout(Some(SLOW_ANSWER_TIMEOUT));
+                let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n");
                 stream
                     .write_all(request.as_bytes())
                     .map_err(|e| format!("write probe: {e}"))?;
                 // HTTP/1.0: the server closes the connection after the answer. Bounded: each
-                // read waits at most STEP_TIMEOUT, and at most MAX_HTTP_REPLY bytes are read.
+                // read waits at most SLOW_ANSWER_TIMEOUT, and at most MAX_HTTP_REPLY bytes are
+                // read.
                 let mut reply = Vec::new();
                 (&mut stream)
                     .take(MAX_HTTP_REPLY)

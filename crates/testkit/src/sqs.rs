@@ -16,7 +16,7 @@ use crate::proxy::FaultProxy;
 /// With `WHARF_SQS_SERVER=localstack` ([`SqsServer`](crate::SqsServer)) the process is
 /// LocalStack's SQS instead, with the same controls: queue URLs name account `000000000000`
 /// (moto's name `123456789012`) and the proxy's port when there is one; startup takes about
-/// 5 s.
+/// 10 s, a first request included.
 ///
 /// ```no_run
 /// # fn main() -> wharf_testkit::Result<()> {
@@ -88,10 +88,16 @@ fn moto_spec() -> Spec {
 fn localstack_spec(advertised: Option<u16>) -> Spec {
     Spec {
         binary: SqsServer::LocalStack.binary(),
-        // It listens before SQS is loaded; the health page says when SQS runs.
+        // It listens before SQS is loaded, and its first SQS request takes seconds of CPU
+        // (parsers and specs load on first use): ready once a ListQueues (query protocol; any
+        // credentials, unchecked) is answered, so that a test's first request is not the slow
+        // one.
         probe: Probe::HttpBodyContains {
-            path: "/_localstack/health",
-            needle: "\"sqs\": \"running\"",
+            path: "/?Action=ListQueues",
+            headers: "Authorization: AWS4-HMAC-SHA256 \
+                      Credential=testing/20260101/us-east-1/sqs/aws4_request, \
+                      SignedHeaders=host, Signature=0\r\n",
+            needle: "ListQueuesResponse",
         },
         args: Box::new(|_port, _dir| Vec::new()),
         config_file: None,
