@@ -133,11 +133,17 @@ mod tests {
     #[test]
     fn an_unknown_name_is_refused_with_the_known_ones_and_the_install_command() {
         let message = parse_sqs(Some("elasticmq")).unwrap_err().to_string();
-        assert!(message.contains("WHARF_SQS_SERVER=\"elasticmq\""), "{message}");
+        assert!(
+            message.contains("WHARF_SQS_SERVER=\"elasticmq\""),
+            "{message}"
+        );
         assert!(message.contains("moto, localstack"), "{message}");
         assert!(message.contains("scripts/install --compat"), "{message}");
         let message = parse_redis(Some("keydb")).unwrap_err().to_string();
-        assert!(message.contains("WHARF_REDIS_SERVER=\"keydb\""), "{message}");
+        assert!(
+            message.contains("WHARF_REDIS_SERVER=\"keydb\""),
+            "{message}"
+        );
         assert!(message.contains("redis, valkey"), "{message}");
     }
 }
