@@ -76,5 +76,6 @@ pub(crate) fn spec(advertised: Option<u16>) -> Spec {
         }),
         config_file: None,
         prepare: None,
+        env: None,
     }
 }

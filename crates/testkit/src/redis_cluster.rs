@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use crate::compat::RedisServerKind;
 use crate::error::{Error, Result};
 use crate::process::START_TIMEOUT;
 use crate::redis::{RedisServer, log_tails, spec, wait_for};
@@ -46,12 +47,13 @@ impl RedisCluster {
             )));
         }
         let nodes = (0..masters)
-            .map(|_| RedisServer::start_spec(node_spec(), None))
+            .map(|_| RedisServer::start_spec(node_spec()?, None))
             .collect::<Result<Vec<_>>>()?;
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(nodes.iter().map(|n| n.direct_addr().to_string()));
         args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
-        tool::run("redis-cli", &args, nodes[0].dir(), CREATE_TIMEOUT)?;
+        let cli = RedisServerKind::from_env()?.cli_binary();
+        tool::run(cli, &args, nodes[0].dir(), CREATE_TIMEOUT)?;
         let cluster = RedisCluster { nodes };
         wait_for(START_TIMEOUT, || cluster.check()).map_err(|last_check| Error::SetNotReady {
             what: format!("a Redis Cluster of {masters} masters"),
@@ -99,7 +101,7 @@ impl RedisCluster {
 }
 
 /// A cluster node: the kit's options, cluster mode, its cluster state in its directory.
-fn node_spec() -> crate::process::Spec {
+fn node_spec() -> Result<crate::process::Spec> {
     spec(
         [
             "--cluster-enabled",

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::compat::RedisServerKind;
 use crate::error::{Error, Result};
 use crate::probe::Probe;
 use crate::process::{START_TIMEOUT, Spec};
@@ -57,9 +58,9 @@ impl RedisSentinel {
                 "a Sentinel set needs at least one sentinel".into(),
             ));
         }
-        let master = RedisServer::start_spec(server_spec(&[]), None)?;
+        let master = RedisServer::start_spec(server_spec(&[])?, None)?;
         let of_master = ["--replicaof", "127.0.0.1", &master.port().to_string()].map(String::from);
-        let replica = RedisServer::start_spec(server_spec(&of_master), None)?;
+        let replica = RedisServer::start_spec(server_spec(&of_master)?, None)?;
         let pair = [("master", &master), ("replica", &replica)];
         wait_for(START_TIMEOUT, || linked(&replica, &master)).map_err(|last_check| {
             Error::SetNotReady {
@@ -71,7 +72,7 @@ impl RedisSentinel {
         })?;
         let quorum = sentinels / 2 + 1;
         let sentinels = (0..sentinels)
-            .map(|_| RedisServer::start_spec(sentinel_spec(master.port(), quorum), None))
+            .map(|_| RedisServer::start_spec(sentinel_spec(master.port(), quorum)?, None))
             .collect::<Result<Vec<_>>>()?;
         let set = RedisSentinel {
             master,
@@ -226,7 +227,7 @@ impl RedisSentinel {
 
 /// A data server of the set: the kit's options, an immediate diskless full sync (instead of
 /// a 5 s delay), then `extra`.
-fn server_spec(extra: &[String]) -> Spec {
+fn server_spec(extra: &[String]) -> Result<Spec> {
     let mut args: Vec<OsString> = ["--repl-diskless-sync-delay", "0"]
         .iter()
         .map(OsString::from)
@@ -238,15 +239,15 @@ fn server_spec(extra: &[String]) -> Spec {
 /// A sentinel monitoring the master on `master_port`. Its configuration is a file in its
 /// directory (a sentinel rewrites it as it learns), written once: a restarted sentinel keeps
 /// what it learnt.
-fn sentinel_spec(master_port: u16, quorum: usize) -> Spec {
+fn sentinel_spec(master_port: u16, quorum: usize) -> Result<Spec> {
     let name = RedisSentinel::MASTER_NAME;
     let config = format!(
         "sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
          sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}\n\
          sentinel failover-timeout {name} {FAILOVER_TIMEOUT_MS}\n"
     );
-    Spec {
-        binary: "redis-server",
+    Ok(Spec {
+        binary: RedisServerKind::from_env()?.server_binary(),
         probe: Probe::RedisPing,
         args: Box::new(|port, dir| {
             let mut args = vec![
@@ -261,7 +262,8 @@ fn sentinel_spec(master_port: u16, quorum: usize) -> Spec {
         }),
         config_file: Some((CONFIG_FILE, config)),
         prepare: None,
-    }
+        env: None,
+    })
 }
 
 /// `Ok` once `replica` reports itself a replica of `master` with the link up.

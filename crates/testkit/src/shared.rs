@@ -106,7 +106,7 @@ pub fn redis() -> Result<&'static Endpoint> {
     shared(
         &SHARED,
         BrokerKind::Redis,
-        || Instance::start(crate::redis::spec(Vec::new()), None),
+        || Instance::start(crate::redis::spec(Vec::new())?, None),
         |port| format!("redis://127.0.0.1:{port}/"),
     )
 }
@@ -142,7 +142,7 @@ pub fn sqs() -> Result<&'static Endpoint> {
     shared(
         &SHARED,
         BrokerKind::Sqs,
-        || Instance::start(crate::sqs::spec(), None),
+        || Instance::start(crate::sqs::spec(None)?, None),
         |port| format!("http://127.0.0.1:{port}"),
     )
 }

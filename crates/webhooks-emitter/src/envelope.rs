@@ -23,6 +23,11 @@ pub const ATTR_TRACEPARENT: &str = "traceparent";
 /// `otel`; absent when there is none).
 pub const ATTR_TRACESTATE: &str = "tracestate";
 const STRING_TYPE: &str = "String";
+/// A message attribute name SQS reserves (prefix `AWS.`): see
+/// [`Event::rejected_by_sqs_for_tests`].
+const REJECTED_ATTR_FOR_TESTS: &str = "AWS.wharf-rejected-for-tests";
+/// Over SQS's longest delay: see [`Event::rejected_by_sqs_for_tests`].
+const REJECTED_DELAY_FOR_TESTS: i32 = 901;
 /// SQS's longest per-message delay.
 const MAX_DELAY: Duration = Duration::from_secs(900);
 
@@ -46,6 +51,9 @@ pub(crate) struct Prepared {
     pub(crate) body: String,
     pub(crate) group_id: Option<String>,
     pub(crate) delay_seconds: Option<i32>,
+    /// Test-only ([`Event::rejected_by_sqs_for_tests`]): the entry also carries a message
+    /// attribute with a reserved name.
+    pub(crate) rejected_for_tests: bool,
     /// The emitting span's trace context, sent as two more attributes (4 of SQS's 10).
     /// Boxed: an event without one stays as small as before.
     #[cfg(feature = "otel")]
@@ -87,6 +95,9 @@ impl Prepared {
                 b = b.message_attributes(ATTR_TRACESTATE, attr(state)?);
             }
         }
+        if self.rejected_for_tests {
+            b = b.message_attributes(REJECTED_ATTR_FOR_TESTS, attr("refused")?);
+        }
         if let Some(group) = &self.group_id {
             b = b
                 .message_group_id(group)
@@ -120,7 +131,7 @@ pub(crate) fn prepare(event: &Event, opts: &EncodeOptions) -> Result<Prepared, E
         url,
         group_key,
         delay,
-        unchecked_delay_seconds,
+        rejected_for_tests,
     } = event;
     check_text(event_type, "event", event_type, 256)?;
     check_text(event_type, "providerId", provider_id, 1024)?;
@@ -146,10 +157,10 @@ pub(crate) fn prepare(event: &Event, opts: &EncodeOptions) -> Result<Prepared, E
     } else {
         None
     };
-    let delay_seconds = match (*unchecked_delay_seconds, *delay) {
-        (Some(raw), _) => Some(raw),
-        (None, Some(d)) => Some(delay_seconds(event_type, d, opts.fifo)?),
-        (None, None) => None,
+    let delay_seconds = match (*rejected_for_tests, *delay) {
+        (true, _) => Some(REJECTED_DELAY_FOR_TESTS),
+        (false, Some(d)) => Some(delay_seconds(event_type, d, opts.fifo)?),
+        (false, None) => None,
     };
 
     let (data, enc) = encode_data(event_type, data, opts)?;
@@ -211,6 +222,7 @@ pub(crate) fn prepare(event: &Event, opts: &EncodeOptions) -> Result<Prepared, E
         body,
         group_id,
         delay_seconds,
+        rejected_for_tests: *rejected_for_tests,
         #[cfg(feature = "otel")]
         trace,
         size,

@@ -50,7 +50,7 @@ pub struct Event {
     pub(crate) url: Option<String>,
     pub(crate) group_key: Option<String>,
     pub(crate) delay: Option<Duration>,
-    pub(crate) unchecked_delay_seconds: Option<i32>,
+    pub(crate) rejected_for_tests: bool,
 }
 
 impl Event {
@@ -95,7 +95,7 @@ impl Event {
             url: None,
             group_key: None,
             delay: None,
-            unchecked_delay_seconds: None,
+            rejected_for_tests: false,
         }
     }
 
@@ -119,11 +119,14 @@ impl Event {
         self
     }
 
-    /// Test-only: sends `DelaySeconds` as given, skipping validation, so a test can make a
-    /// real SQS server reject one entry of a batch. Not for production use.
+    /// Test-only: sends the event with two faults the emitter's own checks would refuse, so
+    /// that a test can make a real SQS server reject one entry of a batch
+    /// (`InvalidParameterValue`): `DelaySeconds` 901 (over SQS's 900), which moto refuses
+    /// and LocalStack accepts, and a message attribute named with the reserved prefix `AWS.`,
+    /// which LocalStack refuses and moto accepts. AWS refuses both. Not for production use.
     #[doc(hidden)]
-    pub fn unchecked_delay_seconds_for_tests(mut self, seconds: i32) -> Self {
-        self.unchecked_delay_seconds = Some(seconds);
+    pub fn rejected_by_sqs_for_tests(mut self) -> Self {
+        self.rejected_for_tests = true;
         self
     }
 

@@ -32,7 +32,7 @@ async fn counters_gauge_and_batch_size_histogram_are_exported_with_the_queue_lab
     }
     let bad = Event::new("p", "e", json!({}))
         .unwrap()
-        .unchecked_delay_seconds_for_tests(901);
+        .rejected_by_sqs_for_tests();
     assert!(emitter.emit_sync(bad).await.is_err());
     emitter.shutdown().await;
 
