@@ -34,6 +34,16 @@ impl std::fmt::Debug for Panel {
 }
 
 impl Panel {
+    // Every client feature makes panels; with none on (jobs pages only) nothing does.
+    #[cfg_attr(
+        not(any(
+            feature = "webhooks",
+            feature = "pulsar",
+            feature = "sharded",
+            feature = "kafka"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn new(
         kind: &'static str,
         name: impl Into<String>,

@@ -250,6 +250,22 @@ enum Command {
         /// The schedule's name.
         name: String,
     },
+    /// Serve the web console's jobs pages (wharf-console) until interrupted (Ctrl-C).
+    ///
+    /// Binds loopback unless told otherwise; with --token, every request needs
+    /// `Authorization: Bearer TOKEN`; with --read-only, no action is offered or accepted.
+    Web {
+        /// Where to listen (port 0: any free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// Refuse every action (pages only).
+        #[arg(long)]
+        read_only: bool,
+        /// A bearer token every request must carry (else WHARF_CONSOLE_TOKEN; none: no
+        /// authentication, for loopback use).
+        #[arg(long, env = "WHARF_CONSOLE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Set the queue's global limit of running jobs (0: no job starts; none: no limit).
     Limit {
         /// The partition.
@@ -846,6 +862,27 @@ async fn command(jobs: &Jobs, cli: &Cli, out: &Out) -> Result<(), Fail> {
             out.print(json!({ "schedule": name, "removed": true }), || {
                 format!("schedule {partition}/{name}: removed")
             });
+        }
+        Command::Web {
+            bind,
+            read_only,
+            token,
+        } => {
+            let mut console = wharf_console::Console::builder()
+                .title("wharf-jobs")
+                .jobs(jobs.clone())
+                .read_only(*read_only);
+            if let Some(token) = token {
+                console = console.bearer_token(token.clone());
+            }
+            let served = wharf_console::serve(console.build(), *bind)
+                .await
+                .map_err(|e| Fail::Failed(format!("could not serve the console on {bind}: {e}")))?;
+            println!("console: http://{}/", served.local_addr());
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), served.shutdown()).await;
         }
         Command::Limit {
             partition,

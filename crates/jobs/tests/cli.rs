@@ -493,6 +493,75 @@ async fn the_cli_shows_and_sets_rate_limits_and_refuses_bad_windows() {
     assert!(jobs.counts(&p, "api").await.unwrap().rate_limit.is_none());
 }
 
+#[tokio::test]
+async fn web_serves_the_consoles_jobs_pages_and_refuses_requests_without_its_token() {
+    let jobs = jobs().await;
+    let p = partition("cli-web");
+    jobs.enqueue(&p, "mail", &Task::default()).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-jobs"))
+        .args([
+            "--url",
+            &redis_url(),
+            "web",
+            "--bind",
+            "127.0.0.1:0",
+            "--token",
+            "s3cret",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    let get = |path: &str, token: Option<&str>| -> String {
+        use std::io::{Read as _, Write as _};
+        let addr = line
+            .as_deref()
+            .unwrap()
+            .trim_start_matches("console: http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let page = line
+        .as_ref()
+        .ok()
+        .map(|_| get(&format!("/p/{p}"), Some("s3cret")));
+    let refused = line.as_ref().ok().map(|_| get(&format!("/p/{p}"), None));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("wharf-jobs web printed its address");
+    assert!(line.starts_with("console: http://127.0.0.1:"), "{line}");
+    let page = page.unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("mail"),
+        "the partition's queue is listed: {page}"
+    );
+    let refused = refused.unwrap();
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+}
+
 #[test]
 fn bad_usage_exits_2_with_the_help() {
     let (code, out) = cli(&["frobnicate"]);
@@ -533,6 +602,7 @@ fn every_command_has_its_own_help() {
         "schedule-pause",
         "schedule-resume",
         "schedule-remove",
+        "web",
     ] {
         let (code, out) = cli(&["help", command]);
         assert_eq!(code, 0, "{command}: {out}");
