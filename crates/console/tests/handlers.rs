@@ -684,3 +684,53 @@ async fn every_answer_carries_a_content_security_policy_without_scripts() {
         "{csp}"
     );
 }
+
+#[tokio::test]
+async fn a_job_page_shows_its_priority_progress_and_result() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug)]
+    struct Report;
+    impl wharf_job_partition::Job for Report {
+        const NAME: &'static str = "report";
+        async fn perform(
+            self,
+            ctx: wharf_job_partition::JobContext,
+        ) -> Result<(), wharf_job_partition::JobError> {
+            ctx.set_progress(&serde_json::json!({ "step": 3, "of": 4 }))
+                .await?;
+            ctx.set_result(&serde_json::json!({ "invoices": 17 }))?;
+            Ok(())
+        }
+        fn priority(&self) -> u8 {
+            2
+        }
+    }
+    let jobs = jobs().await;
+    let p = partition("progress");
+    let w = wharf_job_partition::Worker::builder(
+        jobs.clone(),
+        wharf_job_partition::Registry::new().register::<Report>(),
+    )
+    .queue(&p, "reports", 1)
+    .build()
+    .unwrap()
+    .start();
+    let id = jobs.enqueue(&p, "reports", &Report).await.unwrap();
+    jobs.wait_for(&p, id.id(), std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    w.shutdown().await;
+    let app = console(&jobs).await;
+
+    let page = get(&app, &format!("/p/{p}/j/{}", id.id())).await;
+
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for text in [
+        "Priority",
+        "Progress",
+        "&quot;step&quot;: 3",
+        "Result",
+        "&quot;invoices&quot;: 17",
+    ] {
+        assert!(page.body.contains(text), "no {text:?} in {}", page.body);
+    }
+}

@@ -458,6 +458,7 @@ pub(crate) async fn job(
                         tr { th { "Name" } td { (info.name) } }
                         tr { th { "Queue" } td { a href=(q_link(&ctx, &p, &info.queue)) { (info.queue) } } }
                         tr { th { "Attempts started" } td { (info.attempts) } }
+                        tr { th { "Priority" } td { (info.priority) " " span.muted { "(0 first)" } } }
                         tr { th { "Queue key" } td { @if let Some(k) = &info.queue_key { code { (k) } } @else { span.muted { "none" } } } }
                         tr { th { "Execution key" } td {
                             @if let Some(k) = &info.execution_key {
@@ -484,6 +485,14 @@ pub(crate) async fn job(
                     }
                     h2 { "Arguments" }
                     pre { (args) }
+                    @if let Some(progress) = &info.progress {
+                        h2 { "Progress" }
+                        pre { (pretty(progress)) }
+                    }
+                    @if let Some(result) = &info.result {
+                        h2 { "Result" }
+                        pre { (pretty(result)) }
+                    }
                     @if let Some(e) = &info.error {
                         h2 { "Last error" }
                         pre.error { (e) }
@@ -494,6 +503,14 @@ pub(crate) async fn job(
     }
     .await;
     ctx.answer(r)
+}
+
+/// A stored JSON value, indented (as it is when it does not parse).
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| json.to_owned())
 }
 
 /// `/p/{p}/workers`: live workers (seen through their leases) and the jobs each runs.
