@@ -818,7 +818,7 @@ async fn the_queue_page_shows_the_rate_limit_and_the_rate_limited_list() {
     let part = get(&app, &format!("/p/{}", s.partition)).await;
 
     for text in [
-        "10 per 1m starts, for each rate group",
+        "at most 10 starts per 1m, for each rate group",
         "rate-limited",
         "Set rate limit",
         &format!("{q}/list/ratelimited"),
@@ -828,7 +828,7 @@ async fn the_queue_page_shows_the_rate_limit_and_the_rate_limited_list() {
     assert_eq!(list.status, StatusCode::OK, "{}", list.body);
     assert!(list.body.contains("ratelimited (0)"), "{}", list.body);
     assert!(list.body.contains("none"), "{}", list.body);
-    assert!(part.body.contains("rate 10 per 1m"), "{}", part.body);
+    assert!(part.body.contains("rate 10 starts per 1m"), "{}", part.body);
 }
 
 #[tokio::test]

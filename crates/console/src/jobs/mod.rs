@@ -129,9 +129,10 @@ pub(crate) fn j_link(ctx: &Ctx, p: &str, id: &str) -> String {
     ctx.link(&format!("/p/{}/j/{}", enc(p), enc(id)))
 }
 
-/// A rate limit as text: "10 per 1s, per rate group".
+/// A rate limit as text: "10 starts per 1s".
 pub(crate) fn rate_text(r: &wharf_job_partition::RateLimit) -> String {
-    format!("{} per {}", r.max(), window_text(r.window()))
+    let starts = if r.max() == 1 { "start" } else { "starts" };
+    format!("{} {starts} per {}", r.max(), window_text(r.window()))
 }
 
 /// A window as the form takes it: `250ms`, `30s`, `5m`, `2h`, `1d` (the largest exact unit).

@@ -223,7 +223,7 @@ pub(crate) async fn queue(
                     table.kv {
                         tr { th { "State" } td { @if c.paused { span.badge.state-dead { "paused" } } @else { span.badge.state-completed { "active" } } } }
                         tr { th { "Limit (across workers)" } td { @match c.limit { Some(l) => (l), None => "none" } } }
-                        tr { th { "Rate limit (per rate group)" } td { @match c.rate_limit { Some(r) => { (rate_text(&r)) " starts, for each rate group" }, None => "none" } } }
+                        tr { th { "Rate limit (per rate group)" } td { @match c.rate_limit { Some(r) => { "at most " (rate_text(&r)) ", for each rate group" }, None => "none" } } }
                         tr { th { "Rate-limited jobs" } td { a href=(format!("{}/list/ratelimited", q_link(&ctx, &p, &q))) { (c.rate_limited) } } }
                     }
                     @if !ro {

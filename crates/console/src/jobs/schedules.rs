@@ -75,7 +75,7 @@ pub(crate) async fn page(
                                     td { a href=(q_link(&ctx, &p, &s.queue)) { (s.queue) } }
                                     td { (s.job) }
                                     td.num { (s.fired) }
-                                    td { (at(now, s.next_at)) }
+                                    td { @if s.paused { span.muted { "paused" } } @else { (at(now, s.next_at)) } }
                                     td { (at(now, s.last_at)) }
                                     td { @if s.paused { span.badge.state-dead { "paused" } } @else { span.badge.state-completed { "active" } } }
                                     @if !ro {
