@@ -582,7 +582,22 @@ async fn a_read_only_console_shows_no_action_in_chromium() {
         .unwrap();
     let t = text(&c).await;
     assert!(has(&t, "Not allowed") && has(&t, "read-only"), "{t}");
+    // A form made by hand (the page offers none) is refused too.
+    let before = c.current_url().await.unwrap().to_string();
+    c.execute(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0]; \
+         const i = document.createElement('input'); i.name = 'csrf'; i.value = 'forged'; \
+         f.appendChild(i); document.body.appendChild(f); f.submit();",
+        vec![serde_json::json!(format!("{base}/p/{p}/q/mail/do/pause"))],
+    )
+    .await
+    .unwrap();
+    navigated(&c, before).await;
+    let t = text(&c).await;
+    assert!(has(&t, "Not allowed") && has(&t, "read-only"), "{t}");
+    shot(&c, "read-only-post-refused").await;
     assert!(jobs.schedules(&p).await.unwrap().iter().all(|s| !s.paused));
+    assert!(!jobs.counts(&p, "mail").await.unwrap().paused);
 
     c.close().await.unwrap();
     served.shutdown().await.unwrap();

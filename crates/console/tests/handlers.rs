@@ -902,6 +902,7 @@ async fn read_only_shows_schedules_without_actions_and_refuses_their_posts() {
         .build();
 
     let page = get(&app, &format!("/p/{p}/schedules")).await;
+    let confirm = get(&app, &format!("/p/{p}/schedules/morning/do/pause")).await;
     let act = post(
         &app,
         &format!("/p/{p}/schedules/morning/do/pause"),
@@ -917,6 +918,7 @@ async fn read_only_shows_schedules_without_actions_and_refuses_their_posts() {
 
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("morning") && !page.body.contains("/do/"));
+    assert_eq!(confirm.status, StatusCode::FORBIDDEN, "{}", confirm.body);
     assert_eq!(
         (act.status, rate.status),
         (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN)
