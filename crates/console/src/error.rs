@@ -66,10 +66,13 @@ impl From<wharf_job_partition::Error> for PageError {
     fn from(e: wharf_job_partition::Error) -> Self {
         use wharf_job_partition::Error as E;
         match e {
-            E::UnknownPartition { .. } | E::UnknownQueue { .. } | E::UnknownJob { .. } => {
-                Self::NotFound(e.to_string())
+            E::UnknownPartition { .. }
+            | E::UnknownQueue { .. }
+            | E::UnknownJob { .. }
+            | E::UnknownSchedule { .. } => Self::NotFound(e.to_string()),
+            E::Config(_) | E::InvalidRateLimit { .. } | E::InvalidSchedule { .. } => {
+                Self::BadRequest(e.to_string())
             }
-            E::Config(_) => Self::BadRequest(e.to_string()),
             other => {
                 tracing::warn!(error = %other, "console: a jobs call failed");
                 Self::Unavailable(other.to_string())

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use wharf_console::Console;
-use wharf_job_partition::{CancellationToken, JobState, Registry, Worker};
+use wharf_job_partition::{CancellationToken, JobState, Jobs, Registry, Worker};
 use wharf_testkit::Chromedriver;
 
 fn shots_dir() -> PathBuf {
@@ -350,5 +350,255 @@ async fn an_operator_browses_every_page_and_runs_every_action_in_chromium() {
     c.close().await.unwrap();
     stop.cancel();
     run.await.unwrap().unwrap();
+    served.shutdown().await.unwrap();
+}
+
+async fn click_css(c: &Client, css: &str) {
+    let before = c.current_url().await.unwrap().to_string();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("nothing matches {css:?}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    navigated(c, before).await;
+}
+
+async fn fill(c: &Client, name: &str, value: &str) {
+    let input = c
+        .find(Locator::Css(&format!("input[name={name}]")))
+        .await
+        .unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(value).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pauses_a_schedule_and_sets_a_rate_limit_in_chromium() {
+    use wharf_job_partition::{RateLimit, Schedule, Scheduler};
+    let driver = Chromedriver::start().expect("chromedriver (run scripts/install)");
+    let jobs = jobs().await;
+    let p = partition("browser-sched");
+    let every = Schedule::every(Duration::from_secs(1)).unwrap();
+    let cron = Schedule::cron_in("0 30 9 * * MON-FRI", "Europe/Berlin").unwrap();
+    jobs.schedule(
+        &p,
+        "ticks",
+        "every-second",
+        &every,
+        &email("tick@example.com"),
+    )
+    .await
+    .unwrap();
+    jobs.schedule(
+        &p,
+        "mail",
+        "weekday-morning",
+        &cron,
+        &email("am@example.com"),
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    let scheduler = Scheduler::new(jobs.clone(), [p.clone()]).unwrap();
+    let sched = tokio::spawn(scheduler.run(stop.clone()));
+    let fired = |jobs: Jobs, p: String| async move {
+        jobs.schedules(&p)
+            .await
+            .map(|s| s.iter().map(|s| s.fired).sum::<u64>())
+            .unwrap_or(0)
+    };
+    eventually("the scheduler fired twice", Duration::from_secs(15), || {
+        let f = fired(jobs.clone(), p.clone());
+        async move { f.await >= 2 }
+    })
+    .await
+    .unwrap();
+    let console = Console::builder().jobs(jobs.clone()).title("acme").build();
+    let served = wharf_console::serve(console, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", served.local_addr());
+    let c = browser(&driver).await;
+
+    // The schedules page, from the partition's page.
+    c.goto(&format!("{base}/p/{p}")).await.unwrap();
+    click_link(&c, "Schedules").await;
+    let t = text(&c).await;
+    assert!(
+        has(&t, "every-second") && has(&t, "weekday-morning") && has(&t, "Europe/Berlin"),
+        "{t}"
+    );
+    shot(&c, "schedules").await;
+
+    // Pause the weekday schedule through its confirmation, then resume it.
+    click_css(&c, "a[href$='/schedules/weekday-morning/do/pause']").await;
+    shot(&c, "confirm-schedule-pause").await;
+    submit(&c).await;
+    assert!(has(&text(&c).await, "The schedule is paused"));
+    let paused = |jobs: Jobs, p: String| async move {
+        jobs.schedules(&p)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "weekday-morning")
+            .map(|s| s.paused)
+    };
+    assert_eq!(paused(jobs.clone(), p.clone()).await, Some(true));
+    shot(&c, "schedules-paused").await;
+    click_css(&c, "a[href$='/schedules/weekday-morning/do/resume']").await;
+    submit(&c).await;
+    assert!(has(&text(&c).await, "The schedule is resumed"));
+    assert_eq!(paused(jobs.clone(), p.clone()).await, Some(false));
+
+    // A rate limit of 1 per hour on a queue, then a worker: one job starts, the others wait.
+    for i in 0..3 {
+        jobs.enqueue(&p, "api", &email(&format!("api{i}@example.com")))
+            .await
+            .unwrap();
+    }
+    c.goto(&format!("{base}/p/{p}/q/api")).await.unwrap();
+    click_link(&c, "Set rate limit").await;
+    // The browser checks the number itself; the window is the server's to refuse.
+    fill(&c, "max", "5").await;
+    fill(&c, "window", "1 week").await;
+    // The answer comes at the same address: wait for its text.
+    c.find(Locator::Css("form[method=post] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the 400 page shows", Duration::from_secs(15), || {
+        let c = c.clone();
+        async move { has(&text(&c).await, "Bad request") }
+    })
+    .await
+    .unwrap();
+    let t = text(&c).await;
+    assert!(
+        has(&t, "the window must be a whole number with a unit"),
+        "{t}"
+    );
+    shot(&c, "rate-bad-request").await;
+    c.goto(&format!("{base}/p/{p}/q/api/do/rate"))
+        .await
+        .unwrap();
+    fill(&c, "max", "1").await;
+    fill(&c, "window", "1h").await;
+    shot(&c, "confirm-rate").await;
+    submit(&c).await;
+    let t = text(&c).await;
+    assert!(
+        has(&t, "rate limit is changed") && has(&t, "1 start per 1h"),
+        "{t}"
+    );
+    assert_eq!(
+        jobs.counts(&p, "api").await.unwrap().rate_limit,
+        Some(RateLimit::new(1, Duration::from_secs(3600)).unwrap())
+    );
+    let worker = Worker::builder(jobs.clone(), Registry::new().register::<Email>())
+        .queue(&p, "api", 4)
+        .build()
+        .unwrap();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let (j, pp) = (jobs.clone(), p.clone());
+    eventually(
+        "one job ran and the others are rate-limited",
+        Duration::from_secs(20),
+        || {
+            let (j, pp) = (j.clone(), pp.clone());
+            async move {
+                j.counts(&pp, "api")
+                    .await
+                    .map(|c| c.completed_total == 1 && c.rate_limited >= 1)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    c.goto(&format!("{base}/p/{p}/q/api")).await.unwrap();
+    let t = text(&c).await;
+    assert!(has(&t, "rate-limited") && has(&t, "1 start per 1h"), "{t}");
+    shot(&c, "queue-rate-limited").await;
+    click_css(&c, "a[href$='/list/ratelimited']").await;
+    let t = text(&c).await;
+    assert!(
+        has(&t, "api1@example.com") || has(&t, "api2@example.com"),
+        "{t}"
+    );
+    shot(&c, "list-ratelimited").await;
+
+    c.close().await.unwrap();
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    sched.await.unwrap();
+    served.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_console_shows_no_action_in_chromium() {
+    let driver = Chromedriver::start().expect("chromedriver (run scripts/install)");
+    let jobs = jobs().await;
+    let s = seed(&jobs, "browser-ro").await;
+    let p = s.partition.clone();
+    jobs.schedule(
+        &p,
+        "mail",
+        "hourly",
+        &wharf_job_partition::Schedule::every(Duration::from_secs(3600)).unwrap(),
+        &email("h@example.com"),
+    )
+    .await
+    .unwrap();
+    let console = Console::builder()
+        .jobs(jobs.clone())
+        .read_only(true)
+        .build();
+    let served = wharf_console::serve(console, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", served.local_addr());
+    let c = browser(&driver).await;
+
+    for (path, name) in [
+        (format!("/p/{p}/q/mail"), "read-only-queue"),
+        (format!("/p/{p}/schedules"), "read-only-schedules"),
+        (format!("/p/{p}/j/{}", s.dead), "read-only-job"),
+    ] {
+        c.goto(&format!("{base}{path}")).await.unwrap();
+        let t = text(&c).await;
+        assert!(has(&t, "read-only"), "{path}: {t}");
+        let actions = c
+            .find_all(Locator::Css("a[href*='/do/'], form[method=post]"))
+            .await
+            .unwrap();
+        assert!(actions.is_empty(), "{path} shows {} actions", actions.len());
+        shot(&c, name).await;
+    }
+    c.goto(&format!("{base}/p/{p}/schedules/hourly/do/pause"))
+        .await
+        .unwrap();
+    let t = text(&c).await;
+    assert!(has(&t, "Not allowed") && has(&t, "read-only"), "{t}");
+    // A form made by hand (the page offers none) is refused too.
+    let before = c.current_url().await.unwrap().to_string();
+    c.execute(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0]; \
+         const i = document.createElement('input'); i.name = 'csrf'; i.value = 'forged'; \
+         f.appendChild(i); document.body.appendChild(f); f.submit();",
+        vec![serde_json::json!(format!("{base}/p/{p}/q/mail/do/pause"))],
+    )
+    .await
+    .unwrap();
+    navigated(&c, before).await;
+    let t = text(&c).await;
+    assert!(has(&t, "Not allowed") && has(&t, "read-only"), "{t}");
+    shot(&c, "read-only-post-refused").await;
+    assert!(jobs.schedules(&p).await.unwrap().iter().all(|s| !s.paused));
+    assert!(!jobs.counts(&p, "mail").await.unwrap().paused);
+
+    c.close().await.unwrap();
     served.shutdown().await.unwrap();
 }

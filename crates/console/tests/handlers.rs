@@ -734,3 +734,244 @@ async fn a_job_page_shows_its_priority_progress_and_result() {
         assert!(page.body.contains(text), "no {text:?} in {}", page.body);
     }
 }
+
+// ---- schedules and rate limits -------------------------------------------------------
+
+/// A partition with two schedules: `every-minute` (interval) and `morning` (cron in a time
+/// zone), both enqueueing `Email` into `mail`.
+async fn with_schedules(jobs: &Jobs, tag: &str) -> String {
+    use std::time::Duration;
+    use wharf_job_partition::Schedule;
+    let p = partition(tag);
+    let every = Schedule::every(Duration::from_secs(60)).unwrap();
+    let cron = Schedule::cron_in("0 30 9 * * *", "Europe/Berlin").unwrap();
+    jobs.schedule(&p, "mail", "every-minute", &every, &email("a@x"))
+        .await
+        .unwrap();
+    jobs.schedule(&p, "mail", "morning", &cron, &email("b@x"))
+        .await
+        .unwrap();
+    p
+}
+
+#[tokio::test]
+async fn the_schedules_page_lists_each_schedule_and_the_partition_links_to_it() {
+    let jobs = jobs().await;
+    let p = with_schedules(&jobs, "sched").await;
+    let app = console(&jobs).await;
+
+    let part = get(&app, &format!("/p/{p}")).await;
+    let a = get(&app, &format!("/p/{p}/schedules")).await;
+
+    assert!(
+        part.body.contains(&format!("/p/{p}/schedules")),
+        "{}",
+        part.body
+    );
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    for text in [
+        "every-minute",
+        "morning",
+        "Europe/Berlin",
+        "0 30 9 * * *",
+        &format!("/p/{p}/q/mail"),
+        "in ",
+        &format!("/p/{p}/schedules/morning/do/pause"),
+        &format!("/p/{p}/schedules/morning/do/remove"),
+    ] {
+        assert!(a.body.contains(text), "no {text:?} in {}", a.body);
+    }
+}
+
+#[tokio::test]
+async fn pause_resume_and_remove_change_a_schedule() {
+    let jobs = jobs().await;
+    let p = with_schedules(&jobs, "schedact").await;
+    let app = console(&jobs).await;
+    let paused = |jobs: Jobs, p: String| async move {
+        jobs.schedules(&p)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "morning")
+            .map(|s| s.paused)
+    };
+    let s = format!("/p/{p}/schedules/morning/do");
+
+    let pause = confirm_and_post(&app, &format!("{s}/pause"), "").await;
+    let after_pause = paused(jobs.clone(), p.clone()).await;
+    let page = get(&app, pause.location.as_deref().unwrap()).await;
+    let resume = confirm_and_post(&app, &format!("{s}/resume"), "").await;
+    let after_resume = paused(jobs.clone(), p.clone()).await;
+    let remove = confirm_and_post(&app, &format!("{s}/remove"), "").await;
+    let after_remove = paused(jobs.clone(), p.clone()).await;
+
+    assert_eq!(
+        pause.location.unwrap(),
+        format!("/p/{p}/schedules?done=pause")
+    );
+    assert_eq!(after_pause, Some(true));
+    assert!(
+        page.body.contains("The schedule is paused"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(&format!("{s}/resume")), "{}", page.body);
+    assert_eq!(resume.status, StatusCode::SEE_OTHER);
+    assert_eq!(after_resume, Some(false));
+    assert_eq!(remove.status, StatusCode::SEE_OTHER);
+    assert_eq!(after_remove, None);
+    assert_eq!(jobs.schedules(&p).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_schedules_and_schedule_actions_are_404_pages() {
+    let jobs = jobs().await;
+    let p = with_schedules(&jobs, "sched404").await;
+    let app = console(&jobs).await;
+    let token = csrf(
+        &get(&app, &format!("/p/{p}/schedules/morning/do/pause"))
+            .await
+            .body,
+    );
+
+    let confirm = get(&app, &format!("/p/{p}/schedules/nope/do/pause")).await;
+    let act = post(
+        &app,
+        &format!("/p/{p}/schedules/nope/do/pause"),
+        &format!("csrf={token}"),
+    )
+    .await;
+    let verb = get(&app, &format!("/p/{p}/schedules/morning/do/explode")).await;
+    let part = get(&app, "/p/no-such-partition/schedules").await;
+
+    assert_eq!(confirm.status, StatusCode::NOT_FOUND, "{}", confirm.body);
+    assert_eq!(act.status, StatusCode::NOT_FOUND, "{}", act.body);
+    assert!(verb.body.contains("no schedule action"), "{}", verb.body);
+    assert_eq!(part.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_queue_page_shows_the_rate_limit_and_the_rate_limited_list() {
+    use std::time::Duration;
+    let jobs = jobs().await;
+    let s = seed(&jobs, "rateshow").await;
+    let limit = wharf_job_partition::RateLimit::new(10, Duration::from_secs(60)).unwrap();
+    jobs.set_rate_limit(&s.partition, "mail", Some(limit))
+        .await
+        .unwrap();
+    let app = console(&jobs).await;
+    let q = format!("/p/{}/q/mail", s.partition);
+
+    let a = get(&app, &q).await;
+    let list = get(&app, &format!("{q}/list/ratelimited")).await;
+    let part = get(&app, &format!("/p/{}", s.partition)).await;
+
+    for text in [
+        "at most 10 starts per 1m, for each rate group",
+        "rate-limited",
+        "Set rate limit",
+        &format!("{q}/list/ratelimited"),
+    ] {
+        assert!(a.body.contains(text), "no {text:?} in {}", a.body);
+    }
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert!(list.body.contains("ratelimited (0)"), "{}", list.body);
+    assert!(list.body.contains("none"), "{}", list.body);
+    assert!(part.body.contains("rate 10 starts per 1m"), "{}", part.body);
+}
+
+#[tokio::test]
+async fn set_rate_limit_sets_and_removes_it() {
+    use std::time::Duration;
+    let jobs = jobs().await;
+    let s = seed(&jobs, "rateset").await;
+    let app = console(&jobs).await;
+    let q = format!("/p/{}/q/mail", s.partition);
+
+    let set = confirm_and_post(&app, &format!("{q}/do/rate"), "&max=5&window=2s").await;
+    let after_set = jobs.counts(&s.partition, "mail").await.unwrap().rate_limit;
+    let form = get(&app, &format!("{q}/do/rate")).await;
+    let shown = get(&app, set.location.as_deref().unwrap()).await;
+    let unset = confirm_and_post(&app, &format!("{q}/do/rate"), "&max=&window=").await;
+    let after_unset = jobs.counts(&s.partition, "mail").await.unwrap().rate_limit;
+
+    assert_eq!(set.location.clone().unwrap(), format!("{q}?done=rate"));
+    let l = after_set.unwrap();
+    assert_eq!((l.max(), l.window()), (5, Duration::from_secs(2)));
+    assert!(form.body.contains("value=\"5\"") && form.body.contains("value=\"2s\""));
+    assert!(
+        shown.body.contains("rate limit is changed"),
+        "{}",
+        shown.body
+    );
+    assert_eq!(unset.status, StatusCode::SEE_OTHER);
+    assert_eq!(after_unset, None);
+}
+
+#[tokio::test]
+async fn a_bad_rate_limit_is_a_400_that_says_what_is_wrong() {
+    let jobs = jobs().await;
+    let s = seed(&jobs, "ratebad").await;
+    let app = console(&jobs).await;
+    let path = format!("/p/{}/q/mail/do/rate", s.partition);
+
+    let max = confirm_and_post(&app, &path, "&max=lots&window=1s").await;
+    let window = confirm_and_post(&app, &path, "&max=5&window=1week").await;
+    let zero = confirm_and_post(&app, &path, "&max=0&window=1s").await;
+    let long = confirm_and_post(&app, &path, "&max=5&window=30d").await;
+
+    for (a, text) in [
+        (&max, "starts per window must be a whole number"),
+        (&window, "the window must be a whole number with a unit"),
+        (&zero, "allow 1 to 100000"),
+        (&long, "a window of"),
+    ] {
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+        assert!(a.body.contains(text), "no {text:?} in {}", a.body);
+    }
+    assert_eq!(
+        jobs.counts(&s.partition, "mail").await.unwrap().rate_limit,
+        None
+    );
+}
+
+#[tokio::test]
+async fn read_only_shows_schedules_without_actions_and_refuses_their_posts() {
+    let jobs = jobs().await;
+    let p = with_schedules(&jobs, "schedro").await;
+    let rw = console(&jobs).await;
+    let token = csrf(
+        &get(&rw, &format!("/p/{p}/schedules/morning/do/pause"))
+            .await
+            .body,
+    );
+    let app = Console::builder()
+        .jobs(jobs.clone())
+        .read_only(true)
+        .build();
+
+    let page = get(&app, &format!("/p/{p}/schedules")).await;
+    let confirm = get(&app, &format!("/p/{p}/schedules/morning/do/pause")).await;
+    let act = post(
+        &app,
+        &format!("/p/{p}/schedules/morning/do/pause"),
+        &format!("csrf={token}"),
+    )
+    .await;
+    let rate = post(
+        &app,
+        &format!("/p/{p}/q/mail/do/rate"),
+        &format!("csrf={token}&max=1&window=1s"),
+    )
+    .await;
+
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("morning") && !page.body.contains("/do/"));
+    assert_eq!(confirm.status, StatusCode::FORBIDDEN, "{}", confirm.body);
+    assert_eq!(
+        (act.status, rate.status),
+        (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN)
+    );
+    assert!(jobs.schedules(&p).await.unwrap().iter().all(|s| !s.paused));
+}

@@ -2,29 +2,32 @@
 //! the POST acts and redirects (303) to the page that shows the result.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Form;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use wharf_job_partition::{CancelOutcome, Deleted, Enqueued, JobState, RunNow};
+use wharf_job_partition::{
+    CancelOutcome, Deleted, Enqueued, JobState, MAX_RATE, RateLimit, RunNow,
+};
 
 use super::pages::{check_id, job_actions, state_badge};
-use super::{j_link, jobs_of, q_link};
+use super::{j_link, jobs_of, q_link, window_text};
 use crate::error::PageError;
 use crate::layout::Ctx;
 
 /// The largest limit the form accepts.
 const MAX_LIMIT: u64 = 1_000_000;
 
-fn see_other(to: String) -> Result<Response, PageError> {
+pub(crate) fn see_other(to: String) -> Result<Response, PageError> {
     let v = HeaderValue::from_str(&to)
         .map_err(|_| PageError::BadRequest("the page to return to is not a valid URL".into()))?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response())
 }
 
-fn read_only(ctx: &Ctx) -> Result<(), PageError> {
+pub(crate) fn read_only(ctx: &Ctx) -> Result<(), PageError> {
     if ctx.state.security.read_only {
         return Err(PageError::Forbidden(
             "the console is read-only: actions are turned off".into(),
@@ -44,6 +47,10 @@ fn queue_action(a: &str) -> Result<(&'static str, &'static str), PageError> {
             "Set limit",
             "How many jobs of the queue may run at once across every worker (empty: no limit; 0: none starts).",
         ),
+        "rate" => (
+            "Set rate limit",
+            "At most N job starts in any window, counted apart for each rate group, across every worker (empty: no rate limit). A job over the limit waits as rate-limited until its window allows it.",
+        ),
         "retry-dead" => (
             "Retry all dead",
             "Every dead job of the queue goes back to it with fresh attempts.",
@@ -54,7 +61,7 @@ fn queue_action(a: &str) -> Result<(&'static str, &'static str), PageError> {
         ),
         other => {
             return Err(PageError::NotFound(format!(
-                "no queue action `{other}`: pause, resume, limit, retry-dead, delete-dead"
+                "no queue action `{other}`: pause, resume, limit, rate, retry-dead, delete-dead"
             )));
         }
     })
@@ -84,6 +91,12 @@ pub(crate) async fn queue_confirm(
                             (ctx.csrf_field())
                             @if a == "limit" {
                                 label { "Limit " input type="number" name="limit" min="0" max=(MAX_LIMIT) value=(c.limit.map(|l| l.to_string()).unwrap_or_default()); }
+                                " "
+                            }
+                            @if a == "rate" {
+                                label { "Starts " input type="number" name="max" min="1" max=(MAX_RATE) value=(c.rate_limit.map(|r| r.max().to_string()).unwrap_or_default()); }
+                                " "
+                                label { "per window " input type="text" name="window" size="8" placeholder="1s, 500ms, 5m, 1h, 1d" value=(c.rate_limit.map(|r| window_text(r.window())).unwrap_or_default()); }
                                 " "
                             }
                             button.primary.danger[danger] type="submit" { (label) }
@@ -138,6 +151,10 @@ pub(crate) async fn queue_act(
                 js.jobs.set_limit(&p, &q, limit).await?;
                 "done=limit".to_owned()
             }
+            "rate" => {
+                js.jobs.set_rate_limit(&p, &q, rate_form(&form)?).await?;
+                "done=rate".to_owned()
+            }
             "retry-dead" => {
                 let r = js.jobs.retry_all_dead(&p, &q).await?;
                 format!("done=retry-dead&n={}&dup={}", r.retried, r.duplicates)
@@ -152,6 +169,44 @@ pub(crate) async fn queue_act(
     }
     .await;
     ctx.answer(r)
+}
+
+/// The rate limit a form asks for: both fields empty is none; otherwise `max` is a whole
+/// number and `window` a number with a unit (`ms`, `s`, `m`, `h`, `d`), checked by
+/// [`RateLimit::new`].
+fn rate_form(form: &HashMap<String, String>) -> Result<Option<RateLimit>, PageError> {
+    let max = form.get("max").map(|v| v.trim()).unwrap_or("");
+    let window = form.get("window").map(|v| v.trim()).unwrap_or("");
+    if max.is_empty() && window.is_empty() {
+        return Ok(None);
+    }
+    let n = max.parse::<u32>().map_err(|_| {
+        PageError::BadRequest(format!(
+            "the starts per window must be a whole number from 1 to {MAX_RATE} (got `{max}`); leave both fields empty to remove the rate limit"
+        ))
+    })?;
+    let w = parse_window(window).ok_or_else(|| {
+        PageError::BadRequest(format!(
+            "the window must be a whole number with a unit: ms, s, m, h or d, for example 500ms or 1m (got `{window}`)"
+        ))
+    })?;
+    Ok(Some(RateLimit::new(n, w)?))
+}
+
+/// `500ms`, `30s`, `5m`, `2h`, `1d`; None for anything else (or an overflow).
+pub(crate) fn parse_window(v: &str) -> Option<Duration> {
+    let split = v.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let per = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(per)?))
 }
 
 fn job_action_text(a: &str) -> Result<(&'static str, &'static str), PageError> {
@@ -281,4 +336,31 @@ pub(crate) async fn job_act(
     }
     .await;
     ctx.answer(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_a_number_and_a_unit() {
+        assert_eq!(parse_window("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_window("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_window("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_window("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_window("1d"), Some(Duration::from_secs(86_400)));
+        for bad in [
+            "",
+            "s",
+            "10",
+            "1.5s",
+            "-1s",
+            "1 week",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_window(bad), None, "{bad}");
+        }
+        assert_eq!(window_text(Duration::from_secs(300)), "5m");
+        assert_eq!(window_text(Duration::from_millis(1500)), "1500ms");
+    }
 }

@@ -4,9 +4,11 @@
 //! - `throughput`: the in-memory ring of counter samples and its chart.
 //! - `pages`: the read-only pages.
 //! - `actions`: confirmation pages and the POSTs that act.
+//! - `schedules`: a partition's schedules and their actions.
 
 mod actions;
 mod pages;
+mod schedules;
 mod throughput;
 
 use std::sync::{Arc, Weak};
@@ -20,6 +22,7 @@ use wharf_job_partition::{Jobs, QueueCounts};
 use crate::error::PageError;
 use crate::layout::{Ctx, enc};
 use crate::state::State;
+pub(crate) use schedules::s_link;
 pub(crate) use throughput::Throughput;
 
 /// Partitions shown (and sampled) at most.
@@ -97,6 +100,11 @@ pub(crate) fn routes(r: Router<Arc<State>>) -> Router<Arc<State>> {
         .route("/p/{p}", get(pages::partition))
         .route("/p/{p}/workers", get(pages::workers))
         .route("/p/{p}/keys", get(pages::keys))
+        .route("/p/{p}/schedules", get(schedules::page))
+        .route(
+            "/p/{p}/schedules/{name}/do/{action}",
+            get(schedules::confirm).post(schedules::act),
+        )
         .route("/p/{p}/q/{q}", get(pages::queue))
         .route("/p/{p}/q/{q}/list/{list}", get(pages::list))
         .route(
@@ -121,6 +129,28 @@ pub(crate) fn j_link(ctx: &Ctx, p: &str, id: &str) -> String {
     ctx.link(&format!("/p/{}/j/{}", enc(p), enc(id)))
 }
 
+/// A rate limit as text: "10 starts per 1s".
+pub(crate) fn rate_text(r: &wharf_job_partition::RateLimit) -> String {
+    let starts = if r.max() == 1 { "start" } else { "starts" };
+    format!("{} {starts} per {}", r.max(), window_text(r.window()))
+}
+
+/// A window as the form takes it: `250ms`, `30s`, `5m`, `2h`, `1d` (the largest exact unit).
+pub(crate) fn window_text(w: Duration) -> String {
+    let ms = w.as_millis() as u64;
+    for (unit, n) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= n && ms.is_multiple_of(n) {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// The counts table of some queues.
 pub(crate) fn counts_table(ctx: &Ctx, rows: &[(String, String, QueueCounts)]) -> Markup {
     html! {
@@ -140,7 +170,8 @@ pub(crate) fn counts_table(ctx: &Ctx, rows: &[(String, String, QueueCounts)]) ->
                         td.num { (c.running) } td.num { (c.dead) } td.num { (c.completed_total) }
                         td {
                             @if c.paused { span.badge.state-dead { "paused" } " " }
-                            @if let Some(l) = c.limit { span.badge { "limit " (l) } }
+                            @if let Some(l) = c.limit { span.badge { "limit " (l) } " " }
+                            @if let Some(r) = c.rate_limit { span.badge { "rate " (rate_text(&r)) } }
                         }
                     }
                 }

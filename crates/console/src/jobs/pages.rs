@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use wharf_job_partition::{Filter, JobList, JobRecord, JobState, MAX_PAGE};
 
-use super::{all_counts, counts_table, j_link, jobs_of, p_link, q_link};
+use super::{all_counts, counts_table, j_link, jobs_of, p_link, q_link, rate_text, s_link};
 use crate::error::PageError;
 use crate::layout::{Ctx, duration, enc, relative, time};
 
@@ -75,6 +75,7 @@ pub(crate) fn notice(q: &HashMap<String, String>) -> Markup {
         Some("pause") => "The queue is paused: running jobs finish, no new one starts.".to_owned(),
         Some("resume") => "The queue is resumed.".to_owned(),
         Some("limit") => "The queue's limit is set.".to_owned(),
+        Some("rate") => "The queue's rate limit is changed.".to_owned(),
         Some("retry-dead") => format!(
             "{} dead jobs are back in the queue; {} stay dead (their queue key is taken).",
             n("n"),
@@ -127,6 +128,7 @@ pub(crate) async fn partition(ctx: Ctx, Path(p): Path<String>) -> Response {
                     div.actions {
                         a.button href=(ctx.link(&format!("/p/{}/workers", enc(&p)))) { "Workers" }
                         a.button href=(ctx.link(&format!("/p/{}/keys", enc(&p)))) { "Execution keys" }
+                        a.button href=(s_link(&ctx, &p)) { "Schedules" }
                     }
                     (counts_table(&ctx, &rows))
                 },
@@ -150,6 +152,7 @@ fn tabs(
         JobList::Parked => c.parked,
         JobList::Running => c.running,
         JobList::Finished => c.finished_kept,
+        JobList::RateLimited => c.rate_limited,
         _ => c.dead,
     };
     html! {
@@ -211,6 +214,7 @@ pub(crate) async fn queue(
                         div.card { div.n { (c.parked) } div.l { "parked" } }
                         div.card { div.n { (c.running) } div.l { "running" } }
                         div.card { div.n { (c.dead) } div.l { "dead" } }
+                        div.card { div.n { (c.rate_limited) } div.l { "rate-limited" } }
                         div.card { div.n { (c.completed_total) } div.l { "completed (total)" } }
                         div.card { div.n { (c.lease_expired_total) } div.l { "leases expired" } }
                     }
@@ -219,12 +223,15 @@ pub(crate) async fn queue(
                     table.kv {
                         tr { th { "State" } td { @if c.paused { span.badge.state-dead { "paused" } } @else { span.badge.state-completed { "active" } } } }
                         tr { th { "Limit (across workers)" } td { @match c.limit { Some(l) => (l), None => "none" } } }
+                        tr { th { "Rate limit (per rate group)" } td { @match c.rate_limit { Some(r) => { "at most " (rate_text(&r)) ", for each rate group" }, None => "none" } } }
+                        tr { th { "Rate-limited jobs" } td { a href=(format!("{}/list/ratelimited", q_link(&ctx, &p, &q))) { (c.rate_limited) } } }
                     }
                     @if !ro {
                         div.actions {
                             @if c.paused { a.button href=(act("resume")) { "Resume" } }
                             @else { a.button href=(act("pause")) { "Pause" } }
                             a.button href=(act("limit")) { "Set limit" }
+                            a.button href=(act("rate")) { "Set rate limit" }
                             a.button href=(act("retry-dead")) { "Retry all dead" }
                             a.button.danger href=(act("delete-dead")) { "Delete all dead" }
                         }
@@ -288,7 +295,7 @@ pub(crate) async fn list(
         let js = jobs_of(&ctx)?;
         let list = JobList::parse(&l).ok_or_else(|| {
             PageError::NotFound(format!(
-                "no list `{l}`: the lists are queued, scheduled, parked, running, finished and dead"
+                "no list `{l}`: the lists are queued, scheduled, parked, running, finished, dead and ratelimited"
             ))
         })?;
         let offset = num(&params, "offset", 0, u64::MAX / 2)?;
