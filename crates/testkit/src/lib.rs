@@ -23,6 +23,10 @@
 //!   synchronous controls usable from any test.
 //! - **[`eventually`]** and [`eventually_some`]: wait on observable state with a deadline,
 //!   instead of sleeping and hoping.
+//! - **[`nemesis`]**: a seeded schedule of random faults (proxy cuts, refusals, silent holds,
+//!   latency, late answers; SIGSTOP and kill -9 with restart of processes), bounded in count
+//!   and time, replayable from its seed (`WHARF_NEMESIS_SEED`), and a [`History`] of every
+//!   operation (invoke, ok / fail / info) written as JSON lines for a checker and for people.
 //! - **[`bench`](mod@bench)**: what the benchmarks share: the median of their rounds and the JSON report
 //!   they write to `$WHARF_BENCH_OUT`.
 //!
@@ -111,7 +115,9 @@ pub mod bench;
 mod binary;
 mod controls;
 mod error;
+pub mod history;
 mod kafka;
+pub mod nemesis;
 mod probe;
 mod process;
 mod proxy;
@@ -130,6 +136,7 @@ pub mod trace;
 mod wait;
 
 pub use error::{Error, Result};
+pub use history::{Event, EventType, History};
 pub use kafka::Tansu;
 pub use proxy::{Direction, FaultProxy};
 pub use pulsar::PulsarLite;
