@@ -516,8 +516,9 @@ pub struct Report {
 
 impl Schedule {
     /// Applies every fault at its moment and heals it after its duration, recording each as
-    /// an operation `fault` of process `nemesis` in `history` (invoke when applied, ok when
-    /// healed, fail when it could not be applied). Blocks until the run's end, or until `stop`
+    /// an operation `fault` of process `nemesis` in `history` (invoke before it is applied,
+    /// info `{"applied": true}` once it took effect, ok when healed, fail when it could not be
+    /// applied). Blocks until the run's end, or until `stop`
     /// is set (checked every 20 ms); everything is healed on return. Run it on a thread of its
     /// own (`std::thread::spawn`, `tokio::task::spawn_blocking`).
     pub fn run(&self, targets: &Targets, history: &History, stop: &AtomicBool) -> Result<Report> {
@@ -545,6 +546,9 @@ impl Schedule {
                 let _ = heal(fault, targets);
                 continue;
             }
+            // When it took effect (a process killed and reaped, say): checkers close what the
+            // process was doing at this moment.
+            history.info(&op, "nemesis", "fault", json!({"applied": true}));
             wait_until(applied_at + fault.duration, stop);
             match heal(fault, targets) {
                 Ok(()) => history.ok(&op, "nemesis", "fault", json!({"healed": true})),
@@ -749,11 +753,11 @@ mod tests {
         assert!(!proxy.is_held());
         // Listening again after every `down`.
         std::net::TcpStream::connect(proxy.addr()).unwrap();
-        let ok = history
+        let healed = history
             .events()
             .iter()
             .filter(|e| e.kind == crate::history::EventType::Ok)
             .count();
-        assert_eq!(ok, schedule.faults.len());
+        assert_eq!(healed, schedule.faults.len());
     }
 }
