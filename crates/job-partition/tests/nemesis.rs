@@ -261,7 +261,8 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     // Pauses of a worker stay within the margin: a process frozen longer than that may run
     // job code for a moment after it thaws (docs/job-partition.md, "Limits").
     let plan = Plan::new(run_for)
-        .fault_duration(Duration::from_millis(200), Duration::from_millis(2500))
+        // Up to longer than the lease: a partitioned worker's leases expire in Redis.
+        .fault_duration(Duration::from_millis(200), Duration::from_millis(4500))
         .gap(Duration::from_millis(100), Duration::from_millis(800))
         .max_fault_time(run_for * 6 / 10)
         .proxy_faults(0, &FaultKind::PROXY)
@@ -279,7 +280,7 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
         .process_faults(
             0,
             &[FaultKind::Pause, FaultKind::Kill],
-            Duration::from_secs(4),
+            Duration::from_millis(4500),
         )
         .process_faults(1, &[FaultKind::Pause], MARGIN - Duration::from_millis(50))
         .process_faults(2, &[FaultKind::Pause], MARGIN - Duration::from_millis(50))
@@ -391,7 +392,13 @@ async fn produce(jobs: &Jobs, p: &str, history: &History, seed: u64, run_for: Du
         n += 1;
         let step = Step {
             n,
-            sleep_ms: rng.random_range(0..150),
+            // Mostly short; some run longer than the lease, so that faults catch them mid-run
+            // and their lease must be kept, or given up in time.
+            sleep_ms: if rng.random_ratio(1, 40) {
+                rng.random_range(1000..3500)
+            } else {
+                rng.random_range(0..100)
+            },
             fail_times: if rng.random_ratio(1, 5) {
                 rng.random_range(1..=MAX_ATTEMPTS)
             } else {
@@ -420,7 +427,7 @@ async fn produce(jobs: &Jobs, p: &str, history: &History, seed: u64, run_for: Du
             // A timeout or a dropped connection: the job may or may not be stored.
             Err(e) => history.info(&op, "producer", "enqueue", json!({"error": e.to_string()})),
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(5..30))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..50))).await;
     }
     Expect {
         limit: LIMIT,
