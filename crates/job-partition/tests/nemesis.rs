@@ -262,7 +262,7 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     // job code for a moment after it thaws (docs/job-partition.md, "Limits").
     let plan = Plan::new(run_for)
         // Up to longer than the lease: a partitioned worker's leases expire in Redis.
-        .fault_duration(Duration::from_millis(200), Duration::from_millis(4500))
+        .fault_duration(Duration::from_millis(200), Duration::from_secs(6))
         .gap(Duration::from_millis(100), Duration::from_millis(800))
         .max_fault_time(run_for * 6 / 10)
         .proxy_faults(0, &FaultKind::PROXY)
@@ -280,7 +280,7 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
         .process_faults(
             0,
             &[FaultKind::Pause, FaultKind::Kill],
-            Duration::from_millis(4500),
+            Duration::from_secs(6),
         )
         .process_faults(1, &[FaultKind::Pause], MARGIN - Duration::from_millis(50))
         .process_faults(2, &[FaultKind::Pause], MARGIN - Duration::from_millis(50))
@@ -394,8 +394,8 @@ async fn produce(jobs: &Jobs, p: &str, history: &History, seed: u64, run_for: Du
             n,
             // Mostly short; some run longer than the lease, so that faults catch them mid-run
             // and their lease must be kept, or given up in time.
-            sleep_ms: if rng.random_ratio(1, 40) {
-                rng.random_range(1000..3500)
+            sleep_ms: if rng.random_ratio(1, 50) {
+                rng.random_range(2000..8000)
             } else {
                 rng.random_range(0..100)
             },
