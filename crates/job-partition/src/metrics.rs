@@ -70,5 +70,5 @@ pub const QUEUE_DEPTH: &str = "wharf_jobs_queue_depth";
 /// Counter, in jobs: jobs enqueued by schedule ticks (counted by the scheduler whose
 /// script fired them, so the sum over all schedulers is the number of ticks fired).
 ///
-/// Labels: `partition`, `schedule` (not `queue`).
+/// Labels: `partition`, `schedule` (no queue label: a schedule names its queue itself).
 pub const SCHEDULE_TICKS: &str = "wharf_jobs_schedule_ticks_total";

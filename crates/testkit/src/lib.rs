@@ -25,6 +25,10 @@
 //!   with the capabilities of a headless Chromium, for browser tests (wharf-console's).
 //! - **[`eventually`]** and [`eventually_some`]: wait on observable state with a deadline,
 //!   instead of sleeping and hoping.
+//! - **[`nemesis`]**: a seeded schedule of random faults (proxy cuts, refusals, silent holds,
+//!   latency, late answers; SIGSTOP and kill -9 with restart of processes), bounded in count
+//!   and time, replayable from its seed (`WHARF_NEMESIS_SEED`), and a [`History`] of every
+//!   operation (invoke, ok / fail / info) written as JSON lines for a checker and for people.
 //! - **[`bench`](mod@bench)**: what the benchmarks share: the median of their rounds and the JSON report
 //!   they write to `$WHARF_BENCH_OUT`.
 //!
@@ -138,7 +142,9 @@ mod chromedriver;
 mod compat;
 mod controls;
 mod error;
+pub mod history;
 mod kafka;
+pub mod nemesis;
 mod probe;
 mod process;
 mod proxy;
@@ -159,6 +165,7 @@ mod wait;
 pub use chromedriver::{CHROMEDRIVER, CHROMIUM, Chromedriver};
 pub use compat::{REDIS_SERVER_VAR, RedisServerKind, SQS_SERVER_VAR, SqsServer};
 pub use error::{Error, Result};
+pub use history::{Event, EventType, History};
 pub use kafka::Tansu;
 pub use proxy::{Direction, FaultProxy};
 pub use pulsar::PulsarLite;
