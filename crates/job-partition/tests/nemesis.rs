@@ -150,9 +150,15 @@ async fn nemesis_worker() {
     let _ = CHILD_HISTORY.set((history, process));
     // Redis may be down or held right now: keep trying, as a supervisor would.
     let config = Config::new(var("NEMESIS_REDIS_URL")).response_timeout(RESPONSE_TIMEOUT);
+    // Bounded: a Redis that never comes back fails the child (and the run) instead of
+    // leaving it retrying forever.
+    let connect_by = std::time::Instant::now() + Duration::from_secs(120);
     let jobs = loop {
         match Jobs::connect(config.clone()).await {
             Ok(jobs) => break jobs,
+            Err(e) if std::time::Instant::now() > connect_by => {
+                panic!("the nemesis child could not reach Redis for 120 s: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };

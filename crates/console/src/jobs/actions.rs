@@ -36,6 +36,19 @@ pub(crate) fn read_only(ctx: &Ctx) -> Result<(), PageError> {
     Ok(())
 }
 
+/// What every action's POST checks first: the console is not read-only, the form carries
+/// this console's CSRF token, and it has jobs to act on.
+pub(crate) fn post_guard<'a>(
+    ctx: &'a Ctx,
+    form: &HashMap<String, String>,
+) -> Result<&'a super::JobsState, PageError> {
+    read_only(ctx)?;
+    ctx.state
+        .security
+        .check_csrf(form.get("csrf").map(String::as_str))?;
+    jobs_of(ctx)
+}
+
 fn queue_action(a: &str) -> Result<(&'static str, &'static str), PageError> {
     Ok(match a {
         "pause" => (
@@ -119,9 +132,7 @@ pub(crate) async fn queue_act(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let r = async {
-        read_only(&ctx)?;
-        ctx.state.security.check_csrf(form.get("csrf").map(String::as_str))?;
-        let js = jobs_of(&ctx)?;
+        let js = post_guard(&ctx, &form)?;
         queue_action(&a)?;
         js.jobs.check_queue(&p, &q).await?;
         let back = q_link(&ctx, &p, &q);
@@ -282,11 +293,7 @@ pub(crate) async fn job_act(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let r = async {
-        read_only(&ctx)?;
-        ctx.state
-            .security
-            .check_csrf(form.get("csrf").map(String::as_str))?;
-        let js = jobs_of(&ctx)?;
+        let js = post_guard(&ctx, &form)?;
         check_id(&id)?;
         job_action_text(&a)?;
         let j = js.jobs.job_record(&p, &id).await?;

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
-use super::actions::{read_only, see_other};
+use super::actions::{post_guard, read_only, see_other};
 use super::{jobs_of, p_link, q_link};
 use crate::error::PageError;
 use crate::layout::{Ctx, enc, now_ms, relative, time};
@@ -171,11 +171,7 @@ pub(crate) async fn act(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let r = async {
-        read_only(&ctx)?;
-        ctx.state
-            .security
-            .check_csrf(form.get("csrf").map(String::as_str))?;
-        let js = jobs_of(&ctx)?;
+        let js = post_guard(&ctx, &form)?;
         action(&a)?;
         match a.as_str() {
             "pause" => js.jobs.pause_schedule(&p, &name).await?,
