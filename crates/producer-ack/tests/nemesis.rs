@@ -178,6 +178,8 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
         };
         recovered.push(recover(producer, &rec).await);
     }
+    let reconnects: Vec<u64> = producers.iter().map(Producer::reconnects).collect();
+    eprintln!("reconnects per producer: {reconnects:?}");
     for producer in &producers {
         producer.close().await;
     }
