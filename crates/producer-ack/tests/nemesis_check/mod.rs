@@ -65,6 +65,8 @@ pub struct Outcome {
     /// Messages read back (copies included), distinct messages among them, and copies beyond
     /// the first.
     pub read_back: usize,
+    /// Copies the consumer was given twice (one id).
+    pub redelivered: usize,
     pub distinct_read: usize,
     pub duplicates: usize,
     /// Messages whose outcome was an error that may have stored them, found on the topic.
@@ -77,7 +79,8 @@ impl Outcome {
     pub fn summary(&self) -> String {
         format!(
             "checker: {} messages {:?}; outcomes {:?}; slowest outcome {:.0} ms; {} faults {:?}; \
-             read back {} ({} distinct, {} duplicate copies, {} unacknowledged but stored); \
+             read back {} ({} given twice to the consumer; {} distinct messages, {} stored \
+             twice, {} unacknowledged but stored); \
              {} violation(s)",
             self.messages,
             self.by_how,
@@ -86,6 +89,7 @@ impl Outcome {
             self.faults,
             self.fault_kinds,
             self.read_back,
+            self.redelivered,
             self.distinct_read,
             self.duplicates,
             self.unacked_stored,
@@ -217,12 +221,17 @@ pub fn check(events: &[Event], stored: &[Stored], expect: &Expect) -> Outcome {
         *out.outcomes.entry(label).or_default() += 1;
     }
 
-    // The topic: copies per payload, ids, partitions.
+    // The topic: copies per payload, ids, partitions. A copy read twice under one id is one
+    // stored copy (the consumer was given it again), not a duplicate the producer wrote.
     out.read_back = stored.len();
+    let mut ids = std::collections::HashSet::new();
+    let stored: Vec<&Stored> = stored.iter().filter(|s| ids.insert(&s.id)).collect();
+    out.redelivered = out.read_back - stored.len();
+    let stored = stored.as_slice();
     let mut copies: HashMap<&str, Vec<&Stored>> = HashMap::new();
     let produced: HashMap<&str, &Message> =
         messages.values().map(|m| (m.payload.as_str(), m)).collect();
-    for s in stored {
+    for &s in stored {
         if !produced.contains_key(s.payload.as_str()) {
             limited.push(
                 "unknown",
@@ -277,7 +286,7 @@ pub fn check(events: &[Event], stored: &[Stored], expect: &Expect) -> Outcome {
 
     // Keys stay on one partition.
     let mut key_partition: BTreeMap<&str, (i32, &str)> = BTreeMap::new();
-    for s in stored {
+    for &s in stored {
         let Some(key) = produced
             .get(s.payload.as_str())
             .and_then(|m| m.key.as_deref())
@@ -302,7 +311,7 @@ pub fn check(events: &[Event], stored: &[Stored], expect: &Expect) -> Outcome {
     // messages all go to one partition, so its copies are in the order stored).
     let mut last: HashMap<(&str, &str), (u64, &str)> = HashMap::new();
     let mut seen: HashMap<&str, ()> = HashMap::new();
-    for s in stored {
+    for &s in stored {
         if seen.insert(&s.payload, ()).is_some() {
             continue; // a later copy: at least once
         }
@@ -319,8 +328,8 @@ pub fn check(events: &[Event], stored: &[Stored], expect: &Expect) -> Outcome {
             limited.push(
                 "order",
                 format!(
-                    "stream {} key {key} (partition {}): {} (produced {}th) is stored before {} \
-                     (produced {}th), yet both were acknowledged and {} was produced first",
+                    "stream {} key {key} (partition {}): {} (produced #{}) is stored before {} \
+                     (produced #{}), yet both were acknowledged and {} was produced first",
                     message.stream,
                     s.partition,
                     before_payload,
