@@ -207,6 +207,12 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
         send_timeout: SEND_TIMEOUT,
         slack: slack(),
     };
+    assert_eq!(
+        history.dropped(),
+        0,
+        "the history was full ({} events kept): a run this long cannot be judged; shorten it",
+        history.events().len()
+    );
     let outcome = nemesis_check::check(&history.events(), &stored, &expect);
     eprintln!("{}", outcome.summary());
     assert!(
