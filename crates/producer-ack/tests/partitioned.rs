@@ -111,3 +111,38 @@ async fn a_partitioned_topic_routes_by_key_and_keeps_each_keys_order() {
         assert_eq!(indexes.len(), 12);
     }
 }
+
+/// On a partitioned topic the connection check once pinged every partition's producer at once
+/// over their one connection; the `pulsar` crate keeps a single ping waiting per connection,
+/// so all but one failed as `Disconnected` and every check (4 a second) broke a healthy
+/// connection: found by the nemesis run (`tests/nemesis.rs`), where producers reconnected
+/// about 3 times a second without any fault. Over 3 s of checks, nothing may reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_producer_keeps_a_healthy_connection_through_its_checks() {
+    let broker = PartitionedBroker::start();
+    let topic = common::topic("partitioned-healthy");
+    // Checks every 250 ms (send timeout / 8, at most 250 ms), each allowed 2 s (send timeout
+    // / 4): only a failed check, not a slow answer on a loaded machine, gives the connection up.
+    let producer = Producer::builder(&broker.url, &topic)
+        .send_timeout(Duration::from_secs(8))
+        .start()
+        .unwrap();
+    producer.produce("first").await.expect("stored");
+    // A dozen checks.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut i = 0u32;
+    while tokio::time::Instant::now() < until {
+        i += 1;
+        producer
+            .produce(PulsarMessage::new(format!("m{i}")).with_key(format!("k{}", i % 5)))
+            .await
+            .expect("stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        producer.reconnects(),
+        0,
+        "a healthy connection to a partitioned topic was given up"
+    );
+    assert!(producer.is_connected());
+}

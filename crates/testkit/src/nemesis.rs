@@ -53,6 +53,7 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::history::History;
 use crate::proxy::{Direction, FaultProxy};
+use crate::pulsar::PulsarLite;
 use crate::redis::RedisServer;
 use crate::spawner;
 
@@ -375,6 +376,24 @@ impl Victim for RedisServer {
     }
     fn restart(&self) -> Result<()> {
         RedisServer::restart(self)
+    }
+}
+
+/// pulsar-lite: a restart keeps its port and its RocksDB directory, so every message it
+/// acknowledged before a `kill` is served after the restart. Its compatibility proxy is not
+/// touched: put a [`FaultProxy`] in front of [`PulsarLite::url`]'s address for proxy faults.
+impl Victim for PulsarLite {
+    fn name(&self) -> String {
+        format!("pulsar-lite:{}", self.port())
+    }
+    fn pid(&self) -> Option<u32> {
+        PulsarLite::pid(self)
+    }
+    fn kill(&self) -> Result<()> {
+        PulsarLite::kill(self)
+    }
+    fn restart(&self) -> Result<()> {
+        PulsarLite::restart(self)
     }
 }
 

@@ -47,6 +47,15 @@ impl PulsarLite {
         })
     }
 
+    /// Like [`start`](Self::start), but every topic it creates is a partitioned topic of
+    /// `partitions` partitions (pulsar-lite's `default_partitions`), across restarts too.
+    pub fn start_partitioned(partitions: u32) -> Result<Self> {
+        let config = format!("default_partitions = {partitions}\n{CONFIG}");
+        Ok(PulsarLite {
+            instance: Instance::start(spec(config), Some(FaultProxy::start_pulsar_compat()?))?,
+        })
+    }
+
     /// The same as [`start`](Self::start), named like the other brokers' constructors: a
     /// pulsar-lite always runs behind its proxy.
     pub fn start_behind_proxy() -> Result<Self> {
@@ -68,10 +77,13 @@ owned_broker_controls!(PulsarLite);
 
 /// pulsar-lite behind its compatibility proxy.
 pub(crate) fn start_instance() -> Result<Instance> {
-    Instance::start(spec(), Some(FaultProxy::start_pulsar_compat()?))
+    Instance::start(
+        spec(CONFIG.to_owned()),
+        Some(FaultProxy::start_pulsar_compat()?),
+    )
 }
 
-fn spec() -> Spec {
+fn spec(config: String) -> Spec {
     Spec {
         binary: "pulsar-lite",
         probe: Probe::Tcp,
@@ -85,7 +97,7 @@ fn spec() -> Spec {
                 dir.join("data").into_os_string(),
             ]
         }),
-        config_file: Some((CONFIG_FILE, CONFIG.to_owned())),
+        config_file: Some((CONFIG_FILE, config)),
         prepare: None,
         env: None,
     }

@@ -171,7 +171,7 @@ async fn run(
         });
     };
     // the client lives as long as its producer is served
-    let (_client, producer, mut opened) = match open(&config).await {
+    let (client, producer, mut opened) = match open(&config).await {
         Ok(connected) => connected,
         Err(broken) => return report(broken),
     };
@@ -180,7 +180,7 @@ async fn run(
     if events.send(Event::Connected { incarnation: id }).is_err() {
         return;
     }
-    if let Some(broken) = serve(&config, id, producer, opened, &events, sends).await {
+    if let Some(broken) = serve(&config, id, &client, producer, opened, &events, sends).await {
         report(broken);
     }
 }
@@ -223,6 +223,7 @@ async fn reopened(opened: &mut watch::Receiver<u64>) -> Broken {
 async fn serve(
     config: &ProducerBuilder,
     id: u64,
+    client: &pulsar::Pulsar<Watched>,
     mut producer: pulsar::Producer<Watched>,
     mut opened: watch::Receiver<u64>,
     events: &mpsc::UnboundedSender<Event>,
@@ -250,7 +251,7 @@ async fn serve(
                 let checked = tokio::select! {
                     biased;
                     broken = &mut reopen => Err(broken),
-                    checked = ping(&producer, check_limit) => checked,
+                    checked = ping(client, &producer, check_limit) => checked,
                 };
                 if let Err(broken) = checked {
                     return Some(broken);
@@ -301,8 +302,30 @@ async fn serve(
 /// a frozen broker or a silent partition. (A connection the crate replaced by itself is told
 /// by [`reopened`], which `serve` races with the ping: the crate holds pings behind its
 /// re-creation.)
-async fn ping(producer: &pulsar::Producer<Watched>, limit: Duration) -> Result<(), Broken> {
-    match tokio::time::timeout(limit, producer.check_connection()).await {
+///
+/// A producer on a partitioned topic is not pinged through the `pulsar` crate's
+/// `check_connection`: that pings every partition's producer at once, and a connection of the
+/// crate (6.9) keeps one ping waiting for its pong, so on a connection shared by two
+/// partitions the second ping drops the first, which fails as `Disconnected` and marks the
+/// connection failed. Every check then broke a healthy connection (a reconnect every quarter
+/// of a second, and duplicates). It asks the broker for the topic's partition count instead:
+/// one request and its answer over the client's connection to the service URL.
+async fn ping(
+    client: &pulsar::Pulsar<Watched>,
+    producer: &pulsar::Producer<Watched>,
+    limit: Duration,
+) -> Result<(), Broken> {
+    let check = async {
+        if producer.partitions().is_some() {
+            client
+                .lookup_partitioned_topic_number(producer.topic())
+                .await
+                .map(drop)
+        } else {
+            producer.check_connection().await
+        }
+    };
+    match tokio::time::timeout(limit, check).await {
         Ok(Ok(())) => Ok(()),
         // a failed ping is never taken for a refusal: the next connection decides
         Ok(Err(error)) => Err(Broken::Transient {
