@@ -24,6 +24,11 @@ pub use client::{
     RetriedDead, RunNow, WorkerInfo,
 };
 #[doc(inline)]
+pub use client::{
+    Batch, BatchCounts, BatchEnqueued, BatchInfo, ChildFailure, Children, FailedChild, Flow,
+    FlowEnqueued, FlowInfo, MAX_BATCH_JOBS, MAX_FLOW_CHILDREN, MISSING_GRACE, Member,
+};
+#[doc(inline)]
 pub use error::{Error, Result};
 #[doc(inline)]
 pub use hooks::{Hooks, JobEvent, NoHooks};

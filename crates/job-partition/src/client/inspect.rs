@@ -29,6 +29,9 @@ pub enum JobState {
     /// Ready, but its rate group has used its queue's rate limit: it starts, in its place,
     /// once the window allows ([`Jobs::set_rate_limit`]).
     RateLimited,
+    /// Held until its flow's children, or its batch's jobs, have settled: a flow's parent
+    /// ([`Jobs::enqueue_flow`]) or a batch's callback ([`Jobs::enqueue_batch`]).
+    Waiting,
     /// Finished successfully.
     Completed,
     /// Cancelled.
@@ -38,7 +41,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "scheduled" => Self::Scheduled,
             "queued" => Self::Queued,
@@ -47,6 +50,7 @@ impl JobState {
             "stopping" => Self::Stopping,
             "retrying" => Self::Retrying,
             "ratelimited" => Self::RateLimited,
+            "waiting" => Self::Waiting,
             "completed" => Self::Completed,
             "cancelled" => Self::Cancelled,
             "dead" => Self::Dead,
@@ -64,6 +68,7 @@ impl JobState {
             Self::Stopping => "stopping",
             Self::Retrying => "retrying",
             Self::RateLimited => "ratelimited",
+            Self::Waiting => "waiting",
             Self::Completed => "completed",
             Self::Cancelled => "cancelled",
             Self::Dead => "dead",
