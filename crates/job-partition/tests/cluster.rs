@@ -11,8 +11,8 @@ use common::{
     Callback, Gather, Record, Step, eventually, flow_registry, partition, register_client,
 };
 use wharf_job_partition::{
-    Batch, CancelOutcome, Config, Debounced, Enqueued, Flow, JobOutcome, JobState, Jobs,
-    Registry, Worker,
+    Batch, CancelOutcome, Config, Debounced, Enqueued, Flow, JobOutcome, JobState, Jobs, Registry,
+    Worker,
 };
 use wharf_testkit::RedisCluster;
 
@@ -133,12 +133,26 @@ async fn a_flow_and_a_batch_with_members_in_other_partitions_run_their_parent_an
     }
     let home = &parts[0];
     let flow = (1..4u64).fold(Flow::new(&Gather { tag: "cf".into() }), |f, n| {
-        f.child(&parts[n as usize], "a", &Step { n, ..Default::default() })
+        f.child(
+            &parts[n as usize],
+            "a",
+            &Step {
+                n,
+                ..Default::default()
+            },
+        )
     });
     let f = jobs.enqueue_flow(home, "parents", flow).await.unwrap();
     let batch = (1..4u64)
         .fold(Batch::new(), |b, n| {
-            b.job(&parts[n as usize], "a", &Step { n: n + 10, ..Default::default() })
+            b.job(
+                &parts[n as usize],
+                "a",
+                &Step {
+                    n: n + 10,
+                    ..Default::default()
+                },
+            )
         })
         .on_success("parents", &Callback { tag: "cb".into() });
     let b = jobs.enqueue_batch(home, batch).await.unwrap();
@@ -148,9 +162,13 @@ async fn a_flow_and_a_batch_with_members_in_other_partitions_run_their_parent_an
     }
     let w = builder.build().unwrap().start();
     for id in [&f.parent, b.on_success.as_ref().unwrap()] {
-        eventually("the parent and the callback ran", Duration::from_secs(30), || async {
-            jobs.job(home, id).await.unwrap().map(|j| j.state) == Some(JobState::Completed)
-        })
+        eventually(
+            "the parent and the callback ran",
+            Duration::from_secs(30),
+            || async {
+                jobs.job(home, id).await.unwrap().map(|j| j.state) == Some(JobState::Completed)
+            },
+        )
         .await
         .unwrap();
     }

@@ -110,7 +110,11 @@ async fn hget(jobs: &Jobs, key: &str, field: &str) -> i64 {
 }
 
 async fn gathered(jobs: &Jobs, p: &str, tag: &str) -> serde_json::Value {
-    let v: String = cmd(jobs, redis::cmd("GET").arg(format!("{{{p}}}:gathered:{tag}"))).await;
+    let v: String = cmd(
+        jobs,
+        redis::cmd("GET").arg(format!("{{{p}}}:gathered:{tag}")),
+    )
+    .await;
     serde_json::from_str(&v).unwrap()
 }
 
@@ -174,7 +178,11 @@ async fn a_parent_waits_for_children_in_two_partitions_then_runs_once_with_their
     w1.shutdown().await;
     w2.shutdown().await;
     for p in [&p1, &p2] {
-        let outbox: i64 = cmd(&jobs, redis::cmd("HLEN").arg(format!("{{wharf:{p}}}:outbox"))).await;
+        let outbox: i64 = cmd(
+            &jobs,
+            redis::cmd("HLEN").arg(format!("{{wharf:{p}}}:outbox")),
+        )
+        .await;
         assert_eq!(outbox, 0, "partition {p}: outbox not emptied");
     }
 }
@@ -223,18 +231,31 @@ async fn each_failed_child_policy_fails_ignores_or_reports_dead_and_cancelled_ch
     }
     w.shutdown().await;
     // Fail: the parent never ran; its error names the failed children.
-    assert_eq!(hget(&jobs, &format!("{{{p}}}:parent_runs"), "fail").await, 0);
-    let dead = jobs.job(&p, &parents["fail"].parent).await.unwrap().unwrap();
+    assert_eq!(
+        hget(&jobs, &format!("{{{p}}}:parent_runs"), "fail").await,
+        0
+    );
+    let dead = jobs
+        .job(&p, &parents["fail"].parent)
+        .await
+        .unwrap()
+        .unwrap();
     let err = dead.error.unwrap_or_default();
     assert!(err.contains("2 of 3 children failed"), "{err}");
     assert!(err.contains(&parents["fail"].children[1].id), "{err}");
     // Ignore: ran once, sees the completed child only.
-    assert_eq!(hget(&jobs, &format!("{{{p}}}:parent_runs"), "ignore").await, 1);
+    assert_eq!(
+        hget(&jobs, &format!("{{{p}}}:parent_runs"), "ignore").await,
+        1
+    );
     let seen = gathered(&jobs, &p, "ignore").await;
     assert_eq!(seen["results"].as_object().unwrap().len(), 1);
     assert!(seen["failed"].as_array().unwrap().is_empty());
     // Report: ran once, with the dead child's error and the cancelled child listed.
-    assert_eq!(hget(&jobs, &format!("{{{p}}}:parent_runs"), "report").await, 1);
+    assert_eq!(
+        hget(&jobs, &format!("{{{p}}}:parent_runs"), "report").await,
+        1
+    );
     let seen = gathered(&jobs, &p, "report").await;
     assert_eq!(seen["results"].as_object().unwrap().len(), 1);
     let failed = seen["failed"].as_array().unwrap();
@@ -275,7 +296,11 @@ async fn cancelling_a_waiting_parent_ends_the_flow_and_its_children_run_on() {
     // Their outcomes are forwarded and dropped (the flow is closed): the outbox empties and
     // the parent never runs.
     eventually("outbox empty", WITHIN, || async {
-        let n: i64 = cmd(&jobs, redis::cmd("HLEN").arg(format!("{{wharf:{p}}}:outbox"))).await;
+        let n: i64 = cmd(
+            &jobs,
+            redis::cmd("HLEN").arg(format!("{{wharf:{p}}}:outbox")),
+        )
+        .await;
         n == 0
     })
     .await
@@ -299,9 +324,11 @@ async fn a_stale_worker_cannot_complete_a_child_and_a_forward_repeated_counts_on
     let f = jobs.enqueue_flow(&p, "parents", flow).await.unwrap();
     let lease = Duration::from_millis(300);
     let a = testing::claim(&jobs, &p, "a", 1, lease, "A").await.unwrap();
-    eventually("A's lease to expire and the child to be requeued", WITHIN, || async {
-        testing::reap(&jobs, &p, "a").await.unwrap() == 1
-    })
+    eventually(
+        "A's lease to expire and the child to be requeued",
+        WITHIN,
+        || async { testing::reap(&jobs, &p, "a").await.unwrap() == 1 },
+    )
     .await
     .unwrap();
     let b = testing::claim(&jobs, &p, "a", 2, Duration::from_secs(30), "B")
@@ -309,13 +336,25 @@ async fn a_stale_worker_cannot_complete_a_child_and_a_forward_repeated_counts_on
         .unwrap();
     assert_eq!(b.len(), 2);
     // A comes back with its stale token: fenced off, nothing recorded for the flow.
-    assert!(!testing::complete(&jobs, &p, &a[0].0, &a[0].1).await.unwrap());
-    let outbox: i64 = cmd(&jobs, redis::cmd("HLEN").arg(format!("{{wharf:{p}}}:outbox"))).await;
+    assert!(
+        !testing::complete(&jobs, &p, &a[0].0, &a[0].1)
+            .await
+            .unwrap()
+    );
+    let outbox: i64 = cmd(
+        &jobs,
+        redis::cmd("HLEN").arg(format!("{{wharf:{p}}}:outbox")),
+    )
+    .await;
     assert_eq!(outbox, 0);
     assert_eq!(jobs.flow(&p, &f.parent).await.unwrap().unwrap().done, 0);
     // B completes the first child; its outcome forwarded many times counts once.
     let first = b.iter().find(|(id, _)| *id == a[0].0).unwrap();
-    assert!(testing::complete(&jobs, &p, &first.0, &first.1).await.unwrap());
+    assert!(
+        testing::complete(&jobs, &p, &first.0, &first.1)
+            .await
+            .unwrap()
+    );
     let entry: String = cmd(
         &jobs,
         redis::cmd("HGET")
@@ -346,7 +385,11 @@ async fn a_stale_worker_cannot_complete_a_child_and_a_forward_repeated_counts_on
     let info = jobs.flow(&p, &f.parent).await.unwrap().unwrap();
     assert_eq!((info.done, info.state), (1, JobState::Waiting));
     let second = b.iter().find(|(id, _)| *id != a[0].0).unwrap();
-    assert!(testing::complete(&jobs, &p, &second.0, &second.1).await.unwrap());
+    assert!(
+        testing::complete(&jobs, &p, &second.0, &second.1)
+            .await
+            .unwrap()
+    );
     testing::drain_outbox(&jobs, &p).await.unwrap();
     assert_eq!(state(&jobs, &p, &f.parent).await, Some(JobState::Queued));
 }
@@ -396,9 +439,13 @@ async fn bad_flows_and_batches_are_refused_with_typed_errors_and_nothing_written
         ),
         (
             "parent queue not valid",
-            jobs.enqueue_flow(&p, "", Flow::new(&Gather::default()).child(&q, "a", &step(1)))
-                .await
-                .map(|f| f.parent),
+            jobs.enqueue_flow(
+                &p,
+                "",
+                Flow::new(&Gather::default()).child(&q, "a", &step(1)),
+            )
+            .await
+            .map(|f| f.parent),
         ),
         (
             "child with a queue key",
@@ -418,7 +465,9 @@ async fn bad_flows_and_batches_are_refused_with_typed_errors_and_nothing_written
                 &p,
                 "parents",
                 (0..=wharf_job_partition::MAX_FLOW_CHILDREN as u64)
-                    .fold(Flow::new(&Gather::default()), |f, n| f.child(&q, "a", &step(n))),
+                    .fold(Flow::new(&Gather::default()), |f, n| {
+                        f.child(&q, "a", &step(n))
+                    }),
             )
             .await
             .map(|f| f.parent),
@@ -447,10 +496,19 @@ async fn bad_flows_and_batches_are_refused_with_typed_errors_and_nothing_written
             }
             other => panic!("{what}: expected InvalidFlow, got {other:?}"),
         }
-        assert!(keys_of(&jobs, &p).await.is_empty(), "{what}: keys written in {p}");
-        assert!(keys_of(&jobs, &q).await.is_empty(), "{what}: keys written in {q}");
+        assert!(
+            keys_of(&jobs, &p).await.is_empty(),
+            "{what}: keys written in {p}"
+        );
+        assert!(
+            keys_of(&jobs, &q).await.is_empty(),
+            "{what}: keys written in {q}"
+        );
         let known: Vec<String> = cmd(&jobs, redis::cmd("SMEMBERS").arg("wharf:partitions")).await;
-        assert!(!known.contains(&p) && !known.contains(&q), "{what}: partition registered");
+        assert!(
+            !known.contains(&p) && !known.contains(&q),
+            "{what}: partition registered"
+        );
     }
     // The error says what to do.
     let e = jobs
@@ -479,12 +537,22 @@ async fn batch_callbacks_run_once_with_the_counts_on_success_only_when_none_fail
         .job(&p2, "b", &step(2))
         .job(&p2, "a", &failing)
         .on_success("parents", &Callback { tag: "m_ok".into() })
-        .on_complete("parents", &Callback { tag: "m_all".into() });
+        .on_complete(
+            "parents",
+            &Callback {
+                tag: "m_all".into(),
+            },
+        );
     let mixed = jobs.enqueue_batch(&p1, mixed).await.unwrap();
     let clean = (0..5)
         .fold(Batch::new(), |b, n| b.job(&p2, "a", &step(n)))
         .on_success("parents", &Callback { tag: "c_ok".into() })
-        .on_complete("parents", &Callback { tag: "c_all".into() });
+        .on_complete(
+            "parents",
+            &Callback {
+                tag: "c_all".into(),
+            },
+        );
     jobs.enqueue_batch(&p1, clean).await.unwrap();
     let before = jobs.batch(&p1, &mixed.id).await.unwrap().unwrap();
     assert_eq!((before.total, before.settled), (3, false));
@@ -498,16 +566,26 @@ async fn batch_callbacks_run_once_with_the_counts_on_success_only_when_none_fail
     .await
     .unwrap();
     let m_ok = mixed.on_success.clone().unwrap();
-    eventually("on_success of the failed batch cancelled", WITHIN, || async {
-        state(&jobs, &p1, &m_ok).await == Some(JobState::Cancelled)
-    })
+    eventually(
+        "on_success of the failed batch cancelled",
+        WITHIN,
+        || async { state(&jobs, &p1, &m_ok).await == Some(JobState::Cancelled) },
+    )
     .await
     .unwrap();
     w.shutdown().await;
     assert_eq!(hget(&jobs, &runs, "m_ok").await, 0);
-    let counts: String = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p1}}}:counts:m_all"))).await;
+    let counts: String = cmd(
+        &jobs,
+        redis::cmd("GET").arg(format!("{{{p1}}}:counts:m_all")),
+    )
+    .await;
     assert_eq!(counts, "3 2 1");
-    let counts: String = cmd(&jobs, redis::cmd("GET").arg(format!("{{{p1}}}:counts:c_ok"))).await;
+    let counts: String = cmd(
+        &jobs,
+        redis::cmd("GET").arg(format!("{{{p1}}}:counts:c_ok")),
+    )
+    .await;
     assert_eq!(counts, "5 5 0");
     let info = jobs.batch(&p1, &mixed.id).await.unwrap().unwrap();
     assert!(info.settled);
@@ -527,10 +605,15 @@ async fn two_worker_processes_racing_on_the_last_members_run_each_parent_and_cal
     const FLOWS: usize = 40;
     const BATCHES: usize = 20;
     for i in 0..FLOWS {
-        let flow = (0..4).fold(Flow::new(&Gather { tag: format!("f{i}") }), |f, n| {
-            let p = if n % 2 == 0 { &p1 } else { &p2 };
-            f.child(p, "a", &step(n))
-        });
+        let flow = (0..4).fold(
+            Flow::new(&Gather {
+                tag: format!("f{i}"),
+            }),
+            |f, n| {
+                let p = if n % 2 == 0 { &p1 } else { &p2 };
+                f.child(p, "a", &step(n))
+            },
+        );
         jobs.enqueue_flow(&p1, "parents", flow.on_child_failure(ChildFailure::Report))
             .await
             .unwrap();
@@ -540,7 +623,12 @@ async fn two_worker_processes_racing_on_the_last_members_run_each_parent_and_cal
             .fold(Batch::new(), |b, n| {
                 b.job(if n % 2 == 0 { &p1 } else { &p2 }, "b", &step(n))
             })
-            .on_complete("parents", &Callback { tag: format!("b{i}") });
+            .on_complete(
+                "parents",
+                &Callback {
+                    tag: format!("b{i}"),
+                },
+            );
         jobs.enqueue_batch(&p1, batch).await.unwrap();
     }
     // Both processes serve every queue of both partitions, so members of one flow finish on
@@ -549,11 +637,15 @@ async fn two_worker_processes_racing_on_the_last_members_run_each_parent_and_cal
     let _b = spawn_worker(&[&p1, &p2], false);
     let parents = format!("{{{p1}}}:parent_runs");
     let callbacks = format!("{{{p1}}}:callback_runs");
-    eventually("every parent and callback ran", Duration::from_secs(90), || async {
-        let a: i64 = cmd(&jobs, redis::cmd("HLEN").arg(&parents)).await;
-        let b: i64 = cmd(&jobs, redis::cmd("HLEN").arg(&callbacks)).await;
-        a == FLOWS as i64 && b == BATCHES as i64
-    })
+    eventually(
+        "every parent and callback ran",
+        Duration::from_secs(90),
+        || async {
+            let a: i64 = cmd(&jobs, redis::cmd("HLEN").arg(&parents)).await;
+            let b: i64 = cmd(&jobs, redis::cmd("HLEN").arg(&callbacks)).await;
+            a == FLOWS as i64 && b == BATCHES as i64
+        },
+    )
     .await
     .unwrap();
     // Give a double release time to show: both queues idle, then count again.
@@ -564,9 +656,15 @@ async fn two_worker_processes_racing_on_the_last_members_run_each_parent_and_cal
     .await
     .unwrap();
     let runs: HashMap<String, i64> = cmd(&jobs, redis::cmd("HGETALL").arg(&parents)).await;
-    assert!(runs.values().all(|&n| n == 1), "a parent ran twice: {runs:?}");
+    assert!(
+        runs.values().all(|&n| n == 1),
+        "a parent ran twice: {runs:?}"
+    );
     let runs: HashMap<String, i64> = cmd(&jobs, redis::cmd("HGETALL").arg(&callbacks)).await;
-    assert!(runs.values().all(|&n| n == 1), "a callback ran twice: {runs:?}");
+    assert!(
+        runs.values().all(|&n| n == 1),
+        "a callback ran twice: {runs:?}"
+    );
     assert_eq!(
         jobs.counts(&p1, "parents").await.unwrap().completed_total,
         (FLOWS + BATCHES) as u64
@@ -612,7 +710,10 @@ async fn a_worker_killed_between_a_childs_end_and_its_count_still_runs_the_paren
     w.shutdown().await;
     assert_eq!(hget(&jobs, &format!("{{{p1}}}:parent_runs"), "k").await, 1);
     for n in [1, 2] {
-        assert_eq!(hget(&jobs, &format!("{{{p2}}}:step_runs"), &n.to_string()).await, 1);
+        assert_eq!(
+            hget(&jobs, &format!("{{{p2}}}:step_runs"), &n.to_string()).await,
+            1
+        );
     }
     let n: i64 = cmd(&jobs, redis::cmd("HLEN").arg(&outbox)).await;
     assert_eq!(n, 0);

@@ -400,7 +400,8 @@ impl Jobs {
         }
         let mut out: Vec<Option<Member>> = Vec::new();
         for (partition, list) in by_partition {
-            let order: Vec<(usize, String)> = list.iter().map(|(i, q, _)| (*i, q.clone())).collect();
+            let order: Vec<(usize, String)> =
+                list.iter().map(|(i, q, _)| (*i, q.clone())).collect();
             let jobs = list.into_iter().map(|(_, q, j)| (q, j)).collect();
             let ids = self.spawn(&partition, jobs, link, trace).await?;
             for ((i, queue), id) in order.into_iter().zip(ids) {
@@ -597,7 +598,11 @@ impl Jobs {
     /// did not forward: it crashed between the steps, or Redis failed); at most 100 per
     /// call. Run by every worker's lease check, per partition. Answers how many were
     /// forwarded.
-    pub(crate) async fn drain_outbox(&self, partition: &str, older_than: Duration) -> Result<usize> {
+    pub(crate) async fn drain_outbox(
+        &self,
+        partition: &str,
+        older_than: Duration,
+    ) -> Result<usize> {
         let args = vec![
             "due".to_owned(),
             older_than.as_millis().to_string(),
@@ -631,8 +636,7 @@ impl Jobs {
             detail,
         };
         let (link, state, result, error, enq_at): (String, String, String, String, String) =
-            serde_json::from_str(entry)
-                .map_err(|e| bad(format!("outbox entry of {id}: {e}")))?;
+            serde_json::from_str(entry).map_err(|e| bad(format!("outbox entry of {id}: {e}")))?;
         let mut parts = link.split('\t');
         let (Some(target), Some(kind), Some(tid)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -805,7 +809,10 @@ impl Jobs {
         id: &str,
     ) -> Result<Children<T>> {
         let h: HashMap<String, String> = self
-            .call("children", redis::cmd("HGETALL").arg(keys::job(partition, id)))
+            .call(
+                "children",
+                redis::cmd("HGETALL").arg(keys::job(partition, id)),
+            )
             .await?;
         let policy = ChildFailure::parse(h.get("flow_policy").map_or("", String::as_str));
         let mut out = Children {
@@ -825,10 +832,12 @@ impl Jobs {
                 let r = if result.is_empty() {
                     None
                 } else {
-                    Some(serde_json::from_str(&result).map_err(|source| Error::Decode {
-                        what: "child's result",
-                        source,
-                    })?)
+                    Some(
+                        serde_json::from_str(&result).map_err(|source| Error::Decode {
+                            what: "child's result",
+                            source,
+                        })?,
+                    )
                 };
                 out.results.insert(cid.to_owned(), r);
             } else if policy == ChildFailure::Report {
@@ -844,7 +853,11 @@ impl Jobs {
     }
 
     /// A batch callback's counts (None when the job is not one).
-    pub(crate) async fn batch_counts(&self, partition: &str, id: &str) -> Result<Option<BatchCounts>> {
+    pub(crate) async fn batch_counts(
+        &self,
+        partition: &str,
+        id: &str,
+    ) -> Result<Option<BatchCounts>> {
         let f: Vec<Option<String>> = self
             .call(
                 "batch counts",

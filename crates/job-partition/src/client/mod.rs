@@ -38,11 +38,11 @@ pub use browse::{
 pub use config::Config;
 use connection::Conn;
 pub use enqueue::{Debounced, Enqueued, MAX_ARGS_BYTES};
+pub(crate) use enqueue::{Pending, pending};
 pub use flow::{
     Batch, BatchCounts, BatchEnqueued, BatchInfo, ChildFailure, Children, FailedChild, Flow,
     FlowEnqueued, FlowInfo, MAX_BATCH_JOBS, MAX_FLOW_CHILDREN, MISSING_GRACE, Member,
 };
-pub(crate) use enqueue::{Pending, pending};
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
 pub(crate) use lease::{Beat, Claimed};

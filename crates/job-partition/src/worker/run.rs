@@ -311,10 +311,15 @@ impl JobRun {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         let call = self.inner.jobs.forward(&self.partition, &job.id);
-        match tokio::time::timeout(self.inner.jobs.response_timeout().saturating_mul(4), call).await {
+        match tokio::time::timeout(self.inner.jobs.response_timeout().saturating_mul(4), call).await
+        {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not count the job into its flow or batch; the lease check will"),
-            Err(_) => tracing::warn!("counting the job into its flow or batch timed out; the lease check will"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not count the job into its flow or batch; the lease check will")
+            }
+            Err(_) => tracing::warn!(
+                "counting the job into its flow or batch timed out; the lease check will"
+            ),
         }
     }
 

@@ -318,10 +318,21 @@ async fn drain_outbox(jobs: &Jobs, partition: &str, timeout: Duration) {
         // A process playing one that dies between the two steps forwards nothing.
         return;
     }
-    match tokio::time::timeout(timeout.saturating_mul(8), jobs.drain_outbox(partition, YOUNG)).await {
+    match tokio::time::timeout(
+        timeout.saturating_mul(8),
+        jobs.drain_outbox(partition, YOUNG),
+    )
+    .await
+    {
         Ok(Ok(0)) => {}
-        Ok(Ok(n)) => tracing::info!(partition, members = n, "counted flow and batch members their worker had not"),
-        Ok(Err(e)) => tracing::warn!(partition, error = %e, "forwarding the outbox failed; will retry"),
+        Ok(Ok(n)) => tracing::info!(
+            partition,
+            members = n,
+            "counted flow and batch members their worker had not"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(partition, error = %e, "forwarding the outbox failed; will retry")
+        }
         Err(_) => tracing::warn!(partition, "forwarding the outbox timed out; will retry"),
     }
 }
