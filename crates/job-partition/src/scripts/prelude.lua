@@ -115,10 +115,12 @@ end
 -- batch's partition (settle.lua counts it once), then removes it (outbox_ack.lua).
 -- Answers whether the job is linked.
 local function link_out(id, state, t)
-  local f = redis.call('HMGET', jk(id), 'link', 'result', 'error', 'enq_at')
-  if not f[1] then return false end
+  -- One field read for the jobs that are not members (most): the rest only for members.
+  local link = redis.call('HGET', jk(id), 'link')
+  if not link then return false end
+  local f = redis.call('HMGET', jk(id), 'result', 'error', 'enq_at')
   redis.call('HSET', P .. 'outbox', id,
-    cjson.encode({ f[1], state, f[2] or '', f[3] or '', f[4] or '0' }))
+    cjson.encode({ link, state, f[1] or '', f[2] or '', f[3] or '0' }))
   redis.call('ZADD', P .. 'outbox:at', t, id)
   return true
 end
