@@ -305,6 +305,9 @@ impl JobRun {
     /// `client::flow`). A failure is only logged: the outcome waits in the outbox, and the
     /// lease check of any worker of this partition forwards it within about a second.
     async fn forward(&self, job: &Claimed) {
+        // The job is finished in Redis: stop renewing its lease now (a renewal would be
+        // answered "lost" and counted as such).
+        self.keeper.release(self.lease);
         #[cfg(feature = "test-util")]
         if std::env::var_os(crate::testing::STALL_BEFORE_FORWARD).is_some() {
             // Tests kill the process here, between the two steps.
