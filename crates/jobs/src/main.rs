@@ -1266,6 +1266,8 @@ fn job_json(j: &JobInfo) -> Value {
         "lease_expiries": j.lease_expiries,
         "cancel_requested": j.cancel_requested,
         "stopping": j.stopping,
+        "flow_parent": j.flow_parent.as_ref().map(|(p, id)| json!({ "partition": p, "id": id })),
+        "batch": j.batch.as_ref().map(|(p, id)| json!({ "partition": p, "id": id })),
     })
 }
 
@@ -1301,6 +1303,16 @@ fn show_text(j: &JobInfo) -> String {
     }
     if let Some(r) = &j.result {
         lines.push(format!("result:          {r}"));
+    }
+    if let Some((p, id)) = &j.flow_parent {
+        lines.push(format!(
+            "flow parent:     {p}/{id} (wharf-jobs flow {p} {id})"
+        ));
+    }
+    if let Some((p, id)) = &j.batch {
+        lines.push(format!(
+            "batch:           {p}/{id} (wharf-jobs batch {p} {id})"
+        ));
     }
     lines.join("\n")
 }

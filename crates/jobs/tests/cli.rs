@@ -502,6 +502,13 @@ async fn the_cli_lists_and_shows_flows_and_batches_with_their_counts() {
     let kids = v["children"].as_array().unwrap();
     assert_eq!(kids[0]["outcome"], "completed", "{v}");
     assert_eq!(kids[1]["outcome"], Value::Null, "{v}");
+    let (_, out) = cli(&["show", &other, &f.children[1].id]);
+    assert!(
+        out.contains(&format!("flow parent:     {p}/{}", f.parent)),
+        "{out}"
+    );
+    let (_, v) = cli_json(&["show", &other, &f.children[1].id]);
+    assert_eq!(v["flow_parent"]["id"], f.parent.as_str(), "{v}");
 
     // The batch: one job completes, one dies.
     let c = testing::claim(&jobs, &p, "members", 2, Duration::from_secs(30), "t")

@@ -561,6 +561,7 @@ impl Jobs {
             }
         }
         a[0] = n.to_string();
+        a.push(format!("{partition}\t{id}"));
         a.push(id.clone());
         a.push(total.to_string());
         a.push(si.to_string());

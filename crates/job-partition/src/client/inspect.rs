@@ -115,6 +115,11 @@ pub struct JobInfo {
     /// For a job [`Jobs::enqueue_debounced`] replaced before it started: the id of the job
     /// that replaced it.
     pub replaced_by: Option<String>,
+    /// For a child of a flow: its parent's partition and id ([`Jobs::flow`] shows the flow).
+    pub flow_parent: Option<(String, String)>,
+    /// For a job or a callback of a batch: the batch's partition and id ([`Jobs::batch`]).
+    /// (A flow's parent is shown by [`Jobs::flow`], which answers `None` for other jobs.)
+    pub batch: Option<(String, String)>,
 }
 
 impl JobInfo {
@@ -151,8 +156,21 @@ impl JobInfo {
             result: opt("result"),
             priority: num("prio") as u8,
             replaced_by: opt("replaced_by"),
+            flow_parent: member_of(h, "f"),
+            batch: member_of(h, "b").or_else(|| {
+                let b = opt("batch")?;
+                let (p, id) = b.split_once('\t')?;
+                Some((p.to_owned(), id.to_owned()))
+            }),
         })
     }
+}
+
+/// A member's flow or batch (`kind` f or b) from its `link` field.
+fn member_of(h: &HashMap<String, String>, kind: &str) -> Option<(String, String)> {
+    let mut l = h.get("link")?.split('\t');
+    let (p, k, id) = (l.next()?, l.next()?, l.next()?);
+    (k == kind).then(|| (p.to_owned(), id.to_owned()))
 }
 
 /// How many jobs of a queue are in each state, and its settings.

@@ -124,7 +124,8 @@ const SPAWN: &str = include_str!("spawn.lua");
 /// a flow's parent held `waiting`. Returns its id.
 const FLOW_PUT: &str = include_str!("flow_put.lua");
 
-/// ARGV: P, count (0..=2), the callbacks in enqueue.lua's layout, batch id, total, index of
+/// ARGV: P, count (0..=2), the callbacks in enqueue.lua's layout, `<partition>\t<batch id>`,
+/// batch id, total, index of
 /// on_success, index of on_complete. Stores a batch's record and held callbacks.
 const BATCH_PUT: &str = include_str!("batch_put.lua");
 
