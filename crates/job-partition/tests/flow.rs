@@ -438,6 +438,27 @@ async fn bad_flows_and_batches_are_refused_with_typed_errors_and_nothing_written
             .map(|f| f.parent),
         ),
         (
+            "child with an empty partition name",
+            jobs.enqueue_flow(
+                &p,
+                "parents",
+                Flow::new(&Gather::default())
+                    .child(&q, "a", &step(1))
+                    .child("", "a", &step(2)),
+            )
+            .await
+            .map(|f| f.parent),
+        ),
+        (
+            "batch job with an empty partition name",
+            jobs.enqueue_batch(
+                &p,
+                Batch::new().job(&q, "a", &step(1)).job("", "a", &step(2)),
+            )
+            .await
+            .map(|b| b.id),
+        ),
+        (
             "parent queue not valid",
             jobs.enqueue_flow(
                 &p,

@@ -326,10 +326,11 @@ fn invalid(reason: impl Into<String>) -> Error {
     }
 }
 
-/// Checks a member's names and job; the job, ready to store.
-fn checked(what: &str, p: Planned) -> Result<(String, String, Pending)> {
+/// Checks a member's names and job; the job, ready to store. A callback (`callback`) has
+/// no partition of its own: it runs in its batch's.
+fn checked(what: &str, p: Planned, callback: bool) -> Result<(String, String, Pending)> {
     let job = p.job?;
-    if !p.partition.is_empty() {
+    if !callback {
         check_name("partition", &p.partition)
             .map_err(|e| invalid(format!("{what}: {}", strip(e))))?;
     }
@@ -460,6 +461,7 @@ impl Jobs {
                 queue: queue.to_owned(),
                 job: parent,
             },
+            false,
         )?;
         if children.is_empty() {
             return Err(invalid(
@@ -475,7 +477,7 @@ impl Jobs {
         let children = children
             .into_iter()
             .enumerate()
-            .map(|(i, p)| checked(&format!("child {i}"), p))
+            .map(|(i, p)| checked(&format!("child {i}"), p, false))
             .collect::<Result<Vec<_>>>()?;
         self.note_partition(partition).await?;
         let trace = crate::trace::to_store();
@@ -535,15 +537,15 @@ impl Jobs {
             )));
         }
         let on_success = on_success
-            .map(|p| checked("the on_success callback", p))
+            .map(|p| checked("the on_success callback", p, true))
             .transpose()?;
         let on_complete = on_complete
-            .map(|p| checked("the on_complete callback", p))
+            .map(|p| checked("the on_complete callback", p, true))
             .transpose()?;
         let members = jobs
             .into_iter()
             .enumerate()
-            .map(|(i, p)| checked(&format!("job {i}"), p))
+            .map(|(i, p)| checked(&format!("job {i}"), p, false))
             .collect::<Result<Vec<_>>>()?;
         self.note_partition(partition).await?;
         let trace = crate::trace::to_store();
