@@ -390,8 +390,32 @@ async fn a_stale_worker_cannot_complete_a_child_and_a_forward_repeated_counts_on
             .await
             .unwrap()
     );
-    testing::drain_outbox(&jobs, &p).await.unwrap();
+    // An entry no script wrote, older than the real one, is dropped, not retried forever
+    // in front of it.
+    let _: i64 = cmd(
+        &jobs,
+        redis::cmd("HSET")
+            .arg(format!("{{wharf:{p}}}:outbox"))
+            .arg("junk")
+            .arg("not json"),
+    )
+    .await;
+    let _: i64 = cmd(
+        &jobs,
+        redis::cmd("ZADD")
+            .arg(format!("{{wharf:{p}}}:outbox:at"))
+            .arg(0)
+            .arg("junk"),
+    )
+    .await;
+    assert_eq!(testing::drain_outbox(&jobs, &p).await.unwrap(), 2);
     assert_eq!(state(&jobs, &p, &f.parent).await, Some(JobState::Queued));
+    let n: i64 = cmd(
+        &jobs,
+        redis::cmd("HLEN").arg(format!("{{wharf:{p}}}:outbox")),
+    )
+    .await;
+    assert_eq!(n, 0);
 }
 
 #[tokio::test]

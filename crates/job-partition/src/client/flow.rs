@@ -634,16 +634,26 @@ impl Jobs {
         entry: &str,
         now: Option<u64>,
     ) -> Result<()> {
-        let bad = |detail: String| Error::Protocol {
-            op: "forward",
-            detail,
+        let parsed = serde_json::from_str::<(String, String, String, String, String)>(entry);
+        let Some((link, state, result, error, enq_at)) = parsed.ok().filter(|(link, ..)| {
+            let mut p = link.split('\t');
+            p.next().is_some_and(|t| check_name("partition", t).is_ok())
+                && matches!(p.next(), Some("f" | "b"))
+                && p.next().is_some()
+        }) else {
+            // Not written by this crate's scripts: it can never be counted, so it is dropped
+            // rather than retried forever (and blocking the entries behind it).
+            tracing::error!(
+                partition,
+                id,
+                "dropped an outbox entry that does not parse; are other programs writing wharf's keys?"
+            );
+            return self.ack(partition, id, entry).await;
         };
-        let (link, state, result, error, enq_at): (String, String, String, String, String) =
-            serde_json::from_str(entry).map_err(|e| bad(format!("outbox entry of {id}: {e}")))?;
         let mut parts = link.split('\t');
         let (Some(target), Some(kind), Some(tid)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err(bad(format!("link of {id}: {link:?}")));
+            return self.ack(partition, id, entry).await;
         };
         let args = vec![
             kind.to_owned(),
@@ -673,6 +683,11 @@ impl Jobs {
                 "dropped a member's outcome: its flow or batch was never stored (its creation failed midway)"
             );
         }
+        self.ack(partition, id, entry).await
+    }
+
+    /// Removes member `id`'s outbox entry if it is still `entry`.
+    async fn ack(&self, partition: &str, id: &str, entry: &str) -> Result<()> {
         let _: i64 = self
             .script(
                 "forward",
