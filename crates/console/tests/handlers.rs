@@ -184,6 +184,38 @@ async fn a_job_page_tells_its_story() {
 }
 
 #[tokio::test]
+async fn a_job_page_shows_a_flows_children_and_a_childs_parent() {
+    let jobs = jobs().await;
+    let (p, other) = (partition("flowpage"), partition("flowpage2"));
+    let flow = wharf_job_partition::Flow::new(&email("parent@example.com"))
+        .child(&p, "mail", &email("a@example.com"))
+        .child(&other, "mail", &email("b@example.com"));
+    let f = jobs.enqueue_flow(&p, "digest", flow).await.unwrap();
+    let app = console(&jobs).await;
+
+    let parent = get(&app, &format!("/p/{p}/j/{}", f.parent)).await;
+    assert_eq!(parent.status, StatusCode::OK);
+    for text in [
+        "waiting",
+        "Children (0/2 settled, 0 failed)",
+        f.children[0].id.as_str(),
+        f.children[1].id.as_str(),
+        other.as_str(),
+        "pending",
+    ] {
+        assert!(parent.body.contains(text), "no {text:?} in {}", parent.body);
+    }
+    let child = get(&app, &format!("/p/{other}/j/{}", f.children[1].id)).await;
+    assert_eq!(child.status, StatusCode::OK);
+    assert!(child.body.contains("Flow parent"), "{}", child.body);
+    assert!(
+        child.body.contains(&format!("/p/{p}/j/{}", f.parent)),
+        "no link to the parent in {}",
+        child.body
+    );
+}
+
+#[tokio::test]
 async fn the_workers_page_shows_each_worker_and_its_jobs() {
     let jobs = jobs().await;
     let s = seed(&jobs, "workers").await;

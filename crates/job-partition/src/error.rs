@@ -157,6 +157,13 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// A flow or a batch is not valid (no member, too many, a name that is not valid, a
+    /// member with a queue key). Nothing was written to Redis.
+    #[error("invalid flow or batch: {reason}; nothing was written")]
+    InvalidFlow {
+        /// What is wrong and what to do instead.
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -315,6 +315,26 @@ impl<S> JobContext<S> {
     }
 }
 
+impl<S> JobContext<S> {
+    /// The outcomes of this job's children, when it is a flow's parent
+    /// ([`Jobs::enqueue_flow`](crate::Jobs::enqueue_flow)): every completed child's result
+    /// by child id, decoded as `T` (children of several result types: ask for
+    /// `serde_json::Value`), and, with [`ChildFailure::Report`](crate::ChildFailure), the
+    /// children that did not complete. Read from the parent's own partition (the outcomes
+    /// were copied there as the children settled), so children in other partitions, or
+    /// trimmed by their queue's retention, are still there. Empty for a job that is not a
+    /// parent. A result that does not decode as `T` is [`Error::Decode`].
+    pub async fn children<T: DeserializeOwned>(&self) -> Result<crate::Children<T>> {
+        self.jobs.children(&self.partition, &self.id).await
+    }
+
+    /// The counts of this job's batch, when it is a batch's callback
+    /// ([`Jobs::enqueue_batch`](crate::Jobs::enqueue_batch)); None otherwise.
+    pub async fn batch(&self) -> Result<Option<crate::BatchCounts>> {
+        self.jobs.batch_counts(&self.partition, &self.id).await
+    }
+}
+
 /// `value` as JSON, refused (with nothing stored) when larger than `max` bytes.
 fn encode_bounded<T: Serialize + ?Sized>(
     what: &'static str,

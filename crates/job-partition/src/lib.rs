@@ -15,6 +15,11 @@ mod worker;
 
 #[doc(inline)]
 pub use client::{
+    Batch, BatchCounts, BatchEnqueued, BatchInfo, ChildFailure, Children, FailedChild, Flow,
+    FlowEnqueued, FlowInfo, MAX_BATCH_JOBS, MAX_FLOW_CHILDREN, MISSING_GRACE, Member,
+};
+#[doc(inline)]
+pub use client::{
     CancelOutcome, Config, Debounced, Enqueued, JobInfo, JobOutcome, JobState, Jobs, Lease,
     MAX_ARGS_BYTES, QueueCounts, Retention,
 };

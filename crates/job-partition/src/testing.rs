@@ -31,10 +31,25 @@ pub async fn claim(
 
 /// Completes a job under a lease token; false when fenced off.
 pub async fn complete(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<bool> {
-    jobs.complete(partition, id, token, "completed", None).await
+    Ok(jobs
+        .complete(partition, id, token, "completed", None)
+        .await?
+        >= 1)
 }
 
-/// Fails a job under a lease token (to the dead set); 0 when fenced off.
+/// Set in a worker process's environment, it makes the worker stop for an hour between
+/// the two steps of a flow or batch member's end (after the script that finishes it, before
+/// counting it into its flow or batch), so a test can kill it there.
+pub const STALL_BEFORE_FORWARD: &str = "WHARF_TEST_STALL_BEFORE_FORWARD";
+
+/// Forwards the outbox's entries of `partition` (what every worker's lease check does);
+/// answers how many.
+pub async fn drain_outbox(jobs: &Jobs, partition: &str) -> Result<usize> {
+    jobs.drain_outbox(partition, Duration::ZERO).await
+}
+
+/// Fails a job under a lease token (to the dead set); 0 when fenced off, 2 dead, 3 dead and
+/// a member of a flow or a batch.
 pub async fn fail(jobs: &Jobs, partition: &str, id: &str, token: &str) -> Result<i64> {
     jobs.fail(partition, id, token, "test failure", None, false)
         .await
@@ -67,8 +82,10 @@ pub async fn complete_with_result(
     token: &str,
     result: &str,
 ) -> Result<bool> {
-    jobs.complete(partition, id, token, "completed", Some(result))
-        .await
+    Ok(jobs
+        .complete(partition, id, token, "completed", Some(result))
+        .await?
+        >= 1)
 }
 
 /// Stores a running job's progress (JSON) under a lease token; false when fenced off.

@@ -7,9 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Record, eventually, partition, register_client};
+use common::{
+    Callback, Gather, Record, Step, eventually, flow_registry, partition, register_client,
+};
 use wharf_job_partition::{
-    CancelOutcome, Config, Debounced, Enqueued, JobOutcome, Jobs, Registry, Worker,
+    Batch, CancelOutcome, Config, Debounced, Enqueued, Flow, JobOutcome, JobState, Jobs, Registry,
+    Worker,
 };
 use wharf_testkit::RedisCluster;
 
@@ -113,4 +116,81 @@ async fn waiting_for_a_job_and_debouncing_work_on_a_redis_cluster() {
         "{outcome:?}"
     );
     w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flow_and_a_batch_with_members_in_other_partitions_run_their_parent_and_callback_once_on_a_redis_cluster()
+ {
+    let cluster = RedisCluster::start(3).expect("a Redis Cluster (run scripts/install)");
+    let jobs = Jobs::connect(Config::cluster(cluster.urls()))
+        .await
+        .unwrap();
+    // Four partitions: every member is in another hash slot than its flow (no one script
+    // could reach both), and with 3 shards most likely on another shard.
+    let parts: Vec<String> = (0..4).map(|_| partition("clusterflow")).collect();
+    for p in &parts {
+        register_client(p, &jobs);
+    }
+    let home = &parts[0];
+    let flow = (1..4u64).fold(Flow::new(&Gather { tag: "cf".into() }), |f, n| {
+        f.child(
+            &parts[n as usize],
+            "a",
+            &Step {
+                n,
+                ..Default::default()
+            },
+        )
+    });
+    let f = jobs.enqueue_flow(home, "parents", flow).await.unwrap();
+    let batch = (1..4u64)
+        .fold(Batch::new(), |b, n| {
+            b.job(
+                &parts[n as usize],
+                "a",
+                &Step {
+                    n: n + 10,
+                    ..Default::default()
+                },
+            )
+        })
+        .on_success("parents", &Callback { tag: "cb".into() });
+    let b = jobs.enqueue_batch(home, batch).await.unwrap();
+    let mut builder = Worker::builder(jobs.clone(), flow_registry());
+    for p in &parts {
+        builder = builder.queue(p, "a", 4).queue(p, "parents", 2);
+    }
+    let w = builder.build().unwrap().start();
+    for id in [&f.parent, b.on_success.as_ref().unwrap()] {
+        eventually(
+            "the parent and the callback ran",
+            Duration::from_secs(30),
+            || async {
+                jobs.job(home, id).await.unwrap().map(|j| j.state) == Some(JobState::Completed)
+            },
+        )
+        .await
+        .unwrap();
+    }
+    w.shutdown().await;
+    let runs = |key: &'static str, tag: &'static str| {
+        let (jobs, home) = (jobs.clone(), home.clone());
+        async move {
+            let v = jobs
+                .raw(redis::cmd("HGET").arg(format!("{{{home}}}:{key}")).arg(tag))
+                .await
+                .unwrap();
+            let n: Option<i64> = redis::FromRedisValue::from_redis_value(v).unwrap();
+            n.unwrap_or(0)
+        }
+    };
+    assert_eq!(runs("parent_runs", "cf").await, 1);
+    assert_eq!(runs("callback_runs", "cb").await, 1);
+    let v = jobs
+        .raw(redis::cmd("GET").arg(format!("{{{home}}}:gathered:cf")))
+        .await
+        .unwrap();
+    let seen: String = redis::FromRedisValue::from_redis_value(v).unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["results"].as_object().unwrap().len(), 3);
 }

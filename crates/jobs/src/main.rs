@@ -22,8 +22,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use wharf_job_partition::{
-    CancelOutcome, Config, Deleted, Enqueued, Error as JobsError, Filter, JobInfo, JobList,
-    JobRecord, Jobs, Lease, QueueCounts, RateLimit, RunNow, ScheduleInfo,
+    BatchInfo, CancelOutcome, ChildFailure, Config, Deleted, Enqueued, Error as JobsError, Filter,
+    FlowInfo, JobInfo, JobList, JobRecord, Jobs, Lease, QueueCounts, RateLimit, RunNow,
+    ScheduleInfo,
 };
 
 /// Exit status when a command failed (Redis unreachable, a refusal).
@@ -250,6 +251,30 @@ enum Command {
         /// The schedule's name.
         name: String,
     },
+    /// List a partition's flows whose parent still waits: children done/total, failed.
+    Flows {
+        /// The partition (of the parents).
+        partition: String,
+    },
+    /// Show one flow: its parent's state, policy, and each child with its outcome.
+    Flow {
+        /// The partition of the parent.
+        partition: String,
+        /// The parent's id.
+        id: String,
+    },
+    /// List a partition's batches (newest first; settled ones for 7 days) with counts.
+    Batches {
+        /// The partition (of the batches).
+        partition: String,
+    },
+    /// Show one batch: its counts and callbacks.
+    Batch {
+        /// The partition of the batch.
+        partition: String,
+        /// The batch's id.
+        id: String,
+    },
     /// Serve the web console's jobs pages (wharf-console) until interrupted (Ctrl-C).
     ///
     /// Binds loopback unless told otherwise; with --token, every request needs
@@ -291,6 +316,10 @@ impl Command {
                 | Command::Workers { .. }
                 | Command::Keys { .. }
                 | Command::Schedules { .. }
+                | Command::Flows { .. }
+                | Command::Flow { .. }
+                | Command::Batches { .. }
+                | Command::Batch { .. }
                 | Command::Rate {
                     window: None,
                     limit: None,
@@ -845,6 +874,35 @@ async fn command(jobs: &Jobs, cli: &Cli, out: &Out) -> Result<(), Fail> {
                 || schedules_text(&all),
             );
         }
+        Command::Flows { partition } => {
+            known_partition(jobs, partition).await?;
+            let all = jobs.flows(partition, 1000).await?;
+            out.print(json!(all.iter().map(flow_json).collect::<Vec<_>>()), || {
+                flows_text(&all)
+            });
+        }
+        Command::Flow { partition, id } => {
+            let Some(f) = jobs.flow(partition, id).await? else {
+                return Err(unknown_job(partition, id, " or it is not a flow's parent"));
+            };
+            out.print(flow_json(&f), || flow_text(&f));
+        }
+        Command::Batches { partition } => {
+            known_partition(jobs, partition).await?;
+            let all = jobs.batches(partition, 1000).await?;
+            out.print(
+                json!(all.iter().map(batch_json).collect::<Vec<_>>()),
+                || batches_text(&all),
+            );
+        }
+        Command::Batch { partition, id } => {
+            let Some(b) = jobs.batch(partition, id).await? else {
+                return Err(Fail::NotFound(format!(
+                    "no batch {id} in partition {partition} (unknown, or settled more than 7 days ago); `wharf-jobs batches {partition}` lists them"
+                )));
+            };
+            out.print(batch_json(&b), || batches_text(std::slice::from_ref(&b)));
+        }
         Command::SchedulePause { partition, name } => {
             jobs.pause_schedule(partition, name).await?;
             out.print(json!({ "schedule": name, "paused": true }), || {
@@ -978,6 +1036,109 @@ fn schedules_text(all: &[ScheduleInfo]) -> String {
     text
 }
 
+fn policy_name(p: ChildFailure) -> &'static str {
+    match p {
+        ChildFailure::Ignore => "ignore",
+        ChildFailure::Report => "report",
+        _ => "fail",
+    }
+}
+
+fn flow_json(f: &FlowInfo) -> Value {
+    json!({
+        "id": f.id,
+        "name": f.name,
+        "queue": f.queue,
+        "state": f.state.as_str(),
+        "total": f.total,
+        "done": f.done,
+        "failed": f.failed,
+        "policy": policy_name(f.policy),
+        "children": f.children.iter().map(|(m, st)| json!({
+            "partition": m.partition,
+            "queue": m.queue,
+            "id": m.id,
+            "outcome": st.map(|s| s.as_str()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn flows_text(all: &[FlowInfo]) -> String {
+    let mut text = format!(
+        "{:<32} {:<20} {:<16} {:>11} {:>7}  policy",
+        "parent", "job", "queue", "done/total", "failed"
+    );
+    for f in all {
+        text.push_str(&format!(
+            "\n{:<32} {:<20} {:<16} {:>11} {:>7}  {}",
+            f.id,
+            f.name,
+            f.queue,
+            format!("{}/{}", f.done, f.total),
+            f.failed,
+            policy_name(f.policy)
+        ));
+    }
+    text
+}
+
+fn flow_text(f: &FlowInfo) -> String {
+    let mut text = format!(
+        "flow {} ({} in {}): {}, children {}/{} done, {} failed, policy {}",
+        f.id,
+        f.name,
+        f.queue,
+        f.state.as_str(),
+        f.done,
+        f.total,
+        f.failed,
+        policy_name(f.policy)
+    );
+    for (m, st) in &f.children {
+        text.push_str(&format!(
+            "\n  child {} {}/{}: {}",
+            m.id,
+            m.partition,
+            m.queue,
+            st.map_or("pending", |s| s.as_str())
+        ));
+    }
+    text
+}
+
+fn batch_json(b: &BatchInfo) -> Value {
+    json!({
+        "id": b.id,
+        "settled": b.settled,
+        "total": b.total,
+        "succeeded": b.succeeded,
+        "failed": b.failed,
+        "pending": b.total.saturating_sub(b.succeeded + b.failed),
+        "created_ms": b.created_ms,
+        "on_success": b.on_success,
+        "on_complete": b.on_complete,
+    })
+}
+
+fn batches_text(all: &[BatchInfo]) -> String {
+    let mut text = format!(
+        "{:<32} {:>8} {:>10} {:>7} {:>8}  state",
+        "batch", "total", "succeeded", "failed", "pending"
+    );
+    for b in all {
+        text.push_str(&format!(
+            "\n{:<32} {:>8} {:>10} {:>7} {:>8}  {}",
+            b.id,
+            b.total,
+            b.succeeded,
+            b.failed,
+            b.total.saturating_sub(b.succeeded + b.failed),
+            if b.settled { "settled" } else { "open" }
+        ));
+    }
+    text
+}
+
 /// Retries one dead job: (JSON, text).
 async fn retry_one(jobs: &Jobs, p: &str, id: &str) -> Result<(Value, String), Fail> {
     if jobs.job(p, id).await?.is_none() {
@@ -1105,6 +1266,8 @@ fn job_json(j: &JobInfo) -> Value {
         "lease_expiries": j.lease_expiries,
         "cancel_requested": j.cancel_requested,
         "stopping": j.stopping,
+        "flow_parent": j.flow_parent.as_ref().map(|(p, id)| json!({ "partition": p, "id": id })),
+        "batch": j.batch.as_ref().map(|(p, id)| json!({ "partition": p, "id": id })),
     })
 }
 
@@ -1140,6 +1303,16 @@ fn show_text(j: &JobInfo) -> String {
     }
     if let Some(r) = &j.result {
         lines.push(format!("result:          {r}"));
+    }
+    if let Some((p, id)) = &j.flow_parent {
+        lines.push(format!(
+            "flow parent:     {p}/{id} (wharf-jobs flow {p} {id})"
+        ));
+    }
+    if let Some((p, id)) = &j.batch {
+        lines.push(format!(
+            "batch:           {p}/{id} (wharf-jobs batch {p} {id})"
+        ));
     }
     lines.join("\n")
 }

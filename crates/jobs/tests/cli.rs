@@ -460,6 +460,93 @@ async fn the_cli_lists_pauses_resumes_and_removes_schedules() {
 }
 
 #[tokio::test]
+async fn the_cli_lists_and_shows_flows_and_batches_with_their_counts() {
+    let jobs = jobs().await;
+    let (p, other) = (partition("cli-flow"), partition("cli-flow2"));
+    let flow = wharf_job_partition::Flow::new(&Task { n: 0, fail: false })
+        .child(&p, "kids", &Task { n: 1, fail: false })
+        .child(&other, "kids", &Task { n: 2, fail: false });
+    let f = jobs.enqueue_flow(&p, "parents", flow).await.unwrap();
+    let batch = wharf_job_partition::Batch::new()
+        .job(&p, "members", &Task { n: 3, fail: false })
+        .job(&p, "members", &Task { n: 4, fail: true })
+        .on_complete("callbacks", &Task::default());
+    let b = jobs.enqueue_batch(&p, batch).await.unwrap();
+
+    let (code, out) = cli(&["flows", &p]);
+    assert_eq!(code, 0, "{out}");
+    let row = out.lines().find(|l| l.starts_with(&f.parent)).unwrap();
+    assert!(row.contains("0/2") && row.contains("parents"), "{row}");
+    // One child settles (its worker's steps played by hand): 1/2.
+    let c = testing::claim(&jobs, &p, "kids", 1, Duration::from_secs(30), "t")
+        .await
+        .unwrap();
+    assert!(
+        testing::complete(&jobs, &p, &c[0].0, &c[0].1)
+            .await
+            .unwrap()
+    );
+    testing::drain_outbox(&jobs, &p).await.unwrap();
+    let (_, v) = cli_json(&["flows", &p]);
+    assert_eq!(v[0]["id"], f.parent.as_str(), "{v}");
+    assert_eq!(
+        (v[0]["done"].as_u64(), v[0]["total"].as_u64()),
+        (Some(1), Some(2)),
+        "{v}"
+    );
+    let (code, out) = cli(&["flow", &p, &f.parent]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("waiting") && out.contains("1/2 done"), "{out}");
+    assert!(out.contains(&format!("{other}/kids: pending")), "{out}");
+    let (_, v) = cli_json(&["flow", &p, &f.parent]);
+    let kids = v["children"].as_array().unwrap();
+    assert_eq!(kids[0]["outcome"], "completed", "{v}");
+    assert_eq!(kids[1]["outcome"], Value::Null, "{v}");
+    let (_, out) = cli(&["show", &other, &f.children[1].id]);
+    assert!(
+        out.contains(&format!("flow parent:     {p}/{}", f.parent)),
+        "{out}"
+    );
+    let (_, v) = cli_json(&["show", &other, &f.children[1].id]);
+    assert_eq!(v["flow_parent"]["id"], f.parent.as_str(), "{v}");
+
+    // The batch: one job completes, one dies.
+    let c = testing::claim(&jobs, &p, "members", 2, Duration::from_secs(30), "t")
+        .await
+        .unwrap();
+    assert!(
+        testing::complete(&jobs, &p, &c[0].0, &c[0].1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(testing::fail(&jobs, &p, &c[1].0, &c[1].1).await.unwrap(), 3);
+    testing::drain_outbox(&jobs, &p).await.unwrap();
+    let (code, out) = cli(&["batches", &p]);
+    assert_eq!(code, 0, "{out}");
+    let row = out.lines().find(|l| l.starts_with(&b.id)).unwrap();
+    assert!(row.ends_with("settled"), "{row}");
+    let (_, v) = cli_json(&["batch", &p, &b.id]);
+    assert_eq!(
+        (
+            v["total"].as_u64(),
+            v["succeeded"].as_u64(),
+            v["failed"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["on_complete"], b.on_complete.unwrap().as_str(), "{v}");
+
+    let (code, out) = cli(&["flow", &p, "nope"]);
+    assert_eq!(code, 3, "{out}");
+    let (code, out) = cli(&["batch", &p, "nope"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("batches"), "{out}");
+    let (code, out) = cli(&["flows", "no-such-partition"]);
+    assert_eq!(code, 3, "{out}");
+}
+
+#[tokio::test]
 async fn the_cli_shows_and_sets_rate_limits_and_refuses_bad_windows() {
     let jobs = jobs().await;
     let p = partition("cli-rate");
@@ -602,6 +689,10 @@ fn every_command_has_its_own_help() {
         "schedule-pause",
         "schedule-resume",
         "schedule-remove",
+        "flows",
+        "flow",
+        "batches",
+        "batch",
         "web",
     ] {
         let (code, out) = cli(&["help", command]);

@@ -437,6 +437,8 @@ pub(crate) async fn job(
         let js = jobs_of(&ctx)?;
         check_id(&id)?;
         let j = js.jobs.job_record(&p, &id).await?;
+        // A flow's parent: its children with their outcomes.
+        let flow = js.jobs.flow(&p, &id).await?;
         let now = crate::layout::now_ms();
         let args = serde_json::from_str::<serde_json::Value>(&j.info.args)
             .and_then(|v| serde_json::to_string_pretty(&v))
@@ -475,6 +477,28 @@ pub(crate) async fn job(
                         tr { th { "Leases lost" } td { (info.lease_expiries) } }
                         @if info.cancel_requested { tr { th { "Cancel" } td { "asked, the worker is stopping it" } } }
                         @if let Some(s) = &info.stopping { tr { th { "Stopping" } td { (s) } } }
+                        @if let Some((fp, fid)) = &info.flow_parent {
+                            tr { th { "Flow parent" } td { a href=(j_link(&ctx, fp, fid)) { code { (fid) } } " " span.muted { "in " (fp) } } }
+                        }
+                        @if let Some((bp, bid)) = &info.batch {
+                            tr { th { "Batch" } td { code { (bid) } " " span.muted { "in " (bp) } } }
+                        }
+                    }
+                    @if let Some(f) = &flow {
+                        h2 { "Children (" (f.done) "/" (f.total) " settled, " (f.failed) " failed)" }
+                        table {
+                            thead { tr { th { "Child" } th { "Partition" } th { "Queue" } th { "Outcome" } } }
+                            tbody {
+                                @for (m, st) in &f.children {
+                                    tr {
+                                        td { a href=(j_link(&ctx, &m.partition, &m.id)) { code { (m.id) } } }
+                                        td { (m.partition) }
+                                        td { (m.queue) }
+                                        td { @if let Some(s) = st { (state_badge(*s)) } @else { span.muted { "pending" } } }
+                                    }
+                                }
+                            }
+                        }
                     }
                     h2 { "Timeline" }
                     table.kv {

@@ -54,6 +54,14 @@ impl Jobs {
         let a: String = self
             .script("cancel", &scripts().cancel, partition, vec![id.to_owned()])
             .await?;
+        if a == "cancelled" {
+            // A member of a flow or a batch: count it now rather than at the next lease check
+            // (that one runs only where a worker serves the partition). A failure here is
+            // left to it.
+            if let Err(e) = self.forward(partition, id).await {
+                tracing::debug!(error = %e, id, "cancelled; its flow or batch counts it at the next lease check");
+            }
+        }
         Ok(match a.as_str() {
             "cancelled" => CancelOutcome::Cancelled,
             "cancelling" => CancelOutcome::Cancelling,

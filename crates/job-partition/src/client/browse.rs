@@ -94,6 +94,8 @@ impl JobList {
             JobState::Running | JobState::Stopping => Self::Running,
             JobState::Completed | JobState::Cancelled => Self::Finished,
             JobState::Dead => Self::Dead,
+            // Held out of every queue list: `Jobs::flows`, `Jobs::batches` show them.
+            JobState::Waiting => return None,
         })
     }
 

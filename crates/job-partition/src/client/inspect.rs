@@ -29,6 +29,9 @@ pub enum JobState {
     /// Ready, but its rate group has used its queue's rate limit: it starts, in its place,
     /// once the window allows ([`Jobs::set_rate_limit`]).
     RateLimited,
+    /// Held until its flow's children, or its batch's jobs, have settled: a flow's parent
+    /// ([`Jobs::enqueue_flow`]) or a batch's callback ([`Jobs::enqueue_batch`]).
+    Waiting,
     /// Finished successfully.
     Completed,
     /// Cancelled.
@@ -38,7 +41,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "scheduled" => Self::Scheduled,
             "queued" => Self::Queued,
@@ -47,6 +50,7 @@ impl JobState {
             "stopping" => Self::Stopping,
             "retrying" => Self::Retrying,
             "ratelimited" => Self::RateLimited,
+            "waiting" => Self::Waiting,
             "completed" => Self::Completed,
             "cancelled" => Self::Cancelled,
             "dead" => Self::Dead,
@@ -64,6 +68,7 @@ impl JobState {
             Self::Stopping => "stopping",
             Self::Retrying => "retrying",
             Self::RateLimited => "ratelimited",
+            Self::Waiting => "waiting",
             Self::Completed => "completed",
             Self::Cancelled => "cancelled",
             Self::Dead => "dead",
@@ -110,6 +115,11 @@ pub struct JobInfo {
     /// For a job [`Jobs::enqueue_debounced`] replaced before it started: the id of the job
     /// that replaced it.
     pub replaced_by: Option<String>,
+    /// For a child of a flow: its parent's partition and id ([`Jobs::flow`] shows the flow).
+    pub flow_parent: Option<(String, String)>,
+    /// For a job or a callback of a batch: the batch's partition and id ([`Jobs::batch`]).
+    /// (A flow's parent is shown by [`Jobs::flow`], which answers `None` for other jobs.)
+    pub batch: Option<(String, String)>,
 }
 
 impl JobInfo {
@@ -146,8 +156,21 @@ impl JobInfo {
             result: opt("result"),
             priority: num("prio") as u8,
             replaced_by: opt("replaced_by"),
+            flow_parent: member_of(h, "f"),
+            batch: member_of(h, "b").or_else(|| {
+                let b = opt("batch")?;
+                let (p, id) = b.split_once('\t')?;
+                Some((p.to_owned(), id.to_owned()))
+            }),
         })
     }
+}
+
+/// A member's flow or batch (`kind` f or b) from its `link` field.
+fn member_of(h: &HashMap<String, String>, kind: &str) -> Option<(String, String)> {
+    let mut l = h.get("link")?.split('\t');
+    let (p, k, id) = (l.next()?, l.next()?, l.next()?);
+    (k == kind).then(|| (p.to_owned(), id.to_owned()))
 }
 
 /// How many jobs of a queue are in each state, and its settings.

@@ -148,7 +148,8 @@ impl Jobs {
     }
 
     /// Marks a running job finished (`completed` or `cancelled`), storing `result` (JSON)
-    /// with a completed one; false if the lease was lost.
+    /// with a completed one. Answers 1, 2 (finished and a member of a flow or a batch: its
+    /// outcome waits in the outbox, see [`Jobs::forward`]) or 0 (the lease was lost).
     pub(crate) async fn complete(
         &self,
         partition: &str,
@@ -156,22 +157,21 @@ impl Jobs {
         token: &str,
         outcome: &str,
         result: Option<&str>,
-    ) -> Result<bool> {
+    ) -> Result<i64> {
         let args = vec![
             id.to_owned(),
             token.to_owned(),
             outcome.to_owned(),
             result.unwrap_or_default().to_owned(),
         ];
-        let v: i64 = self
-            .script("complete", &scripts().complete, partition, args)
-            .await?;
-        Ok(v == 1)
+        self.script("complete", &scripts().complete, partition, args)
+            .await
     }
 
     /// Records a failure: retry after `retry` or, with None, to the dead set. With
     /// `keep_xkey`, a job that will retry keeps its execution key through its backoff.
-    /// Answers 1 (retry), 2 (dead) or 0 (lease lost: nothing changed).
+    /// Answers 1 (retry), 2 (dead), 3 (dead, and a member of a flow or a batch) or 0 (lease
+    /// lost: nothing changed).
     pub(crate) async fn fail(
         &self,
         partition: &str,

@@ -6,6 +6,7 @@
 //! - `inspect`: reading jobs, queues and counts.
 //! - `browse`: paging, searching and the console's actions (delete, run now, retry all dead).
 //! - `admin`: cancel, pause, limits, retention, purge, dead jobs.
+//! - `flow`: flows and batches (members in any partition, counted through an outbox).
 //! - `outcome`: waiting for a job's outcome (`Jobs::wait_for`).
 //! - `lease`: the worker's side (claim, heartbeat, complete, fail, reap) and `Jobs::leases`.
 
@@ -14,6 +15,7 @@ mod browse;
 mod config;
 mod connection;
 mod enqueue;
+mod flow;
 mod inspect;
 mod lease;
 mod outcome;
@@ -37,6 +39,10 @@ pub use config::Config;
 use connection::Conn;
 pub use enqueue::{Debounced, Enqueued, MAX_ARGS_BYTES};
 pub(crate) use enqueue::{Pending, pending};
+pub use flow::{
+    Batch, BatchCounts, BatchEnqueued, BatchInfo, ChildFailure, Children, FailedChild, Flow,
+    FlowEnqueued, FlowInfo, MAX_BATCH_JOBS, MAX_FLOW_CHILDREN, MISSING_GRACE, Member,
+};
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
 pub(crate) use lease::{Beat, Claimed};

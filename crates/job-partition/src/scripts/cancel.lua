@@ -14,5 +14,6 @@ if f[4] and f[4] ~= '' then
   release_xkey(id, f[4])
 end
 release_qkey(id, f[3])
+if st == 'waiting' then redis.call('ZREM', P .. 'flows', id) end
 finish(id, q, 'cancelled', now_ms())
 return 'cancelled'

@@ -9,5 +9,5 @@ redis.call('HDEL', jk(id), 'worker', 'cancel')
 if outcome == 'completed' and ARGV[5] and ARGV[5] ~= '' then
   redis.call('HSET', jk(id), 'result', ARGV[5])
 end
-finish(id, f[3], outcome, t, f[7])
+if finish(id, f[3], outcome, t, f[7]) then return 2 end
 return 1

@@ -12,5 +12,7 @@ if f[4] and f[4] ~= '' then
   release_xkey(id, f[4])
 end
 release_qkey(id, f[3])
+if not FINISHED[st] then link_out(id, 'cancelled', now_ms()) end
+if st == 'waiting' then redis.call('ZREM', P .. 'flows', id) end
 redis.call('DEL', j)
 return 'deleted'

@@ -16,5 +16,5 @@ if delay >= 0 then
   return 1
 end
 release_qkey(id, f[4])
-to_dead(id, q, reason, t)
+if to_dead(id, q, reason, t) then return 3 end
 return 2

@@ -39,12 +39,15 @@ const RATE: &str = include_str!("rate.lua");
 const HEARTBEAT: &str = include_str!("heartbeat.lua");
 
 /// ARGV: P, id, token, outcome (completed | cancelled), result (JSON, stored as the job's
-/// `result` when completed and not empty). Returns 1, or 0 when the lease was lost.
+/// `result` when completed and not empty). Returns 1, 2 (done, and the job is a member of a
+/// flow or a batch: its outcome waits in the outbox to be forwarded), or 0 when the lease
+/// was lost.
 const COMPLETE: &str = include_str!("complete.lua");
 
 /// ARGV: P, id, token, reason, retry_delay_ms (negative: dead), keep_xkey (1: a retrying job
 /// keeps its execution key through its backoff, so later jobs of the key wait for it).
-/// Returns 1 retry, 2 dead, 0 lost.
+/// Returns 1 retry, 2 dead, 3 dead and a member of a flow or a batch (its outcome waits in
+/// the outbox), 0 lost.
 const FAIL: &str = include_str!("fail.lua");
 
 /// ARGV: P, id. Returns cancelled | cancelling | finished:<state> | unknown.
@@ -112,6 +115,30 @@ const SCHED_ADMIN: &str = include_str!("sched_admin.lua");
 /// ARGV: P, max. Every schedule of a partition with its fields.
 const SCHED_LIST: &str = include_str!("sched_list.lua");
 
+/// ARGV: P, count, enqueue.lua's per-job layout, then the link
+/// (`<partition>\t<f|b>\t<flow or batch id>`). Stores a flow's children or a batch's members,
+/// each linked. Returns their ids.
+const SPAWN: &str = include_str!("spawn.lua");
+
+/// ARGV: P, 1, the parent in enqueue.lua's layout, total, policy, children (JSON). Stores
+/// a flow's parent held `waiting`. Returns its id.
+const FLOW_PUT: &str = include_str!("flow_put.lua");
+
+/// ARGV: P, count (0..=2), the callbacks in enqueue.lua's layout, `<partition>\t<batch id>`,
+/// batch id, total, index of
+/// on_success, index of on_complete. Stores a batch's record and held callbacks.
+const BATCH_PUT: &str = include_str!("batch_put.lua");
+
+/// ARGV: P, kind (f | b), flow or batch id, member id, state, result, error. Counts a
+/// member's outcome once; the last one releases the parent or the callbacks.
+const SETTLE: &str = include_str!("settle.lua");
+
+/// ARGV: P, op (get | due | ack), ... The outbox of members' outcomes (see the file).
+const OUTBOX: &str = include_str!("outbox.lua");
+
+/// ARGV: P, kind (flows | batches), max. Waiting flows or batches with their counts.
+const FLOW_LIST: &str = include_str!("flow_list.lua");
+
 /// The compiled scripts (their SHA1 computed once per process).
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -135,6 +162,12 @@ pub(crate) struct Scripts {
     pub(crate) sched_put: Script,
     pub(crate) sched_admin: Script,
     pub(crate) sched_list: Script,
+    pub(crate) spawn: Script,
+    pub(crate) flow_put: Script,
+    pub(crate) batch_put: Script,
+    pub(crate) settle: Script,
+    pub(crate) outbox: Script,
+    pub(crate) flow_list: Script,
 }
 
 fn build(body: &str) -> Script {
@@ -167,5 +200,12 @@ pub(crate) fn scripts() -> &'static Scripts {
         sched_put: build(SCHED_PUT),
         sched_admin: build(SCHED_ADMIN),
         sched_list: build(SCHED_LIST),
+        // Flows and batches store their jobs with enqueue.lua's body too.
+        spawn: build(&SPAWN.replace("--@ENQUEUE@", ENQUEUE)),
+        flow_put: build(&FLOW_PUT.replace("--@ENQUEUE@", ENQUEUE)),
+        batch_put: build(&BATCH_PUT.replace("--@ENQUEUE@", ENQUEUE)),
+        settle: build(SETTLE),
+        outbox: build(OUTBOX),
+        flow_list: build(FLOW_LIST),
     })
 }

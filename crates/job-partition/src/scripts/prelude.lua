@@ -109,13 +109,31 @@ local function notify(id, state, waiters)
   redis.call('PEXPIRE', k, 300000)
 end
 
--- Record a finished job (completed or cancelled) within the retention bounds.
+-- A member of a flow or a batch (its `link`: `<partition>\t<f|b>\t<flow or batch id>`)
+-- records its outcome in its own partition's outbox, in the step that finishes it: the
+-- worker (or, after a crash, any worker's lease check) forwards it to the flow's or
+-- batch's partition (settle.lua counts it once), then removes it (outbox_ack.lua).
+-- Answers whether the job is linked.
+local function link_out(id, state, t)
+  -- One field read for the jobs that are not members (most): the rest only for members.
+  local link = redis.call('HGET', jk(id), 'link')
+  if not link then return false end
+  local f = redis.call('HMGET', jk(id), 'result', 'error', 'enq_at')
+  redis.call('HSET', P .. 'outbox', id,
+    cjson.encode({ link, state, f[1] or '', f[2] or '', f[3] or '0' }))
+  redis.call('ZADD', P .. 'outbox:at', t, id)
+  return true
+end
+
+-- Record a finished job (completed or cancelled) within the retention bounds. Answers
+-- whether it is linked to a flow or a batch (see link_out).
 local function finish(id, q, state, t, waiters)
   local j = jk(id)
   notify(id, state, waiters)
+  local linked = link_out(id, state, t)
   redis.call('HINCRBY', qk(q, 'meta'), state, 1)
   local keep_n, keep_ms = cfg()
-  if keep_n <= 0 then redis.call('DEL', j) return end
+  if keep_n <= 0 then redis.call('DEL', j) return linked end
   redis.call('HSET', j, 'state', state, 'fin_at', t)
   local dk = qk(q, 'done')
   redis.call('ZADD', dk, t, id)
@@ -128,13 +146,16 @@ local function finish(id, q, state, t, waiters)
     local old = redis.call('ZRANGEBYSCORE', dk, '-inf', t - keep_ms, 'LIMIT', 0, 100)
     for _, o in ipairs(old) do redis.call('DEL', jk(o)) redis.call('ZREM', dk, o) end
   end
+  return linked
 end
 
--- Move a job to the bounded dead set of its queue.
+-- Move a job to the bounded dead set of its queue. Answers whether it is linked to a flow
+-- or a batch (see link_out).
 local function to_dead(id, q, reason, t)
   local j = jk(id)
   redis.call('HSET', j, 'state', 'dead', 'error', reason, 'fin_at', t)
   notify(id, 'dead')
+  local linked = link_out(id, 'dead', t)
   redis.call('HINCRBY', qk(q, 'meta'), 'dead', 1)
   local dk = qk(q, 'dead')
   redis.call('ZADD', dk, t, id)
@@ -144,6 +165,23 @@ local function to_dead(id, q, reason, t)
     local old = redis.call('ZPOPMIN', dk, n - keep_dead)
     for i = 1, #old, 2 do redis.call('DEL', jk(old[i])) end
   end
+  return linked
+end
+
+-- Hold a just stored job (a flow's parent, a batch's callback) out of its queue until its
+-- flow or batch settles: state `waiting`, its place (`seq`) kept for its release.
+local function hold(id)
+  local f = redis.call('HMGET', jk(id), 'queue')
+  redis.call('ZREM', qk(f[1], 'wait'), id)
+  redis.call('ZREM', qk(f[1], 'delayed'), id)
+  redis.call('HSET', jk(id), 'state', 'waiting')
+end
+
+-- Put a held job in its queue, at its place.
+local function unhold(id)
+  local f = redis.call('HMGET', jk(id), 'queue', 'seq')
+  redis.call('HSET', jk(id), 'state', 'queued')
+  redis.call('ZADD', qk(f[1], 'wait'), f[2], id)
 end
 
 local function park(id, seq, q, xkey)

@@ -285,8 +285,12 @@ impl JobRun {
             })
             .await;
         match r {
-            Some(true) => true,
-            Some(false) => {
+            Some(2) => {
+                self.forward(job).await;
+                true
+            }
+            Some(1) => true,
+            Some(_) => {
                 self.count("lost_lease");
                 tracing::warn!(
                     "the job's lease was lost before it finished: its result was not recorded (another worker runs it)"
@@ -294,6 +298,31 @@ impl JobRun {
                 false
             }
             None => false,
+        }
+    }
+
+    /// Counts a finished member of a flow or a batch into it (the second step; see
+    /// `client::flow`). A failure is only logged: the outcome waits in the outbox, and the
+    /// lease check of any worker of this partition forwards it within about a second.
+    async fn forward(&self, job: &Claimed) {
+        // The job is finished in Redis: stop renewing its lease now (a renewal would be
+        // answered "lost" and counted as such).
+        self.keeper.release(self.lease);
+        #[cfg(feature = "test-util")]
+        if std::env::var_os(crate::testing::STALL_BEFORE_FORWARD).is_some() {
+            // Tests kill the process here, between the two steps.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        let call = self.inner.jobs.forward(&self.partition, &job.id);
+        match tokio::time::timeout(self.inner.jobs.response_timeout().saturating_mul(4), call).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not count the job into its flow or batch; the lease check will")
+            }
+            Err(_) => tracing::warn!(
+                "counting the job into its flow or batch timed out; the lease check will"
+            ),
         }
     }
 
@@ -317,7 +346,10 @@ impl JobRun {
                 self.count("retried");
                 Some(true)
             }
-            2 => {
+            2 | 3 => {
+                if r == 3 {
+                    self.forward(job).await;
+                }
                 self.count("dead");
                 Some(false)
             }

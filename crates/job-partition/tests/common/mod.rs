@@ -409,3 +409,121 @@ pub fn metric(name: &str, p: &str, label: Option<(&str, &str)>) -> f64 {
         .map(|t| t.2)
         .sum()
 }
+
+// ---- flows and batches -------------------------------------------------------------------
+
+/// A flow's child or a batch's job: counts its runs in `{p}:step_runs` (field n), sets
+/// result `n * 10`, or fails for good when `fail`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Step {
+    pub n: u64,
+    pub fail: bool,
+    pub sleep_ms: u64,
+}
+
+impl Job for Step {
+    const NAME: &'static str = "step";
+
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        let p = ctx.partition().to_owned();
+        let jobs = client(&p);
+        if self.sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
+        }
+        let _: i64 = cmd(
+            &jobs,
+            redis::cmd("HINCRBY")
+                .arg(format!("{{{p}}}:step_runs"))
+                .arg(self.n)
+                .arg(1),
+        )
+        .await;
+        if self.fail {
+            return Err(format!("step {} failed on purpose", self.n).into());
+        }
+        ctx.set_result(&(self.n * 10))?;
+        Ok(())
+    }
+    fn max_attempts(&self) -> u32 {
+        1
+    }
+}
+
+/// A flow's parent: counts its runs in `{p}:parent_runs` (field tag) and stores what it saw
+/// of its children in `{p}:gathered:<tag>` as JSON `{"results": {id: n}, "failed": [[id,
+/// state, error]]}`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Gather {
+    pub tag: String,
+}
+
+impl Job for Gather {
+    const NAME: &'static str = "gather";
+
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        let p = ctx.partition().to_owned();
+        let jobs = client(&p);
+        let kids = ctx.children::<u64>().await?;
+        let seen = serde_json::json!({
+            "results": kids.results,
+            "failed": kids.failed.iter().map(|f| (f.id.clone(), f.state.as_str(), f.error.clone())).collect::<Vec<_>>(),
+        });
+        let _: () = cmd(
+            &jobs,
+            redis::cmd("SET")
+                .arg(format!("{{{p}}}:gathered:{}", self.tag))
+                .arg(seen.to_string()),
+        )
+        .await;
+        let _: i64 = cmd(
+            &jobs,
+            redis::cmd("HINCRBY")
+                .arg(format!("{{{p}}}:parent_runs"))
+                .arg(&self.tag)
+                .arg(1),
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// A batch's callback: counts its runs in `{p}:callback_runs` (field tag) and stores the
+/// batch's counts in `{p}:counts:<tag>` as `total succeeded failed`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Callback {
+    pub tag: String,
+}
+
+impl Job for Callback {
+    const NAME: &'static str = "callback";
+
+    async fn perform(self, ctx: JobContext) -> Result<(), JobError> {
+        let p = ctx.partition().to_owned();
+        let jobs = client(&p);
+        let c = ctx.batch().await?.ok_or("not a batch callback")?;
+        let _: () = cmd(
+            &jobs,
+            redis::cmd("SET")
+                .arg(format!("{{{p}}}:counts:{}", self.tag))
+                .arg(format!("{} {} {}", c.total, c.succeeded, c.failed)),
+        )
+        .await;
+        let _: i64 = cmd(
+            &jobs,
+            redis::cmd("HINCRBY")
+                .arg(format!("{{{p}}}:callback_runs"))
+                .arg(&self.tag)
+                .arg(1),
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// A registry with the flow and batch job types.
+pub fn flow_registry() -> wharf_job_partition::Registry {
+    wharf_job_partition::Registry::new()
+        .register::<Step>()
+        .register::<Gather>()
+        .register::<Callback>()
+}

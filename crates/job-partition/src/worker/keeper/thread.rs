@@ -72,6 +72,19 @@ pub(super) async fn run(shared: Arc<Shared>, config: crate::Config, stop: Cancel
             if now >= next_check {
                 next_check = now + t.reap_every;
                 let queues: Vec<(String, String)> = lock(&shared.queues).keys().cloned().collect();
+                let mut served: Vec<String> = queues.iter().map(|(p, _)| p.clone()).collect();
+                served.sort_unstable();
+                served.dedup();
+                for p in served {
+                    let what = format!("{p}\noutbox");
+                    if checks.begin(&what) {
+                        let (jobs, checks) = (jobs.clone(), Arc::clone(&checks));
+                        tokio::spawn(async move {
+                            drain_outbox(&jobs, &p, t.response_timeout).await;
+                            checks.end(&what);
+                        });
+                    }
+                }
                 for (p, q) in queues {
                     let what = format!("{p}\n{q}");
                     if checks.begin(&what) {
@@ -291,6 +304,36 @@ fn beat_failed(failures: &AtomicU32, error: &str) {
             failures = n + 1,
             "heartbeat failed; jobs whose lease cannot be renewed in time are stopped before it can expire"
         );
+    }
+}
+
+/// Forwards the outcomes of flow and batch members that their worker did not (it crashed
+/// between finishing the job and counting it, or Redis failed): see `client::flow`.
+async fn drain_outbox(jobs: &Jobs, partition: &str, timeout: Duration) {
+    // Entries younger than this are most likely being forwarded by their worker right now
+    // (forwarding twice is harmless, only wasted).
+    const YOUNG: Duration = Duration::from_millis(500);
+    #[cfg(feature = "test-util")]
+    if std::env::var_os(crate::testing::STALL_BEFORE_FORWARD).is_some() {
+        // A process playing one that dies between the two steps forwards nothing.
+        return;
+    }
+    match tokio::time::timeout(
+        timeout.saturating_mul(8),
+        jobs.drain_outbox(partition, YOUNG),
+    )
+    .await
+    {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(
+            partition,
+            members = n,
+            "counted flow and batch members their worker had not"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(partition, error = %e, "forwarding the outbox failed; will retry")
+        }
+        Err(_) => tracing::warn!(partition, "forwarding the outbox timed out; will retry"),
     }
 }
 
