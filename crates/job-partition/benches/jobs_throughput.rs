@@ -13,6 +13,16 @@
 //! `WHARF_JOBS_BENCH_WORKER_EXE` at another build of this bench: its worker processes are
 //! then used, with this build's producer. `WHARF_BENCH_BULLMQ=0` skips BullMQ.
 //!
+//! The Rust peer, apalis 1.0 with its Redis backend (`apalis` / `apalis-redis`), runs the
+//! same no-op jobs on the same Redis in the same rounds: `push_bulk` in chunks of 10,000
+//! while no worker runs (apalis has no pause), then 2 worker processes, each
+//! `WorkerBuilder::concurrency(50).parallelize(tokio::spawn)` (its README's idiom) with a
+//! fetch batch of 50 (wharf's claim batch; apalis' default is 10), told to start together
+//! once both are connected; done when its done set holds every job. apalis-redis 1.0.0
+//! cannot fetch a backlog of more than about 8,000 jobs (see `apalis_promote`), so the bench
+//! moves the pushed jobs to its active list itself before the workers start. `WHARF_BENCH_APALIS=0`
+//! skips it.
+//!
 //! BullMQ comes from `crates/job-partition/benches/bullmq/install.sh` (run automatically
 //! when missing; needs Node 20 and npm).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -65,6 +75,10 @@ fn main() {
         .unwrap();
     if let Ok(partition) = std::env::var("WHARF_JOBS_BENCH_WORKER") {
         rt.block_on(worker_process(partition));
+        return;
+    }
+    if let Ok(queue) = std::env::var("WHARF_JOBS_BENCH_APALIS_WORKER") {
+        rt.block_on(apalis_worker_process(queue));
         return;
     }
     rt.block_on(bench());
@@ -446,6 +460,157 @@ async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
     }
 }
 
+/// apalis' job: the same no-op, in its own type (apalis wants `Serialize + Deserialize`).
+#[derive(Serialize, Deserialize, Clone)]
+struct ApalisNoop {
+    n: u64,
+}
+
+async fn apalis_noop(_job: ApalisNoop) -> Result<(), apalis::prelude::BoxDynError> {
+    Ok(())
+}
+
+fn apalis_config(queue: &str) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(queue)
+        .batch_size(CONCURRENCY)
+}
+
+/// An apalis worker process: connects, says `ready`, waits for a line on stdin, then works
+/// the queue until killed (at most 10 min).
+async fn apalis_worker_process(queue: String) {
+    use apalis::prelude::*;
+    let url = std::env::var("WHARF_REDIS_URL").unwrap();
+    let conn = apalis_redis::connect(url).await.unwrap();
+    let storage =
+        apalis_redis::RedisStorage::<ApalisNoop>::new(conn).with_config(apalis_config(&queue));
+    println!("ready");
+    let mut line = String::new();
+    tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = WorkerBuilder::new(format!("bench-{}", std::process::id()))
+        .backend(storage)
+        .concurrency(CONCURRENCY)
+        .parallelize(tokio::spawn)
+        .build(apalis_noop);
+    match tokio::time::timeout(Duration::from_secs(600), worker.run()).await {
+        Ok(Ok(())) | Err(_) => {}
+        Ok(Err(e)) => eprintln!("apalis worker stopped: {e:?}"),
+    }
+}
+
+/// apalis-redis 1.0.0 pushes every job into its scheduled set (run at "now"), and its fetch
+/// script moves all due ones to the active list with one Lua `unpack`, which fails with
+/// "too many results to unpack" past about 8,000 ids: a backlog of 100,000 could never be
+/// fetched (the workers stop with that error). So the bench does that move itself before
+/// the workers start, in chunks, in the same order (by run time): the state apalis' own
+/// promotion would leave. Untimed.
+async fn apalis_promote(conn: &mut redis::aio::ConnectionManager, config: &apalis_redis::Config) {
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(config.scheduled_jobs_set())
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap();
+    for chunk in ids.chunks(1_000) {
+        let _: () = redis::cmd("RPUSH")
+            .arg(config.active_jobs_list())
+            .arg(chunk)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(config.scheduled_jobs_set())
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+async fn apalis_round(url: &str, n: u64, round: u64) -> Round {
+    use apalis::prelude::*;
+    use std::io::{BufRead, Write};
+    let queue = format!(
+        "apalis-bench-{round}-{:06x}",
+        rand::random::<u32>() & 0xff_ffff
+    );
+    let mut conn = apalis_redis::connect(url).await.unwrap();
+    let mut storage = apalis_redis::RedisStorage::<ApalisNoop>::new(conn.clone())
+        .with_config(apalis_config(&queue));
+    let done_set = storage.get_config().done_jobs_set();
+    let batch: Vec<ApalisNoop> = (0..n).map(|i| ApalisNoop { n: i }).collect();
+    let t0 = Instant::now();
+    for chunk in batch.chunks(10_000) {
+        storage.push_bulk(chunk.to_vec()).await.unwrap();
+    }
+    let enqueue = t0.elapsed();
+    apalis_promote(&mut conn, storage.get_config()).await;
+    let exe = std::env::current_exe().unwrap();
+    let mut workers: Vec<Server> = (0..2)
+        .map(|_| {
+            Server(
+                Command::new(&exe)
+                    .env("WHARF_JOBS_BENCH_APALIS_WORKER", &queue)
+                    .env("WHARF_REDIS_URL", url)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for w in &mut workers {
+        let out = w.0.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let t1 = Instant::now();
+    for w in &mut workers {
+        let stdin = w.0.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    loop {
+        let done: u64 = redis::cmd("SCARD")
+            .arg(&done_set)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if done >= n {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(600),
+            "apalis processing stalled: {done} of {n} done"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let process = t1.elapsed();
+    drop(workers);
+    // Its keys all start with the queue's name.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{queue}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for chunk in keys.chunks(100) {
+        let _: () = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    Round {
+        enqueue_per_s: n as f64 / enqueue.as_secs_f64(),
+        process_per_s: n as f64 / process.as_secs_f64(),
+    }
+}
+
 #[derive(Deserialize)]
 struct BullRound {
     enqueue_ms: f64,
@@ -510,7 +675,9 @@ async fn bench() {
     if !have_bullmq {
         eprintln!("BullMQ could not be installed (needs node 20 and npm): baselines left empty");
     }
+    let have_apalis = std::env::var("WHARF_BENCH_APALIS").map_or(true, |v| v != "0");
     let (mut oe, mut op, mut ok, mut be, mut bp) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut ae, mut ap) = (vec![], vec![]);
     for round in 0..rounds {
         let r = ours(&url, n, false, round).await;
         let k = ours(&url, n, true, round).await;
@@ -529,61 +696,109 @@ async fn bench() {
             be.push(b.enqueue_per_s);
             bp.push(b.process_per_s);
         }
+        if have_apalis {
+            let a = apalis_round(&url, n, round).await;
+            eprintln!(
+                "round {round}: apalis enqueue {:.0}/s, process {:.0}/s",
+                a.enqueue_per_s, a.process_per_s
+            );
+            ae.push(a.enqueue_per_s);
+            ap.push(a.process_per_s);
+        }
     }
     let version = bullmq_version();
     let label = format!("BullMQ {version} (Node {})", node_version());
+    let apalis_label = format!("apalis {APALIS_VERSION} + apalis-redis {APALIS_VERSION}");
     let params = serde_json::json!({
         "jobs": n, "rounds": rounds, "worker_processes": 2, "concurrency_per_process": CONCURRENCY,
         "execution_keys": KEYS, "bullmq_version": version,
         "bullmq_settings": "addBulk chunks of 1000, removeOnComplete 1000, 2 worker processes x concurrency 50",
+        "apalis_settings": "push_bulk chunks of 10000 with no worker running, 2 worker processes x concurrency(50).parallelize(tokio::spawn), batch_size 50, other Config defaults",
         "wharf_settings": "enqueue_bulk chunks of 10000, default retention (keep 1000 finished), 2 worker processes x concurrency 50, claim batch 50",
     });
-    // Without BullMQ the baseline is NaN, which the report writes as null (ratio too).
-    let row = |name: &str, ours: f64, base: f64, extra: &str| {
+    // Without a baseline it is NaN, which the report writes as null (ratio too).
+    let row = |name: &str, metric: &str, ours: f64, base: f64, label: &str, extra: &str| {
         let mut params = params.clone();
         if !extra.is_empty() {
             params["note"] = serde_json::Value::from(extra);
         }
         Entry {
             name: name.to_owned(),
-            metric: name.to_owned(),
+            metric: metric.to_owned(),
             unit: "jobs/s".to_owned(),
             higher_is_better: true,
             ours,
             baseline: base,
-            baseline_label: label.clone(),
+            baseline_label: label.to_owned(),
             params,
         }
         .to_json()
     };
     let (bq_e, bq_p) = (median(&be), median(&bp));
+    let (a_e, a_p) = (median(&ae), median(&ap));
     let rows = vec![
-        row("enqueue_jobs_per_second", median(&oe), bq_e, ""),
-        row("processing_jobs_per_second", median(&op), bq_p, ""),
         row(
+            "enqueue_jobs_per_second",
+            "enqueue_jobs_per_second",
+            median(&oe),
+            bq_e,
+            &label,
+            "",
+        ),
+        row(
+            "processing_jobs_per_second",
+            "processing_jobs_per_second",
+            median(&op),
+            bq_p,
+            &label,
+            "",
+        ),
+        row(
+            "processing_jobs_per_second_keyed",
             "processing_jobs_per_second_keyed",
             median(&ok),
             bq_p,
+            &label,
             "wharf with execution keys over 1,000 keys; baseline is BullMQ unkeyed (open-source BullMQ has no per-key serialization)",
+        ),
+        row(
+            "enqueue_jobs_per_second_vs_apalis",
+            "enqueue_jobs_per_second",
+            median(&oe),
+            a_e,
+            &apalis_label,
+            "",
+        ),
+        row(
+            "processing_jobs_per_second_vs_apalis",
+            "processing_jobs_per_second",
+            median(&op),
+            a_p,
+            &apalis_label,
+            "",
         ),
     ];
     println!(
-        "\n{:<36} {:>14} {:>14} {:>8}",
-        "metric", "wharf", "bullmq", "ratio"
+        "\n{:<40} {:>14} {:>14} {:>8}  baseline",
+        "row", "wharf", "baseline", "ratio"
     );
     for r in &rows {
         println!(
-            "{:<36} {:>14.0} {:>14.0} {:>8.2}",
+            "{:<40} {:>14.0} {:>14.0} {:>8.2}  {}",
             r["name"].as_str().unwrap_or(""),
             r["ours"].as_f64().unwrap_or(f64::NAN),
             r["baseline"].as_f64().unwrap_or(f64::NAN),
-            r["ratio"].as_f64().unwrap_or(f64::NAN)
+            r["ratio"].as_f64().unwrap_or(f64::NAN),
+            r["baseline_label"].as_str().unwrap_or("")
         );
     }
     if let Some(out) = bench::write_report(&rows).unwrap() {
         println!("wrote {}", out.display());
     }
 }
+
+/// The apalis and apalis-redis version the bench is built with (Cargo.toml pins it).
+const APALIS_VERSION: &str = "1.0.0";
 
 fn node_version() -> String {
     Command::new("node")
