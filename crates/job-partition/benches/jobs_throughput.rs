@@ -36,14 +36,14 @@ use serde::{Deserialize, Serialize};
 use wharf_job_partition::{Config, Job, JobContext, JobError, Jobs, Registry, Worker};
 use wharf_testkit::bench::{self, Entry, median};
 
-const CONCURRENCY: usize = 50;
+pub(crate) const CONCURRENCY: usize = 50;
 const KEYS: u64 = 1_000;
 
 #[derive(Serialize, Deserialize)]
-struct Noop {
-    n: u64,
+pub(crate) struct Noop {
+    pub(crate) n: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    key: Option<u64>,
+    pub(crate) key: Option<u64>,
 }
 
 impl Job for Noop {
@@ -56,7 +56,7 @@ impl Job for Noop {
     }
 }
 
-fn env_num(name: &str, default: u64) -> u64 {
+pub(crate) fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -277,7 +277,7 @@ async fn worker_process(partition: String) {
     w.shutdown().await;
 }
 
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -289,7 +289,7 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn start_redis() -> (Option<Server>, String) {
+pub(crate) fn start_redis() -> (Option<Server>, String) {
     if let Ok(url) = std::env::var(wharf_testkit::BrokerKind::Redis.override_var()) {
         return (None, url);
     }
@@ -470,6 +470,16 @@ async fn apalis_noop(_job: ApalisNoop) -> Result<(), apalis::prelude::BoxDynErro
     Ok(())
 }
 
+/// apalis' connection: `apalis_redis::connect` but with a 30 s response timeout (the
+/// default 500 ms times out a bulk push of 10,000 on a busy machine).
+async fn apalis_connect(url: &str) -> redis::aio::ConnectionManager {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    redis::aio::ConnectionManager::new_with_config(redis::Client::open(url).unwrap(), config)
+        .await
+        .unwrap()
+}
+
 fn apalis_config(queue: &str) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(queue)
@@ -481,7 +491,7 @@ fn apalis_config(queue: &str) -> apalis_redis::Config {
 async fn apalis_worker_process(queue: String) {
     use apalis::prelude::*;
     let url = std::env::var("WHARF_REDIS_URL").unwrap();
-    let conn = apalis_redis::connect(url).await.unwrap();
+    let conn = apalis_connect(&url).await;
     let storage =
         apalis_redis::RedisStorage::<ApalisNoop>::new(conn).with_config(apalis_config(&queue));
     println!("ready");
@@ -537,7 +547,7 @@ async fn apalis_round(url: &str, n: u64, round: u64) -> Round {
         "apalis-bench-{round}-{:06x}",
         rand::random::<u32>() & 0xff_ffff
     );
-    let mut conn = apalis_redis::connect(url).await.unwrap();
+    let mut conn = apalis_connect(url).await;
     let mut storage = apalis_redis::RedisStorage::<ApalisNoop>::new(conn.clone())
         .with_config(apalis_config(&queue));
     let done_set = storage.get_config().done_jobs_set();
@@ -617,13 +627,13 @@ struct BullRound {
     process_ms: f64,
 }
 
-fn bullmq_dir() -> PathBuf {
+pub(crate) fn bullmq_dir() -> PathBuf {
     std::env::var("WHARF_BULLMQ_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace_root().join(".wharf/node/bullmq-bench"))
 }
 
-fn ensure_bullmq() -> bool {
+pub(crate) fn ensure_bullmq() -> bool {
     let dir = bullmq_dir();
     if dir.join("node_modules/bullmq").exists() && dir.join("node_modules/ioredis").exists() {
         // Refresh the script in case it changed.
@@ -657,7 +667,7 @@ fn bullmq(url: &str, n: u64, round: u64) -> Option<Round> {
     })
 }
 
-fn bullmq_version() -> String {
+pub(crate) fn bullmq_version() -> String {
     let p = bullmq_dir().join("node_modules/bullmq/package.json");
     std::fs::read_to_string(p)
         .ok()
@@ -800,7 +810,7 @@ async fn bench() {
 /// The apalis and apalis-redis version the bench is built with (Cargo.toml pins it).
 const APALIS_VERSION: &str = "1.0.0";
 
-fn node_version() -> String {
+pub(crate) fn node_version() -> String {
     Command::new("node")
         .arg("--version")
         .output()
