@@ -13,6 +13,16 @@
 //! `WHARF_JOBS_BENCH_WORKER_EXE` at another build of this bench: its worker processes are
 //! then used, with this build's producer. `WHARF_BENCH_BULLMQ=0` skips BullMQ.
 //!
+//! The Rust peer, apalis 1.0 with its Redis backend (`apalis` / `apalis-redis`), runs the
+//! same no-op jobs on the same Redis in the same rounds: `push_bulk` in chunks of 10,000
+//! while no worker runs (apalis has no pause), then 2 worker processes, each
+//! `WorkerBuilder::concurrency(50).parallelize(tokio::spawn)` (its README's idiom) with a
+//! fetch batch of 50 (wharf's claim batch; apalis' default is 10), told to start together
+//! once both are connected; done when its done set holds every job. apalis-redis 1.0.0
+//! cannot fetch a backlog of more than about 8,000 jobs (see `apalis_promote`), so the bench
+//! moves the pushed jobs to its active list itself before the workers start. `WHARF_BENCH_APALIS=0`
+//! skips it.
+//!
 //! BullMQ comes from `crates/job-partition/benches/bullmq/install.sh` (run automatically
 //! when missing; needs Node 20 and npm).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,14 +36,14 @@ use serde::{Deserialize, Serialize};
 use wharf_job_partition::{Config, Job, JobContext, JobError, Jobs, Registry, Worker};
 use wharf_testkit::bench::{self, Entry, median};
 
-const CONCURRENCY: usize = 50;
+pub(crate) const CONCURRENCY: usize = 50;
 const KEYS: u64 = 1_000;
 
 #[derive(Serialize, Deserialize)]
-struct Noop {
-    n: u64,
+pub(crate) struct Noop {
+    pub(crate) n: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    key: Option<u64>,
+    pub(crate) key: Option<u64>,
 }
 
 impl Job for Noop {
@@ -46,7 +56,7 @@ impl Job for Noop {
     }
 }
 
-fn env_num(name: &str, default: u64) -> u64 {
+pub(crate) fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -65,6 +75,10 @@ fn main() {
         .unwrap();
     if let Ok(partition) = std::env::var("WHARF_JOBS_BENCH_WORKER") {
         rt.block_on(worker_process(partition));
+        return;
+    }
+    if let Ok(queue) = std::env::var("WHARF_JOBS_BENCH_APALIS_WORKER") {
+        rt.block_on(apalis_worker_process(queue));
         return;
     }
     rt.block_on(bench());
@@ -263,7 +277,7 @@ async fn worker_process(partition: String) {
     w.shutdown().await;
 }
 
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -275,7 +289,7 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn start_redis() -> (Option<Server>, String) {
+pub(crate) fn start_redis() -> (Option<Server>, String) {
     if let Ok(url) = std::env::var(wharf_testkit::BrokerKind::Redis.override_var()) {
         return (None, url);
     }
@@ -446,19 +460,180 @@ async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
     }
 }
 
+/// apalis' job: the same no-op, in its own type (apalis wants `Serialize + Deserialize`).
+#[derive(Serialize, Deserialize, Clone)]
+struct ApalisNoop {
+    n: u64,
+}
+
+async fn apalis_noop(_job: ApalisNoop) -> Result<(), apalis::prelude::BoxDynError> {
+    Ok(())
+}
+
+/// apalis' connection: `apalis_redis::connect` but with a 30 s response timeout (the
+/// default 500 ms times out a bulk push of 10,000 on a busy machine).
+async fn apalis_connect(url: &str) -> redis::aio::ConnectionManager {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    redis::aio::ConnectionManager::new_with_config(redis::Client::open(url).unwrap(), config)
+        .await
+        .unwrap()
+}
+
+fn apalis_config(queue: &str) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(queue)
+        .batch_size(CONCURRENCY)
+}
+
+/// An apalis worker process: connects, says `ready`, waits for a line on stdin, then works
+/// the queue until killed (at most 10 min).
+async fn apalis_worker_process(queue: String) {
+    use apalis::prelude::*;
+    let url = std::env::var("WHARF_REDIS_URL").unwrap();
+    let conn = apalis_connect(&url).await;
+    let storage =
+        apalis_redis::RedisStorage::<ApalisNoop>::new(conn).with_config(apalis_config(&queue));
+    println!("ready");
+    let mut line = String::new();
+    tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = WorkerBuilder::new(format!("bench-{}", std::process::id()))
+        .backend(storage)
+        .concurrency(CONCURRENCY)
+        .parallelize(tokio::spawn)
+        .build(apalis_noop);
+    match tokio::time::timeout(Duration::from_secs(600), worker.run()).await {
+        Ok(Ok(())) | Err(_) => {}
+        Ok(Err(e)) => eprintln!("apalis worker stopped: {e:?}"),
+    }
+}
+
+/// apalis-redis 1.0.0 pushes every job into its scheduled set (run at "now"), and its fetch
+/// script moves all due ones to the active list with one Lua `unpack`, which fails with
+/// "too many results to unpack" past about 8,000 ids: a backlog of 100,000 could never be
+/// fetched (the workers stop with that error). So the bench does that move itself before
+/// the workers start, in chunks, in the same order (by run time): the state apalis' own
+/// promotion would leave. Untimed.
+async fn apalis_promote(conn: &mut redis::aio::ConnectionManager, config: &apalis_redis::Config) {
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(config.scheduled_jobs_set())
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap();
+    for chunk in ids.chunks(1_000) {
+        let _: () = redis::cmd("RPUSH")
+            .arg(config.active_jobs_list())
+            .arg(chunk)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(config.scheduled_jobs_set())
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+async fn apalis_round(url: &str, n: u64, round: u64) -> Round {
+    use apalis::prelude::*;
+    use std::io::{BufRead, Write};
+    let queue = format!(
+        "apalis-bench-{round}-{:06x}",
+        rand::random::<u32>() & 0xff_ffff
+    );
+    let mut conn = apalis_connect(url).await;
+    let mut storage = apalis_redis::RedisStorage::<ApalisNoop>::new(conn.clone())
+        .with_config(apalis_config(&queue));
+    let done_set = storage.get_config().done_jobs_set();
+    let batch: Vec<ApalisNoop> = (0..n).map(|i| ApalisNoop { n: i }).collect();
+    let t0 = Instant::now();
+    for chunk in batch.chunks(10_000) {
+        storage.push_bulk(chunk.to_vec()).await.unwrap();
+    }
+    let enqueue = t0.elapsed();
+    apalis_promote(&mut conn, storage.get_config()).await;
+    let exe = std::env::current_exe().unwrap();
+    let mut workers: Vec<Server> = (0..2)
+        .map(|_| {
+            Server(
+                Command::new(&exe)
+                    .env("WHARF_JOBS_BENCH_APALIS_WORKER", &queue)
+                    .env("WHARF_REDIS_URL", url)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for w in &mut workers {
+        let out = w.0.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let t1 = Instant::now();
+    for w in &mut workers {
+        let stdin = w.0.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    loop {
+        let done: u64 = redis::cmd("SCARD")
+            .arg(&done_set)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if done >= n {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(600),
+            "apalis processing stalled: {done} of {n} done"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let process = t1.elapsed();
+    drop(workers);
+    // Its keys all start with the queue's name.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{queue}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for chunk in keys.chunks(100) {
+        let _: () = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    Round {
+        enqueue_per_s: n as f64 / enqueue.as_secs_f64(),
+        process_per_s: n as f64 / process.as_secs_f64(),
+    }
+}
+
 #[derive(Deserialize)]
 struct BullRound {
     enqueue_ms: f64,
     process_ms: f64,
 }
 
-fn bullmq_dir() -> PathBuf {
+pub(crate) fn bullmq_dir() -> PathBuf {
     std::env::var("WHARF_BULLMQ_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace_root().join(".wharf/node/bullmq-bench"))
 }
 
-fn ensure_bullmq() -> bool {
+pub(crate) fn ensure_bullmq() -> bool {
     let dir = bullmq_dir();
     if dir.join("node_modules/bullmq").exists() && dir.join("node_modules/ioredis").exists() {
         // Refresh the script in case it changed.
@@ -492,7 +667,7 @@ fn bullmq(url: &str, n: u64, round: u64) -> Option<Round> {
     })
 }
 
-fn bullmq_version() -> String {
+pub(crate) fn bullmq_version() -> String {
     let p = bullmq_dir().join("node_modules/bullmq/package.json");
     std::fs::read_to_string(p)
         .ok()
@@ -510,7 +685,9 @@ async fn bench() {
     if !have_bullmq {
         eprintln!("BullMQ could not be installed (needs node 20 and npm): baselines left empty");
     }
+    let have_apalis = std::env::var("WHARF_BENCH_APALIS").map_or(true, |v| v != "0");
     let (mut oe, mut op, mut ok, mut be, mut bp) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut ae, mut ap) = (vec![], vec![]);
     for round in 0..rounds {
         let r = ours(&url, n, false, round).await;
         let k = ours(&url, n, true, round).await;
@@ -529,55 +706,100 @@ async fn bench() {
             be.push(b.enqueue_per_s);
             bp.push(b.process_per_s);
         }
+        if have_apalis {
+            let a = apalis_round(&url, n, round).await;
+            eprintln!(
+                "round {round}: apalis enqueue {:.0}/s, process {:.0}/s",
+                a.enqueue_per_s, a.process_per_s
+            );
+            ae.push(a.enqueue_per_s);
+            ap.push(a.process_per_s);
+        }
     }
     let version = bullmq_version();
     let label = format!("BullMQ {version} (Node {})", node_version());
+    let apalis_label = format!("apalis {APALIS_VERSION} + apalis-redis {APALIS_VERSION}");
     let params = serde_json::json!({
         "jobs": n, "rounds": rounds, "worker_processes": 2, "concurrency_per_process": CONCURRENCY,
         "execution_keys": KEYS, "bullmq_version": version,
         "bullmq_settings": "addBulk chunks of 1000, removeOnComplete 1000, 2 worker processes x concurrency 50",
+        "apalis_settings": "push_bulk chunks of 10000 with no worker running, 2 worker processes x concurrency(50).parallelize(tokio::spawn), batch_size 50, other Config defaults",
         "wharf_settings": "enqueue_bulk chunks of 10000, default retention (keep 1000 finished), 2 worker processes x concurrency 50, claim batch 50",
     });
-    // Without BullMQ the baseline is NaN, which the report writes as null (ratio too).
-    let row = |name: &str, ours: f64, base: f64, extra: &str| {
+    // Without a baseline it is NaN, which the report writes as null (ratio too).
+    let row = |name: &str, metric: &str, ours: f64, base: f64, label: &str, extra: &str| {
         let mut params = params.clone();
         if !extra.is_empty() {
             params["note"] = serde_json::Value::from(extra);
         }
         Entry {
             name: name.to_owned(),
-            metric: name.to_owned(),
+            metric: metric.to_owned(),
             unit: "jobs/s".to_owned(),
             higher_is_better: true,
             ours,
             baseline: base,
-            baseline_label: label.clone(),
+            baseline_label: label.to_owned(),
             params,
         }
         .to_json()
     };
     let (bq_e, bq_p) = (median(&be), median(&bp));
+    let (a_e, a_p) = (median(&ae), median(&ap));
     let rows = vec![
-        row("enqueue_jobs_per_second", median(&oe), bq_e, ""),
-        row("processing_jobs_per_second", median(&op), bq_p, ""),
         row(
+            "enqueue_jobs_per_second",
+            "enqueue_jobs_per_second",
+            median(&oe),
+            bq_e,
+            &label,
+            "",
+        ),
+        row(
+            "processing_jobs_per_second",
+            "processing_jobs_per_second",
+            median(&op),
+            bq_p,
+            &label,
+            "",
+        ),
+        row(
+            "processing_jobs_per_second_keyed",
             "processing_jobs_per_second_keyed",
             median(&ok),
             bq_p,
+            &label,
             "wharf with execution keys over 1,000 keys; baseline is BullMQ unkeyed (open-source BullMQ has no per-key serialization)",
+        ),
+        row(
+            "enqueue_jobs_per_second_vs_apalis",
+            "enqueue_jobs_per_second",
+            median(&oe),
+            a_e,
+            &apalis_label,
+            "",
+        ),
+        row(
+            "processing_jobs_per_second_vs_apalis",
+            "processing_jobs_per_second",
+            median(&op),
+            a_p,
+            &apalis_label,
+            "",
         ),
     ];
     println!(
-        "\n{:<36} {:>14} {:>14} {:>8}",
-        "metric", "wharf", "bullmq", "ratio"
+        "\n{:<40} {:>14} {:>14} {:>8}  baseline",
+        "row", "wharf", "baseline", "ratio"
     );
     for r in &rows {
         println!(
-            "{:<36} {:>14.0} {:>14.0} {:>8.2}",
+            "{:<40} {:>14.0} {:>14.0} {:>8.2}  {}",
             r["name"].as_str().unwrap_or(""),
             r["ours"].as_f64().unwrap_or(f64::NAN),
             r["baseline"].as_f64().unwrap_or(f64::NAN),
-            r["ratio"].as_f64().unwrap_or(f64::NAN)
+            r["ratio"].as_f64().unwrap_or(f64::NAN),
+            r["baseline_label"].as_str().unwrap_or("")
         );
     }
     if let Some(out) = bench::write_report(&rows).unwrap() {
@@ -585,7 +807,10 @@ async fn bench() {
     }
 }
 
-fn node_version() -> String {
+/// The apalis and apalis-redis version the bench is built with (Cargo.toml pins it).
+const APALIS_VERSION: &str = "1.0.0";
+
+pub(crate) fn node_version() -> String {
     Command::new("node")
         .arg("--version")
         .output()

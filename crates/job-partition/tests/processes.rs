@@ -1,5 +1,6 @@
-//! Guarantees that must hold across worker PROCESSES: the global limit, cancelling a job
-//! running in another process, and `kill -9` of a worker in the middle of 5,000 jobs.
+//! Guarantees that must hold across worker PROCESSES: the global limit, a queue's rate limit,
+//! cancelling a job running in another process, and `kill -9` of a worker in the middle of
+//! 5,000 jobs.
 //!
 //! Worker processes are this test binary run again with `WHARF_JOBS_CHILD` set: it then
 //! runs only `child_worker`, which works the given partition until killed (at most 120 s).
@@ -12,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use wharf_job_partition::{CancelOutcome, JobState, Registry, Retention, Worker};
+use wharf_job_partition::{CancelOutcome, JobState, RateLimit, Registry, Retention, Worker};
 
 /// Not a test of its own: the body of a worker process (see the module docs), run with
 /// `--ignored` by the tests below.
@@ -372,4 +373,51 @@ async fn execution_key_order_holds_with_many_jobs_on_few_keys_across_two_process
             "key {key} out of order"
         );
     }
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_across_two_worker_processes() {
+    if std::env::var("WHARF_JOBS_CHILD").is_ok() {
+        return;
+    }
+    let jobs = jobs().await;
+    let p = partition("rate-procs");
+    register_client(&p, &jobs);
+    let (max, window) = (5, Duration::from_millis(500));
+    jobs.set_rate_limit(&p, "q", Some(RateLimit::new(max, window).unwrap()))
+        .await
+        .unwrap();
+    let batch: Vec<Record> = (0..40)
+        .map(|n| Record {
+            note_pid: true,
+            ..rec(n)
+        })
+        .collect();
+    let ids: Vec<String> = jobs
+        .enqueue_bulk(&p, "q", &batch)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id().to_owned())
+        .collect();
+    let _a = spawn_worker(&p, 4, 3000);
+    let _b = spawn_worker(&p, 4, 3000);
+    eventually("completed_total == 40", Duration::from_secs(60), || async {
+        jobs.counts(&p, "q").await.unwrap().completed_total == 40
+    })
+    .await
+    .unwrap();
+
+    // Both processes must have started some, or the limit was not shared.
+    let pids: Vec<u32> = cmd(&jobs, redis::cmd("SMEMBERS").arg(format!("{{{p}}}:pids"))).await;
+    assert_eq!(pids.len(), 2, "jobs ran in the processes {pids:?}");
+    let starts = started_at(&jobs, &p, &ids).await;
+    let most = max_per_window(starts, window.as_millis() as i64);
+    println!(
+        "rate limit {max}/{window:?}, 2 processes x 4 slots: most starts in any window {most}"
+    );
+    assert_eq!(
+        most, max as usize,
+        "the limit is reached and never passed across both processes"
+    );
 }

@@ -51,35 +51,6 @@ async fn enqueue(jobs: &Jobs, p: &str, group: Option<&str>, n: usize) -> Vec<Str
     ids
 }
 
-/// The most starts in any window of `window_ms` (start times in Redis ms).
-fn max_per_window(mut starts: Vec<i64>, window_ms: i64) -> usize {
-    starts.sort_unstable();
-    (0..starts.len())
-        .map(|i| {
-            starts[i..]
-                .iter()
-                .take_while(|&&s| s < starts[i] + window_ms)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-async fn started_at(jobs: &Jobs, p: &str, ids: &[String]) -> Vec<i64> {
-    let mut out = Vec::new();
-    for id in ids {
-        let s: String = cmd(
-            jobs,
-            redis::cmd("HGET")
-                .arg(format!("{{wharf:{p}}}:job:{id}"))
-                .arg("started_at"),
-        )
-        .await;
-        out.push(s.parse().unwrap());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn starts_per_window_never_exceed_the_limit_with_two_workers() {
     let p = partition("rate2w");

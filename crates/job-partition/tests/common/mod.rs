@@ -168,6 +168,36 @@ pub async fn cmd<T: redis::FromRedisValue>(jobs: &Jobs, c: &mut redis::Cmd) -> T
     redis::FromRedisValue::from_redis_value(v).unwrap()
 }
 
+/// The most starts in any window of `window_ms` (start times in Redis ms).
+pub fn max_per_window(mut starts: Vec<i64>, window_ms: i64) -> usize {
+    starts.sort_unstable();
+    (0..starts.len())
+        .map(|i| {
+            starts[i..]
+                .iter()
+                .take_while(|&&s| s < starts[i] + window_ms)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Each job's start time (`started_at`, the claim's Redis time in ms).
+pub async fn started_at(jobs: &Jobs, p: &str, ids: &[String]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for id in ids {
+        let s: String = cmd(
+            jobs,
+            redis::cmd("HGET")
+                .arg(format!("{{wharf:{p}}}:job:{id}"))
+                .arg("started_at"),
+        )
+        .await;
+        out.push(s.parse().unwrap());
+    }
+    out
+}
+
 /// Records its run: bumps `<p>:runs` field n, tracks how many run at once (`<p>:cur`,
 /// high-water mark `<p>:max`), optionally sleeps, fails the first `fail_times` attempts.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -182,6 +212,9 @@ pub struct Record {
     /// Count an abort in Redis too (`{p}:aborted`): for runs in another process.
     #[serde(default)]
     pub mark_abort: bool,
+    /// Add the running process's id to the set `{p}:pids` (which processes ran the jobs).
+    #[serde(default)]
+    pub note_pid: bool,
 }
 
 const ENTER: &str = "local c = redis.call('INCR', KEYS[1]) \
@@ -212,6 +245,15 @@ impl Job for Record {
                 .arg(1),
         )
         .await;
+        if self.note_pid {
+            let _: i64 = cmd(
+                &jobs,
+                redis::cmd("SADD")
+                    .arg(format!("{{{p}}}:pids"))
+                    .arg(std::process::id()),
+            )
+            .await;
+        }
         if self.sleep_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
         }
