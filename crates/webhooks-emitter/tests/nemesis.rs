@@ -155,7 +155,10 @@ async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> String {
     client
         .create_queue()
         .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, VISIBILITY_S.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY_S.to_string(),
+        )
         .send()
         .await
         .unwrap()
@@ -274,7 +277,11 @@ impl Reader {
         let mut last = (None, None);
         while empty_in_a_row < 2 && tokio::time::Instant::now() < deadline {
             let got = self.once(process).await;
-            let visible = if got == Some(0) { self.visible().await } else { None };
+            let visible = if got == Some(0) {
+                self.visible().await
+            } else {
+                None
+            };
             last = (got, visible);
             match (got, visible) {
                 (Some(0), Some(0)) => {
@@ -589,7 +596,8 @@ async fn sync_calls(
             let k = format!("{name}.s{n}");
             let timeout =
                 Duration::from_millis(rng.random_range(SYNC_TIMEOUT_MS.0..=SYNC_TIMEOUT_MS.1));
-            let (emitter, history, name) = (Arc::clone(&emitter), Arc::clone(&history), name.clone());
+            let (emitter, history, name) =
+                (Arc::clone(&emitter), Arc::clone(&history), name.clone());
             calls.push(async move {
                 let op = history.invoke(
                     &name,

@@ -351,16 +351,19 @@ pub fn check(events: &[Event], expect: &Expect) -> Outcome {
     }
     for k in hooks.keys() {
         if !emitted_keys.contains(k) {
-            v.push(format!("the failure hook reported {k}, which no call emitted"));
+            v.push(format!(
+                "the failure hook reported {k}, which no call emitted"
+            ));
         }
     }
 
     // Counters.
     let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
     for who in &expect.emitters {
-        let shutdown = order.iter().map(|op| &calls[op]).find(|c| {
-            c.invoke.f == "shutdown" && c.invoke.process == *who && c.done.is_some()
-        });
+        let shutdown = order
+            .iter()
+            .map(|op| &calls[op])
+            .find(|c| c.invoke.f == "shutdown" && c.invoke.process == *who && c.done.is_some());
         let Some(s) = shutdown.and_then(|c| c.done.as_ref()).map(|d| &d.value) else {
             v.push(format!("{who} has no final counters in the history"));
             continue;
@@ -384,10 +387,7 @@ pub fn check(events: &[Event], expect: &Expect) -> Outcome {
                  (buffered {buffered})"
             ));
         }
-        let (low, high) = (
-            t.hooks + t.sync_errors_not_in_sqs,
-            t.hooks + t.sync_errors,
-        );
+        let (low, high) = (t.hooks + t.sync_errors_not_in_sqs, t.hooks + t.sync_errors);
         if failed < low || failed > high {
             v.push(format!(
                 "{who} counts {failed} events failed; the history has {} hook call(s) and {} \
