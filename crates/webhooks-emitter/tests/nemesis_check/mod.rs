@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wharf_testkit::{Event, EventType};
+use wharf_webhooks_emitter::metrics as m;
 
 /// What the workload configured.
 #[derive(Debug, Clone)]
@@ -412,11 +413,11 @@ pub fn check(events: &[Event], expect: &Expect) -> Outcome {
         None => v.push("no metrics in the history".to_owned()),
         Some(d) => {
             for (name, metric) in [
-                ("emitted", "wharf_webhooks_emitted_total"),
-                ("sent", "wharf_webhooks_sent_total"),
-                ("failed", "wharf_webhooks_failed_total"),
-                ("retried", "wharf_webhooks_retried_total"),
-                ("requests", "wharf_webhooks_requests_total"),
+                ("emitted", m::EMITTED),
+                ("sent", m::SENT),
+                ("failed", m::FAILED),
+                ("retried", m::RETRIED),
+                ("requests", m::REQUESTS),
             ] {
                 let counted = sums.get(name).copied().unwrap_or(0);
                 let exported = d.value[metric].as_u64().unwrap_or(u64::MAX);
