@@ -317,7 +317,13 @@ impl Reader {
 
 // ---- the run ------------------------------------------------------------------------------
 
+/// One run at a time in this binary: the metrics recorder is shared, and its snapshot leaves
+/// out counters not updated since the previous snapshot, so two runs at once could hide one
+/// run's metrics from its own check (and two at once would also double the load on two cores).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn run_nemesis(seed: u64, run_for: Duration) {
+    let _one = ONE_AT_A_TIME.lock().await;
     eprintln!("webhooks-emitter nemesis: seed {seed}, {run_for:?}");
     let snap = snapshotter();
     let history = Arc::new(History::new("webhooks-emitter", seed));
