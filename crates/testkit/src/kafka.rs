@@ -46,6 +46,19 @@ impl Tansu {
         })
     }
 
+    /// Starts Tansu on another port advertising `proxy`'s address, and points `proxy` at it:
+    /// [`start_behind_proxy`](Self::start_behind_proxy) for a proxy the caller owns and
+    /// shares (a nemesis's [`Targets`](crate::nemesis::Targets) take an `Arc<FaultProxy>`).
+    /// Start the proxy with any upstream (`FaultProxy::start("127.0.0.1:0".parse()?)`):
+    /// connections made before this returns are closed at once.
+    pub fn start_behind(proxy: &FaultProxy) -> Result<Self> {
+        let tansu = Tansu {
+            instance: Instance::start(spec(Some(proxy.port())), None)?,
+        };
+        proxy.set_upstream(tansu.direct_addr());
+        Ok(tansu)
+    }
+
     /// The `bootstrap.servers` value, `127.0.0.1:PORT`: the proxy's when there is one.
     pub fn bootstrap_servers(&self) -> String {
         self.client_addr().to_string()
