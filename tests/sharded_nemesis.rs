@@ -1,9 +1,10 @@
 //! A nemesis run of wharf-sharded-consumer over Kafka: producers publish keyed, numbered
-//! messages to a Tansu broker, and a sharded consumer reads them through wharf-kafka-wrapper's
+//! messages to a durable Tansu broker, and a sharded consumer reads them through wharf-kafka-wrapper's
 //! `KafkaSource`, every connection going through one fault proxy, while
 //!
 //! - a seeded nemesis cuts, refuses, holds (silently, or one direction) and delays the link
-//!   (every proxy fault kind), and
+//!   (every proxy fault kind), pauses the broker (SIGSTOP) and kills it (SIGKILL), restarting
+//!   it on the same port with its data (Tansu storing in S3 on moto), and
 //! - the handler, for messages the same seed picked, misbehaves: it panics, fails (`Err`),
 //!   answers `Retry`, waits past the handler timeout (a hang, cut at its deadline), blocks its
 //!   thread past the deadline, or is slow; each for its first few attempts, some for more
@@ -45,7 +46,7 @@ use wharf_kafka_wrapper::{
     ProducerSpec, TopicSpec,
 };
 use wharf_sharded_consumer::{Handler, Incoming, Outcome, RetryPolicy, ShardKey, ShardedConsumer};
-use wharf_testkit::nemesis::{self, FaultKind, Plan, Targets};
+use wharf_testkit::nemesis::{self, FaultKind, Plan, Targets, Victim};
 use wharf_testkit::{FaultProxy, History, Tansu, eventually};
 
 use sharded_nemesis_check::Expect;
@@ -393,10 +394,12 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     let proxy = Arc::new(FaultProxy::start("127.0.0.1:1".parse().unwrap()).unwrap());
     let kafka = {
         let proxy = Arc::clone(&proxy);
-        tokio::task::spawn_blocking(move || Tansu::start_behind(&proxy))
-            .await
-            .unwrap()
-            .unwrap()
+        Arc::new(
+            tokio::task::spawn_blocking(move || Tansu::start_durable_behind(&proxy))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
     };
     let brokers = proxy.addr().to_string();
     let w = KafkaWrapper::start(config(&brokers)).await.unwrap();
@@ -412,10 +415,17 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
         .gap(Duration::from_millis(300), Duration::from_secs(2))
         .max_fault_time(run_for / 2)
         .latency(Duration::from_millis(20), Duration::from_millis(600))
-        .proxy_faults(0, &FaultKind::PROXY);
+        .proxy_faults(0, &FaultKind::PROXY)
+        .process_faults(
+            0,
+            &[FaultKind::Pause, FaultKind::Kill],
+            Duration::from_secs(3),
+        );
     let schedule = plan.schedule(seed);
     eprintln!("{schedule}");
-    let targets = Targets::new().proxy(Arc::clone(&proxy));
+    let targets = Targets::new()
+        .proxy(Arc::clone(&proxy))
+        .process(Arc::clone(&kafka) as Arc<dyn Victim>);
 
     // The consumer.
     let consumer = ShardedConsumer::builder(
