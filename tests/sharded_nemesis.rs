@@ -450,7 +450,10 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
         wharf_testkit::unique_name("sharded-nemesis-group"),
         [topic.clone()],
         KafkaHandler::per_message(|_| async { KafkaOutcome::Ack }),
-    );
+    )
+    // Many messages of one partition in flight at once: the sharded consumer, not the
+    // source, keeps each key's order (the default, 1, would serialise whole partitions).
+    .in_flight_per_partition(64);
     let source = RecordingSource {
         inner: w.add_source(spec, 256).unwrap(),
         history: Arc::clone(&history),
