@@ -278,6 +278,8 @@ struct Child {
     doomed: bool,
     /// Its supervisor is to start it again.
     pending: bool,
+    /// Started by the group restart still in progress.
+    in_round: bool,
 }
 
 fn check_generation(
@@ -333,12 +335,22 @@ fn check_generation(
         "rest_for_one" => other > failed,
         _ => false,
     };
-    let mut kids = vec![Child::default(); expect.children];
+    // The first start is like a group's restart: a child that dies before the others are
+    // started is seen once they are.
+    let mut kids = vec![
+        Child {
+            pending: true,
+            ..Child::default()
+        };
+        expect.children
+    ];
     // Set once the supervisor is known to be ending: shutdown begun, or intensity exceeded.
     let mut ending: Option<&'static str> = None;
     let mut may_escalate = false;
     // one_for_all / rest_for_one: the first child of the group waiting for its restart.
-    let mut group_from: Option<usize> = None;
+    let mut group_from: Option<usize> = Some(0);
+    // Exits of members during their group's restart, not yet seen by the supervisor.
+    let mut deferred: Vec<(u64, usize)> = Vec::new();
     let period = expect.period.as_nanos() as u64;
     let margin = MARGIN.as_nanos() as u64;
     let max = expect.max_restarts as usize;
@@ -370,12 +382,13 @@ fn check_generation(
     let mut notes: Vec<(u64, u64)> = Vec::new();
     // Counts a restart; decides whether the supervisor must, may or must not escalate now.
     let mut note = |t: u64,
+                    seen: u64,
                     who: usize,
                     ending: &mut Option<&'static str>,
                     may: &mut bool,
                     out: &mut Outcome,
                     v: &mut Vec<String>| {
-        let late = counted_by(t).saturating_add(margin);
+        let late = counted_by(t).max(seen).saturating_add(margin);
         notes.push((t, late));
         // Counted by the supervisor at some moment in [t, late] for this exit, [n, n_late]
         // for an earlier one: in the window for sure if even the widest gap is within the
@@ -452,9 +465,11 @@ fn check_generation(
                 kids[i].pending = true;
                 let inc = op.get("inc").as_u64().unwrap_or(0);
                 if inc > 0 && ending.is_none() {
-                    note(t, i, &mut ending, &mut may_escalate, out, v);
-                    // A group's restart that fails stops what it started of the group.
+                    note(t, t, i, &mut ending, &mut may_escalate, out, v);
+                    // A group's restart that fails stops what it started of the group,
+                    // members that had died meanwhile included: their exits are absorbed.
                     if strategy != "one_for_one" {
+                        deferred.clear();
                         let from = group_from.unwrap_or(i).min(i);
                         group_from = Some(from);
                         for k in kids.iter_mut().skip(from) {
@@ -469,9 +484,33 @@ fn check_generation(
             Ev::RunBegin => {
                 kids[i].starting = false;
                 kids[i].running = true;
-                // The group's restart is over once none of it waits or is starting.
-                if kids.iter().all(|k| !k.pending && !k.starting) {
+                kids[i].in_round = group_from.is_some();
+                // The group's restart is over once none of it waits or is starting (but the
+                // members that died during it, whose exits the supervisor sees next).
+                let over = kids.iter().enumerate().all(|(j, k)| {
+                    !k.starting && (!k.pending || deferred.iter().any(|&(_, d)| d == j))
+                });
+                if over && group_from.is_some() {
                     group_from = None;
+                    for k in kids.iter_mut() {
+                        k.in_round = false;
+                    }
+                    for (te, d) in std::mem::take(&mut deferred) {
+                        note(te, t, d, &mut ending, &mut may_escalate, out, v);
+                        if ending.is_some() {
+                            break;
+                        }
+                        let from = if strategy == "one_for_all" { 0 } else { d };
+                        group_from = Some(group_from.unwrap_or(from).min(from));
+                        for (j, other) in kids.iter_mut().enumerate() {
+                            if covered(d, j) {
+                                other.pending = true;
+                                if other.running || other.starting {
+                                    other.doomed = true;
+                                }
+                            }
+                        }
+                    }
                 }
             }
             Ev::RunEnd => {
@@ -499,7 +538,15 @@ fn check_generation(
                     continue;
                 }
                 k.pending = true;
-                note(t, i, &mut ending, &mut may_escalate, out, v);
+                // A member that dies while its group is being started again: the supervisor,
+                // busy starting the rest, sees the exit once the group's restart is over.
+                let in_restart = k.in_round && group_from.is_some();
+                k.in_round = false;
+                if in_restart {
+                    deferred.push((t, i));
+                    continue;
+                }
+                note(t, t, i, &mut ending, &mut may_escalate, out, v);
                 if ending.is_some() {
                     continue;
                 }
