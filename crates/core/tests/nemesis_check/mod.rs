@@ -264,6 +264,7 @@ fn check_calls<'a>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ev {
     StartBegin,
+    StartOk,
     StartFailed,
     RunBegin,
     RunEnd,
@@ -311,10 +312,13 @@ fn check_generation(
         match o.invoke.f.as_str() {
             "start" => {
                 evs.push((o.start(), Ev::StartBegin, o));
-                if let Some(d) = &o.done
-                    && d.kind != EventType::Ok
-                {
-                    evs.push((d.mono_ns, Ev::StartFailed, o));
+                if let Some(d) = &o.done {
+                    let ev = if d.kind == EventType::Ok {
+                        Ev::StartOk
+                    } else {
+                        Ev::StartFailed
+                    };
+                    evs.push((d.mono_ns, ev, o));
                 }
             }
             "run" => {
@@ -351,6 +355,8 @@ fn check_generation(
     let mut group_from: Option<usize> = Some(0);
     // Exits of members during their group's restart, not yet seen by the supervisor.
     let mut deferred: Vec<(u64, usize)> = Vec::new();
+    // A group's failed restart, counted once the members it started are stopped.
+    let mut fail_note: Option<(u64, usize)> = None;
     let period = expect.period.as_nanos() as u64;
     let margin = MARGIN.as_nanos() as u64;
     let max = expect.max_restarts as usize;
@@ -465,10 +471,14 @@ fn check_generation(
                 kids[i].pending = true;
                 let inc = op.get("inc").as_u64().unwrap_or(0);
                 if inc > 0 && ending.is_none() {
-                    note(t, t, i, &mut ending, &mut may_escalate, out, v);
+                    if strategy == "one_for_one" {
+                        note(t, t, i, &mut ending, &mut may_escalate, out, v);
+                    }
                     // A group's restart that fails stops what it started of the group,
-                    // members that had died meanwhile included: their exits are absorbed.
+                    // members that had died meanwhile included (their exits are absorbed),
+                    // and counts the failure once they are stopped.
                     if strategy != "one_for_one" {
+                        fail_note = Some((t, i));
                         deferred.clear();
                         let from = group_from.unwrap_or(i).min(i);
                         group_from = Some(from);
@@ -478,10 +488,17 @@ fn check_generation(
                             }
                             k.pending = true;
                         }
+                        if !kids.iter().any(|k| k.doomed && k.running) {
+                            fail_note = None;
+                            note(t, t, i, &mut ending, &mut may_escalate, out, v);
+                        }
                     }
                 }
             }
-            Ev::RunBegin => {
+            Ev::RunBegin => {}
+            // Started as its supervisor sees it: the setup answered (the run task may be
+            // polled a moment later).
+            Ev::StartOk => {
                 kids[i].starting = false;
                 kids[i].running = true;
                 kids[i].in_round = group_from.is_some();
@@ -516,9 +533,15 @@ fn check_generation(
             Ev::RunEnd => {
                 let exit = op.answer("exit").unwrap_or("?");
                 *out.exits.entry(exit.to_owned()).or_default() += 1;
+                let was_doomed = std::mem::take(&mut kids[i].doomed);
+                kids[i].running = false;
+                if let Some((tf, fi)) = fail_note
+                    && !kids.iter().any(|k| k.doomed && k.running)
+                {
+                    fail_note = None;
+                    note(tf, t, fi, &mut ending, &mut may_escalate, out, v);
+                }
                 let k = &mut kids[i];
-                let was_doomed = std::mem::take(&mut k.doomed);
-                k.running = false;
                 let stopped = matches!(exit, "cancelled" | "aborted");
                 if was_doomed || ending.is_some() {
                     k.pending = true;
