@@ -465,9 +465,12 @@ fn check_generation(
                 }
                 kids[i].starting = true;
                 kids[i].pending = false;
+                // A new incarnation: what doomed the last one is over.
+                kids[i].doomed = false;
             }
             Ev::StartFailed => {
                 kids[i].starting = false;
+                kids[i].doomed = false;
                 kids[i].pending = true;
                 let inc = op.get("inc").as_u64().unwrap_or(0);
                 if inc > 0 && ending.is_none() {
@@ -512,7 +515,13 @@ fn check_generation(
                     for k in kids.iter_mut() {
                         k.in_round = false;
                     }
+                    let mut applied: Vec<usize> = Vec::new();
                     for (te, d) in std::mem::take(&mut deferred) {
+                        // Stopping the group of an earlier one finds this exit: absorbed.
+                        if applied.iter().any(|&a| covered(a, d)) {
+                            continue;
+                        }
+                        applied.push(d);
                         note(te, t, d, &mut ending, &mut may_escalate, out, v);
                         if ending.is_some() {
                             break;
