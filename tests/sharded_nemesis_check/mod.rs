@@ -52,6 +52,9 @@ pub struct Outcome {
     pub dead_lettered: usize,
     pub redelivered: usize,
     pub max_overlap_ms: f64,
+    /// Produces Kafka acknowledged at offset -1 (librdkafka's answer when the broker calls a
+    /// retried batch a duplicate) that no delivery ever carried: not the consumer's to lose.
+    pub acked_without_offset_never_delivered: Vec<u64>,
 }
 
 impl Outcome {
@@ -59,7 +62,8 @@ impl Outcome {
         format!(
             "checker: {} operations {:?}; {} faults {:?}; user-code faults {:?}; {} produces \
              acknowledged; handler calls ended {:?}; deliveries settled {:?} ({} redeliveries); \
-             {} dead-lettered; largest overlap of one key's calls {:.1} ms; {} violation(s)",
+             {} dead-lettered; largest overlap of one key's calls {:.1} ms; acknowledged by Kafka \
+             at offset -1 and never delivered: {:?}; {} violation(s)",
             self.operations,
             self.by_op,
             self.faults,
@@ -71,6 +75,7 @@ impl Outcome {
             self.redelivered,
             self.dead_lettered,
             self.max_overlap_ms,
+            self.acked_without_offset_never_delivered,
             self.violations.len()
         )
     }
@@ -177,10 +182,18 @@ pub fn unsettled(events: &[Event]) -> Vec<u64> {
     ops.get("produce")
         .into_iter()
         .flatten()
-        .filter(|p| p.kind() == Some(EventType::Ok))
+        .filter(|p| p.kind() == Some(EventType::Ok) && !without_offset(p))
         .filter_map(Op::n)
         .filter(|n| !done.contains(n))
         .collect()
+}
+
+/// Kafka acknowledged it at offset -1: librdkafka's success for a retried batch the broker
+/// called a duplicate, whose offset it does not know.
+fn without_offset(produce: &Op) -> bool {
+    produce
+        .answer("receipt")
+        .is_some_and(|r| r.ends_with("@-1"))
 }
 
 /// Messages (by n) a delivery of which was acknowledged at the source after an `Ack` answer
@@ -521,8 +534,15 @@ fn check_order_and_loss(
     }
 
     let done = done_messages(ops);
+    let delivered: std::collections::HashSet<u64> = deliveries.iter().filter_map(Op::n).collect();
     for p in produces.iter().filter(|p| p.kind() == Some(EventType::Ok)) {
         let n = p.n().unwrap_or(0);
+        if !done.contains(&n) && without_offset(p) {
+            if !delivered.contains(&n) {
+                out.acked_without_offset_never_delivered.push(n);
+                continue;
+            }
+        }
         if !done.contains(&n) {
             v.push(format!(
                 "lost: n {n} ({} seq {}) was acknowledged by Kafka ({}) but never handled and \
