@@ -537,11 +537,9 @@ fn check_order_and_loss(
     let delivered: std::collections::HashSet<u64> = deliveries.iter().filter_map(Op::n).collect();
     for p in produces.iter().filter(|p| p.kind() == Some(EventType::Ok)) {
         let n = p.n().unwrap_or(0);
-        if !done.contains(&n) && without_offset(p) {
-            if !delivered.contains(&n) {
-                out.acked_without_offset_never_delivered.push(n);
-                continue;
-            }
+        if !done.contains(&n) && without_offset(p) && !delivered.contains(&n) {
+            out.acked_without_offset_never_delivered.push(n);
+            continue;
         }
         if !done.contains(&n) {
             v.push(format!(
