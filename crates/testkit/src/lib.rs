@@ -90,8 +90,12 @@
 //!
 //! # Broker quirks worth knowing
 //!
-//! - **Tansu** (Kafka) keeps topics in memory: a restart loses them, so test connection loss
-//!   with [`Tansu::start_behind_proxy`] and the proxy. Clients connect to the *advertised*
+//! - **Tansu** (Kafka) keeps topics in memory by default: a restart loses them, so test
+//!   connection loss with [`Tansu::start_behind_proxy`] and the proxy. A durable one
+//!   ([`Tansu::start_durable`], [`Tansu::start_durable_behind_proxy`]) stores them in an S3
+//!   bucket on a moto server of its own instead, and serves every record, topic and committed
+//!   offset after kill -9 and a restart on the same port (a nemesis
+//!   [`Victim`](nemesis::Victim), as every Tansu is). Clients connect to the *advertised*
 //!   address they learn from metadata, which is why that constructor makes Tansu advertise
 //!   the proxy's port. It is ready within milliseconds, but a consumer group's first join
 //!   waits for the session timeout's initial delay: set `session.timeout.ms=6000` in tests

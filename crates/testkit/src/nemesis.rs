@@ -52,6 +52,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::history::History;
+use crate::kafka::Tansu;
 use crate::proxy::{Direction, FaultProxy};
 use crate::redis::RedisServer;
 use crate::spawner;
@@ -375,6 +376,23 @@ impl Victim for RedisServer {
     }
     fn restart(&self) -> Result<()> {
         RedisServer::restart(self)
+    }
+}
+
+/// Tansu: paused, killed and restarted on the same port (and behind the same proxy). Only a
+/// durable one ([`Tansu::start_durable`]) keeps its topics and offsets across a kill.
+impl Victim for Tansu {
+    fn name(&self) -> String {
+        format!("tansu:{}", self.port())
+    }
+    fn pid(&self) -> Option<u32> {
+        Tansu::pid(self)
+    }
+    fn kill(&self) -> Result<()> {
+        Tansu::kill(self)
+    }
+    fn restart(&self) -> Result<()> {
+        Tansu::restart(self)
     }
 }
 

@@ -66,7 +66,7 @@ pub(crate) fn spec(advertised: Option<u16>) -> Result<Spec> {
     })
 }
 
-fn moto_spec() -> Spec {
+pub(crate) fn moto_spec() -> Spec {
     Spec {
         binary: SqsServer::Moto.binary(),
         probe: Probe::Http,

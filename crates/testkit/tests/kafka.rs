@@ -172,3 +172,120 @@ async fn an_owned_tansu_comes_back_on_the_same_address_after_a_kill_but_empty() 
     create_topic(&brokers, &topic).await;
     produce(&brokers, &topic).await;
 }
+
+/// Produces `n` messages `{prefix}-{i}` with acks=all, each acknowledged before the next.
+async fn produce_named(brokers: &str, topic: &str, prefix: &str, n: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("message.timeout.ms", "15000")
+        .create()
+        .unwrap();
+    for i in 0..n {
+        let payload = format!("{prefix}-{i}");
+        producer
+            .send(
+                FutureRecord::to(topic).key(&payload).payload(&payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+/// Every payload of the topic, read from the start by a fresh group, once `want` distinct
+/// ones are seen (45 s at most).
+async fn read_distinct(brokers: &str, topic: &str, want: usize) -> BTreeSet<String> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = BTreeSet::new();
+    let all = async {
+        while seen.len() < want {
+            let message = consumer.recv().await.unwrap();
+            seen.insert(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(45), all)
+        .await
+        .unwrap_or_else(|_| panic!("read only {} of {want} within 45 s", seen.len()));
+    seen
+}
+
+#[tokio::test]
+async fn a_durable_tansu_serves_its_records_and_committed_offsets_after_kill_and_restart() {
+    use rdkafka::TopicPartitionList;
+    use rdkafka::consumer::CommitMode;
+    use wharf_testkit::nemesis::Victim;
+
+    let kafka = Tansu::start_durable_behind_proxy().unwrap();
+    assert!(kafka.is_durable());
+    let brokers = kafka.bootstrap_servers();
+    let topic = unique_name("durable");
+    create_topic(&brokers, &topic).await;
+    produce_named(&brokers, &topic, "before", MESSAGES).await;
+
+    // A group commits offset 7 on partition 0.
+    let group = unique_name("durable-group");
+    let committer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&topic, 0, rdkafka::Offset::Offset(7))
+        .unwrap();
+    let committer = tokio::task::spawn_blocking(move || {
+        committer.commit(&offsets, CommitMode::Sync).unwrap();
+        committer
+    })
+    .await
+    .unwrap();
+    drop(committer);
+
+    // The nemesis's kill: SIGKILL, then a restart on the same port with the same store.
+    let pid = kafka.pid().unwrap();
+    let victim: &dyn Victim = &kafka;
+    victim.kill().unwrap();
+    assert!(!kafka.is_running());
+    victim.restart().unwrap();
+    assert_ne!(kafka.pid(), Some(pid));
+    assert_eq!(kafka.bootstrap_servers(), brokers);
+
+    // Every record from before the kill, and the new ones after it at later offsets.
+    produce_named(&brokers, &topic, "after", MESSAGES).await;
+    let seen = read_distinct(&brokers, &topic, 2 * MESSAGES).await;
+    let mut want: BTreeSet<String> = (0..MESSAGES).map(|i| format!("before-{i}")).collect();
+    want.extend((0..MESSAGES).map(|i| format!("after-{i}")));
+    assert_eq!(seen, want, "log tail:\n{}", kafka.log_tail());
+
+    // And the group's committed offset.
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(&topic, 0);
+    let committed = tokio::task::spawn_blocking(move || {
+        reader
+            .committed_offsets(wanted, Duration::from_secs(10))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        committed.find_partition(&topic, 0).unwrap().offset(),
+        rdkafka::Offset::Offset(7)
+    );
+}
