@@ -105,7 +105,10 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
             &group,
             [topic.clone()],
             recording_handler(name, &history, &done, seed),
-        ))
+        )
+        // Stored offsets are committed often, so that a commit made while a record is
+        // in flight is likely, and the sampler may see it before the handler returns.
+        .set("auto.commit.interval.ms", "200"))
         .unwrap();
         consumers.push(w);
     }
@@ -287,7 +290,8 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
 }
 
 /// A handler that records each call (invoke when it starts, ok when it is about to answer
-/// `Ack`), sleeping a few milliseconds between, sometimes longer.
+/// `Ack`), sleeping a few milliseconds between; 1 in 20 calls take 0.5 to 1.5 s, so that
+/// commits, rebuilds and rebalances find records in flight.
 fn recording_handler(
     name: &'static str,
     history: &Arc<History>,
@@ -310,8 +314,8 @@ fn recording_handler(
         );
         let sleep = {
             let mut rng = rng.lock().unwrap();
-            if rng.random_ratio(1, 100) {
-                Duration::from_millis(rng.random_range(200..1000))
+            if rng.random_ratio(1, 20) {
+                Duration::from_millis(rng.random_range(500..1500))
             } else {
                 Duration::from_millis(rng.random_range(0..5))
             }

@@ -238,7 +238,7 @@ pub fn check(events: &[Event], observed: &Observed) -> Outcome {
     // them was first handled (u64::MAX once one was never handled), with the first such.
     struct Prefix {
         offsets: Vec<i64>,
-        latest: Vec<u64>,
+        latest: Vec<(u64, i64)>,
         first_unhandled: Vec<Option<i64>>,
     }
     let mut prefixes: BTreeMap<i32, Prefix> = BTreeMap::new();
@@ -248,15 +248,15 @@ pub fn check(events: &[Event], observed: &Observed) -> Outcome {
             latest: Vec::new(),
             first_unhandled: Vec::new(),
         };
-        let (mut latest, mut unhandled) = (0u64, None);
+        let (mut latest, mut unhandled) = ((0u64, -1i64), None);
         for (o, payload) in records {
             if payload == "marker" {
                 continue; // produced after the run, for the fresh member only
             }
             match handled_at.get(&(*p, *o)) {
-                Some(t) => latest = latest.max(*t),
+                Some(t) => latest = latest.max((*t, *o)),
                 None => {
-                    latest = u64::MAX;
+                    latest = (u64::MAX, *o);
                     unhandled = unhandled.or(Some(*o));
                 }
             }
@@ -268,7 +268,7 @@ pub fn check(events: &[Event], observed: &Observed) -> Outcome {
     }
     // The latest first-handling among the records of `p` below `c`, with the first unhandled
     // one of them if any.
-    let below = |p: i32, c: i64| -> Option<(u64, Option<i64>)> {
+    let below = |p: i32, c: i64| -> Option<((u64, i64), Option<i64>)> {
         let prefix = prefixes.get(&p)?;
         let n = prefix.offsets.partition_point(|o| *o < c);
         (n > 0).then(|| (prefix.latest[n - 1], prefix.first_unhandled[n - 1]))
@@ -287,12 +287,15 @@ pub fn check(events: &[Event], observed: &Observed) -> Outcome {
             let (Ok(p), Some(c)) = (p.parse::<i32>(), c.as_i64()) else {
                 continue;
             };
-            if let Some((latest, unhandled)) = below(p, c)
+            if let Some(((latest, at), unhandled)) = below(p, c)
                 && latest > e.mono_ns
             {
                 let what = match unhandled {
                     Some(o) => format!("offset {o}, never handled"),
-                    None => "a record handled only after the commit was read".to_owned(),
+                    None => format!(
+                        "offset {at}, whose handler returned only {:.1} ms after the commit was read",
+                        (latest - e.mono_ns) as f64 / 1e6
+                    ),
                 };
                 v.push(format!(
                     "committed offset {c} of partition {p} (read at {} µs) passes {what}",
