@@ -100,15 +100,17 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     let mut consumers = Vec::new();
     for name in CONSUMERS {
         let w = KafkaWrapper::start(config(&brokers)).await.unwrap();
-        w.add_consumer(ConsumerSpec::group(
-            name,
-            &group,
-            [topic.clone()],
-            recording_handler(name, &history, &done, seed),
+        w.add_consumer(
+            ConsumerSpec::group(
+                name,
+                &group,
+                [topic.clone()],
+                recording_handler(name, &history, &done, seed),
+            )
+            // Stored offsets are committed often, so that a commit made while a record is
+            // in flight is likely, and the sampler may see it before the handler returns.
+            .set("auto.commit.interval.ms", "200"),
         )
-        // Stored offsets are committed often, so that a commit made while a record is
-        // in flight is likely, and the sampler may see it before the handler returns.
-        .set("auto.commit.interval.ms", "200"))
         .unwrap();
         consumers.push(w);
     }
@@ -205,7 +207,10 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     // After the run: the group's final committed offsets, the topic's contents, and where a
     // fresh member of the group starts (each partition gets a marker record, so that it has
     // something to deliver even when everything before was committed).
-    let direct = KafkaWrapper::start(config(&brokers)).await.unwrap();
+    // Reading a long partition back from Tansu's S3 store takes seconds: a longer timeout.
+    let direct = KafkaWrapper::start(config(&brokers).request_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap();
     let reader = {
         let (brokers, group) = (brokers.clone(), group.clone());
         tokio::task::spawn_blocking(move || committed_reader(&brokers, &group))
@@ -236,14 +241,27 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     };
     let mut log = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let records = direct
-            .admin()
-            .fetch_range(&topic, p, 0, i64::MAX, Duration::from_secs(30))
-            .await
-            .unwrap();
+        let mut tries = 0;
+        let records = loop {
+            tries += 1;
+            match direct
+                .admin()
+                .fetch_range(&topic, p, 0, i64::MAX, Duration::from_secs(120))
+                .await
+            {
+                Ok(records) => break records,
+                Err(e) if tries < 3 => eprintln!("reading partition {p} back failed ({e}); again"),
+                Err(e) => panic!("reading partition {p} back failed 3 times: {e}"),
+            }
+        };
         let by_offset: BTreeMap<i64, String> = records
             .iter()
-            .map(|m| (m.offset(), String::from_utf8_lossy(m.payload()).into_owned()))
+            .map(|m| {
+                (
+                    m.offset(),
+                    String::from_utf8_lossy(m.payload()).into_owned(),
+                )
+            })
             .collect();
         log.insert(p, by_offset);
     }

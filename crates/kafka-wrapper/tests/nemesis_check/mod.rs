@@ -195,7 +195,10 @@ pub fn check(events: &[Event], observed: &Observed) -> Outcome {
     let mut stored_at: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
     for (p, records) in &observed.log {
         for (o, payload) in records {
-            stored_at.entry(payload.as_str()).or_default().push((*p, *o));
+            stored_at
+                .entry(payload.as_str())
+                .or_default()
+                .push((*p, *o));
         }
     }
     out.duplicates = stored_at
