@@ -239,32 +239,12 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
             .await
             .unwrap()
     };
-    let mut log = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let mut tries = 0;
-        let records = loop {
-            tries += 1;
-            match direct
-                .admin()
-                .fetch_range(&topic, p, 0, i64::MAX, Duration::from_secs(120))
-                .await
-            {
-                Ok(records) => break records,
-                Err(e) if tries < 3 => eprintln!("reading partition {p} back failed ({e}); again"),
-                Err(e) => panic!("reading partition {p} back failed 3 times: {e}"),
-            }
-        };
-        let by_offset: BTreeMap<i64, String> = records
-            .iter()
-            .map(|m| {
-                (
-                    m.offset(),
-                    String::from_utf8_lossy(m.payload()).into_owned(),
-                )
-            })
-            .collect();
-        log.insert(p, by_offset);
-    }
+    let log = {
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || read_log(&brokers, &topic))
+            .await
+            .unwrap()
+    };
     direct.shutdown().await.unwrap();
 
     let path = history.write().unwrap();
@@ -466,4 +446,42 @@ fn fresh_member_starts(brokers: &str, group: &str, topic: &str) -> BTreeMap<i32,
         }
     }
     first
+}
+
+/// Every record of the topic, partition -> offset -> payload, read from the start of each
+/// partition up to its marker (the last record of each: produced after the run). Not by the
+/// high watermark, which Tansu under-reports after batched produces. 300 s at most.
+fn read_log(brokers: &str, topic: &str) -> BTreeMap<i32, BTreeMap<i64, String>> {
+    use rdkafka::Message as _;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique_name("nemesis-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a client to read the topic back");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut log: BTreeMap<i32, BTreeMap<i64, String>> = BTreeMap::new();
+    let mut markers = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while markers.len() < PARTITIONS as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic was not read back to its markers within 300 s (markers seen in {markers:?})"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            if payload == "marker" {
+                markers.insert(m.partition());
+            }
+            log.entry(m.partition())
+                .or_default()
+                .insert(m.offset(), payload);
+        }
+    }
+    log
 }
