@@ -47,7 +47,7 @@ use wharf_kafka_wrapper::{
 };
 use wharf_sharded_consumer::{Handler, Incoming, Outcome, RetryPolicy, ShardKey, ShardedConsumer};
 use wharf_testkit::nemesis::{self, FaultKind, Plan, Targets, Victim};
-use wharf_testkit::{FaultProxy, History, Tansu, eventually};
+use wharf_testkit::{History, Tansu, eventually};
 
 use sharded_nemesis_check::Expect;
 
@@ -395,16 +395,13 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
         .try_init();
     quiet_planned_panics();
     eprintln!("sharded-consumer nemesis: seed {seed}, {run_for:?}");
-    let proxy = Arc::new(FaultProxy::start("127.0.0.1:1".parse().unwrap()).unwrap());
-    let kafka = {
-        let proxy = Arc::clone(&proxy);
-        Arc::new(
-            tokio::task::spawn_blocking(move || Tansu::start_durable_behind(&proxy))
-                .await
-                .unwrap()
-                .unwrap(),
-        )
-    };
+    let kafka = Arc::new(
+        tokio::task::spawn_blocking(Tansu::start_durable_behind_proxy)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let proxy = kafka.proxy_handle().unwrap();
     let brokers = proxy.addr().to_string();
     let w = KafkaWrapper::start(config(&brokers)).await.unwrap();
     let topic = wharf_testkit::unique_name("sharded-nemesis");

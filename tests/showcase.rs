@@ -375,6 +375,7 @@ fn with_chaos_every_fault_recovers_and_nothing_is_lost() {
     assert_eq!(code, Some(0), "{output}");
     for fault in [
         "Kafka connection cut",
+        "Kafka broker killed and restarted",
         "Pulsar broker killed and restarted",
         "SQS unreachable",
         "job worker worker-b killed",

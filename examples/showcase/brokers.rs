@@ -27,10 +27,13 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub(crate) async fn start_brokers(args: &Args) -> Result<Brokers, BoxError> {
     // Started in parallel; each is None when an address was given.
-    let tansu = args
-        .kafka
-        .is_none()
-        .then(|| blocking(wharf_testkit::Tansu::start_behind_proxy));
+    // With --chaos the broker is killed and restarted: it keeps its data in S3 (on moto).
+    let start_tansu: fn() -> wharf_testkit::Result<wharf_testkit::Tansu> = if args.chaos {
+        wharf_testkit::Tansu::start_durable_behind_proxy
+    } else {
+        wharf_testkit::Tansu::start_behind_proxy
+    };
+    let tansu = args.kafka.is_none().then(|| blocking(start_tansu));
     let pulsar = args
         .pulsar
         .is_none()

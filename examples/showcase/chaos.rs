@@ -1,5 +1,6 @@
-//! `--chaos`: the faults injected during the load (Kafka cut, Pulsar broker restart, SQS
-//! unreachable, a job worker killed) and how long each stage took to recover.
+//! `--chaos`: the faults injected during the load (Kafka cut, Kafka broker killed and
+//! restarted, Pulsar broker restart, SQS unreachable, a job worker killed) and how long each
+//! stage took to recover.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,7 +135,41 @@ impl Chaos {
             println!("  chaos: Pulsar fault skipped (an external Pulsar was given)");
         }
 
-        // 3. SQS: unreachable (connections cut and refused) for a while.
+        // 3. Kafka again: the broker is killed (SIGKILL) and restarted on the same port, with
+        //    its data (a durable Tansu: topics, records and committed offsets in S3).
+        self.wait_until(0.45).await;
+        match self.tansu.clone().filter(|t| t.is_durable()) {
+            Some(broker) => {
+                let at = self.now();
+                println!(
+                    "  chaos: killing the Kafka broker, restarting it after {:.1} s",
+                    outage.as_secs_f64()
+                );
+                let restarted = tokio::task::spawn_blocking(move || {
+                    broker.kill()?;
+                    std::thread::sleep(outage);
+                    broker.restart()
+                })
+                .await;
+                let ok = matches!(restarted, Ok(Ok(())));
+                let down_for = self.now() - at;
+                let recovered = progress_after(|| get(&c.consumed), limit).await;
+                self.report(FaultReport {
+                    what: "Kafka broker killed and restarted".into(),
+                    at,
+                    outage: down_for,
+                    recovered,
+                    note: if ok {
+                        "orders consumed again".into()
+                    } else {
+                        format!("restart failed: {restarted:?}")
+                    },
+                });
+            }
+            None => println!("  chaos: Kafka broker kill skipped (an external Kafka was given)"),
+        }
+
+        // 4. SQS: unreachable (connections cut and refused) for a while.
         self.wait_until(0.55).await;
         if let Some(proxy) = self.moto.as_ref().and_then(|m| m.proxy()) {
             let at = self.now();
@@ -154,7 +189,7 @@ impl Chaos {
             println!("  chaos: SQS fault skipped (an external SQS was given)");
         }
 
-        // 4. A job worker dies: its running jobs are aborted, its supervisor restarts it.
+        // 5. A job worker dies: its running jobs are aborted, its supervisor restarts it.
         self.wait_until(0.75).await;
         let at = self.now();
         let starts = get(&c.worker_b_starts);

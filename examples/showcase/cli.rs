@@ -18,9 +18,10 @@ OPTIONS:
   --duration SECS    how long the load generator runs (default 30)
   --rate N           orders per second (default 50)
   --customers N      distinct customers, the sharding and execution key (default 50)
-  --chaos            during the run: cut the Kafka connection, restart the Pulsar broker,
-                     make SQS unreachable for a while, kill a job worker; the summary shows
-                     each fault and its recovery time
+  --chaos            during the run: cut the Kafka connection, kill and restart the Kafka
+                     broker (Tansu keeps its data in S3 on moto then), restart the Pulsar
+                     broker, make SQS unreachable for a while, kill a job worker; the
+                     summary shows each fault and its recovery time
   --drain SECS       after the load stops, how long to wait for the last tickets (default 60)
   --kafka HOST:PORT  use this Kafka instead of starting Tansu (no Kafka fault with --chaos)
   --pulsar URL       use this Pulsar (pulsar://host:port) instead of starting pulsar-lite

@@ -25,9 +25,10 @@
 //! record, or lists the ones that did not. The last line is `lost: N`; the exit status is
 //! non-zero when N > 0.
 //!
-//! `--chaos` also cuts the Kafka connection (fault proxy), restarts the Pulsar broker, makes
-//! SQS unreachable for a while (fault proxy) and kills a job worker, and reports how long
-//! each stage took to recover.
+//! `--chaos` also cuts the Kafka connection (fault proxy), kills and restarts the Kafka
+//! broker (a durable Tansu, its data in S3 on moto), restarts the Pulsar broker, makes SQS
+//! unreachable for a while (fault proxy) and kills a job worker, and reports how long each
+//! stage took to recover.
 //!
 //! Run it with `scripts/demo` (installs the brokers first), or
 //! `cargo run --example showcase --features full,otel -- --help`.

@@ -115,7 +115,10 @@ pub struct Delivered {
     pub topic: Arc<str>,
     /// The partition the message landed on.
     pub partition: i32,
-    /// Its offset in that partition.
+    /// Its offset in that partition, or -1 when the broker's answer named none: librdkafka
+    /// reports a record retried after a lost answer this way when the broker had already
+    /// stored it (seen on Tansu under the nemesis, `tests/nemesis.rs`, about 1 receipt in
+    /// 300 under link faults; the record is stored, on Tansu sometimes twice).
     pub offset: i64,
 }
 

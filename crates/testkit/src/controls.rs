@@ -66,6 +66,12 @@ macro_rules! owned_broker_controls {
                 self.instance.proxy()
             }
 
+            /// The fault proxy in front of the broker, if any, as a shared handle: for a
+            /// nemesis's [`Targets`](crate::nemesis::Targets), which outlive a borrow.
+            pub fn proxy_handle(&self) -> Option<std::sync::Arc<$crate::FaultProxy>> {
+                self.instance.proxy_handle()
+            }
+
             /// The address clients should use: the proxy's when there is one, else the
             /// broker's own.
             fn client_addr(&self) -> std::net::SocketAddr {

@@ -133,33 +133,6 @@ impl Tansu {
         self.store.as_ref().map(|s| s.endpoint())
     }
 
-    /// Starts Tansu on another port advertising `proxy`'s address, and points `proxy` at it:
-    /// [`start_behind_proxy`](Self::start_behind_proxy) for a proxy the caller owns and
-    /// shares (a nemesis's [`Targets`](crate::nemesis::Targets) take an `Arc<FaultProxy>`).
-    /// Start the proxy with any upstream (`FaultProxy::start("127.0.0.1:0".parse()?)`):
-    /// connections made before this returns are closed at once.
-    pub fn start_behind(proxy: &FaultProxy) -> Result<Self> {
-        let tansu = Tansu {
-            instance: Instance::start(spec(Some(proxy.port())), None)?,
-            store: None,
-        };
-        proxy.set_upstream(tansu.direct_addr());
-        Ok(tansu)
-    }
-
-    /// [`start_behind`](Self::start_behind) for a durable broker
-    /// ([`start_durable`](Self::start_durable)): a nemesis can cut its link through the
-    /// shared proxy and also kill and restart it with its data.
-    pub fn start_durable_behind(proxy: &FaultProxy) -> Result<Self> {
-        let store = Arc::new(S3Store::start()?);
-        let tansu = Tansu {
-            instance: Instance::start(durable_spec(Some(proxy.port()), &store), None)?,
-            store: Some(store),
-        };
-        proxy.set_upstream(tansu.direct_addr());
-        Ok(tansu)
-    }
-
     /// The `bootstrap.servers` value, `127.0.0.1:PORT`: the proxy's when there is one.
     pub fn bootstrap_servers(&self) -> String {
         self.client_addr().to_string()

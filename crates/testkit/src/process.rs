@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -60,7 +60,7 @@ pub(crate) struct Instance {
     log_path: PathBuf,
     port: u16,
     child: Mutex<Option<Child>>,
-    proxy: Option<FaultProxy>,
+    proxy: Option<Arc<FaultProxy>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -122,7 +122,7 @@ impl Instance {
             log_path,
             port,
             child: Mutex::new(Some(child)),
-            proxy,
+            proxy: proxy.map(Arc::new),
         })
     }
 
@@ -143,7 +143,11 @@ impl Instance {
     }
 
     pub(crate) fn proxy(&self) -> Option<&FaultProxy> {
-        self.proxy.as_ref()
+        self.proxy.as_deref()
+    }
+
+    pub(crate) fn proxy_handle(&self) -> Option<Arc<FaultProxy>> {
+        self.proxy.clone()
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
