@@ -31,12 +31,20 @@ async fn shot(c: &Client, name: &str) {
 }
 
 async fn text(c: &Client) -> String {
-    c.find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    // A page loading after a form's POST can replace its body between the find and the read
+    // (a stale element): read it again, a bounded number of times.
+    let mut tries = 0;
+    loop {
+        let body = c.find(Locator::Css("body")).await.unwrap();
+        match body.text().await {
+            Ok(t) => return t,
+            Err(e) if e.is_stale_element_reference() && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reading the page's text failed: {e}"),
+        }
+    }
 }
 
 /// Whether the page's text holds `needle`, ignoring case (labels are styled uppercase).
@@ -341,6 +349,29 @@ async fn an_operator_browses_every_page_and_runs_every_action_in_chromium() {
         "{t}"
     );
     shot(&c, "supervision").await;
+    // A flow: the waiting parent lists its children (one in another partition); a child's
+    // page links back to its parent.
+    let other = partition("browser-flow");
+    let flow = wharf_job_partition::Flow::new(&email("digest@example.com"))
+        .child(&p, "mail", &email("a@example.com"))
+        .child(&other, "mail", &email("b@example.com"));
+    let f = jobs.enqueue_flow(&p, "digest", flow).await.unwrap();
+    c.goto(&format!("{base}/p/{p}/j/{}", f.parent))
+        .await
+        .unwrap();
+    let t = text(&c).await;
+    assert!(
+        has(&t, "waiting") && has(&t, "Children (0/2 settled") && has(&t, &other),
+        "{t}"
+    );
+    shot(&c, "job-flow-parent").await;
+    click_link(&c, &f.children[1].id).await;
+    let t = text(&c).await;
+    assert!(has(&t, "Flow parent"), "{t}");
+    shot(&c, "job-flow-child").await;
+    click_link(&c, &f.parent).await;
+    assert!(has(&text(&c).await, "Children (0/2 settled"));
+
     c.goto(&format!("{base}/p/{p}/j/no-such-job"))
         .await
         .unwrap();
