@@ -476,9 +476,16 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     // key's messages one after another (each awaited), so a key's acknowledged messages are
     // on the topic in their order.
     let publisher = Arc::new(
-        w.add_producer(ProducerSpec::new("producer"))
-            .unwrap()
-            .publisher(&topic),
+        // The broker is killed: Tansu 0.6 needs these to keep what it acknowledges.
+        w.add_producer(
+            Tansu::CRASH_SAFE_PRODUCER
+                .iter()
+                .fold(ProducerSpec::new("producer"), |spec, (k, v)| {
+                    spec.set(*k, *v)
+                }),
+        )
+        .unwrap()
+        .publisher(&topic),
     );
     let numbers = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + run_for;

@@ -29,6 +29,22 @@ pub(crate) struct Tree {
     pub(crate) kill_worker: Arc<tokio::sync::Notify>,
 }
 
+/// A producer's spec. With `--chaos` on the showcase's own Kafka (Tansu), which the chaos kills
+/// and restarts, it takes the settings Tansu 0.6 needs to keep every record it acknowledged
+/// across a crash (`wharf_testkit::Tansu::CRASH_SAFE_PRODUCER`: idempotence off, one request
+/// in flight, so a retry is stored again rather than acknowledged and dropped); the customer
+/// actors skip the duplicates a retry can make. Otherwise the wrapper's defaults.
+fn producer_spec(args: &Args, name: &str) -> ProducerSpec {
+    let spec = ProducerSpec::new(name);
+    if args.chaos && args.kafka.is_none() {
+        wharf_testkit::Tansu::CRASH_SAFE_PRODUCER
+            .iter()
+            .fold(spec, |spec, (k, v)| spec.set(*k, *v))
+    } else {
+        spec
+    }
+}
+
 impl Tree {
     pub(crate) fn build(
         args: &Args,
@@ -86,7 +102,7 @@ impl Tree {
             .child(worker_b_spec)
             .into_child_spec();
 
-        let dead_letters = kafka.add_producer(ProducerSpec::new("dead-letters"))?;
+        let dead_letters = kafka.add_producer(producer_spec(args, "dead-letters"))?;
         let customers = ShardedConsumer::builder(
             "orders",
             Customers {
@@ -126,7 +142,7 @@ impl Tree {
         // On shutdown the producer stops taking messages and drains its window within the grace.
         let audit_spec = audit_spec.shutdown(Shutdown::Timeout(Duration::from_secs(35)));
 
-        let shop = kafka.add_producer(ProducerSpec::new("shop"))?;
+        let shop = kafka.add_producer(producer_spec(args, "shop"))?;
         let load_spec = {
             let (app, shop, topic, args) = (
                 app.clone(),

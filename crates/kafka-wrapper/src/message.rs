@@ -115,10 +115,13 @@ pub struct Delivered {
     pub topic: Arc<str>,
     /// The partition the message landed on.
     pub partition: i32,
-    /// Its offset in that partition, or -1 when the broker's answer named none: librdkafka
-    /// reports a record retried after a lost answer this way when the broker had already
-    /// stored it (seen on Tansu under the nemesis, `tests/nemesis.rs`, about 1 receipt in
-    /// 300 under link faults; the record is stored, on Tansu sometimes twice).
+    /// Its offset in that partition, when the broker named one. A batch retried after a
+    /// lost answer that the broker calls a duplicate (`DUPLICATE_SEQUENCE_NUMBER`: it had
+    /// stored it already) names none: librdkafka numbers that batch from -1, so its first
+    /// record reads -1 and the others 0, 1, 2, ..., which are not where they are (seen on
+    /// Tansu under the nemesis, `tests/nemesis.rs`, about 1 receipt in 300 under link
+    /// faults). On Tansu 0.6 such a batch may not be stored at all after the broker crashed:
+    /// see the guide's "Known limits".
     pub offset: i64,
 }
 
