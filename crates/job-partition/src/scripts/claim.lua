@@ -29,6 +29,8 @@ local out = {}
 -- The started jobs' entries in `active` (score, id, ...), added in one command at the end:
 -- nothing in between reads that set.
 local leased = {}
+-- Numbers written per job, formatted once (a Lua number becomes a string per use).
+local ts, expiry = tostring(t), tostring(t + lease)
 local wk = qk(q, 'wait')
 local budget = want * 4 + 16
 -- Jobs are popped in runs of at most `want` (each run's jobs looked at in their order, as
@@ -43,12 +45,19 @@ while want > 0 and budget > 0 do
     i = i + 2
     budget = budget - 1
     local j = jk(id)
-    local f = redis.call('HMGET', j, 'xkey', 'token', 'attempts', 'rgroup', 'name', 'args',
-      'enq_at', 'trace')
+    -- `rgroup` (usually absent, and an absent field costs a look at every field) only
+    -- when the queue has a rate limit.
+    local f
+    if rate_max then
+      f = redis.call('HMGET', j, 'xkey', 'token', 'attempts', 'name', 'args', 'enq_at', 'trace',
+        'rgroup')
+    else
+      f = redis.call('HMGET', j, 'xkey', 'token', 'attempts', 'name', 'args', 'enq_at', 'trace')
+    end
     local xkey = f[1]
     local run = (xkey ~= false)
     local handed = false
-    if run and rate_max and rate_hold(q, id, t, rate_max, rate_ms, f[4]) then run = false end
+    if run and rate_max and rate_hold(q, id, t, rate_max, rate_ms, f[8]) then run = false end
     if run and xkey ~= '' then
       local lk = P .. 'xlock:' .. xkey
       local h = redis.call('GET', lk)
@@ -70,18 +79,18 @@ while want > 0 and budget > 0 do
     if run then
       local tok = tostring((tonumber(f[2] or '0') or 0) + 1)
       local att = tostring((tonumber(f[3] or '0') or 0) + 1)
-      if rate_max then rate_count(q, id, tok, t, rate_ms, f[4]) end
+      if rate_max then rate_count(q, id, tok, t, rate_ms, f[8]) end
       redis.call('HSET', j, 'token', tok, 'attempts', att, 'state', 'running', 'worker', holder,
-        'started_at', t)
-      leased[#leased + 1] = t + lease
+        'started_at', ts)
+      leased[#leased + 1] = expiry
       leased[#leased + 1] = id
       out[#out + 1] = id
       out[#out + 1] = tok
       out[#out + 1] = att
+      out[#out + 1] = f[4] or ''
       out[#out + 1] = f[5] or ''
-      out[#out + 1] = f[6] or ''
-      out[#out + 1] = f[7] or '0'
-      out[#out + 1] = f[8] or ''
+      out[#out + 1] = f[6] or '0'
+      out[#out + 1] = f[7] or ''
       want = want - 1
     end
     if handed and i < #popped then

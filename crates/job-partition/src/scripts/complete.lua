@@ -4,6 +4,7 @@
 -- to its queue's shared keys (`active`, `done`, the counters in `meta`) and the trimming
 -- of `done` are made once per queue for the whole call, after the jobs.
 local t = now_ms()
+local ts = tostring(t)
 local keep_n, keep_ms = cfg()
 local out = {}
 local queues, per_q = {}, {}
@@ -36,13 +37,13 @@ for i = 2, #ARGV, 4 do
       redis.call('DEL', j)
     else
       if res then
-        redis.call('HSET', j, 'result', res, 'state', outcome, 'fin_at', t)
+        redis.call('HSET', j, 'result', res, 'state', outcome, 'fin_at', ts)
       else
-        redis.call('HSET', j, 'state', outcome, 'fin_at', t)
+        redis.call('HSET', j, 'state', outcome, 'fin_at', ts)
       end
       notify(id, outcome, f[7])
       linked = link_out(id, outcome, t, f[8])
-      b.done[#b.done + 1] = t
+      b.done[#b.done + 1] = ts
       b.done[#b.done + 1] = id
     end
     if outcome == 'completed' then b.completed = b.completed + 1 else b.cancelled = b.cancelled + 1 end
