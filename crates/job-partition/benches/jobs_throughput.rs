@@ -371,7 +371,10 @@ async fn command_stats(jobs: &Jobs) -> std::collections::HashMap<String, (f64, f
     text.lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            Some((name.to_owned(), (field(rest, "calls="), field(rest, "usec="))))
+            Some((
+                name.to_owned(),
+                (field(rest, "calls="), field(rest, "usec=")),
+            ))
         })
         .collect()
 }
@@ -476,7 +479,11 @@ async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
             .iter()
             .map(|(name, (calls, usec))| {
                 let (c0, u0) = stats0.get(name).copied().unwrap_or((0.0, 0.0));
-                (name.clone(), (calls - c0) / n as f64, (usec - u0) / n as f64)
+                (
+                    name.clone(),
+                    (calls - c0) / n as f64,
+                    (usec - u0) / n as f64,
+                )
             })
             .filter(|r| r.1 > 0.0)
             .collect();

@@ -44,7 +44,9 @@ async fn a_stale_token_in_a_batch_is_refused_while_the_others_complete() {
     let b = enqueue(&jobs, &p, "q", &rec(2, None)).await;
     let c = enqueue(&jobs, &p, "q", &rec(3, None)).await;
     let d = enqueue(&jobs, &p, "other", &rec(4, None)).await;
-    let claimed = testing::claim(&jobs, &p, "q", 3, LEASE, "w2").await.unwrap();
+    let claimed = testing::claim(&jobs, &p, "q", 3, LEASE, "w2")
+        .await
+        .unwrap();
     let token = |id: &str| claimed.iter().find(|c| c.0 == id).unwrap().1.clone();
     let (ta, tb, tc) = (token(&a), token(&b), token(&c));
     assert_ne!(ta, stale);
@@ -73,11 +75,7 @@ async fn a_stale_token_in_a_batch_is_refused_while_the_others_complete() {
     assert_eq!((ja.state, ja.result), (JobState::Running, None));
     let counts = jobs.counts(&p, "q").await.unwrap();
     assert_eq!(
-        (
-            counts.completed_total,
-            counts.running,
-            counts.finished_kept
-        ),
+        (counts.completed_total, counts.running, counts.finished_kept),
         (2, 1, 2)
     );
     let other = jobs.counts(&p, "other").await.unwrap();
