@@ -14,9 +14,6 @@ use super::keeper::{Keeper, Stop};
 use super::run::JobRun;
 use crate::client::Claimed;
 
-/// How many times a claim yields to the runtime to gather slots that are about to free.
-const CLAIM_YIELDS: usize = 2;
-
 /// How long shutdown waits for aborted jobs' tasks to end before it returns anyway.
 const ABORT_WAIT: Duration = Duration::from_secs(2);
 
@@ -87,21 +84,11 @@ impl QueueRunner {
                 p = Arc::clone(&self.sem).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             };
             let mut permits = vec![first];
-            // Slots free in bursts (a batch of finished jobs is recorded at once, and each
-            // job's task frees its slot when it next runs): yielding to the runtime a few
-            // times lets those tasks run, so one claim fills them together. Each yield
-            // lasts as long as the runtime's other ready tasks take: microseconds.
-            for round in 0..=CLAIM_YIELDS {
-                while permits.len() < s.batch {
-                    match Arc::clone(&self.sem).try_acquire_owned() {
-                        Ok(p) => permits.push(p),
-                        Err(_) => break,
-                    }
+            while permits.len() < s.batch {
+                match Arc::clone(&self.sem).try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
                 }
-                if permits.len() >= s.batch || round == CLAIM_YIELDS {
-                    break;
-                }
-                tokio::task::yield_now().await;
             }
             // The lease is counted from before the request is sent (see the keeper).
             let sent = Instant::now();
