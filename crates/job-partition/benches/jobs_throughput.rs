@@ -11,7 +11,9 @@
 //! commands (those run inside scripts included), each per job. Redis figures need the
 //! bench's own Redis (no `WHARF_TEST_REDIS_URL`). To compare two builds of the worker, point
 //! `WHARF_JOBS_BENCH_WORKER_EXE` at another build of this bench: its worker processes are
-//! then used, with this build's producer. `WHARF_BENCH_BULLMQ=0` skips BullMQ.
+//! then used, with this build's producer. `WHARF_BENCH_BULLMQ=0` skips BullMQ. `WHARF_BENCH_COMMANDSTATS=1`
+//! also prints, per round, each Redis command's calls and µs per job (`INFO commandstats`;
+//! a script's own row includes the time of the commands it ran).
 //!
 //! The Rust peer, apalis 1.0 with its Redis backend (`apalis` / `apalis-redis`), runs the
 //! same no-op jobs on the same Redis in the same rounds: `push_bulk` in chunks of 10,000
@@ -353,6 +355,30 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// `INFO commandstats` as command name -> (calls, usec).
+async fn command_stats(jobs: &Jobs) -> std::collections::HashMap<String, (f64, f64)> {
+    let text = match jobs.raw(redis::cmd("INFO").arg("commandstats")).await {
+        Ok(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(redis::Value::VerbatimString { text, .. }) => text,
+        _ => String::new(),
+    };
+    let field = |rest: &str, key: &str| -> f64 {
+        rest.split(',')
+            .find_map(|kv| kv.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            Some((
+                name.to_owned(),
+                (field(rest, "calls="), field(rest, "usec=")),
+            ))
+        })
+        .collect()
+}
+
 /// Redis' own CPU seconds and the commands it ran (scripts' inner commands included).
 async fn redis_work(jobs: &Jobs) -> (f64, u64) {
     let info = |section: &'static str| async move {
@@ -428,6 +454,7 @@ async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
     }
     let cpu0: Option<f64> = workers.iter().map(|w| cpu_seconds(w.0.id())).sum();
     let redis0 = redis_work(&jobs).await;
+    let stats0 = command_stats(&jobs).await;
     let t1 = Instant::now();
     jobs.resume(&p, "bench").await.unwrap();
     loop {
@@ -444,7 +471,27 @@ async fn ours(url: &str, n: u64, keyed: bool, round: u64) -> Round {
     let process = t1.elapsed();
     let cpu1: Option<f64> = workers.iter().map(|w| cpu_seconds(w.0.id())).sum();
     let redis1 = redis_work(&jobs).await;
+    let stats1 = command_stats(&jobs).await;
     let us = |s: f64| s * 1e6 / n as f64;
+    if std::env::var_os("WHARF_BENCH_COMMANDSTATS").is_some() {
+        // Which commands the per-job figures are made of (calls and Redis' own µs per job).
+        let mut rows: Vec<(String, f64, f64)> = stats1
+            .iter()
+            .map(|(name, (calls, usec))| {
+                let (c0, u0) = stats0.get(name).copied().unwrap_or((0.0, 0.0));
+                (
+                    name.clone(),
+                    (calls - c0) / n as f64,
+                    (usec - u0) / n as f64,
+                )
+            })
+            .filter(|r| r.1 > 0.0)
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        for (name, calls, usec) in rows {
+            eprintln!("    {name:<24} {calls:>8.3} calls/job {usec:>8.2} us/job");
+        }
+    }
     eprintln!(
         "  per job ({}): workers {:.1} us CPU, redis {:.1} us CPU, {:.2} redis commands",
         if keyed { "keyed" } else { "plain" },

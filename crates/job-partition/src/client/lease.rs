@@ -72,6 +72,18 @@ pub(crate) struct Claimed {
     pub(crate) trace: String,
 }
 
+/// A finished job's outcome, as the worker records it (see [`Jobs::complete_many`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Finished {
+    pub(crate) id: String,
+    /// The lease token it ran under.
+    pub(crate) token: String,
+    /// `completed` or `cancelled`.
+    pub(crate) outcome: &'static str,
+    /// The result a completed job set (JSON), if any.
+    pub(crate) result: Option<String>,
+}
+
 /// What a heartbeat learned about a running job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Beat {
@@ -155,17 +167,44 @@ impl Jobs {
         partition: &str,
         id: &str,
         token: &str,
-        outcome: &str,
+        outcome: &'static str,
         result: Option<&str>,
     ) -> Result<i64> {
-        let args = vec![
-            id.to_owned(),
-            token.to_owned(),
-            outcome.to_owned(),
-            result.unwrap_or_default().to_owned(),
-        ];
-        self.script("complete", &scripts().complete, partition, args)
-            .await
+        let done = [Finished {
+            id: id.to_owned(),
+            token: token.to_owned(),
+            outcome,
+            result: result.map(str::to_owned),
+        }];
+        let v = self.complete_many(partition, &done).await?;
+        Ok(v.first().copied().unwrap_or(0))
+    }
+
+    /// [`Jobs::complete`] for any number of jobs in one script call, each fenced by its own
+    /// token: answers one code per job, in order (a lost lease answers 0 for that job
+    /// alone; the others are recorded).
+    pub(crate) async fn complete_many(
+        &self,
+        partition: &str,
+        done: &[Finished],
+    ) -> Result<Vec<i64>> {
+        let mut args = Vec::with_capacity(done.len() * 4);
+        for d in done {
+            args.push(d.id.clone());
+            args.push(d.token.clone());
+            args.push(d.outcome.to_owned());
+            args.push(d.result.clone().unwrap_or_default());
+        }
+        let v: Vec<i64> = self
+            .script("complete", &scripts().complete, partition, args)
+            .await?;
+        if v.len() != done.len() {
+            return Err(Error::Protocol {
+                op: "complete",
+                detail: format!("{} answers for {} jobs", v.len(), done.len()),
+            });
+        }
+        Ok(v)
     }
 
     /// Records a failure: retry after `retry` or, with None, to the dead set. With

@@ -45,7 +45,7 @@ pub use flow::{
 };
 pub use inspect::{JobInfo, JobState, QueueCounts};
 pub use lease::Lease;
-pub(crate) use lease::{Beat, Claimed};
+pub(crate) use lease::{Beat, Claimed, Finished};
 pub use outcome::JobOutcome;
 
 /// The handle to jobs in Redis: enqueue, inspect, cancel, pause, purge.

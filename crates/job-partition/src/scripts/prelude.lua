@@ -7,6 +7,19 @@ local function jk(id) return P .. 'job:' .. id end
 local function qk(q, part) return P .. 'q:' .. q .. ':' .. part end
 local FINISHED = { completed = true, cancelled = true, dead = true }
 
+-- Run `cmd key <list...>` in chunks of `step` values (a Lua `unpack` takes at most about
+-- 8,000), for commands that take any number of them: ZADD (score, member pairs), ZREM.
+local function many(cmd, key, list, step)
+  for s = 1, #list, step do
+    redis.call(cmd, key, unpack(list, s, math.min(s + step - 1, #list)))
+  end
+end
+local function zadd_all(key, list) many('ZADD', key, list, 1000) end
+-- DEL of any number of keys, in chunks.
+local function del_all(keys)
+  for s = 1, #keys, 500 do redis.call('DEL', unpack(keys, s, math.min(s + 499, #keys))) end
+end
+
 -- A job's place in its queue: priority (0 first .. 3) above the enqueue sequence, so
 -- `wait` (and an execution key's waiters) pop by priority, then in enqueue order. 2^50
 -- sequence numbers per priority; 4 * 2^50 stays an exact integer in a double.
@@ -113,10 +126,11 @@ end
 -- records its outcome in its own partition's outbox, in the step that finishes it: the
 -- worker (or, after a crash, any worker's lease check) forwards it to the flow's or
 -- batch's partition (settle.lua counts it once), then removes it (outbox_ack.lua).
--- Answers whether the job is linked.
-local function link_out(id, state, t)
+-- Answers whether the job is linked. `link` is the field as the caller already read it
+-- (false: none), or nil (read here).
+local function link_out(id, state, t, link)
   -- One field read for the jobs that are not members (most): the rest only for members.
-  local link = redis.call('HGET', jk(id), 'link')
+  if link == nil then link = redis.call('HGET', jk(id), 'link') end
   if not link then return false end
   local f = redis.call('HMGET', jk(id), 'result', 'error', 'enq_at')
   redis.call('HSET', P .. 'outbox', id,

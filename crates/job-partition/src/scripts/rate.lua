@@ -4,8 +4,9 @@
 -- ever holds more than rate_max starts); a job whose group is full waits in `Q limited`,
 -- scored by the time its group's oldest start leaves the window, and is not looked at again
 -- before then.
-local function rate_cfg(q)
-  local r = redis.call('HMGET', qk(q, 'meta'), 'rate_max', 'rate_ms')
+-- `r`: the queue's `rate_max` and `rate_ms` fields as read (the claim reads them with the
+-- queue's other settings, in one command).
+local function rate_cfg(r)
   local max, ms = tonumber(r[1] or ''), tonumber(r[2] or '')
   if max and ms and max > 0 and ms > 0 then return max, ms end
   return nil
@@ -27,11 +28,10 @@ local function rate_release(q, t)
   end
 end
 
--- If the job's group has no start left in the window, park it in `Q limited` until the
--- window allows it and answer true.
-local function rate_hold(q, id, t, max, ms)
-  local group = redis.call('HGET', jk(id), 'rgroup') or ''
-  local rk = rate_key(q, group)
+-- If the job's group (its `rgroup` field as read, or false) has no start left in the
+-- window, park it in `Q limited` until the window allows it and answer true.
+local function rate_hold(q, id, t, max, ms, group)
+  local rk = rate_key(q, group or '')
   redis.call('ZREMRANGEBYSCORE', rk, '-inf', t - ms)
   if redis.call('ZCARD', rk) < max then return false end
   local oldest = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
@@ -40,9 +40,9 @@ local function rate_hold(q, id, t, max, ms)
   return true
 end
 
--- Count a start in its group's window.
-local function rate_count(q, id, tok, t, ms)
-  local rk = rate_key(q, redis.call('HGET', jk(id), 'rgroup') or '')
+-- Count a start in its group's window (`group`: the job's `rgroup` as read, or false).
+local function rate_count(q, id, tok, t, ms, group)
+  local rk = rate_key(q, group or '')
   redis.call('ZADD', rk, t, id .. ':' .. tok)
   redis.call('PEXPIRE', rk, ms)
 end

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Inner;
+use super::complete::Completer;
 use super::keeper::Keeper;
 use super::queue::QueueRunner;
 use crate::error::{Error, Result};
@@ -90,6 +91,7 @@ impl WorkerHandle {
             partition: Arc::from(partition.as_str()),
             queue: Arc::from(queue.as_str()),
             sem: Arc::new(Semaphore::new(concurrency)),
+            completer: Completer::start(self.inner.jobs.clone(), Arc::from(partition.as_str())),
             concurrency,
             token: token.clone(),
         };

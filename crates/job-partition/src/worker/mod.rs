@@ -5,10 +5,12 @@
 //!   checks and trimming).
 //! - `queue`: one loop per queue, claiming jobs into free slots.
 //! - `run`: one job's run, from decode to its recorded outcome.
+//! - `complete`: records the outcomes of a queue's finished jobs in batches.
 //! - `builder`: `WorkerBuilder` (settings and their checks).
 //! - `handle`: `WorkerHandle` (queues at run time, shutdown).
 
 mod builder;
+mod complete;
 mod handle;
 mod keeper;
 mod queue;

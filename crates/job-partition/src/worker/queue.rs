@@ -9,6 +9,7 @@ use tracing::Instrument;
 use wharf_core::Backoff;
 
 use super::Inner;
+use super::complete::Completer;
 use super::keeper::{Keeper, Stop};
 use super::run::JobRun;
 use crate::client::Claimed;
@@ -22,6 +23,8 @@ pub(super) struct QueueRunner {
     pub(super) partition: Arc<str>,
     pub(super) queue: Arc<str>,
     pub(super) sem: Arc<Semaphore>,
+    /// Records this queue's finished jobs in batches.
+    pub(super) completer: Completer,
     pub(super) concurrency: usize,
     pub(super) token: CancellationToken,
 }
@@ -150,6 +153,7 @@ impl QueueRunner {
             keeper: Arc::clone(&self.keeper),
             partition: Arc::clone(&self.partition),
             queue: Arc::clone(&self.queue),
+            completer: self.completer.clone(),
             lease,
         };
         let span =

@@ -11,9 +11,9 @@ use wharf_core::Backoff;
 use wharf_core::supervisor::panic_message;
 
 use super::Inner;
+use super::complete::Completer;
 use super::keeper::{Keeper, LeaseId, Stop};
-use crate::client::Claimed;
-use crate::error::Result;
+use crate::client::{Claimed, Finished};
 use crate::hooks::JobEvent;
 use crate::job::{Decoded, JobContext, RunFn, Undecodable};
 use crate::metrics as metric;
@@ -40,6 +40,7 @@ pub(super) struct JobRun {
     pub(super) keeper: Arc<Keeper>,
     pub(super) partition: Arc<str>,
     pub(super) queue: Arc<str>,
+    pub(super) completer: Completer,
     pub(super) lease: LeaseId,
 }
 
@@ -275,13 +276,17 @@ impl JobRun {
         }
     }
 
-    /// Marks a job finished; false when the lease was lost (fenced off) or Redis failed.
+    /// Marks a job finished (with the queue's other jobs that finish meanwhile, in one call:
+    /// see `complete`); false when the lease was lost (fenced off) or Redis failed.
     async fn finish(&self, job: &Claimed, outcome: &'static str, result: Option<&str>) -> bool {
         let r = self
             .with_retries("complete", || {
-                self.inner
-                    .jobs
-                    .complete(&self.partition, &job.id, &job.token, outcome, result)
+                self.completer.complete(Finished {
+                    id: job.id.clone(),
+                    token: job.token.clone(),
+                    outcome,
+                    result: result.map(str::to_owned),
+                })
             })
             .await;
         match r {
@@ -367,10 +372,11 @@ impl JobRun {
     /// Bounded by time, not by a count of attempts: what matters is whether this worker
     /// still owns the job, so an attempts-and-backoff retry policy does not fit; the
     /// delays are wharf-core's `Backoff`.
-    async fn with_retries<T, F, Fut>(&self, op: &str, mut f: F) -> Option<T>
+    async fn with_retries<T, E, F, Fut>(&self, op: &str, mut f: F) -> Option<T>
     where
+        E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output = std::result::Result<T, E>>,
     {
         let until = Instant::now() + self.inner.settings.lease;
         let backoff = Backoff::exponential(Duration::from_millis(50), Duration::from_secs(2));
