@@ -878,7 +878,9 @@ mod tests {
         r.shutdown(&supervise, 1000.0);
         let violations = r.check().violations;
         assert!(
-            violations.iter().any(|v| v.contains("child c0 restarted while its sibling c1")),
+            violations
+                .iter()
+                .any(|v| v.contains("child c0 restarted while its sibling c1")),
             "{violations:?}"
         );
     }
