@@ -298,6 +298,17 @@ impl Engine {
     /// Waits until the given incarnation has ended, keeping other exits for later.
     /// Returns false if `deadline` passed first.
     async fn wait_for(&mut self, key: u64, generation: u64, deadline: Option<Instant>) -> bool {
+        // Its end may already have been collected, by an earlier wait for another task (a
+        // member that died while a later one's setup was cut at its start timeout): the
+        // set will not yield it again.
+        if let Some(at) = self
+            .deferred
+            .iter()
+            .position(|f| f.key == key && f.generation == generation)
+        {
+            self.deferred.remove(at);
+            return true;
+        }
         loop {
             let joined = match deadline {
                 None => self.tasks.join_next_with_id().await,
