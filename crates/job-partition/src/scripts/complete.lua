@@ -59,23 +59,7 @@ for _, q in ipairs(queues) do
     -- Retention as `finish` keeps it, once for all of this call's jobs of the queue.
     local dk = qk(q, 'done')
     zadd_all(dk, b.done)
-    local n = redis.call('ZCARD', dk)
-    if n > keep_n then
-      local old = redis.call('ZPOPMIN', dk, n - keep_n)
-      local gone = {}
-      for k = 1, #old, 2 do gone[#gone + 1] = jk(old[k]) end
-      del_all(gone)
-    end
-    if keep_ms > 0 then
-      local old = redis.call('ZRANGEBYSCORE', dk, '-inf', t - keep_ms, 'LIMIT', 0,
-        100 * (#b.done / 2))
-      if old[1] then
-        local gone = {}
-        for k, o in ipairs(old) do gone[k] = jk(o) end
-        del_all(gone)
-        many('ZREM', dk, old, 1000)
-      end
-    end
+    trim_done(dk, t, keep_n, keep_ms, #b.done / 2)
   end
 end
 return out

@@ -141,6 +141,28 @@ end
 
 -- Record a finished job (completed or cancelled) within the retention bounds. Answers
 -- whether it is linked to a flow or a batch (see link_out).
+-- Keep a queue's done set `dk` within its retention (the newest `keep_n`, none older than
+-- `keep_ms`), deleting the jobs it lets go; `added` jobs were just put in it (the age sweep
+-- takes up to 100 per added job, so it keeps up). `finish` and complete.lua's batches share it.
+local function trim_done(dk, t, keep_n, keep_ms, added)
+  local n = redis.call('ZCARD', dk)
+  if n > keep_n then
+    local old = redis.call('ZPOPMIN', dk, n - keep_n)
+    local gone = {}
+    for i = 1, #old, 2 do gone[#gone + 1] = jk(old[i]) end
+    del_all(gone)
+  end
+  if keep_ms > 0 then
+    local old = redis.call('ZRANGEBYSCORE', dk, '-inf', t - keep_ms, 'LIMIT', 0, 100 * added)
+    if old[1] then
+      local gone = {}
+      for k, o in ipairs(old) do gone[k] = jk(o) end
+      del_all(gone)
+      many('ZREM', dk, old, 1000)
+    end
+  end
+end
+
 local function finish(id, q, state, t, waiters)
   local j = jk(id)
   notify(id, state, waiters)
@@ -151,15 +173,7 @@ local function finish(id, q, state, t, waiters)
   redis.call('HSET', j, 'state', state, 'fin_at', t)
   local dk = qk(q, 'done')
   redis.call('ZADD', dk, t, id)
-  local n = redis.call('ZCARD', dk)
-  if n > keep_n then
-    local old = redis.call('ZPOPMIN', dk, n - keep_n)
-    for i = 1, #old, 2 do redis.call('DEL', jk(old[i])) end
-  end
-  if keep_ms > 0 then
-    local old = redis.call('ZRANGEBYSCORE', dk, '-inf', t - keep_ms, 'LIMIT', 0, 100)
-    for _, o in ipairs(old) do redis.call('DEL', jk(o)) redis.call('ZREM', dk, o) end
-  end
+  trim_done(dk, t, keep_n, keep_ms, 1)
   return linked
 end
 
