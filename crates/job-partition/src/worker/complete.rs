@@ -42,6 +42,9 @@ impl Completer {
     /// Starts the recorder's task on the current runtime. It ends once every clone is
     /// dropped and what they sent is recorded.
     pub(super) fn start(jobs: Jobs, partition: Arc<str>) -> Self {
+        // Unbounded in type only: each running job sends one request and waits for its
+        // answer before it sends another, so the channel never holds more than the queue's
+        // concurrency.
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(flush_loop(jobs.clone(), Arc::clone(&partition), rx).in_current_span());
         Self {
