@@ -114,9 +114,9 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
             // in flight is likely, and the sampler may see it before the handler returns.
             .set("auto.commit.interval.ms", "200")
             // Tansu's S3 store reads every stored batch from the fetch offset up to this
-            // size (see `SMALL_FETCH`): with librdkafka's 1 MB a member behind by a few
-            // thousand records made the broker too slow to answer probes, and a 10-minute
-            // run's group handled 472 of 11,045 records, rebuilding over and over.
+            // size, one GET each (see `SMALL_FETCH`): a member behind by thousands of
+            // records keeps each fetch short this way. (It did not cure the 10-minute runs'
+            // stalled group: see docs/RELIABILITY.md.)
             .set("max.partition.fetch.bytes", SMALL_FETCH),
         )
         .unwrap();
