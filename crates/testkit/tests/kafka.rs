@@ -297,6 +297,19 @@ struct KillRun {
     missing: Vec<(u64, i64)>,
 }
 
+impl KillRun {
+    /// Fails the test, naming each acknowledged record the topic does not hold.
+    fn assert_nothing_missing(&self, seed: u64) {
+        assert!(
+            self.missing.is_empty(),
+            "{} of {} acknowledged records are not in the topic (id, receipt offset): {:?}; seed {seed}",
+            self.missing.len(),
+            self.acked,
+            self.missing
+        );
+    }
+}
+
 /// Produces numbered records to one partition of a durable Tansu, five at a time every
 /// 10 ms, with `settings` on the producer, while the broker is killed (SIGKILL) and
 /// restarted 5 times at moments drawn from `seed`; then reads the partition back and lists
@@ -425,13 +438,7 @@ async fn a_durable_broker_keeps_every_acknowledged_record_across_kills_at_random
         "too few records acknowledged to judge: {}",
         run.acked
     );
-    assert!(
-        run.missing.is_empty(),
-        "{} of {} acknowledged records are not in the topic (id, receipt offset): {:?}; seed {seed}",
-        run.missing.len(),
-        run.acked,
-        run.missing
-    );
+    run.assert_nothing_missing(seed);
 }
 
 /// The same with librdkafka's idempotent producer (wharf-kafka-wrapper's default): on Tansu
@@ -444,11 +451,5 @@ async fn a_durable_broker_keeps_every_acknowledged_record_across_kills_at_random
 async fn a_durable_broker_keeps_every_idempotent_record_across_kills_at_random_moments() {
     let seed = wharf_testkit::nemesis::seed();
     let run = produce_through_kills(&[("enable.idempotence", "true")], seed).await;
-    assert!(
-        run.missing.is_empty(),
-        "{} of {} acknowledged records are not in the topic (id, receipt offset): {:?}; seed {seed}",
-        run.missing.len(),
-        run.acked,
-        run.missing
-    );
+    run.assert_nothing_missing(seed);
 }
