@@ -348,6 +348,10 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     let state = nemesis_check::read_redis(&direct, &p, QUEUE).await;
     let outcome: Outcome = nemesis_check::check(&history.events(), &state, &expect);
     eprintln!("{}", outcome.summary());
+    // Printed before the assertions: a run that does not settle fails on that first.
+    for violation in outcome.violations.iter().take(20) {
+        eprintln!("  violation: {violation}");
+    }
     assert!(
         settled.is_ok(),
         "jobs did not settle within 90 s after the nemesis healed everything; seed {seed}; \
