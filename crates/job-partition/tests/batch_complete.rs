@@ -108,10 +108,7 @@ async fn a_batch_hands_each_execution_key_to_its_next_job() {
     let ids: Vec<&str> = claimed.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(ids, [x1.as_str(), y1.as_str()]);
     assert_eq!(jobs.counts(&p, "q").await.unwrap().parked, 2);
-    let done: Vec<(&str, &str, Option<&str>)> = claimed
-        .iter()
-        .map(|(id, t)| (id.as_str(), t.as_str(), None))
-        .collect();
+    let done = without_results(&claimed);
     assert_eq!(
         testing::complete_many(&jobs, &p, &done).await.unwrap(),
         [true, true]
@@ -141,10 +138,7 @@ async fn a_batch_keeps_finished_jobs_within_retention() {
         ids.push(enqueue(&jobs, &p, "q", &rec(n, None)).await);
     }
     let claimed = testing::claim(&jobs, &p, "q", 5, LEASE, "w").await.unwrap();
-    let done: Vec<(&str, &str, Option<&str>)> = claimed
-        .iter()
-        .map(|(id, t)| (id.as_str(), t.as_str(), None))
-        .collect();
+    let done = without_results(&claimed);
     assert_eq!(
         testing::complete_many(&jobs, &p, &done).await.unwrap(),
         [true; 5]
@@ -204,4 +198,12 @@ async fn a_worker_records_a_lone_job_at_once_and_many_jobs_each_once() {
     );
     let ran = runs(&p);
     assert_eq!(ran.len(), 301, "each job ran once");
+}
+
+/// Claimed jobs as `complete_many` entries: (id, token, no result).
+fn without_results(claimed: &[(String, String)]) -> Vec<(&str, &str, Option<&str>)> {
+    claimed
+        .iter()
+        .map(|(id, t)| (id.as_str(), t.as_str(), None))
+        .collect()
 }
