@@ -330,3 +330,107 @@ async fn a_rate_limit_holds_when_claims_are_answered_after_the_workers_timeout()
         "{most} starts in one window, over the limit of {max}"
     );
 }
+
+/// Finished jobs are recorded several to a call (`worker::complete`). A call whose link goes
+/// silent, or whose answer comes only after the worker gave up (the jobs were recorded), must
+/// neither hang the jobs waiting on it nor record a job twice: once healed, every job is
+/// completed exactly once in Redis's counters and nothing is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_completions_over_a_silent_or_late_link_record_each_job_once() {
+    let redis = RedisServer::start_behind_proxy().unwrap();
+    let proxy = redis.proxy().unwrap();
+    let direct = direct(&redis).await;
+    let p = partition("completesilent");
+    register_client(&p, &direct);
+    let total = 300u64;
+    let mut ids = Vec::new();
+    for n in 0..total {
+        let job = Record {
+            n,
+            sleep_ms: n % 20,
+            ..Default::default()
+        };
+        ids.push(direct.enqueue(&p, "q", &job).await.unwrap().id().to_owned());
+    }
+    let lease = Duration::from_secs(3);
+    let worker = Worker::builder(
+        behind_proxy(&redis).await,
+        Registry::new().register::<Record>(),
+    )
+    .queue(&p, "q", 8)
+    .lease(lease)
+    .build()
+    .unwrap()
+    .start();
+    let counts = || async { direct.counts(&p, "q").await.unwrap() };
+    let completed_at_least = |n: u64| {
+        let counts = &counts;
+        async move {
+            eventually(
+                &format!("{n} jobs completed"),
+                Duration::from_secs(60),
+                || async { counts().await.completed_total >= n },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    completed_at_least(30).await;
+
+    // 1. Answers held: the calls on their way take effect in Redis, but the worker hears
+    //    nothing until after its timeout (the held bytes arrive late, on release).
+    proxy.hold_direction(Direction::ToClient);
+    tokio::time::sleep(TIMEOUT * 3).await;
+    proxy.release();
+    let after_late = counts().await.completed_total;
+    completed_at_least(after_late + 30).await;
+
+    // 2. Silent both ways: the calls on their way never reach Redis until the release.
+    proxy.hold();
+    tokio::time::sleep(TIMEOUT * 4).await;
+    proxy.release();
+
+    // Healed: everything completes (a job whose lease ran out meanwhile runs again first).
+    eventually(
+        "every job completed and nothing left running",
+        Duration::from_secs(60),
+        || async {
+            let c = counts().await;
+            c.completed_total >= total && c.queued + c.running + c.scheduled + c.parked == 0
+        },
+    )
+    .await
+    .unwrap();
+    let c = counts().await;
+    assert_eq!(
+        c.completed_total, total,
+        "the queue counted {} completions of {total} jobs: a job was recorded twice",
+        c.completed_total
+    );
+    for id in &ids {
+        assert_eq!(
+            hget(&direct, &format!("{{wharf:{p}}}:job:{id}"), "state")
+                .await
+                .as_deref(),
+            Some("completed"),
+            "job {id} is not completed"
+        );
+    }
+    let mut reran = 0;
+    for n in 0..total {
+        let runs: Option<u64> = cmd(
+            &direct,
+            redis::cmd("HGET").arg(format!("{{{p}}}:runs")).arg(n),
+        )
+        .await;
+        let runs = runs.unwrap_or(0);
+        assert!(runs >= 1, "job {n} completed without a successful run");
+        reran += runs - 1;
+    }
+    println!(
+        "{total} jobs completed once each in the counters; {reran} ran again after a lost answer"
+    );
+    tokio::time::timeout(lease * 4, worker.shutdown())
+        .await
+        .expect("the worker did not shut down within four leases after the link healed");
+}
