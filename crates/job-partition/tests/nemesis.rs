@@ -324,11 +324,25 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     );
 
     // Healed: every job reaches a final state (a lease may have to expire, a retry to wait).
+    // A longer run leaves a longer backlog: jobs parked behind one execution key run one at a
+    // time, so the bound grows with the run (90 s for a short pass, 390 s after 10 minutes).
+    // What is left is printed every 30 s, so a slow drain can be told from a stuck one.
+    let settle_within = Duration::from_secs(90) + run_for / 2;
+    let healed_at = tokio::time::Instant::now();
+    let next_print = std::sync::Mutex::new(healed_at + Duration::from_secs(30));
     let settled = eventually(
         "every job to reach a final state",
-        Duration::from_secs(90),
+        settle_within,
         || async {
-            direct.counts(&p, QUEUE).await.is_ok_and(|c| {
+            let counts = direct.counts(&p, QUEUE).await;
+            {
+                let mut next = next_print.lock().unwrap();
+                if tokio::time::Instant::now() >= *next {
+                    *next += Duration::from_secs(30);
+                    eprintln!("{:?} after healing: {counts:?}", healed_at.elapsed());
+                }
+            }
+            counts.is_ok_and(|c| {
                 c.queued + c.scheduled + c.parked + c.running == 0
                     && !worker_a.has_exited()
                     && !worker_b.has_exited()
@@ -354,8 +368,8 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
     }
     assert!(
         settled.is_ok(),
-        "jobs did not settle within 90 s after the nemesis healed everything; seed {seed}; \
-         history {}; {:?}",
+        "jobs did not settle within {settle_within:?} after the nemesis healed everything; \
+         seed {seed}; history {}; {:?}",
         path.display(),
         direct.counts(&p, QUEUE).await
     );
