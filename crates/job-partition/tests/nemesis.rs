@@ -325,7 +325,7 @@ async fn run_nemesis(seed: u64, run_for: Duration) {
 
     // Healed: every job reaches a final state (a lease may have to expire, a retry to wait).
     // A longer run leaves a longer backlog: jobs parked behind one execution key run one at a
-    // time, so the bound grows with the run (90 s for a short pass, 390 s after 10 minutes).
+    // time, so the bound grows with the run (97.5 s for the 15 s pass, 390 s after 10 minutes).
     // What is left is printed every 30 s, so a slow drain can be told from a stuck one.
     let settle_within = Duration::from_secs(90) + run_for / 2;
     let healed_at = tokio::time::Instant::now();

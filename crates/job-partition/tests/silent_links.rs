@@ -1,8 +1,9 @@
-//! `Jobs::wait_for`, schedulers and rate limits over a link that holds bytes silently (no
-//! reset, no refusal) and one that answers only after the client's timeout (the request took
-//! effect although the client gave up): calls fail within their configured bounds instead of
-//! hanging, nothing is left behind without an expiry, no tick is fired twice or lost, and no
-//! window holds more starts than the limit. Bounded in time.
+//! `Jobs::wait_for`, schedulers, rate limits and a worker's batched completions over a link
+//! that holds bytes silently (no reset, no refusal) and one that answers only after the
+//! client's timeout (the request took effect although the client gave up): calls fail within
+//! their configured bounds instead of hanging, nothing is left behind without an expiry, no
+//! tick is fired twice or lost, no window holds more starts than the limit, and no finished
+//! job is recorded twice. Bounded in time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use wharf_job_partition::{
-    CancellationToken, Config, JobOutcome, Jobs, Missed, RateLimit, Registry, Schedule, Scheduler,
-    Worker,
+    CancellationToken, Config, JobOutcome, Jobs, Missed, QueueCounts, RateLimit, Registry,
+    Schedule, Scheduler, Worker,
 };
 use wharf_testkit::{Direction, RedisServer};
 
@@ -342,12 +343,14 @@ async fn batched_completions_over_a_silent_or_late_link_record_each_job_once() {
     let direct = direct(&redis).await;
     let p = partition("completesilent");
     register_client(&p, &direct);
-    let total = 300u64;
+    // Enough work (about 2 s at 8 at a time) that both faults below find jobs running and
+    // completions on their way.
+    let total = 600u64;
     let mut ids = Vec::new();
     for n in 0..total {
         let job = Record {
             n,
-            sleep_ms: n % 20,
+            sleep_ms: 10 + n % 40,
             ..Default::default()
         };
         ids.push(direct.enqueue(&p, "q", &job).await.unwrap().id().to_owned());
@@ -376,9 +379,14 @@ async fn batched_completions_over_a_silent_or_late_link_record_each_job_once() {
         }
     };
     completed_at_least(30).await;
+    let left = |c: QueueCounts| c.completed_total + 30 < total;
 
     // 1. Answers held: the calls on their way take effect in Redis, but the worker hears
     //    nothing until after its timeout (the held bytes arrive late, on release).
+    assert!(
+        left(counts().await),
+        "the jobs finished before the first fault"
+    );
     proxy.hold_direction(Direction::ToClient);
     tokio::time::sleep(TIMEOUT * 3).await;
     proxy.release();
@@ -386,6 +394,10 @@ async fn batched_completions_over_a_silent_or_late_link_record_each_job_once() {
     completed_at_least(after_late + 30).await;
 
     // 2. Silent both ways: the calls on their way never reach Redis until the release.
+    assert!(
+        left(counts().await),
+        "the jobs finished before the second fault"
+    );
     proxy.hold();
     tokio::time::sleep(TIMEOUT * 4).await;
     proxy.release();
@@ -401,6 +413,10 @@ async fn batched_completions_over_a_silent_or_late_link_record_each_job_once() {
     )
     .await
     .unwrap();
+    // Stopped before the counts are judged: no retried completion can land after them.
+    tokio::time::timeout(lease * 4, worker.shutdown())
+        .await
+        .expect("the worker did not shut down within four leases after the link healed");
     let c = counts().await;
     assert_eq!(
         c.completed_total, total,
@@ -430,7 +446,4 @@ async fn batched_completions_over_a_silent_or_late_link_record_each_job_once() {
     println!(
         "{total} jobs completed once each in the counters; {reran} ran again after a lost answer"
     );
-    tokio::time::timeout(lease * 4, worker.shutdown())
-        .await
-        .expect("the worker did not shut down within four leases after the link healed");
 }

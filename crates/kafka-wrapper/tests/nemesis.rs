@@ -67,7 +67,7 @@ enum Members {
     /// commits are made. Tansu 0.6's group coordinator now and then loses such a group for
     /// good: it keeps naming a member that has left as the group's leader, so the members
     /// loop through JoinGroup and SyncGroup (`REBALANCE_IN_PROGRESS`) and are never given a
-    /// partition (`group_kill_probe.rs`, docs/RELIABILITY.md). Only the short fixed-seed
+    /// partition (`broker_kills.rs`, docs/RELIABILITY.md). Only the short fixed-seed
     /// pass uses it, where that has not happened.
     Replaced,
     /// The crate's default rebuild judgement (no broker answer for 30 s) and a 30 s session:
@@ -438,21 +438,23 @@ async fn produce(
             Ok(Err(e)) => history.info(&op, &name, "produce", json!({"error": e.to_string()})),
             Err(_) => history.info(&op, &name, "produce", json!({"error": "no answer in 20 s"})),
         }
-        // Paced so that each producer sends about `RECORDS_PER_PRODUCER` over the run,
-        // whatever its length (see there).
+        // Paced so that each producer sends at most about `RECORDS_PER_PRODUCER` over the
+        // run, whatever its length (see there).
         let mean = run_for / RECORDS_PER_PRODUCER;
         tokio::time::sleep(rng.random_range(mean / 2..=mean * 3 / 2)).await;
     }
     acked
 }
 
-/// About how many records each producer sends in a run, however long: a 15 s pass sends
-/// one every 12.5 ms or so, a 10-minute run one every 500 ms. Tansu 0.6's S3 store lists
-/// every record object of a partition (one per record here) on every fetch, and on moto a
-/// partition past about 1,000 records is served at a few records a second: with one
-/// partition, 1,000 records produced one at a time were read back in 5 s, but of 3,000 only
-/// 801 in 300 s. The 10-minute runs that produced 11,000 to 25,000 records handled 2 to 4 %
-/// of them. So the runs keep each of the 4 partitions near 600 records.
+/// At most about how many records each producer sends in a run, however long: after each
+/// answer it waits about a 1,200th of the run (12.5 ms in a 15 s pass, 500 ms in a 10-minute
+/// run), so sends slowed by faults make it fewer (480 each in the signed-off 10-minute run).
+/// Tansu 0.6's S3 store lists every record object of a partition (one per record here) on
+/// every fetch, and on moto a partition past about 1,000 records is served at a few records
+/// a second: with one partition, 1,000 records produced one at a time were read back in 5 s,
+/// but of 3,000 only 801 in 300 s. The 10-minute runs that produced 11,000 to 25,000 records
+/// handled about 4 % of them. So the runs keep each of the 4 partitions at 600 records or
+/// fewer.
 const RECORDS_PER_PRODUCER: u32 = 1_200;
 
 /// A client of the group that never joins it: it only reads committed offsets.
