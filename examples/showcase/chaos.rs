@@ -17,17 +17,34 @@ pub(crate) struct FaultReport {
     pub(crate) note: String,
 }
 
-/// Waits until `counter` moves past its value now; answers the seconds it took.
-pub(crate) async fn progress_after(counter: impl Fn() -> u64, limit: Duration) -> Option<f64> {
+/// Waits until `counter` moves past its value now, or until `caught_up` says the stage has
+/// nothing left to do (the load ended and it is through everything it was given, so there is
+/// no progress left to see); answers the seconds it took and whether it was the latter.
+pub(crate) async fn progress_after(
+    counter: impl Fn() -> u64,
+    caught_up: impl Fn() -> bool,
+    limit: Duration,
+) -> Option<(f64, bool)> {
     let base = counter();
     let since = Instant::now();
     while since.elapsed() < limit {
         if counter() > base {
-            return Some(since.elapsed().as_secs_f64());
+            return Some((since.elapsed().as_secs_f64(), false));
+        }
+        if caught_up() {
+            return Some((since.elapsed().as_secs_f64(), true));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
+}
+
+/// The note of a fault report: `what` moved again, or the stage had nothing left to do.
+fn recovery_note(recovered: Option<(f64, bool)>, what: &str) -> String {
+    match recovered {
+        Some((_, true)) => format!("{what}: nothing left to do, every order already through"),
+        _ => what.to_owned(),
+    }
 }
 
 pub(crate) struct Chaos {
@@ -42,6 +59,19 @@ pub(crate) struct Chaos {
 }
 
 impl Chaos {
+    /// Whether the load has ended and every order it queued was produced or failed.
+    fn load_over(&self) -> bool {
+        let c = &self.app.counters;
+        self.start.elapsed() >= self.duration
+            && get(&c.produce_queued) <= get(&c.produced) + get(&c.produce_failed)
+    }
+
+    /// Whether the consumer is through every order produced, after the load ended.
+    fn orders_through(&self) -> bool {
+        let c = &self.app.counters;
+        self.load_over() && get(&c.consumed) >= get(&c.produced)
+    }
+
     async fn wait_until(&self, fraction: f64) {
         let at = self.start + self.duration.mul_f64(fraction);
         tokio::time::sleep_until(at.into()).await;
@@ -88,14 +118,16 @@ impl Chaos {
             let down = proxy.down();
             tokio::time::sleep(outage).await;
             let up = proxy.restore();
-            let recovered = progress_after(|| get(&c.consumed), limit).await;
+            // Any delivery counts (a redelivery too): the consumer reads Kafka again.
+            let deliveries = || get(&c.consumed) + get(&c.redelivered);
+            let recovered = progress_after(deliveries, || self.orders_through(), limit).await;
             self.report(FaultReport {
                 what: "Kafka connection cut (fault proxy)".into(),
                 at,
-                outage: self.now() - at - recovered.unwrap_or(0.0),
-                recovered,
+                outage: self.now() - at - recovered.map_or(0.0, |r| r.0),
+                recovered: recovered.map(|r| r.0),
                 note: match (down, up) {
-                    (Ok(()), Ok(())) => "orders consumed again".into(),
+                    (Ok(()), Ok(())) => recovery_note(recovered, "orders consumed again"),
                     (down, up) => format!("the fault proxy failed: {down:?} / {up:?}"),
                 },
             });
@@ -119,14 +151,15 @@ impl Chaos {
             .await;
             let ok = matches!(restarted, Ok(Ok(())));
             let down_for = self.now() - at;
-            let recovered = progress_after(|| get(&c.audit_acks), limit).await;
+            let audited = || self.load_over() && get(&c.audit_acks) >= get(&c.produced);
+            let recovered = progress_after(|| get(&c.audit_acks), audited, limit).await;
             self.report(FaultReport {
                 what: "Pulsar broker killed and restarted".into(),
                 at,
                 outage: down_for,
-                recovered,
+                recovered: recovered.map(|r| r.0),
                 note: if ok {
-                    "audit records acknowledged again".into()
+                    recovery_note(recovered, "audit records acknowledged again")
                 } else {
                     format!("restart failed: {restarted:?}")
                 },
@@ -153,14 +186,15 @@ impl Chaos {
                 .await;
                 let ok = matches!(restarted, Ok(Ok(())));
                 let down_for = self.now() - at;
-                let recovered = progress_after(|| get(&c.consumed), limit).await;
+                let deliveries = || get(&c.consumed) + get(&c.redelivered);
+                let recovered = progress_after(deliveries, || self.orders_through(), limit).await;
                 self.report(FaultReport {
                     what: "Kafka broker killed and restarted".into(),
                     at,
                     outage: down_for,
-                    recovered,
+                    recovered: recovered.map(|r| r.0),
                     note: if ok {
-                        "orders consumed again".into()
+                        recovery_note(recovered, "orders consumed again")
                     } else {
                         format!("restart failed: {restarted:?}")
                     },
@@ -177,13 +211,14 @@ impl Chaos {
             let _ = proxy.down();
             tokio::time::sleep(outage).await;
             let _ = proxy.restore();
-            let recovered = progress_after(|| get(&c.events), limit).await;
+            let emitted = || self.load_over() && get(&c.events) >= get(&c.produced);
+            let recovered = progress_after(|| get(&c.events), emitted, limit).await;
             self.report(FaultReport {
                 what: "SQS unreachable (fault proxy)".into(),
                 at,
                 outage: outage.as_secs_f64(),
-                recovered,
-                note: "webhook events confirmed again".into(),
+                recovered: recovered.map(|r| r.0),
+                note: recovery_note(recovered, "webhook events confirmed again"),
             });
         } else {
             println!("  chaos: SQS fault skipped (an external SQS was given)");
@@ -195,8 +230,10 @@ impl Chaos {
         let starts = get(&c.worker_b_starts);
         println!("  chaos: killing job worker worker-b (running jobs aborted)");
         self.kill_worker.notify_one();
+        // Only progress counts here: the worker must be seen restarted and working.
         let recovered = progress_after(
             || u64::from(get(&c.worker_b_starts) > starts) * get(&c.jobs_done),
+            || false,
             limit,
         )
         .await;
@@ -204,7 +241,7 @@ impl Chaos {
             what: "job worker worker-b killed".into(),
             at,
             outage: 0.0,
-            recovered,
+            recovered: recovered.map(|r| r.0),
             note: "restarted by its supervisor; aborted jobs ran again".into(),
         });
     }
