@@ -19,14 +19,6 @@ use wharf_kafka_wrapper::{
 };
 use wharf_testkit::Tansu;
 
-/// Logs to the test's output as `RUST_LOG` says (nothing by default).
-fn trace() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
-}
-
 /// Scheduling on a loaded two-core machine: added to bounds derived from the configuration,
 /// never a bound of its own.
 const SLACK: Duration = Duration::from_secs(2);
@@ -168,7 +160,7 @@ async fn wait_for_all(seen: &Seen, expected: &HashSet<String>, within: Duration)
 /// consumer waited with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_under_a_silent_partition_holds_the_polling_thread_only_for_the_commit_timeout() {
-    trace();
+    common::trace();
     let (kafka, brokers, topic) = proxied_tansu("revoke-hold", 2).await;
     let commit_timeout = Duration::from_secs(1);
     let grace = Duration::from_secs(1);
@@ -240,7 +232,7 @@ async fn a_revoke_under_a_silent_partition_holds_the_polling_thread_only_for_the
 /// client waited for librdkafka to settle the commit with a coordinator it could not reach).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_consumer_during_a_silent_partition_returns_within_its_stop_bound() {
-    trace();
+    common::trace();
     let (kafka, brokers, topic) = proxied_tansu("remove-hold", 2).await;
     let request_timeout = Duration::from_secs(1);
     let grace = Duration::from_secs(1);
@@ -314,7 +306,7 @@ fn judged_config(brokers: &str, budget: Duration) -> KafkaConfig {
 /// which began at most one probe interval before the fault; then the rebuild is done, and once
 /// Kafka is back the rebuilt producer delivers.
 async fn judged_unreachable_in_time(prefix: &str, fault: impl Fn(&wharf_testkit::FaultProxy)) {
-    trace();
+    common::trace();
     let (kafka, brokers, topic) = proxied_tansu(prefix, 1).await;
     let budget = Duration::from_secs(2);
     let w = KafkaWrapper::start(judged_config(&brokers, budget))
@@ -397,7 +389,7 @@ async fn a_broker_that_is_down_is_judged_unreachable_on_the_wrappers_own_clock()
 /// successful probe updates).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_broker_that_answers_within_half_the_budget_is_never_judged_unreachable() {
-    trace();
+    common::trace();
     let (kafka, brokers, topic) = proxied_tansu("slow", 1).await;
     let budget = Duration::from_secs(4);
     let w = KafkaWrapper::start(judged_config(&brokers, budget))

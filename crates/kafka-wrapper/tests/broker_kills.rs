@@ -77,10 +77,7 @@ fn kills(default: usize) -> usize {
 /// is restarted, and the group must handle [`RESUMED_BY`] more records within
 /// [`RESUME_WITHIN`].
 async fn kill_the_broker_under_a_group(config: impl Fn(&str) -> KafkaConfig, rounds: usize) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    common::trace();
     let seed = nemesis::seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let kafka = Arc::new(

@@ -13,14 +13,6 @@ use wharf_kafka_wrapper::{
 };
 use wharf_testkit::Tansu;
 
-/// Logs to the test's output as `RUST_LOG` says (nothing by default).
-fn trace() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
-}
-
 /// A proxied Tansu with a new topic, a wrapper that rebuilds 2 s after Kafka became
 /// unreachable, and a producer on it. The short grace makes the old client's flush give up
 /// while Kafka is still down, so its queued records are purged rather than delivered late
@@ -385,7 +377,7 @@ async fn under_a_supervisor_a_wrapper_that_gave_up_is_restarted_with_its_registr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_purged_by_a_rebuild_are_sent_again_for_send_with_and_send_batch() {
-    trace();
+    common::trace();
     let (kafka, topic, w, p) = rebuilding_wrapper("purged-callback").await;
     p.send(Record::new(&topic, "before")).await.unwrap();
     kafka.proxy().unwrap().down().unwrap();
@@ -455,7 +447,7 @@ async fn records_purged_by_a_rebuild_are_sent_again_for_send_with_and_send_batch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_keeps_the_order_of_records_sent_with_send_with() {
     const N: u64 = 4_000;
-    trace();
+    common::trace();
     let (kafka, topic, w, p) = rebuilding_wrapper("purged-order").await;
     p.send(Record::new(&topic, "-1")).await.unwrap();
     let kafka = Arc::new(kafka);
@@ -565,7 +557,7 @@ async fn with_many_in_flight_a_rejoin_hands_out_each_keys_messages_in_order() {
     use wharf_core::transport::Source as _;
     const KEYS: u64 = 24;
     const N: u64 = 6_000;
-    trace();
+    common::trace();
     let kafka = tokio::task::spawn_blocking(Tansu::start_behind_proxy)
         .await
         .unwrap()

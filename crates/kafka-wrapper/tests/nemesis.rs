@@ -90,16 +90,8 @@ fn config(brokers: &str, members: Members) -> KafkaConfig {
     }
 }
 
-/// Logs to the test's output as `RUST_LOG` says (nothing by default).
-fn trace() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
-}
-
 async fn run_nemesis(seed: u64, run_for: Duration, members: Members) {
-    trace();
+    common::trace();
     eprintln!("kafka-wrapper nemesis: seed {seed}, {run_for:?}, members {members:?}");
     let kafka = Arc::new(
         tokio::task::spawn_blocking(Tansu::start_durable_behind_proxy)

@@ -13,10 +13,7 @@ use wharf_kafka_wrapper::{ConsumerSpec, Handler, Outcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_consumer_removed_and_added_again_gets_its_partitions_every_time() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    common::trace();
     let brokers = common::brokers();
     let topic = common::topic("readd");
     let group = common::topic("readd-g");
@@ -57,10 +54,7 @@ async fn a_group_consumer_removed_and_added_again_gets_its_partitions_every_time
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_source_of_a_group_is_followed_by_a_new_one_that_gets_the_partitions() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    common::trace();
     let brokers = common::brokers();
     let topic = common::topic("readd-src");
     let group = common::topic("readd-src-g");

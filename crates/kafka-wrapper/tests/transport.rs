@@ -88,10 +88,7 @@ async fn publish_returns_a_kafka_receipt_and_the_source_redelivers_nacked_and_dr
 /// the old source was dropped: the name must be free at once, and nothing acked is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_source_can_be_registered_again_at_once() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
-        .with_test_writer()
-        .try_init();
+    common::trace();
     let brokers = common::brokers();
     let topic = common::topic("resource");
     let group = common::topic("g");

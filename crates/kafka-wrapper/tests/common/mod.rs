@@ -17,6 +17,14 @@ pub fn brokers() -> String {
 /// of it on Tansu, and a member that does not leave is evicted after it.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
+/// Logs to the test's output as `RUST_LOG` says (nothing by default); once per test binary.
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()))
+        .with_test_writer()
+        .try_init();
+}
+
 /// A config tuned for tests: quick group joins and quick health checks.
 pub fn config(brokers: &str) -> KafkaConfig {
     KafkaConfig::new(brokers)
